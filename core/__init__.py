@@ -1,0 +1,1 @@
+"""earshot's platform-agnostic core: audio in, a Qwen-Audio answer out."""

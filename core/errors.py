@@ -1,0 +1,91 @@
+"""earshot's typed errors.
+
+    EarshotError                 .user_message: one line for the user; .operator_message: what to fix
+      InputError                 something the user sent or asked (never the operator's fault)
+        AudioError               file can't be read, is empty, silent, too big, too long
+        NeedsAudio / NeedsText   a command without the audio or words it needs
+      ModelError                 the model service said no
+        ModelAuthError           bad or missing key, no access to the model  (operator)
+        QuotaExhausted           the free quota is used up                    (operator)
+        ModelThrottled           rate limited; try later                      (retryable)
+        ModelUnavailable         5xx, timeouts, connection errors             (retryable)
+        ContentRejected          content inspection refused the input
+        ModelInputError          the service rejected the audio or parameters
+        BadModelResponse         a body we can't parse (a proxy's HTML page)
+"""
+from __future__ import annotations
+
+from . import messages
+
+
+class EarshotError(Exception):
+    """Base: carries the user-facing sentence; operator errors also say what to fix."""
+
+    operator = False      # True: the operator must act; the user only gets an apology
+    retryable = False
+
+    def __init__(self, user_message: str, operator_message: str | None = None) -> None:
+        super().__init__(operator_message or user_message)
+        self.user_message = user_message
+        self.operator_message = operator_message or user_message
+
+
+class InputError(EarshotError):
+    pass
+
+
+class AudioError(InputError):
+    pass
+
+
+class NeedsAudio(InputError):
+    pass
+
+
+class NeedsText(InputError):
+    pass
+
+
+class ModelError(EarshotError):
+    def __init__(self, user_message: str, operator_message: str | None = None, *,
+                 status: int | None = None, code: str | None = None, request_id: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(user_message, operator_message)
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class ModelAuthError(ModelError):
+    operator = True
+
+    def __init__(self, operator_message: str = messages.BAD_KEY_CLI, **kw) -> None:
+        super().__init__(messages.MISCONFIGURED, operator_message, **kw)
+
+
+class QuotaExhausted(ModelError):
+    operator = True
+
+    def __init__(self, operator_message: str, **kw) -> None:
+        super().__init__(messages.QUOTA_USED_UP, operator_message, **kw)
+
+
+class ModelThrottled(ModelError):
+    retryable = True
+
+
+class ModelUnavailable(ModelError):
+    retryable = True
+
+
+class ContentRejected(ModelError):
+    pass
+
+
+class ModelInputError(ModelError):
+    pass
+
+
+class BadModelResponse(ModelError):
+    retryable = True

@@ -1,0 +1,28 @@
+"""Every sentence earshot says to a user about a problem, in one place."""
+
+NOT_AUDIO = "I couldn't read that as audio. Send a voice note or an audio file (ogg, mp3, m4a, wav, flac, amr, webm…)."
+EMPTY_FILE = "That file is empty."
+NO_AUDIO_TRACK = "That file has no audio track."
+SILENT = "I listened, but found no speech or sound in it."
+TOO_BIG = "That file is too big: {size_mb:.1f} MB, and the limit is {limit_mb:.0f} MB."
+TOO_BIG_TELEGRAM = ("That file is over the 20 MB that Telegram lets bots download. "
+                    "Send a shorter clip, or run earshot with a self-hosted Bot API server to lift the limit.")
+TOO_LONG = "That audio is too long: I handle up to {limit} per file."
+DECODE_TIMEOUT = "That file took too long to decode; it may be damaged."
+FILE_NOT_FOUND = "No such file: {path}"
+
+MODEL_BUSY = "The model is busy right now. Please try again in a minute."
+QUOTA_USED_UP = "The model's free quota is used up, so I can't answer for now. The operator has been told."
+MODEL_DOWN = "The model is unavailable right now. Please try again later."
+CONTENT_REJECTED = "The model refused that audio or question on content grounds."
+MODEL_REJECTED_INPUT = "The model couldn't process that audio: {detail}"
+BAD_MODEL_RESPONSE = "The model sent an answer I couldn't read. Please try again."
+MISCONFIGURED = "Sorry, I'm misconfigured and can't answer right now. The operator has been told."
+BAD_KEY_CLI = "The DashScope API key was refused: check DASHSCOPE_API_KEY."
+NO_KEY_CLI = "No DashScope API key: set DASHSCOPE_API_KEY."
+INTERNAL = "Sorry, something went wrong on my side. Please try again."
+
+NO_AUDIO_YET = "There's no audio here yet. Send a voice note or an audio file, then ask again, or reply to one with the command."
+NEED_QUESTION = "What should I ask about the audio? For example: ask what did she say about Friday?"
+NEED_LANGUAGE = "Which language? For example: translate English"
+NOTHING_TO_FOLLOW = "Send me a voice note or an audio file first."

@@ -1,0 +1,94 @@
+"""The data that crosses the core/adapter seam: plain frozen dataclasses, no platform types."""
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+class Task(enum.StrEnum):
+    CHAT = "chat"              # voice chat: the audio alone is the instruction
+    ASK = "ask"                # a question about the audio
+    TRANSCRIBE = "transcribe"
+    SUMMARIZE = "summarize"
+    SENTIMENT = "sentiment"
+    EVENTS = "events"
+    TRANSLATE = "translate"
+    FOLLOW_UP = "follow_up"    # text only, answered from the chat's history
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKey:
+    """One conversation history: a chat, or a thread inside it."""
+
+    platform: str              # "telegram", "slack", "cli"
+    chat_id: str
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """Audio exactly as the user sent it; the core decodes and normalises it."""
+
+    data: bytes
+    filename: str | None = None
+    mime_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One user turn, stripped of platform types."""
+
+    chat: ChatKey
+    task: Task
+    audio: Audio | None = None
+    text: str | None = None    # the question, the target language, or a follow-up message
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    audio_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.audio_tokens + self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.audio_tokens + other.audio_tokens, self.input_tokens + other.input_tokens,
+                     self.output_tokens + other.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The model's answer for one chunk of the audio."""
+
+    start: float               # seconds into the original audio
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to tell the user. Adapters decide how to render it."""
+
+    text: str
+    task: Task
+    parts: tuple[Part, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    duration: float | None = None    # seconds of audio the answer covers
+    request_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a long request has got: chunks answered out of the total, and partial text if streaming."""
+
+    done: int
+    total: int
+    partial: str | None = None
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
