@@ -1,6 +1,7 @@
 """All of earshot's configuration, read once from the environment (names are part of the contract)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -11,6 +12,28 @@ DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
 DEFAULT_TELEGRAM_BASE = "https://api.telegram.org"
 DEFAULT_SLACK_API = "https://slack.com/api/"
 MODELS = ("qwen-audio-turbo", "qwen-audio-turbo-latest", "qwen2-audio-instruct")
+AUDIO_TOKENS_PER_SECOND = 25
+SECONDS_HEARD = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    max_input: int
+    max_output: int
+    voice_chat: bool       # takes audio alone, with no text, as the instruction
+
+
+LIMITS = {
+    "qwen-audio-turbo": ModelLimits(6000, 1500, voice_chat=False),
+    "qwen-audio-turbo-latest": ModelLimits(6144, 2048, voice_chat=True),
+    "qwen2-audio-instruct": ModelLimits(6000, 1500, voice_chat=True),
+}
+# dated snapshots and unknown names get the most cautious figures
+CAUTIOUS_LIMITS = ModelLimits(6000, 1500, voice_chat=False)
+
+
+def limits_for(model: str) -> ModelLimits:
+    return LIMITS.get(model) or next((v for k, v in LIMITS.items() if model.startswith(k + "-")), CAUTIOUS_LIMITS)
 
 
 def _env(name: str) -> dict:

@@ -1,8 +1,45 @@
-"""The one entry point adapters call: a Request in, a Reply out (INTERFACE DRAFT, being implemented)."""
+"""The one entry point adapters call: a Request in, a Reply out."""
 from __future__ import annotations
 
-from .config import Settings
-from .models import ChatKey, ProgressCallback, Reply, Request, Usage
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from . import audio, messages, prompts
+from .config import AUDIO_TOKENS_PER_SECOND, SECONDS_HEARD, Settings, limits_for
+from .dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
+from .errors import ModelAuthError, NeedsAudio, NeedsText
+from .history import HistoryStore, Turn
+from .models import ChatKey, Part, Progress, ProgressCallback, Reply, Request, Task, Usage
+from .timestamps import mmss, shift
+
+logger = logging.getLogger(__name__)
+
+# tasks whose answer reads better with the conversation so far; the others stand alone
+CONVERSATIONAL = {Task.CHAT, Task.ASK, Task.FOLLOW_UP}
+# tasks where the model was asked for mm:ss times that must move with the chunk
+TIMED = {Task.EVENTS, Task.ASK, Task.SENTIMENT}
+# what a request may spend on words besides the history: prompts, the answer's own text, slack
+PROMPT_RESERVE = 400
+
+
+def estimate_tokens(text: str) -> int:
+    """A cautious count: UTF-8 bytes / 3 is about one token per CJK character and above English's rate."""
+    return len(text.encode("utf-8")) // 3 + 4
+
+
+def audio_tokens(seconds: float) -> int:
+    return max(1, math.ceil(min(seconds, SECONDS_HEARD))) * AUDIO_TOKENS_PER_SECOND
+
+
+@dataclass
+class _Call:
+    """One model call's outcome, kept for the reply's usage and request ids."""
+
+    answer: ModelAnswer
+    part: Part | None = None
 
 
 class Assistant:
@@ -12,10 +49,20 @@ class Assistant:
     chats run in parallel, turns within one chat run in order.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, client: DashScopeClient | None = None,
+                 history: HistoryStore | None = None) -> None:
         self.settings = settings
+        self.limits = limits_for(settings.model)
+        key = settings.dashscope_api_key.get_secret_value() if settings.dashscope_api_key else ""
+        self._client = client or DashScopeClient(
+            key, settings.dashscope_base_url, settings.model, timeout=settings.request_timeout,
+            retry_budget=settings.retry_budget, max_concurrency=settings.global_concurrency)
+        self._has_key = bool(key) or client is not None
+        self.history = history or HistoryStore(settings.db_path)
+        self._locks: dict[ChatKey, asyncio.Lock] = {}
 
-    async def __aenter__(self) -> "Assistant":
+    async def __aenter__(self) -> Assistant:
+        await self.history.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -23,33 +70,193 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
+        await self._client.aclose()
+        await self.history.close()
 
     async def handle(self, request: Request, *, progress: ProgressCallback | None = None,
                      stream: bool = False) -> Reply:
         """Answer one turn. Raises core.errors.EarshotError subclasses with a user_message.
 
         progress: awaited as chunks of long audio finish (Progress(done, total)), and, when
-        stream=True and the answer comes from one model call, with Progress(..., partial=text so far).
+        stream=True, with Progress(..., partial=text so far) while the final answer is written.
         """
-        raise NotImplementedError
+        self._check(request)
+        lock = self._locks.setdefault(request.chat, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._handle(request, progress, stream)
+        finally:
+            if not lock.locked() and self._locks.get(request.chat) is lock:
+                del self._locks[request.chat]  # idle chats hold no memory
+
+    def _check(self, request: Request) -> None:
+        """Refuse what can't work before spending anything."""
+        if request.task is Task.FOLLOW_UP:
+            if not (request.text or "").strip():
+                raise NeedsText(messages.NOTHING_TO_FOLLOW)
+        elif request.audio is None:
+            raise NeedsAudio(messages.NO_AUDIO_YET)
+        if request.task is Task.ASK and not (request.text or "").strip():
+            raise NeedsText(messages.NEED_QUESTION)
+        if request.task is Task.TRANSLATE and not (request.text or "").strip():
+            raise NeedsText(messages.NEED_LANGUAGE)
+        if not self._has_key:
+            raise ModelAuthError(messages.NO_KEY_CLI)
+
+    async def _handle(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
+        if request.task is Task.FOLLOW_UP:
+            return await self._follow_up(request, progress if stream else None)
+        assert request.audio is not None
+        s = self.settings
+        prepared = await asyncio.to_thread(audio.prepare, request.audio, max_bytes=s.max_file_bytes,
+                                           max_seconds=s.max_audio_seconds, timeout=s.ffmpeg_timeout)
+        chunks = prepared.chunks
+        if len(chunks) == 1:
+            calls = [await self._one_clip(request, chunks[0], progress if stream else None)]
+            text = calls[0].answer.text.strip()
+        else:
+            calls = await self._map(request, chunks, progress)
+            text, extra = await self._reduce(request, calls, progress if stream else None)
+            if extra:
+                calls.append(extra)
+        usage = sum((c.answer.usage for c in calls), Usage())
+        parts = tuple(c.part for c in calls if c.part is not None)
+        reply = Reply(text=text, task=request.task, parts=parts, usage=usage, duration=prepared.duration,
+                      request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id))
+        await self.history.add_exchange(
+            request.chat, request.user_id,
+            prompts.describe_audio_turn(request.task, prepared.duration, request.text), text, usage,
+            audio_seconds=prepared.duration)
+        return reply
+
+    # --- one clip ---------------------------------------------------------------------------
+    async def _one_clip(self, request: Request, chunk: audio.Chunk,
+                        progress: ProgressCallback | None) -> _Call:
+        instruction = prompts.clip_instruction(request.task, request.text, voice_chat=self.limits.voice_chat)
+        content = [audio_item(chunk.data)] + ([text_item(instruction)] if instruction else [])
+        spent = audio_tokens(chunk.end - chunk.start) + estimate_tokens(instruction or "")
+        history = await self._history_for(request, spent)
+        answer = await self._client.generate(
+            self._messages(history, content), max_tokens=self.limits.max_output,
+            on_delta=_streamer(progress, 1, 1))
+        return _Call(answer, Part(chunk.start, chunk.end, answer.text.strip()))
+
+    # --- long audio: map over chunks, then stitch or combine -------------------------------
+    async def _map(self, request: Request, chunks: list[audio.Chunk],
+                   progress: ProgressCallback | None) -> list[_Call]:
+        instruction = prompts.part_instruction(request.task, request.text)
+        gate = asyncio.Semaphore(self.settings.chunk_concurrency)
+        done = 0
+        if progress:
+            await progress(Progress(0, len(chunks)))
+
+        async def ask(chunk: audio.Chunk) -> _Call:
+            nonlocal done
+            async with gate:
+                content = [audio_item(chunk.data), text_item(instruction)]
+                answer = await self._client.generate(self._messages([], content),
+                                                     max_tokens=self.limits.max_output)
+            done += 1
+            if progress:
+                await progress(Progress(done, len(chunks)))
+            text = answer.text.strip()
+            if request.task in TIMED:
+                text = shift(text, chunk.start)
+            return _Call(answer, Part(chunk.start, chunk.end, text))
+
+        tasks = [asyncio.ensure_future(ask(c)) for c in chunks]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:  # one failed part fails the request: stop spending on the rest
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _reduce(self, request: Request, calls: list[_Call],
+                      progress: ProgressCallback | None) -> tuple[str, _Call | None]:
+        parts = [c.part for c in calls if c.part is not None]
+        labelled = [(mmss(p.start), p.text) for p in parts]
+        if not prompts.needs_combining(request.task):
+            return "\n\n".join(f"[{mark}] {text}" for mark, text in labelled), None
+        instruction = prompts.combine_instruction(request.task, request.text, labelled)
+        history = await self._history_for(request, estimate_tokens(instruction))
+        answer = await self._client.generate(
+            self._messages(history, [text_item(instruction)]), max_tokens=self.limits.max_output,
+            on_delta=_streamer(progress, len(parts), len(parts)))
+        return answer.text.strip(), _Call(answer)
+
+    # --- text follow-ups ----------------------------------------------------------------------
+    async def _follow_up(self, request: Request, progress: ProgressCallback | None) -> Reply:
+        text = (request.text or "").strip()
+        history = await self._history_for(request, estimate_tokens(text))
+        if not history:
+            raise NeedsAudio(messages.NOTHING_TO_FOLLOW)
+        answer = await self._client.generate(self._messages(history, [text_item(text)]),
+                                             max_tokens=self.limits.max_output,
+                                             on_delta=_streamer(progress, 1, 1))
+        reply_text = answer.text.strip()
+        await self.history.add_exchange(request.chat, request.user_id, text, reply_text, answer.usage)
+        return Reply(text=reply_text, task=request.task, usage=answer.usage,
+                     request_ids=(answer.request_id,) if answer.request_id else ())
+
+    async def _history_for(self, request: Request, spent: int) -> list[Turn]:
+        """The chat's latest turns that fit beside this request in the model's input limit."""
+        if request.task not in CONVERSATIONAL or self.settings.history_turns == 0:
+            return []
+        turns = await self.history.recent_turns(request.chat, self.settings.history_turns)
+        budget = self.limits.max_input - spent - estimate_tokens(prompts.SYSTEM) - PROMPT_RESERVE
+        kept: list[Turn] = []
+        for turn in reversed(turns):  # newest first, so the oldest are the ones dropped
+            budget -= estimate_tokens(turn.text)
+            if budget < 0:
+                break
+            kept.append(turn)
+        kept.reverse()
+        while kept and kept[0].role != "user":  # a conversation starts with the user
+            kept.pop(0)
+        return kept
+
+    @staticmethod
+    def _messages(history: list[Turn], content: list[dict]) -> list[dict]:
+        system = prompts.SYSTEM + (" " + prompts.FOLLOW_UP_NOTE if history else "")
+        return [
+            {"role": "system", "content": [text_item(system)]},
+            *({"role": t.role, "content": [text_item(t.text)]} for t in history),
+            {"role": "user", "content": content},
+        ]
 
     # --- chat state the adapters need -------------------------------------------------------
     async def reset(self, chat: ChatKey) -> None:
-        """Forget the chat's history (the /reset command)."""
-        raise NotImplementedError
+        """Forget the chat's history (the reset command)."""
+        await self.history.reset(chat)
 
     async def usage(self, chat: ChatKey) -> Usage:
         """Tokens this chat has used today (UTC)."""
-        raise NotImplementedError
+        return await self.history.usage_today(chat)
 
     async def remember_audio(self, chat: ChatKey, ref: str) -> None:
-        """Remember an opaque platform reference (a Telegram file_id, a Slack file id) as the chat's latest audio."""
-        raise NotImplementedError
+        """Remember an opaque platform reference (a file id) as the chat's latest audio."""
+        await self.history.remember_audio(chat, ref)
 
     async def latest_audio(self, chat: ChatKey) -> str | None:
         """The chat's most recent audio reference, or None."""
-        raise NotImplementedError
+        return await self.history.latest_audio(chat)
 
     async def claim_event(self, platform: str, event_id: str) -> bool:
         """True the first time an event id is seen (kept in SQLite across restarts), False after."""
-        raise NotImplementedError
+        return await self.history.claim_event(platform, event_id)
+
+
+def _streamer(progress: ProgressCallback | None, done: int,
+              total: int) -> Callable[[str], Awaitable[None]] | None:
+    """An on_delta callback that reports the text so far, or None when nobody is listening."""
+    if progress is None:
+        return None
+    so_far: list[str] = []
+
+    async def on_delta(delta: str) -> None:
+        so_far.append(delta)
+        await progress(Progress(done, total, partial="".join(so_far)))
+
+    return on_delta

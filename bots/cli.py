@@ -1,0 +1,202 @@
+"""The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from core import messages
+from core.config import Settings
+from core.errors import EarshotError, InputError, ModelError
+from core.logs import setup_logging
+from core.models import Audio, ChatKey, Progress, Reply, Request, Task
+from core.service import Assistant
+from core.timestamps import mmss
+
+app = typer.Typer(
+    name="earshot",
+    help="Talk to Qwen-Audio about voice notes and audio files: transcripts, summaries, mood, sounds, answers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+FileArg = Annotated[Path, typer.Argument(help="Audio or video file: ogg, opus, mp3, m4a, wav, flac, amr, 3gp, webm, mp4…",
+                                         show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the answer, per-part offsets and token usage as JSON.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what earshot is doing on stderr.")]
+
+# exit codes: what a script can tell apart
+EXIT_INPUT, EXIT_SERVICE, EXIT_CONFIG = 1, 3, 4
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"earshot: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        _fail(f"invalid configuration in the environment: {bad}", EXIT_CONFIG)
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+def _read(path: Path, settings: Settings) -> Audio:
+    if not path.is_file():
+        _fail(messages.FILE_NOT_FOUND.format(path=path), EXIT_INPUT)
+    size = path.stat().st_size
+    if size > settings.max_file_bytes:  # refuse before reading a huge file into memory
+        _fail(messages.TOO_BIG.format(size_mb=size / 2**20, limit_mb=settings.max_file_mb), EXIT_INPUT)
+    return Audio(path.read_bytes(), filename=path.name)
+
+
+class _ProgressBar:
+    """A bar on stderr for audio long enough to need several parts, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    async def __call__(self, p: Progress) -> None:
+        if p.total < 2 or not sys.stderr.isatty():
+            return
+        if self._bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
+            from rich.console import Console
+            self._bar = Bar(TextColumn("Listening"), BarColumn(), MofNCompleteColumn(), TextColumn("parts"),
+                            console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("listening", total=p.total)
+        self._bar.update(self._task, completed=p.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+async def _ask(settings: Settings, request: Request) -> Reply:
+    bar = _ProgressBar()
+    try:
+        async with Assistant(settings) as assistant:
+            return await assistant.handle(request, progress=bar)
+    finally:
+        bar.close()
+
+
+def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool) -> None:
+    # one-shot commands stand alone: no chat history is sent with them
+    settings = _settings(history_turns=0)
+    setup_logging(logging.INFO if verbose else logging.CRITICAL, settings.secrets())
+    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text)
+    reply = _until_done(_ask(settings, request))
+    if as_json:
+        typer.echo(json.dumps(_as_json(reply, settings.model), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(reply.text)
+
+
+def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
+    try:
+        return asyncio.run(work)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except EarshotError as exc:
+        code = EXIT_CONFIG if exc.operator else EXIT_INPUT if isinstance(exc, InputError) else EXIT_SERVICE
+        # the terminal user is the operator: say what to fix
+        _fail(exc.operator_message if exc.operator or isinstance(exc, ModelError) else exc.user_message, code)
+
+
+def _as_json(reply: Reply, model: str) -> dict[str, Any]:
+    return {
+        "task": reply.task.value,
+        "model": model,
+        "text": reply.text,
+        "duration": reply.duration,
+        "parts": [{"start": p.start, "end": p.end, "offset": mmss(p.start), "text": p.text} for p in reply.parts],
+        "usage": {**asdict(reply.usage), "total": reply.usage.total},
+        "request_ids": list(reply.request_ids),
+    }
+
+
+@app.command()
+def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
+    _run(Task.TRANSCRIBE, file, None, as_json, verbose)
+
+
+@app.command()
+def summarize(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """A short summary of what is said."""
+    _run(Task.SUMMARIZE, file, None, as_json, verbose)
+
+
+@app.command()
+def sentiment(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """The speaker's mood and tone, with the evidence heard for it."""
+    _run(Task.SENTIMENT, file, None, as_json, verbose)
+
+
+@app.command()
+def events(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Sounds, music and speech in the audio, with mm:ss timestamps."""
+    _run(Task.EVENTS, file, None, as_json, verbose)
+
+
+@app.command()
+def ask(file: FileArg,
+        question: Annotated[str | None, typer.Argument(help="What to ask about the audio.", show_default=False)] = None,
+        as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Answer a question about the audio (citing mm:ss); with no question, reply to it as a voice chat."""
+    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose)
+
+
+@app.command()
+def translate(file: FileArg,
+              to: Annotated[str, typer.Option("--to", help="Target language, e.g. English, 中文, Deutsch.",
+                                              show_default=False)],
+              as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Translate what is said into another language."""
+    _run(Task.TRANSLATE, file, to, as_json, verbose)
+
+
+@app.command()
+def telegram(
+    webhook_url: Annotated[str | None, typer.Option(help="Public HTTPS URL: run in webhook mode instead of long polling.")] = None,
+    port: Annotated[int, typer.Option(help="Port the webhook server listens on.")] = 8443,
+    listen: Annotated[str, typer.Option(help="Address the webhook server binds.")] = "0.0.0.0",
+) -> None:
+    """Run the Telegram bot (TELEGRAM_BOT_TOKEN). Long polling unless --webhook-url is given."""
+    settings = _settings()
+    if settings.telegram_bot_token is None:
+        _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
+    setup_logging(logging.INFO, settings.secrets())
+    from bots.telegram import run
+    run(settings, webhook_url=webhook_url, port=port, listen=listen)
+
+
+@app.command()
+def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/events (without SLACK_APP_TOKEN).")] = 3000) -> None:
+    """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on --port at /slack/events."""
+    settings = _settings()
+    if settings.slack_bot_token is None:
+        _fail("set SLACK_BOT_TOKEN to run the Slack app", EXIT_CONFIG)
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
+    setup_logging(logging.INFO, settings.secrets())
+    from bots.slack import run
+    run(settings, port=port)
+
+
+def main() -> None:
+    app()

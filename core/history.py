@@ -1,0 +1,172 @@
+"""Per-chat history, usage, recent audio and seen events, in SQLite through sqlite-utils.
+
+All database work runs on one dedicated thread: sqlite3 connections are bound to the thread that
+made them, and one writer per process keeps ordering simple. WAL and a busy timeout make several
+processes (the Telegram bot, the Slack app, the CLI) safe on one file.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .models import ChatKey, Usage
+
+T = TypeVar("T")
+migrations = Migrations("earshot")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["turns"].create({
+        "id": int, "platform": str, "chat_id": str, "thread_id": str, "user_id": str,
+        "role": str, "text": str, "audio_seconds": float,
+        "audio_tokens": int, "input_tokens": int, "output_tokens": int, "created": float,
+    }, pk="id", not_null={"platform", "chat_id", "thread_id", "role", "text", "created"})
+    db["turns"].create_index(["platform", "chat_id", "thread_id", "id"])
+    db["turns"].create_index(["created"])
+    db["recent_audio"].create({"platform": str, "chat_id": str, "thread_id": str, "ref": str, "created": float},
+                              pk=("platform", "chat_id", "thread_id"))
+    db["seen_events"].create({"platform": str, "event_id": str, "created": float}, pk=("platform", "event_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str          # "user" or "assistant"
+    text: str
+
+
+def _key(chat: ChatKey) -> tuple[str, str, str]:
+    return chat.platform, chat.chat_id, chat.thread_id or ""
+
+
+def _day_start(now: float) -> float:
+    return now - now % 86400  # UTC midnight
+
+
+class HistoryStore:
+    """Async facade over the SQLite file; every call hops to the store's own thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="earshot-db")
+        self._db: sqlite_utils.Database | None = None
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # created private: it holds what people said
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db = sqlite_utils.Database(conn)
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.enable_wal()
+        migrations.apply(self._db)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads first can't
+        # wait for another process's lock and fails at once with "database is locked"
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        if self._db is None:
+            raise RuntimeError("HistoryStore is not open")
+        return self._db
+
+    # --- turns ----------------------------------------------------------------------------
+    async def add_exchange(self, chat: ChatKey, user_id: str | None, user_text: str, answer: str,
+                           usage: Usage, audio_seconds: float | None = None) -> None:
+        """Store a user turn and the answer to it in one transaction."""
+        await self._run(self._add_exchange, chat, user_id, user_text, answer, usage, audio_seconds)
+
+    def _add_exchange(self, chat: ChatKey, user_id: str | None, user_text: str, answer: str,
+                      usage: Usage, audio_seconds: float | None) -> None:
+        platform, chat_id, thread_id = _key(chat)
+        now = time.time()
+        base = {"platform": platform, "chat_id": chat_id, "thread_id": thread_id, "user_id": user_id or ""}
+        with self._write():
+            self.db["turns"].insert_all([
+                {**base, "role": "user", "text": user_text, "audio_seconds": audio_seconds,
+                 "audio_tokens": 0, "input_tokens": 0, "output_tokens": 0, "created": now},
+                {**base, "role": "assistant", "text": answer, "audio_seconds": None,
+                 "audio_tokens": usage.audio_tokens, "input_tokens": usage.input_tokens,
+                 "output_tokens": usage.output_tokens, "created": now},
+            ])
+
+    async def recent_turns(self, chat: ChatKey, limit: int) -> list[Turn]:
+        """The chat's last `limit` turns, oldest first."""
+        return await self._run(self._recent_turns, chat, limit)
+
+    def _recent_turns(self, chat: ChatKey, limit: int) -> list[Turn]:
+        rows = self.db.execute(
+            "SELECT role, text FROM turns WHERE platform = ? AND chat_id = ? AND thread_id = ? "
+            "AND role IN ('user', 'assistant') ORDER BY id DESC LIMIT ?", [*_key(chat), limit]).fetchall()
+        return [Turn(role, text) for role, text in reversed(rows)]
+
+    async def reset(self, chat: ChatKey) -> None:
+        await self._run(self._reset, chat)
+
+    def _reset(self, chat: ChatKey) -> None:
+        # usage survives a reset (it is what budgets count), so only the words are cleared
+        self.db.execute("UPDATE turns SET text = '', role = 'cleared' WHERE platform = ? AND chat_id = ? "
+                        "AND thread_id = ?", _key(chat))
+
+    async def usage_today(self, chat: ChatKey) -> Usage:
+        return await self._run(self._usage_today, chat)
+
+    def _usage_today(self, chat: ChatKey) -> Usage:
+        platform, chat_id, _ = _key(chat)
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(audio_tokens),0), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0) "
+            "FROM turns WHERE platform = ? AND chat_id = ? AND created >= ?",
+            [platform, chat_id, _day_start(time.time())]).fetchone()
+        return Usage(*row)
+
+    # --- recent audio and seen events -----------------------------------------------------
+    async def remember_audio(self, chat: ChatKey, ref: str) -> None:
+        platform, chat_id, thread_id = _key(chat)
+        row = {"platform": platform, "chat_id": chat_id, "thread_id": thread_id, "ref": ref, "created": time.time()}
+        await self._run(lambda: self.db["recent_audio"].upsert(row, pk=("platform", "chat_id", "thread_id")))
+
+    async def latest_audio(self, chat: ChatKey) -> str | None:
+        def find() -> str | None:
+            row = self.db.execute("SELECT ref FROM recent_audio WHERE platform = ? AND chat_id = ? AND thread_id = ?",
+                                  _key(chat)).fetchone()
+            return row[0] if row else None
+        return await self._run(find)
+
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        def claim() -> bool:
+            cur = self.db.execute("INSERT OR IGNORE INTO seen_events (platform, event_id, created) VALUES (?, ?, ?)",
+                                  [platform, event_id, time.time()])
+            return cur.rowcount == 1
+        return await self._run(claim)

@@ -1,0 +1,85 @@
+"""Every word earshot says to the model, in one place.
+
+Prompts are short on purpose: the free quota is small and every input token counts.
+"""
+from __future__ import annotations
+
+from .models import Task
+
+SYSTEM = "You are earshot, a helpful assistant that listens to audio people share in chats. Be concise."
+
+# What to ask of one clip (or one ≤30 s chunk of a longer recording).
+_CLIP = {
+    Task.TRANSCRIBE: ("Transcribe the speech verbatim, in the language spoken. Output only the transcript. "
+                      "If there is no speech, describe the sounds in [brackets]."),
+    Task.SUMMARIZE: "Summarise what is said in a few short sentences or bullet points.",
+    Task.SENTIMENT: ("Describe the speaker's mood and tone (for example calm, excited, tense), and the evidence "
+                     "you hear for it: words, pitch, pace, volume, laughter."),
+    Task.EVENTS: ("List the sounds, music and speech you hear, one per line, each starting with its time "
+                  "as mm:ss."),
+    Task.ASK: "Answer this question about the audio. When you refer to a moment, give its time as mm:ss. Question: {text}",
+    Task.TRANSLATE: "Translate what is said into {text}. Output only the translation.",
+    # voice chat on a model that can't take audio alone as the instruction
+    Task.CHAT: "Reply to the speaker as in a conversation.",
+}
+
+# One part of a long recording, to be combined afterwards.
+_PART = {
+    Task.SUMMARIZE: "This is part of a longer recording. Summarise what is said in this part in a few short sentences.",
+    Task.SENTIMENT: "This is part of a longer recording. Describe the speaker's mood and tone in this part, with evidence.",
+    Task.ASK: ("This is part of a longer recording. Note anything in this part that helps answer the question, "
+               "with times as mm:ss; say 'nothing relevant' if there is none. Question: {text}"),
+    Task.CHAT: "This is part of a longer voice message. Write down what the speaker says or asks in this part.",
+}
+
+# Combining the parts of a long recording with one text-only call.
+_COMBINE = {
+    Task.SUMMARIZE: "Below are summaries of consecutive parts of one recording, each marked with its start time. "
+                    "Write one summary of the whole recording.",
+    Task.SENTIMENT: "Below are notes on the speaker's mood in consecutive parts of one recording, each marked with "
+                    "its start time. Describe the mood and tone over the whole recording, with evidence and times.",
+    Task.ASK: "Below are notes from consecutive parts of one recording, each marked with its start time. "
+              "Answer the question from them, citing times as mm:ss. Question: {text}",
+    Task.CHAT: "Below is what the speaker said in a long voice message, part by part with start times. "
+               "Reply to the speaker as in a conversation.",
+}
+
+FOLLOW_UP_NOTE = "Earlier turns of this chat follow; a voice note appears as a short description."
+
+
+def clip_instruction(task: Task, text: str | None, *, voice_chat: bool) -> str | None:
+    """The text item sent with one clip; None for voice chat, where the audio alone is the instruction."""
+    if task is Task.CHAT and voice_chat:
+        return None
+    return _CLIP[task].format(text=text or "")
+
+
+def part_instruction(task: Task, text: str | None) -> str:
+    """The text item sent with one chunk of a long recording."""
+    template = _PART.get(task) or _CLIP[task]
+    return template.format(text=text or "")
+
+
+def combine_instruction(task: Task, text: str | None, parts: list[tuple[str, str]]) -> str:
+    """One text-only request that joins per-part answers, each labelled with its mm:ss start."""
+    body = "\n\n".join(f"[{mark}] {answer}" for mark, answer in parts)
+    return _COMBINE[task].format(text=text or "") + "\n\n" + body
+
+
+def needs_combining(task: Task) -> bool:
+    """Transcripts, translations and event lists read fine stitched in order; the rest need one more call."""
+    return task in _COMBINE
+
+
+def describe_audio_turn(task: Task, seconds: float, text: str | None) -> str:
+    """What history keeps in place of the audio itself."""
+    what = {
+        Task.CHAT: "sent a voice message",
+        Task.ASK: f"asked about it: {text}",
+        Task.TRANSLATE: f"asked for a translation into {text}",
+        Task.TRANSCRIBE: "asked for a transcript",
+        Task.SUMMARIZE: "asked for a summary",
+        Task.SENTIMENT: "asked about the speaker's mood",
+        Task.EVENTS: "asked what can be heard",
+    }.get(task, "sent it")
+    return f"[{seconds:.0f} s voice note] The user {what}."
