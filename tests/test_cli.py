@@ -1,0 +1,124 @@
+"""The `earshot` command as a user runs it: a subprocess against the DashScope stand-in."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.audio_fixtures import make_clip
+from tests.fakes.dashscope import FREE_QUOTA, HTML, FakeDashScope
+from tests.fakes.server import Threaded
+
+EARSHOT = str(Path(sys.executable).with_name("earshot"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    out = {}
+    for name, plan, total in [("voice.ogg", [(440, 0.5, 1.0), (660, 2.0, 1.0)], 3.5),
+                              ("long.m4a", [(440, 1.0, 2.0), (550, 40.0, 2.0)], 45.0)]:
+        out[name] = d / name
+        make_clip(out[name], plan, total_s=total, fmt=name.rsplit(".", 1)[1])
+    return out
+
+
+@pytest.fixture
+def fake():
+    f = FakeDashScope(api_key="sk-cli-test")
+    with Threaded(f.app) as served:
+        f.url = served.url
+        yield f
+
+
+@pytest.fixture
+def env(fake, tmp_path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE", "EARSHOT"))}
+    e.update(DASHSCOPE_API_KEY="sk-cli-test", DASHSCOPE_HTTP_BASE_URL=fake.url + "/api/v1",
+             EARSHOT_DB=str(tmp_path / "cli.db"), EARSHOT_RETRY_BUDGET="2")
+    return e
+
+
+def earshot(env, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([EARSHOT, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def one_clean_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_transcribe_prints_the_answer(env, fake, clips):
+    p = earshot(env, "transcribe", clips["voice.ogg"])
+    assert p.returncode == 0, p.stderr
+    assert re.findall(r"(\d+)Hz@", p.stdout) == ["440", "660"]
+    assert p.stderr == ""
+    assert fake.calls[0].items[0].format == "mp3"
+
+
+def test_json_gives_parts_offsets_and_usage(env, clips):
+    p = earshot(env, "transcribe", clips["long.m4a"], "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [part["offset"] for part in out["parts"]][0] == "00:00" and len(out["parts"]) == 2
+    assert out["parts"][1]["start"] > 25
+    assert out["usage"]["total"] == sum(out["usage"][k] for k in ("audio_tokens", "input_tokens", "output_tokens"))
+    assert out["task"] == "transcribe" and out["duration"] == pytest.approx(45.0, abs=0.2)
+
+
+def test_every_task_runs(env, fake, clips):
+    for args in (["summarize"], ["sentiment"], ["events"], ["ask"], ["ask", "--", "what rings?"],
+                 ["translate", "--to", "French"]):
+        cmd = [args[0], clips["voice.ogg"], *args[1:]]
+        p = earshot(env, *cmd)
+        assert p.returncode == 0, (args, p.stderr)
+        assert p.stdout.strip()
+    assert any("French" in t for c in fake.calls for t in c.texts)
+    assert any("what rings?" in t for c in fake.calls for t in c.texts)
+
+
+def test_wrong_key_says_so(env, clips):
+    p = earshot({**env, "DASHSCOPE_API_KEY": "sk-wrong"}, "transcribe", clips["voice.ogg"])
+    assert p.returncode == 4
+    assert "DASHSCOPE_API_KEY" in one_clean_line(p.stderr)
+    assert "sk-wrong" not in p.stderr
+
+
+def test_missing_key_says_so(env, clips, fake):
+    env = {k: v for k, v in env.items() if k != "DASHSCOPE_API_KEY"}
+    p = earshot(env, "summarize", clips["voice.ogg"])
+    assert p.returncode == 4 and "DASHSCOPE_API_KEY" in one_clean_line(p.stderr)
+    assert fake.calls == []
+
+
+def test_not_audio_is_one_line_and_costs_nothing(env, fake, tmp_path):
+    f = tmp_path / "notes.ogg"
+    f.write_text("shopping list: milk, eggs\n" * 50)
+    p = earshot(env, "transcribe", f)
+    assert p.returncode == 1 and one_clean_line(p.stderr)
+    assert earshot(env, "transcribe", tmp_path / "nope.ogg").returncode == 1
+    assert fake.calls == []
+
+
+def test_service_failures_are_one_line(env, fake, clips):
+    fake.fail(FREE_QUOTA)
+    p = earshot(env, "transcribe", clips["voice.ogg"])
+    assert p.returncode == 4 and "quota" in one_clean_line(p.stderr).lower()
+    fake.fail(HTML, HTML, HTML, HTML, HTML, HTML)
+    p = earshot(env, "transcribe", clips["voice.ogg"])
+    assert p.returncode == 3 and one_clean_line(p.stderr)
+
+
+def test_usage_errors_and_help(env, clips):
+    p = earshot(env, "translate", clips["voice.ogg"])
+    assert p.returncode == 2 and "--to" in p.stderr
+    h = earshot(env, "--help")
+    assert h.returncode == 0
+    for command in ("transcribe", "summarize", "sentiment", "events", "ask", "translate", "telegram", "slack"):
+        assert command in h.stdout
