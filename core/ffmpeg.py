@@ -1,0 +1,126 @@
+"""Finding and running ffmpeg: one place that knows the binary, the flags every call needs, and the limits.
+
+A system `ffmpeg` on PATH is preferred (distro builds get security fixes); otherwise the static build
+shipped in the imageio-ffmpeg wheel is used, so a machine with no ffmpeg at all still works. ffprobe
+is never needed.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import subprocess
+import warnings
+from collections.abc import Sequence
+
+from . import messages
+from .errors import AudioError
+
+# Caps for one ffmpeg child, so a hostile file can't eat the machine.
+MEMORY_LIMIT = 1 << 30           # bytes of address space
+BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
+# glibc reserves 64 MiB of address space per malloc arena (up to 8 per core); ffmpeg runs a thread per
+# encoder and muxer, so without this the address-space cap would make thread creation fail.
+CHILD_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+try:
+    import resource
+except ImportError:              # Windows: no rlimits; the wall-clock timeout still applies
+    resource = None  # type: ignore[assignment]
+try:
+    import fcntl
+except ImportError:
+    fcntl = None  # type: ignore[assignment]
+
+PIPE_SIZE = 1 << 20              # Linux's default cap for unprivileged processes
+_F_SETPIPE_SZ = 1031
+
+
+class FfmpegError(Exception):
+    """ffmpeg exited non-zero. `stderr` holds its (error-level) log for classification and logs."""
+
+    def __init__(self, returncode: int, stderr: str) -> None:
+        lines = stderr.strip().splitlines()
+        super().__init__(f"ffmpeg exited {returncode}: {lines[-1] if lines else 'no message'}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def _works(exe: str) -> bool:
+    """True if `exe` runs and can encode MP3 (some minimal builds can't)."""
+    try:
+        out = subprocess.run([exe, *BASE_ARGS, "-encoders"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and b"libmp3lame" in out.stdout
+
+
+@functools.cache
+def executable() -> str:
+    """Path of the ffmpeg to use, found once per process; pydub is pointed at it too."""
+    system = shutil.which("ffmpeg")
+    if system and _works(system):
+        exe = system
+    else:
+        import imageio_ffmpeg
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    with warnings.catch_warnings():   # pydub warns at import when no ffmpeg is on PATH
+        warnings.simplefilter("ignore")
+        from pydub import AudioSegment
+    AudioSegment.converter = exe
+    return exe
+
+
+def _limit(pid: int, timeout: float) -> None:
+    """Cap the child's CPU seconds and address space.
+
+    Set from the parent with prlimit (Linux) rather than a preexec_fn, which is unsafe in the
+    threaded service; the child has at most microseconds of work before the caps apply.
+    """
+    if resource is None or not hasattr(resource, "prlimit"):
+        return
+    cpu = math.ceil(timeout) * 2 + 1    # ffmpeg is multithreaded: CPU time can outrun the wall clock
+    try:
+        resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.prlimit(pid, resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    except (OSError, ValueError):       # the child already exited, or the platform refuses
+        pass
+
+
+def _widen(*pipes: object) -> None:
+    """Grow the pipes to 1 MiB: PCM moves in small packets, and with 64 KiB pipes the two processes
+    spend their time waking each other (measured: ~20% of a long decode)."""
+    if fcntl is None:
+        return
+    for pipe in pipes:
+        if pipe is not None:
+            try:
+                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)   # type: ignore[attr-defined]
+            except OSError:      # not Linux, or the system caps pipes lower
+                pass
+
+
+def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> bytes:
+    """Run ffmpeg with `args` (after the common flags) and return its stdout.
+
+    Raises AudioError(DECODE_TIMEOUT) if it runs past `timeout` seconds (the child is killed), and
+    FfmpegError if it exits non-zero.
+    """
+    cmd = [executable(), *BASE_ARGS, *args]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **CHILD_ENV}) as proc:
+        _limit(proc.pid, timeout)
+        _widen(proc.stdin, proc.stdout)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AudioError(messages.DECODE_TIMEOUT, f"ffmpeg ran over {timeout:g} s and was killed") from None
+        except BaseException:
+            proc.kill()
+            raise
+    if proc.returncode != 0:
+        raise FfmpegError(proc.returncode, err.decode("utf-8", "replace"))
+    return out
