@@ -5,7 +5,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -182,7 +182,7 @@ def telegram(
         _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
     setup_logging(logging.INFO, settings.secrets())
     from bots.telegram import run
-    run(settings, webhook_url=webhook_url, port=port, listen=listen)
+    _serve(lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
 
 
 @app.command()
@@ -195,7 +195,19 @@ def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/even
         _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
     setup_logging(logging.INFO, settings.secrets())
     from bots.slack import run
-    run(settings, port=port)
+    _serve(lambda: run(settings, port=port))
+
+
+def _serve(run: Callable[[], None]) -> None:
+    """Run a bot until it is stopped; a refused token or a port in use is one line, not a traceback."""
+    try:
+        run()
+    except KeyboardInterrupt:
+        pass
+    except EarshotError as exc:
+        _fail(exc.operator_message, EXIT_CONFIG)
+    except OSError as exc:
+        _fail(f"could not start: {exc.strerror or exc}", EXIT_CONFIG)
 
 
 def main() -> None:

@@ -53,3 +53,5 @@ SLACK_NOT_YET = "`/earshot {word}` isn't available yet."
 
 NO_TELEGRAM_TOKEN = "No Telegram bot token: set TELEGRAM_BOT_TOKEN (ask @BotFather for one)."
 BAD_TELEGRAM_TOKEN = "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)."
+SLACK_BAD_APP_TOKEN = ("Slack refused SLACK_APP_TOKEN ({error}): create an app-level token with the connections:write "
+                       "scope (Basic Information -> App-Level Tokens) and enable Socket Mode.")

@@ -1,0 +1,94 @@
+"""Fetch a shared Slack file's bytes with the bot token, and tell a missing scope from a real file."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from core import messages
+from core.errors import AudioError, EarshotError, InputError
+from core.models import Audio
+
+from .webapi import api_error, needed_scope, read
+
+log = logging.getLogger(__name__)
+
+_SCOPE_HELP = ("add the {scope} bot scope under OAuth & Permissions (deploy/slack-manifest.yml lists "
+               "every scope earshot needs) and reinstall the app to the workspace")
+
+
+class SlackScopeMissing(EarshotError):
+    """The app lacks an OAuth scope: the operator must fix the app's configuration."""
+
+    operator = True
+
+    def __init__(self, scope: str, what: str) -> None:
+        super().__init__(messages.MISCONFIGURED, f"Slack {what}: {_SCOPE_HELP.format(scope=scope)}.")
+
+
+def scope_error(err: SlackApiError, what: str) -> EarshotError | None:
+    """An operator error for a missing scope in a Web API answer, else None."""
+    scope = needed_scope(err)
+    return SlackScopeMissing(scope, what) if scope else None
+
+
+def _looks_like_html(content_type: str, head: bytes) -> bool:
+    start = head.lstrip()[:15].lower()
+    return "text/html" in content_type.lower() or start.startswith((b"<!doctype html", b"<html"))
+
+
+async def file_info(client: AsyncWebClient, file: dict[str, Any]) -> dict[str, Any]:
+    """The file's full record. Events may carry only id, name and mimetype, so ask files.info when needed."""
+    if file.get("url_private_download") or file.get("url_private"):
+        return file
+    try:
+        resp = await read(client, "files.info", file=file["id"])
+    except SlackApiError as err:
+        if (scoped := scope_error(err, "files.info refused to describe a shared file")):
+            raise scoped from err
+        raise InputError(messages.SLACK_FILE_UNAVAILABLE,
+                         f"files.info {file.get('id')}: {api_error(err)}") from err
+    return {**file, **resp["file"]}
+
+
+async def download(client: AsyncWebClient, file: dict[str, Any], *, token: str, max_bytes: int,
+                   http: httpx.AsyncClient) -> Audio:
+    """The file as core Audio.
+
+    Slack answers a fetch without the files:read scope with its HTML sign-in page and status 200.
+    """
+    info = await file_info(client, file)
+    size = int(info.get("size") or 0)
+    if size > max_bytes:
+        raise AudioError(messages.TOO_BIG.format(size_mb=size / 1048576, limit_mb=max_bytes / 1048576))
+    url = info.get("url_private_download") or info.get("url_private")
+    if not url:
+        raise InputError(messages.SLACK_FILE_UNAVAILABLE, f"file {info.get('id')} has no private URL")
+    chunks: list[bytes] = []
+    got = 0
+    try:
+        # httpx drops the Authorization header if a redirect leaves Slack's host, so the token stays put.
+        async with http.stream("GET", url, headers={"Authorization": f"Bearer {token}"},
+                               follow_redirects=True) as resp:
+            if resp.status_code != 200:
+                raise InputError(messages.SLACK_FILE_UNAVAILABLE,
+                                 f"download of {info.get('id')} answered HTTP {resp.status_code}")
+            content_type = resp.headers.get("content-type", "")
+            async for chunk in resp.aiter_bytes():
+                if not chunks and _looks_like_html(content_type, chunk):
+                    raise SlackScopeMissing("files:read", "served its sign-in page instead of a shared file")
+                got += len(chunk)
+                if got > max_bytes:
+                    raise AudioError(messages.TOO_BIG.format(size_mb=got / 1048576,
+                                                             limit_mb=max_bytes / 1048576))
+                chunks.append(chunk)
+    except httpx.HTTPError as err:
+        raise InputError(messages.SLACK_FILE_UNAVAILABLE,
+                         f"download of {info.get('id')} failed: {type(err).__name__}") from err
+    data = b"".join(chunks)
+    if not data:
+        raise AudioError(messages.EMPTY_FILE)
+    return Audio(data, info.get("name"), info.get("mimetype"))

@@ -1,0 +1,160 @@
+"""Serve the Slack app: an aiohttp server at POST /slack/events, or a Socket Mode connection.
+
+The HTTP server is aiohttp's production runner (AppRunner + TCPSite), not Bolt's development
+server. SIGTERM and SIGINT stop taking requests, let answers in progress finish, then close.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import httpx
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from core import messages
+from core.config import Settings
+from core.errors import EarshotError
+from core.service import Assistant
+
+from .app import build_app, check_token, require_credentials
+from .listeners import Handlers
+from .webapi import api_error
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+DRAIN_SECONDS = 20.0           # how long shutdown waits for answers in progress
+
+
+def web_app(app: AsyncApp) -> web.Application:
+    async def events(request: web.Request) -> web.Response:
+        response = await app.async_dispatch(await to_bolt_request(request))
+        if response.status == 401:
+            log.warning("refused a request to %s: bad or stale Slack signature (check SLACK_SIGNING_SECRET "
+                        "if this repeats)", EVENTS_PATH)
+        return await to_aiohttp_response(response)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    web_application = web.Application(client_max_size=1024 * 1024)   # Slack's payloads are small
+    web_application.router.add_post(EVENTS_PATH, events)
+    web_application.router.add_get("/healthz", health)
+    return web_application
+
+
+class SlackServer:
+    """The HTTP mode, inside a running loop: `port = await server.start()`, later `await server.stop()`."""
+
+    def __init__(self, settings: Settings, *, host: str = "0.0.0.0", port: int = 3000) -> None:
+        require_credentials(settings, socket_mode=False)
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._handlers: Handlers | None = None
+
+    async def start(self) -> int:
+        self._assistant = await Assistant(self.settings).__aenter__()
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+        try:
+            app, self._handlers = build_app(self.settings, self._assistant, self._http)
+            await check_token(app.client)
+            self._runner = web.AppRunner(web_app(app), access_log=None, shutdown_timeout=5)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await self._close_clients()
+            raise
+        self.port = self._runner.addresses[0][1]     # the real port when asked for port 0
+        log.info("Slack app listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.shutdown()       # stop accepting requests first
+            if self._handlers is not None:
+                await self._handlers.drain(DRAIN_SECONDS)
+            await self._runner.cleanup()
+            self._runner = None
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        await self._http.aclose()
+        await self._assistant.aclose()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+
+
+class SlackSocketMode:
+    """Socket Mode: one outgoing WebSocket to Slack, no public URL. `await start()`, then `await stop()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        require_credentials(settings, socket_mode=True)
+        if settings.slack_app_token is None:
+            raise EarshotError(messages.SLACK_NO_CREDENTIALS)
+        self.settings = settings
+        self._handler: AsyncSocketModeHandler | None = None
+
+    async def start(self) -> None:
+        self._assistant = await Assistant(self.settings).__aenter__()
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+        try:
+            app, self._handlers = build_app(self.settings, self._assistant, self._http, socket_mode=True)
+            await check_token(app.client)
+            assert self.settings.slack_app_token is not None
+            self._handler = AsyncSocketModeHandler(app, self.settings.slack_app_token.get_secret_value())
+            # Ask for the WebSocket URL ourselves: the SDK retries a refused app token forever, quietly.
+            try:
+                self._handler.client.wss_uri = await self._handler.client.issue_new_wss_url()
+            except SlackApiError as err:
+                raise EarshotError(messages.SLACK_BAD_APP_TOKEN.format(error=api_error(err))) from err
+            await self._handler.connect_async()
+        except BaseException:
+            if self._handler is not None:
+                await self._handler.close_async()
+                self._handler = None
+            await self._close_clients()
+            raise
+        log.info("Slack app connected in Socket Mode")
+
+    async def stop(self) -> None:
+        if self._handler is not None:
+            await self._handler.close_async()     # no new events
+            await self._handlers.drain(DRAIN_SECONDS)
+            self._handler = None
+            await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        await self._http.aclose()
+        await self._assistant.aclose()
+
+
+async def _serve(server: SlackServer | SlackSocketMode) -> None:
+    await server.start()
+    try:
+        await _until_signalled()
+    finally:
+        await server.stop()
+
+
+def run(settings: Settings, *, port: int = 3000) -> None:
+    """`earshot slack`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on `port`. Blocks until SIGTERM."""
+    socket_mode = settings.slack_app_token is not None and bool(settings.slack_app_token.get_secret_value())
+    require_credentials(settings, socket_mode=socket_mode)
+    # httpx logs every URL at INFO; response_url paths are bearer-like secrets
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(_serve(SlackSocketMode(settings) if socket_mode else SlackServer(settings, port=port)))

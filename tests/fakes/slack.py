@@ -1,0 +1,316 @@
+"""A stand-in for the Slack Web API, file hosting, response_urls and Socket Mode, plus request signing.
+
+The app under test points its AsyncWebClient at `<url>/api/`. Tests shape the workspace (files, channel
+history, failures), post signed events and slash commands to the app's own HTTP endpoint, then read
+what the app posted:
+
+    slack = FakeSlack()
+    async with Served(slack.app) as s:
+        slack.url = s.url
+        f = slack.add_file(webm_bytes, name="clip.webm", subtype="slack_audio")
+        body = event_body({"type": "message", ...}); headers = signed_headers(SECRET, body)
+        ...
+        slack.posts          # chat.postMessage calls (updated in place by chat.update)
+        slack.responses      # bodies posted to response_urls
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import urllib.parse
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TEAM_ID = "T0EARSHOT"
+BOT_USER_ID = "U0EARSHOT"
+BOT_ID = "B0EARSHOT"
+APP_ID = "A0EARSHOT"
+LOGIN_PAGE = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Slack</title></head>"
+              "<body>Sign in to your workspace</body></html>")
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """Slack's v0 signature: HMAC-SHA256 over "v0:<timestamp>:<body>" with the signing secret."""
+    base = b"v0:" + str(timestamp).encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def signed_headers(secret: str, body: bytes, *, timestamp: int | None = None, json_body: bool | None = None,
+                   retry: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with a request body; json_body None guesses the content type from the body."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    is_json = body.lstrip().startswith(b"{") if json_body is None else json_body
+    headers = {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sign(secret, body, ts),
+               "Content-Type": "application/json" if is_json else "application/x-www-form-urlencoded"}
+    if retry is not None:
+        headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+    return headers
+
+
+_event_ids = itertools.count(1)
+
+
+def event_body(event: dict[str, Any], *, event_id: str | None = None) -> bytes:
+    """An Events API callback wrapping `event`, as Slack posts it to the request URL."""
+    return json.dumps({
+        "token": "verification-token-unused", "team_id": TEAM_ID, "api_app_id": APP_ID,
+        "type": "event_callback", "event": event, "event_context": "4-context",
+        "event_id": event_id or f"Ev{int(time.time())}{next(_event_ids):05d}", "event_time": int(time.time()),
+        "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+    }).encode()
+
+
+def slash_body(text: str, *, channel: str = "C0GENERAL", user: str = "U0ALICE", response_url: str = "",
+               command: str = "/earshot") -> bytes:
+    """A slash command invocation, form-encoded as Slack posts it."""
+    return urllib.parse.urlencode({
+        "token": "verification-token-unused", "team_id": TEAM_ID, "team_domain": "earshot-test",
+        "channel_id": channel, "channel_name": "general", "user_id": user, "user_name": "alice",
+        "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
+        "response_url": response_url, "trigger_id": f"{next(_event_ids)}.trigger",
+    }).encode()
+
+
+@dataclass
+class ApiCall:
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+class FakeSlack:
+    """The workspace as the app sees it through the Web API. Mutate it from the test's loop."""
+
+    def __init__(self, token: str = "xoxb-earshot-test", app_token: str = "xapp-1-earshot-test") -> None:
+        self.token = token
+        self.app_token = app_token                      # Socket Mode: apps.connections.open takes this one
+        self.url = ""                                   # set once served
+        self.files_scope = True                         # False: downloads get the sign-in page
+        self.failures: dict[str, str] = {}              # method -> Slack error code it answers with
+        self.calls: list[ApiCall] = []
+        self.posts: list[dict[str, Any]] = []           # chat.postMessage, edited in place by chat.update
+        self.updates: list[dict[str, Any]] = []         # every chat.update, in order
+        self.responses: list[dict[str, Any]] = []       # bodies posted to response_urls
+        self.downloads: list[str] = []                  # file ids served
+        self.files: dict[str, dict[str, Any]] = {}
+        self._blobs: dict[str, bytes] = {}
+        # channel -> messages, oldest first
+        self._history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._ids = itertools.count(1)
+        self._clock = itertools.count(1)
+        self.app = web.Application(client_max_size=32 * 1024 * 1024)
+        # POST only: Slack takes GET too, but the app sends every call as POST so it works behind
+        # proxies and stand-ins that refuse GET; a GET here fails the test that made it.
+        self.app.router.add_post("/api/{method}", self._api)
+        self.app.router.add_get("/files-pri/{team_file}/{name}", self._download)
+        self.app.router.add_post("/commands/{rid}", self._response_url)
+        self.app.router.add_get("/socket", self._socket)
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_acks: dict[str, dict[str, Any]] = {}    # envelope_id -> the app's ack message
+        self._acked: dict[str, asyncio.Event] = {}
+
+    # ---- what tests set up -----------------------------------------------------------------------------
+    def ts(self) -> str:
+        """A fresh message timestamp, increasing."""
+        return f"{int(time.time())}.{next(self._clock):06d}"
+
+    def add_file(self, data: bytes, *, name: str = "clip.webm", mimetype: str = "audio/webm",
+                 filetype: str = "webm", subtype: str | None = "slack_audio") -> dict[str, Any]:
+        """Host a file; returns its full files.info record."""
+        fid = f"F{next(self._ids):09d}"
+        self._blobs[fid] = data
+        url = f"{self.url}/files-pri/{TEAM_ID}-{fid}/{urllib.parse.quote(name)}"
+        record = {"id": fid, "name": name, "title": name, "mimetype": mimetype, "filetype": filetype,
+                  "size": len(data), "url_private": url, "url_private_download": url + "?download=1",
+                  "created": int(time.time()), "user": "U0ALICE"}
+        if subtype:
+            record["subtype"] = subtype
+        self.files[fid] = record
+        return record
+
+    @staticmethod
+    def event_file(record: dict[str, Any]) -> dict[str, Any]:
+        """The slim file entry events often carry: no URLs, so the app must ask files.info."""
+        return {k: record[k] for k in ("id", "name", "mimetype")}
+
+    def add_message(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Put a message in a channel's history (a thread reply if it has thread_ts)."""
+        message = {"type": "message", "ts": self.ts(), **message}
+        self._history[channel].append(message)
+        return message
+
+    def response_url(self) -> str:
+        return f"{self.url}/commands/{next(self._ids)}"
+
+    def said(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """What the app posted (messages and response_url answers), optionally in one channel."""
+        return [p for p in self.posts if channel is None or p["channel"] == channel]
+
+    def texts(self) -> list[str]:
+        """Every visible text the app produced: block texts where present, else the message text."""
+        out = []
+        for p in [*self.posts, *self.responses]:
+            blocks = p.get("blocks") or []
+            shown = "\n".join(b.get("text", {}).get("text", "") for b in blocks)
+            out.append(shown if blocks else p.get("text") or "")
+        return out
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls if c.method == method]
+
+    # ---- what the app calls ----------------------------------------------------------------------------
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            raw = await request.text()
+            params |= json.loads(raw) if raw.strip() else {}
+        else:
+            params |= dict(await request.post())
+        return params
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        token = params.pop("token", None) or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.calls.append(ApiCall(method, params))
+        if not token:
+            return self._error("not_authed")
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                return self._error("invalid_auth")
+            return self._ok(url=self.url.replace("http://", "ws://") + "/socket")
+        if token != self.token:
+            return self._error("invalid_auth")
+        if method in self.failures:
+            return self._error(self.failures[method])
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return self._error("unknown_method")
+        return handler(params)
+
+    @staticmethod
+    def _ok(**body: Any) -> web.Response:
+        return web.json_response({"ok": True, **body})
+
+    @staticmethod
+    def _error(code: str, **extra: Any) -> web.Response:
+        return web.json_response({"ok": False, "error": code, **extra})
+
+    def _auth_test(self, _: dict[str, Any]) -> web.Response:
+        return self._ok(url="https://earshot-test.slack.com/", team="Earshot Test", user="earshot",
+                        team_id=TEAM_ID, user_id=BOT_USER_ID, bot_id=BOT_ID, is_enterprise_install=False)
+
+    def _check_message(self, params: dict[str, Any]
+                       ) -> tuple[str, list[dict[str, Any]] | None, web.Response | None]:
+        """Slack's own limits: some text or blocks; at most 50 blocks; a section's text at most 3,000."""
+        text = params.get("text") or ""
+        blocks = params.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if not params.get("channel"):
+            return text, blocks, self._error("channel_not_found")
+        if not text and not blocks:
+            return text, blocks, self._error("no_text")
+        if len(text) > 40_000:
+            return text, blocks, self._error("msg_too_long")
+        for n, b in enumerate(blocks or []):
+            if b.get("type") == "section" and len((b.get("text") or {}).get("text", "")) > 3000:
+                where = f"[json-pointer:/blocks/{n}/text/text]"
+                return text, blocks, self._error("invalid_blocks",
+                                                 errors=[f"must be less than 3001 characters {where}"])
+        if blocks is not None and len(blocks) > 50:
+            return text, blocks, self._error("invalid_blocks")
+        return text, blocks, None
+
+    def _chat_postMessage(self, params: dict[str, Any]) -> web.Response:
+        text, blocks, refused = self._check_message(params)
+        if refused:
+            return refused
+        ts = self.ts()
+        post = {"channel": params["channel"], "text": text, "blocks": blocks,
+                "thread_ts": params.get("thread_ts"), "ts": ts, "edits": 0}
+        self.posts.append(post)
+        self._history[params["channel"]].append({"type": "message", "ts": ts, "text": text, "bot_id": BOT_ID,
+                                                 "user": BOT_USER_ID, **({"thread_ts": post["thread_ts"]}
+                                                                         if post["thread_ts"] else {})})
+        return self._ok(channel=params["channel"], ts=ts, message={"text": text, "ts": ts, "bot_id": BOT_ID})
+
+    def _chat_update(self, params: dict[str, Any]) -> web.Response:
+        text, blocks, refused = self._check_message(params)
+        if refused:
+            return refused
+        for post in self.posts:
+            if post["ts"] == params.get("ts") and post["channel"] == params["channel"]:
+                post.update(text=text, blocks=blocks, edits=post["edits"] + 1)
+                self.updates.append({"channel": post["channel"], "ts": post["ts"], "text": text,
+                                     "blocks": blocks, "at": time.monotonic()})
+                return self._ok(channel=post["channel"], ts=post["ts"], text=text)
+        return self._error("message_not_found")
+
+    def _files_info(self, params: dict[str, Any]) -> web.Response:
+        record = self.files.get(params.get("file", ""))
+        return self._ok(file=record) if record else self._error("file_not_found")
+
+    def _conversations_history(self, params: dict[str, Any]) -> web.Response:
+        history = self._history.get(params.get("channel", ""), [])
+        top = [m for m in history if m.get("thread_ts", m["ts"]) == m["ts"]]
+        limit = int(params.get("limit") or 100)
+        return self._ok(messages=list(reversed(top))[:limit], has_more=len(top) > limit)   # newest first
+
+    def _conversations_replies(self, params: dict[str, Any]) -> web.Response:
+        root = params.get("ts")
+        history = self._history.get(params.get("channel", ""), [])
+        thread = [m for m in history if m.get("thread_ts", m["ts"]) == root]
+        if not thread:
+            return self._error("thread_not_found")
+        return self._ok(messages=thread, has_more=False)                                 # oldest first
+
+    async def _download(self, request: web.Request) -> web.Response:
+        # Slack answers a file fetch it won't authorise with its sign-in page and status 200.
+        if request.headers.get("Authorization") != f"Bearer {self.token}" or not self.files_scope:
+            return web.Response(text=LOGIN_PAGE, content_type="text/html")
+        fid = request.match_info["team_file"].rsplit("-", 1)[-1]
+        if fid not in self._blobs:
+            return web.Response(status=404, text="not found")
+        self.downloads.append(fid)
+        return web.Response(body=self._blobs[fid], content_type=self.files[fid]["mimetype"])
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.responses.append({"rid": request.match_info["rid"], **body})
+        return web.Response(text="ok")
+
+    # ---- Socket Mode -------------------------------------------------------------------------------------
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": APP_ID},
+                            "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
+        async for msg in ws:
+            if msg.type.name == "TEXT":
+                ack = json.loads(msg.data)
+                envelope = ack.get("envelope_id", "")
+                self.socket_acks[envelope] = ack
+                if envelope in self._acked:
+                    self._acked[envelope].set()
+        self.sockets.remove(ws)
+        return ws
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any], *,
+                            timeout: float = 5.0) -> dict[str, Any]:
+        """Deliver an events_api / slash_commands envelope over the open socket; returns the app's ack."""
+        envelope = f"env-{next(self._ids)}"
+        self._acked[envelope] = asyncio.Event()
+        await self.sockets[-1].send_json({"envelope_id": envelope, "type": kind, "payload": payload,
+                                          "accepts_response_payload": kind != "events_api",
+                                          "retry_attempt": 0, "retry_reason": ""})
+        await asyncio.wait_for(self._acked[envelope].wait(), timeout)
+        return self.socket_acks[envelope]
