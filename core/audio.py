@@ -2,10 +2,20 @@
 
 Synchronous on purpose: the service runs `prepare` in a worker thread. The pipeline:
 
-    decode   one ffmpeg call, straight to 16 kHz mono s16le PCM, wrapped in a pydub AudioSegment
-    levels   loudness of each 20 ms frame (judges silence and finds pauses)
-    split    pieces of at most 29.5 s, cut at the quietest moment before each limit
-    encode   the non-silent pieces to 32 kbit/s mono MP3, all in one more ffmpeg call
+    decode   ONE ffmpeg pass over the user's file gives both 16 kHz mono s16le PCM (wrapped in a pydub
+             AudioSegment) and the whole audio as a 32 kbit/s mono MP3 stream built to be cut anywhere
+    levels   loudness of each 36 ms frame of the PCM (judges silence and finds pauses)
+    split    spans of at most 29.5 s, cut at the quietest moment before each limit
+    cut      each non-silent span's MP3 frames, sliced out of the stream without re-encoding
+
+Why one pass: a second ffmpeg run to encode the chunks costs a process start and a full re-read of
+the PCM; cutting a ready stream costs nothing, so prepare() runs about as fast as a plain
+`ffmpeg -i note.ogg out.mp3`. The stream is made cuttable on purpose: constant bitrate, LAME's bit
+reservoir off (no frame borrows bytes from the one before), no Xing/ID3 headers, and 47 samples of
+lead-in so that the encoder+decoder delay (1105 samples) becomes exactly two frames. MP3 frame k+2 then
+holds PCM frame k, every cut is exact to the sample, and a slice is itself a valid MP3 stream.
+(A decoder starting mid-stream lacks the previous frame's overlap, so the first 36 ms of each chunk,
+the very start of the audio included, come out faint; cuts fall in pauses, where that is inaudible.)
 
 Everything a user can get wrong raises core.errors.AudioError with a one-line message.
 """
@@ -32,20 +42,23 @@ with warnings.catch_warnings():
 
 SAMPLE_RATE = 16_000
 SAMPLE_WIDTH = 2                   # s16le
-FRAME_MS = 20                      # loudness is measured on frames this long
-FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+FRAME_SAMPLES = 576                # one MPEG-2 Layer III frame at 16 kHz (36 ms); also the loudness frame
+FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
-# The model hears only the first 30 s of each item; MP3 encoder delay and padding add some tens of ms.
+# The model hears only the first 30 s of each item; keep a margin for the frames' rounding and padding.
 MAX_CHUNK_SECONDS = 29.5
 SEARCH_SECONDS = 5.0               # look this far back from each limit for a pause
 MIN_TAIL_SECONDS = 2.0             # no final piece shorter than this (when the audio allows it)
-SMOOTH_FRAMES = 5                  # pauses are judged over 100 ms, not single 20 ms dips inside words
+PAUSE_FRAMES = 4                   # pauses are judged over 144 ms, not single dips inside words
 SILENCE_DBFS = -50.0               # a frame quieter than this (after removing DC offset) is silence
 DECODE_SLACK_SECONDS = 1.0         # decode this much past the limit, to tell "too long" from "just fits"
 LENGTH_TOLERANCE_SECONDS = 0.5     # container/codec padding allowed past the limit
 
 MP3_BITRATE = "32k"
 MP3_QUALITY = "7"                  # LAME -q 7: fast; speech at 32 kbit/s loses nothing the model needs
+LAME_DELAY = 576 + 529            # samples before the input shows in decoded output: encoder + decoder delay
+MP3_LEAD_FRAMES = 2                # pad the delay to exactly this many frames
+MP3_PAD_SAMPLES = MP3_LEAD_FRAMES * FRAME_SAMPLES - LAME_DELAY
 MAX_ITEM_BASE64 = 10 * 1024 * 1024 # the API's limit per data: URL
 
 # Demuxers ffmpeg may use: real audio/video containers only. Everything that can point at other
@@ -75,17 +88,27 @@ class Prepared:
     chunks: list[Chunk]            # in order; silent stretches are left out
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    segment: AudioSegment          # 16 kHz mono s16le
+    mp3: bytes                     # the same audio as a cuttable MP3 stream (see the module docstring)
+
+    @property
+    def duration(self) -> float:
+        return self.segment.frame_count() / SAMPLE_RATE
+
+
 def prepare(audio: Audio, *, max_bytes: int, max_seconds: float, timeout: float) -> Prepared:
-    """Decode, check, split and encode one user's audio. Raises AudioError for anything unusable."""
+    """Decode, check, split and cut one user's audio into MP3 chunks. AudioError for anything unusable."""
     check_size(audio.data, max_bytes)
-    segment = decode(audio.data, max_seconds=max_seconds, timeout=timeout)
-    frame_levels = levels(segment)
+    decoded = decode(audio.data, max_seconds=max_seconds, timeout=timeout)
+    frame_levels = levels(decoded.segment)
     if is_silent(frame_levels):
         raise AudioError(messages.SILENT)
-    spans = [span for span in split(segment, frame_levels)
-             if not is_silent(frame_levels[_frame(span[0]):_frame_end(span[1])])]
-    datas = encode(segment, spans, timeout=timeout)
-    return Prepared(duration=_seconds(segment),
+    spans = [span for span in split(decoded.segment, frame_levels)
+             if not is_silent(frame_levels[_frame(span[0]):_frame(span[1], up=True)])]
+    datas = cut(decoded, spans)
+    return Prepared(duration=decoded.duration,
                     chunks=[Chunk(start, end, data) for (start, end), data in zip(spans, datas)])
 
 
@@ -112,33 +135,40 @@ def describe_seconds(seconds: float) -> str:
 
 
 # --- decode ---------------------------------------------------------------------------------------
-def decode(data: bytes, *, max_seconds: float, timeout: float) -> AudioSegment:
-    """Decode any audio or video file to 16 kHz mono s16le, reading at most max_seconds (+ slack).
+def decode(data: bytes, *, max_seconds: float, timeout: float) -> Decoded:
+    """Decode any audio or video file once, reading at most max_seconds (+ slack): PCM and MP3 together.
 
     The bytes go to a temp file, not a pipe, because MP4/M4A with the index at the end needs seeking.
-    The file has no extension so ffmpeg judges it by content, never by a name that lies.
+    The file has no extension so ffmpeg judges it by content, never by a name that lies. Only local
+    files and the demuxers in DEMUXERS are allowed, so nothing in the file can make ffmpeg open more.
     """
-    fd, path = tempfile.mkstemp(prefix="earshot-")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    graph = (f"[0:a:0]aformat=sample_fmts=s16:sample_rates={SAMPLE_RATE}:channel_layouts=mono,"
+             f"asplit=2[pcm][lead];[lead]adelay=delays={MP3_PAD_SAMPLES}S:all=1[mp3]")
+    with tempfile.TemporaryDirectory(prefix="earshot-") as tmp:
+        src, out = os.path.join(tmp, "input"), os.path.join(tmp, "audio.mp3")
+        with open(src, "wb") as f:
             f.write(data)
-        pcm = ffmpeg.run([
-            "-protocol_whitelist", "file", "-format_whitelist", ",".join(DEMUXERS),
-            "-t", f"{max_seconds + DECODE_SLACK_SECONDS:.3f}", "-i", path,
-            "-map", "0:a:0", "-vn", "-sn", "-dn",
-            "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1",
-        ], timeout=timeout)
-    except ffmpeg.FfmpegError as e:
-        raise _decode_error(e) from None
-    finally:
-        os.unlink(path)
-    pcm = pcm[:len(pcm) - len(pcm) % SAMPLE_WIDTH]
-    if not pcm:
-        raise AudioError(messages.NO_SAMPLES, "ffmpeg decoded no samples")
+        try:
+            pcm = ffmpeg.run([
+                "-protocol_whitelist", "file", "-format_whitelist", ",".join(DEMUXERS),
+                "-t", f"{max_seconds + DECODE_SLACK_SECONDS:.3f}", "-i", src,
+                "-filter_complex", graph,
+                "-map", "[pcm]", "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1",
+                "-map", "[mp3]", "-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-compression_level", MP3_QUALITY,
+                "-reservoir", "0", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", out,
+            ], timeout=timeout)
+        except ffmpeg.FfmpegError as e:
+            raise _decode_error(e) from None
+        pcm = pcm[:len(pcm) - len(pcm) % SAMPLE_WIDTH]
+        if not pcm:
+            raise AudioError(messages.NO_SAMPLES, "ffmpeg decoded no samples")
+        with open(out, "rb") as f:
+            mp3 = f.read()
     segment = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
-    if _seconds(segment) > max_seconds + LENGTH_TOLERANCE_SECONDS:
+    decoded = Decoded(segment, mp3)
+    if decoded.duration > max_seconds + LENGTH_TOLERANCE_SECONDS:
         raise AudioError(messages.TOO_LONG.format(limit=describe_seconds(max_seconds)))
-    return segment
+    return decoded
 
 
 def _decode_error(e: ffmpeg.FfmpegError) -> AudioError:
@@ -150,21 +180,15 @@ def _decode_error(e: ffmpeg.FfmpegError) -> AudioError:
     return AudioError(messages.NOT_AUDIO, str(e))
 
 
-def _seconds(segment: AudioSegment) -> float:
-    return segment.frame_count() / SAMPLE_RATE
-
-
-def _frame(seconds: float) -> int:
-    return int(round(seconds * 1000)) // FRAME_MS
-
-
-def _frame_end(seconds: float) -> int:
-    return -(-int(round(seconds * 1000)) // FRAME_MS)
+def _frame(seconds: float, *, up: bool = False) -> int:
+    """The frame at a time; with up=True the first frame wholly after it (for span ends)."""
+    exact = seconds / FRAME_SECONDS
+    return math.ceil(exact - 1e-6) if up else round(exact)
 
 
 # --- loudness ---------------------------------------------------------------------------------------
 def levels(segment: AudioSegment) -> list[float]:
-    """Loudness of each 20 ms frame in dBFS (the last frame may be shorter).
+    """Loudness of each 36 ms frame in dBFS (the last frame may be shorter).
 
     Measured as the standard deviation, i.e. RMS with the frame's DC offset removed, so a recording
     with a DC offset isn't mistaken for sound.
@@ -188,76 +212,84 @@ def is_silent(frame_levels: Sequence[float]) -> bool:
 # --- split ------------------------------------------------------------------------------------------
 def split(segment: AudioSegment, frame_levels: Sequence[float] | None = None, *,
           max_seconds: float = MAX_CHUNK_SECONDS) -> list[Span]:
-    """Spans of at most max_seconds covering the whole audio, cut at pauses.
+    """Spans of at most max_seconds covering the whole audio, cut at pauses on frame boundaries.
 
-    Each cut falls at the quietest 100 ms within the last SEARCH_SECONDS before the limit (the latest
+    Each cut falls at the quietest 144 ms within the last SEARCH_SECONDS before the limit (the latest
     such moment on ties, for fewer pieces), so a word or tone that straddles the limit stays whole.
     The final piece is kept at least MIN_TAIL_SECONDS long.
     """
-    duration = _seconds(segment)
+    duration = segment.frame_count() / SAMPLE_RATE
     if duration <= max_seconds:
         return [(0.0, duration)]
     if frame_levels is None:
         frame_levels = levels(segment)
-    # whole dB, so equally quiet stretches tie (and the latest wins) despite float noise
-    smooth = [round(v) for v in _moving_average(frame_levels, SMOOTH_FRAMES)]
-    n = len(smooth)
-    longest = int(max_seconds * 1000) // FRAME_MS
-    search = int(SEARCH_SECONDS * 1000) // FRAME_MS
-    min_tail = min(int(MIN_TAIL_SECONDS * 1000) // FRAME_MS, search)
+    quiet = _pause_scores(frame_levels)
+    n = len(frame_levels)
+    longest = int(max_seconds / FRAME_SECONDS)
+    search = int(SEARCH_SECONDS / FRAME_SECONDS)
+    latest = int((duration - min(MIN_TAIL_SECONDS, SEARCH_SECONDS)) / FRAME_SECONDS)   # keeps the tail whole
     cuts = [0]
     while n - cuts[-1] > longest:
         pos = cuts[-1]
         lo = max(pos + longest - search, pos + 1)
-        hi = min(pos + longest, n - min_tail)
-        cuts.append(min(range(lo, hi + 1), key=lambda i: (smooth[i], -i)))
-    bounds = [c * FRAME_MS / 1000 for c in cuts] + [duration]
+        hi = max(lo, min(pos + longest, latest))
+        cuts.append(min(range(lo, hi + 1), key=lambda i: (quiet[i], -i)))
+    bounds = [round(c * FRAME_SECONDS, 3) for c in cuts] + [duration]
     return list(zip(bounds, bounds[1:]))
 
 
-def _moving_average(values: Sequence[float], width: int) -> list[float]:
-    """Centred moving average (shorter at the edges)."""
-    half = width // 2
-    prefix = [0.0]
-    for v in values:
-        prefix.append(prefix[-1] + v)
-    n = len(values)
-    return [(prefix[min(n, i + half + 1)] - prefix[max(0, i - half)]) / (min(n, i + half + 1) - max(0, i - half))
-            for i in range(n)]
+def _pause_scores(frame_levels: Sequence[float]) -> list[int]:
+    """For each frame boundary i (between frames i-1 and i): mean loudness of the PAUSE_FRAMES around it.
 
-
-# --- encode -----------------------------------------------------------------------------------------
-def encode(segment: AudioSegment, spans: Sequence[Span], *, timeout: float) -> list[bytes]:
-    """Encode each span of the PCM to mono 16 kHz MP3, all in one ffmpeg call.
-
-    Outputs go to files in a private temp dir, not a pipe: the MP3 muxer seeks back to fill in the
-    LAME header (encoder delay, length) that lets decoders play the chunk gaplessly and time it right.
-    With several spans ffmpeg runs the encoders in parallel threads. Chunks of at most 30 s at
-    32 kbit/s are ~120 kB, far under the 10 MB per item the API takes; that is checked anyway.
+    Rounded to whole dB, so equally quiet stretches tie (and the latest wins) despite float noise.
     """
-    if not spans:
-        return []
-    mp3 = ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-compression_level", MP3_QUALITY,
-           "-ac", "1", "-ar", str(SAMPLE_RATE), "-id3v2_version", "0", "-f", "mp3"]
-    trims = ";".join(
-        f"[in{i}]atrim=start_sample={_sample(a)}:end_sample={_sample(b)},asetpts=PTS-STARTPTS[out{i}]"
-        for i, (a, b) in enumerate(spans))
-    graph = f"[0:a]asplit={len(spans)}" + "".join(f"[in{i}]" for i in range(len(spans))) + ";" + trims
-    args = ["-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-filter_complex", graph]
-    with tempfile.TemporaryDirectory(prefix="earshot-") as tmp:
-        outs = [os.path.join(tmp, f"{i}.mp3") for i in range(len(spans))]
-        for i, out in enumerate(outs):
-            args += ["-map", f"[out{i}]", *mp3, out]
-        ffmpeg.run(args, input=segment.raw_data, timeout=timeout)
-        datas = []
-        for out in outs:
-            with open(out, "rb") as f:
-                datas.append(f.read())
-    for data in datas:
-        if 4 * math.ceil(len(data) / 3) > MAX_ITEM_BASE64:     # cannot happen at 32 kbit/s; never send it
+    half = PAUSE_FRAMES // 2
+    prefix = [0.0]
+    for v in frame_levels:
+        prefix.append(prefix[-1] + v)
+    n = len(frame_levels)
+    scores = []
+    for i in range(n):
+        lo, hi = max(0, i - half), min(n, i + half)
+        scores.append(round((prefix[hi] - prefix[lo]) / (hi - lo)))
+    return scores
+
+
+# --- cut --------------------------------------------------------------------------------------------
+def cut(decoded: Decoded, spans: Sequence[Span]) -> list[bytes]:
+    """Each span's MP3: the stream's frames for that span, copied out (no re-encoding).
+
+    PCM frame k is MP3 frame k + MP3_LEAD_FRAMES. The last span takes the stream to its end, which
+    includes the encoder's final padding frame.
+    """
+    offsets = _mp3_frame_offsets(decoded.mp3)
+    frames = len(offsets) - 1
+    last = _frame(decoded.duration, up=True)
+    datas = []
+    for start, end in spans:
+        a = min(_frame(start) + MP3_LEAD_FRAMES, frames)
+        b = frames if _frame(end, up=True) >= last else min(_frame(end, up=True) + MP3_LEAD_FRAMES, frames)
+        data = decoded.mp3[offsets[a]:offsets[b]]
+        if 4 * math.ceil(len(data) / 3) > MAX_ITEM_BASE64:   # cannot happen at 32 kbit/s; never send it
             raise AudioError(messages.AUDIO_ITEM_TOO_BIG.format(size_mb=len(data) * 4 / 3 / 2**20))
+        datas.append(data)
     return datas
 
 
-def _sample(seconds: float) -> int:
-    return round(seconds * SAMPLE_RATE)
+_MPEG2_L3_KBPS = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+
+
+def _mp3_frame_offsets(stream: bytes) -> list[int]:
+    """Byte offsets of every frame in our own MP3 stream (MPEG-2 Layer III, 16 kHz), plus the end."""
+    offsets, pos = [], 0
+    while pos + 4 <= len(stream):
+        header = int.from_bytes(stream[pos:pos + 4], "big")
+        # sync, MPEG-2, Layer III, 16 kHz: anything else means the encoder did not do what we asked
+        if (header >> 21 != 0x7FF or (header >> 19) & 3 != 2 or (header >> 17) & 3 != 1
+                or (header >> 10) & 3 != 2):
+            raise RuntimeError(f"unexpected MP3 frame header {header:08x} at byte {pos}")
+        kbps = _MPEG2_L3_KBPS[(header >> 12) & 15]
+        offsets.append(pos)
+        pos += 72 * kbps * 1000 // SAMPLE_RATE + ((header >> 9) & 1)
+    offsets.append(len(stream))
+    return offsets

@@ -41,8 +41,10 @@ class FfmpegError(Exception):
     """ffmpeg exited non-zero. `stderr` holds its (error-level) log for classification and logs."""
 
     def __init__(self, returncode: int, stderr: str) -> None:
-        lines = stderr.strip().splitlines()
-        super().__init__(f"ffmpeg exited {returncode}: {lines[-1] if lines else 'no message'}")
+        # the first line usually names the cause, the last what failed as a result
+        lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+        summary = " | ".join(dict.fromkeys(lines[:1] + lines[-1:])) or "no message"
+        super().__init__(f"ffmpeg exited {returncode}: {summary[:300]}")
         self.returncode = returncode
         self.stderr = stderr
 
@@ -108,8 +110,9 @@ def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> b
     FfmpegError if it exits non-zero.
     """
     cmd = [executable(), *BASE_ARGS, *args]
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **CHILD_ENV}) as proc:
+    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+    with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, **CHILD_ENV}) as proc:
         _limit(proc.pid, timeout)
         _widen(proc.stdin, proc.stdout)
         try:
@@ -117,7 +120,8 @@ def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> b
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise AudioError(messages.DECODE_TIMEOUT, f"ffmpeg ran over {timeout:g} s and was killed") from None
+            raise AudioError(messages.DECODE_TIMEOUT,
+                             f"ffmpeg ran over {timeout:g} s and was killed") from None
         except BaseException:
             proc.kill()
             raise

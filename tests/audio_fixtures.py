@@ -86,11 +86,13 @@ def make_clip(path: str | os.PathLike | None = None, plan: Plan = ((440, 0.0, 1.
 
 def make_video_without_audio(path: str | os.PathLike | None = None, seconds: float = 1.0) -> bytes:
     """An MP4 with only a (tiny) video track, like a screen recording with sound off."""
-    args = ["-f", "lavfi", "-i", f"testsrc=size=64x48:rate=5:duration={seconds}", "-c:v", "mpeg4", "-f", "mp4"]
+    args = ["-f", "lavfi", "-i", f"testsrc=size=64x48:rate=5:duration={seconds}",
+            "-c:v", "mpeg4", "-f", "mp4"]
     return _encode(args, None, path)
 
 
-def make_long_silence(path: str | os.PathLike | None = None, seconds: float = 36000, fmt: str = "flac") -> bytes:
+def make_long_silence(path: str | os.PathLike | None = None, seconds: float = 36000,
+                      fmt: str = "flac") -> bytes:
     """Hours of digital silence in a small file (10 h of FLAC is ~70 kB): a decompression bomb for audio."""
     args = ["-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono:nb_samples=65535", "-t", str(seconds),
             "-c:a", "flac", "-compression_level", "0", "-frame_size", "65535", "-f", fmt]
