@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 
 import pytest
 
@@ -101,13 +100,10 @@ async def test_long_summary_maps_then_combines_with_one_text_call(assistant, fak
 
 
 async def test_chunks_run_concurrently_within_bounds(fake, tmp_path, long_ogg):
-    fake.latency = 0.5
+    fake.latency = 0.3
     async with Assistant(settings_for(fake, tmp_path, chunk_concurrency=2)) as a:
-        t = time.monotonic()
         await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(long_ogg)))
-        took = time.monotonic() - t
-    assert fake.max_in_flight == 2
-    assert took < 0.5 * 3  # three parts, two at a time: two rounds, not three
+    assert fake.max_in_flight == 2  # in parallel, but never more than the bound
 
 
 async def test_follow_up_carries_history_and_reset_clears_it(assistant, fake, short_ogg):
@@ -136,17 +132,17 @@ async def test_history_is_trimmed_to_the_input_limit(fake, tmp_path, short_ogg):
 
 
 async def test_chats_run_in_parallel_turns_within_a_chat_in_order(fake, tmp_path, short_ogg):
-    fake.latency = 0.4
+    fake.latency = 0.3
     async with Assistant(settings_for(fake, tmp_path)) as a:
-        t = time.monotonic()
         await asyncio.gather(*(a.handle(Request(ChatKey("telegram", str(i)), Task.CHAT, Audio(short_ogg)))
                                for i in range(6)))
-        parallel = time.monotonic() - t
-        t = time.monotonic()
-        await asyncio.gather(*(a.handle(Request(CHAT, Task.CHAT, Audio(short_ogg))) for _ in range(3)))
-        serial = time.monotonic() - t
-    assert parallel < 0.4 * 3
-    assert serial >= 0.4 * 3
+        assert fake.max_in_flight >= 3
+        fake.max_in_flight = 0
+        questions = [f"question {i}" for i in range(4)]
+        await asyncio.gather(*(a.handle(Request(CHAT, Task.ASK, Audio(short_ogg), text=q)) for q in questions))
+        assert fake.max_in_flight == 1
+    asked = [c.texts[-1] for c in fake.calls[6:]]  # each request's own question comes last
+    assert [q for t in asked for q in questions if q in t] == questions  # answered in the order sent
 
 
 async def test_bad_input_costs_nothing(assistant, fake):
