@@ -1,0 +1,95 @@
+"""Building and running the python-telegram-bot Application: long polling, or a webhook."""
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import urlsplit
+
+from telegram import Update
+from telegram.error import InvalidToken
+from telegram.ext import Application, ApplicationBuilder
+
+from core import messages
+from core.config import Settings
+from core.errors import EarshotError
+from core.logs import RedactingFilter, setup_logging
+from core.service import Assistant
+
+from .handlers import TelegramHandlers
+
+log = logging.getLogger(__name__)
+
+# updates handled at once: different chats run concurrently (ChatLocks keep each chat in order)
+CONCURRENT_UPDATES = 256
+ALLOWED_UPDATES = [Update.MESSAGE]
+
+
+def build_application(settings: Settings, assistant: Assistant) -> Application:
+    """The Application, wired to `assistant`; the caller starts it (and owns the assistant's lifetime)."""
+    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
+        raise EarshotError(messages.NO_TELEGRAM_TOKEN)
+    root = settings.telegram_api_base_url.rstrip("/")
+    handlers = TelegramHandlers(assistant, settings)
+    app = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        # PTB appends the token to both: {root}/bot<token>/<method> and {root}/file/bot<token>/<path>
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .concurrent_updates(CONCURRENT_UPDATES)
+        .connection_pool_size(64)
+        .post_init(handlers.post_init)
+        .build()
+    )
+    handlers.register(app)
+    return app
+
+
+def _guard_logs(settings: Settings) -> None:
+    """Make sure no log line can carry the token, whoever configured logging."""
+    root = logging.getLogger()
+    if not root.handlers:
+        setup_logging(logging.INFO, settings.secrets())
+        return
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter(settings.secrets()))
+    for name in ("httpx", "httpcore"):  # they log request URLs, which contain the token
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+
+
+def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
+        listen: str = "0.0.0.0") -> None:
+    """Run the bot until SIGINT/SIGTERM, answering in-flight updates before exiting.
+
+    Long polling by default; with `webhook_url` (the public HTTPS address Telegram should POST to),
+    serves a webhook on listen:port at that URL's path and rejects requests without the secret token.
+    """
+    _guard_logs(settings)
+    assistant = Assistant(settings)
+    app = build_application(settings, assistant)
+    set_up = app.post_init
+
+    async def start(application: Application) -> None:
+        await assistant.__aenter__()
+        if set_up:
+            await set_up(application)
+        me = application.bot
+        log.info("earshot is listening as @%s (%s)", me.username,
+                 "webhook" if webhook_url else "long polling")
+
+    async def stop(application: Application) -> None:
+        await assistant.aclose()
+
+    app.post_init = start
+    app.post_shutdown = stop
+    try:
+        if webhook_url:
+            app.run_webhook(listen=listen, port=port, url_path=urlsplit(webhook_url).path.lstrip("/"),
+                            webhook_url=webhook_url, secret_token=secrets.token_urlsafe(32),
+                            allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
+        else:
+            app.run_polling(allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
+    except InvalidToken:
+        # PTB's exception text quotes the token: don't chain it into a traceback
+        raise EarshotError(messages.BAD_TELEGRAM_TOKEN) from None

@@ -1,0 +1,129 @@
+"""Telegram messages -> core terms: which audio a message carries, whose conversation it is, who it addresses."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+
+from telegram import Message, MessageEntity
+
+from core.models import ChatKey
+
+PLATFORM = "telegram"
+# audio sent "as a file": recognised by MIME type or, since clients often send octet-stream, by extension
+AUDIO_EXTENSIONS = {".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".oga", ".opus", ".amr", ".wma",
+                    ".webm", ".3gp", ".3gpp", ".mka", ".aiff", ".aif", ".caf", ".mp4", ".m4b", ".weba"}
+AUDIO_MIME_PREFIXES = ("audio/", "video/")
+AUDIO_MIMES = {"application/ogg", "application/x-ogg"}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    """A file in a message, enough to fetch it later: also stored as the chat's latest audio."""
+
+    file_id: str
+    kind: str                      # voice, audio, video_note, video, document
+    file_name: str | None = None
+    mime_type: str | None = None
+    file_size: int | None = None
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, ref: str) -> MediaRef:
+        return cls(**json.loads(ref))
+
+
+def is_audio_document(file_name: str | None, mime_type: str | None) -> bool:
+    mime = (mime_type or "").lower()
+    if mime.startswith(AUDIO_MIME_PREFIXES) or mime in AUDIO_MIMES:
+        return True
+    return PurePosixPath(file_name or "").suffix.lower() in AUDIO_EXTENSIONS
+
+
+def media_of(message: Message | None) -> MediaRef | None:
+    """The audio a message carries (voice, audio, round video, video, audio document), or None."""
+    if message is None:
+        return None
+    if message.voice:
+        v = message.voice
+        return MediaRef(v.file_id, "voice", "voice.ogg", v.mime_type or "audio/ogg", v.file_size)
+    if message.audio:
+        a = message.audio
+        return MediaRef(a.file_id, "audio", a.file_name, a.mime_type, a.file_size)
+    if message.video_note:
+        n = message.video_note
+        return MediaRef(n.file_id, "video_note", "video_note.mp4", "video/mp4", n.file_size)
+    if message.video:
+        v = message.video
+        return MediaRef(v.file_id, "video", v.file_name, v.mime_type, v.file_size)
+    if message.document and is_audio_document(message.document.file_name, message.document.mime_type):
+        d = message.document
+        return MediaRef(d.file_id, "document", d.file_name, d.mime_type, d.file_size)
+    return None
+
+
+def topic_id(message: Message) -> int | None:
+    """The forum topic to answer in; replies in ordinary groups also carry a thread id, which we ignore."""
+    return message.message_thread_id if message.is_topic_message else None
+
+
+def chat_key(message: Message) -> ChatKey:
+    """One history per chat, and per topic in forum supergroups."""
+    topic = topic_id(message)
+    return ChatKey(PLATFORM, str(message.chat_id), str(topic) if topic is not None else None)
+
+
+def _entities(message: Message) -> dict[MessageEntity, str]:
+    return message.parse_entities() if message.text else message.parse_caption_entities()
+
+
+def mentions_bot(message: Message, bot_id: int, username: str) -> bool:
+    handle = "@" + username.lower()
+    for entity, value in _entities(message).items():
+        if entity.type == MessageEntity.MENTION and value.lower() == handle:
+            return True
+        if entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id:
+            return True
+    return False
+
+
+def is_addressed(message: Message, bot_id: int, username: str) -> bool:
+    """Private chats always; groups only for a command, an @mention, or a reply to one of our messages."""
+    if message.chat.type == "private":
+        return True
+    reply = message.reply_to_message
+    if reply is not None and reply.from_user is not None and reply.from_user.id == bot_id:
+        return True
+    if command_of(message, username) is not None:
+        return True
+    return mentions_bot(message, bot_id, username)
+
+
+def strip_mention(text: str | None, username: str) -> str:
+    """The words without '@ourbot', so the model gets the question, not the address."""
+    if not text:
+        return ""
+    handle = "@" + username
+    out = text
+    while (i := out.lower().find(handle.lower())) >= 0:
+        out = out[:i] + out[i + len(handle):]
+    return " ".join(out.split())
+
+
+def command_of(message: Message, username: str) -> tuple[str, str] | None:
+    """(command, rest) for '/cmd rest' or '/cmd@ourbot rest' in the text or caption; None otherwise.
+
+    Commands addressed to another bot ('/cmd@otherbot') are not ours.
+    """
+    words = (message.text or message.caption or "").strip()
+    if not words.startswith("/"):
+        return None
+    head, _, rest = words.partition(" ")
+    name, _, target = head[1:].partition("@")
+    if target and target.lower() != username.lower():
+        return None
+    if not name:
+        return None
+    return name.lower(), rest.strip()

@@ -1,0 +1,129 @@
+"""Sending text that always arrives: split under Telegram's limit, HTML-escaped, flood control honoured.
+
+Model output is arbitrary text (it may contain '<', '&', stray markdown), so it is escaped and sent as
+HTML; if Telegram still refuses the formatting, the same words go out as plain text.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from telegram import Bot, Message, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, RetryAfter
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 4096
+SEPARATORS = ("\n\n", "\n", ". ", " ", "")
+FLOOD_ATTEMPTS = 4
+MAX_FLOOD_WAIT = 120.0   # longer than this and the user is better served by an error than by silence
+
+T = TypeVar("T")
+
+
+def escape(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _size(text: str) -> int:
+    """What a piece costs against the limit once escaped, in UTF-16 units as Telegram counts."""
+    return len(escape(text).encode("utf-16-le")) // 2
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Pieces of `text` that each fit one message, cut at paragraphs, then lines, sentences, words."""
+    text = text.strip()
+    if not text:
+        return []
+    return [p.strip() for p in _split(text, limit, SEPARATORS) if p.strip()]
+
+
+def _split(text: str, limit: int, seps: tuple[str, ...]) -> list[str]:
+    if _size(text) <= limit:
+        return [text]
+    sep, finer = seps[0], seps[1:]
+    if sep == "":  # one unbroken run longer than a message: cut it by characters
+        chunks, cur, cur_size = [], "", 0
+        for ch in text:
+            s = _size(ch)
+            if cur_size + s > limit:
+                chunks.append(cur)
+                cur, cur_size = "", 0
+            cur, cur_size = cur + ch, cur_size + s
+        return chunks + [cur] if cur else chunks
+    chunks: list[str] = []
+    cur, cur_size, sep_size = "", 0, _size(sep)
+    for piece in text.split(sep):
+        size = _size(piece)
+        if cur and cur_size + sep_size + size <= limit:
+            cur, cur_size = cur + sep + piece, cur_size + sep_size + size
+            continue
+        if cur:
+            chunks.append(cur)
+        if size <= limit:
+            cur, cur_size = piece, size
+        else:
+            sub = _split(piece, limit, finer)
+            chunks.extend(sub[:-1])
+            cur, cur_size = sub[-1], _size(sub[-1])
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def retry_after_seconds(err: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns about the int/timedelta switch on access
+        warnings.simplefilter("ignore")
+        value = err.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+async def with_flood_control(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Bot API call, waiting out 429 Too Many Requests as Telegram asks."""
+    for attempt in range(FLOOD_ATTEMPTS):
+        try:
+            return await call()
+        except RetryAfter as err:
+            wait = retry_after_seconds(err)
+            if attempt == FLOOD_ATTEMPTS - 1 or wait > MAX_FLOOD_WAIT:
+                raise
+            log.warning("Telegram flood control: waiting %.0f s before retrying", wait)
+            await asyncio.sleep(wait + 0.1)
+    raise AssertionError("unreachable")
+
+
+def is_format_error(err: BadRequest) -> bool:
+    return "parse entities" in err.message.lower() or "entity" in err.message.lower()
+
+
+async def send_piece(bot: Bot, chat_id: int, text: str, *, thread_id: int | None = None,
+                     reply_to: int | None = None) -> Message:
+    """One message of at most MESSAGE_LIMIT: as escaped HTML, else (formatting refused) as plain text."""
+    reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+
+    def send(body: str, mode: str | None) -> Callable[[], Awaitable[Message]]:
+        return lambda: bot.send_message(chat_id, body, parse_mode=mode, message_thread_id=thread_id,
+                                        reply_parameters=reply)
+    try:
+        return await with_flood_control(send(escape(text), ParseMode.HTML))
+    except BadRequest as err:
+        if not is_format_error(err):
+            raise
+        log.warning("Telegram refused the HTML formatting (%s); sending plain text", err.message)
+    return await with_flood_control(send(text, None))
+
+
+async def send_text(bot: Bot, chat_id: int, text: str, *, thread_id: int | None = None,
+                    reply_to: int | None = None) -> list[Message]:
+    """The whole text, in as many messages as it takes; the first one replies to `reply_to`."""
+    sent: list[Message] = []
+    for i, piece in enumerate(split_text(text) or ["…"]):
+        sent.append(await send_piece(bot, chat_id, piece, thread_id=thread_id,
+                                     reply_to=reply_to if i == 0 else None))
+    return sent

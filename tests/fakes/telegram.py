@@ -1,0 +1,405 @@
+"""A loopback stand-in for the part of the Telegram Bot API earshot uses, driven by the real PTB client.
+
+Methods live at /bot<token>/<method> and files at /file/bot<token>/<path>, like api.telegram.org.
+Tests push users' messages with `push(...)` (delivered by getUpdates long polling, or POSTed to the
+webhook once one is set) and read what the bot said with `said(chat_id)`. It checks what Telegram
+checks and earshot could get wrong: the token, HTML entities, the 4,096-character limit, the 20 MB
+download cap, flood control (scripted per method with `flood(...)`).
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import json
+import re
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+DOWNLOAD_LIMIT = 20 * 1024 * 1024
+TEXT_LIMIT = 4096
+# tags Telegram's HTML parse mode accepts; anything else is "unsupported start tag"
+HTML_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code",
+             "pre", "blockquote", "tg-emoji"}
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s[^<>]*)?)>")
+_ENTITY = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+# parameters PTB sends as JSON strings inside a form body
+_JSON_PARAMS = {"reply_parameters", "commands", "allowed_updates", "entities", "reply_markup", "scope",
+                "link_preview_options"}
+
+
+def html_problem(text: str) -> str | None:
+    """Telegram's complaint about HTML `text`, or None. Returns the plain text length check's input too."""
+    stack: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "<":
+            m = _TAG.match(text, i)
+            if not m:
+                return f"Bad Request: can't parse entities: Unsupported start tag at byte offset {i}"
+            closing, tag = m.group(1), m.group(2).lower()
+            if tag not in HTML_TAGS:
+                return f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}" at byte offset {i}'
+            if closing:
+                if not stack or stack.pop() != tag:
+                    return f'Bad Request: can\'t parse entities: Unexpected end tag at byte offset {i}'
+            else:
+                stack.append(tag)
+            i = m.end()
+        elif ch == "&":
+            m = _ENTITY.match(text, i)
+            if not m:
+                return f"Bad Request: can't parse entities: Unsupported start of an entity at byte offset {i}"
+            i = m.end()
+        elif ch == ">":
+            return f"Bad Request: can't parse entities: Unexpected > at byte offset {i}"
+        else:
+            i += 1
+    if stack:
+        return f'Bad Request: can\'t parse entities: Can\'t find end tag corresponding to start tag "{stack[-1]}"'
+    return None
+
+
+def visible_length(text: str, parse_mode: str | None) -> int:
+    """Length as Telegram counts it: after entity parsing, in UTF-16 code units."""
+    if parse_mode and parse_mode.upper() == "HTML":
+        text = html.unescape(_TAG.sub("", text))
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _entities(text: str) -> list[dict]:
+    """The entities Telegram would attach: a leading /command and every @mention."""
+    out = []
+    m = re.match(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", text)
+    if m:
+        out.append({"type": "bot_command", "offset": 0, "length": m.end()})
+    for m in re.finditer(r"(?<![/\w])@[A-Za-z0-9_]{3,}", text):
+        out.append({"type": "mention", "offset": m.start(), "length": m.end() - m.start()})
+    return out
+
+
+class FakeTelegram:
+    def __init__(self, token: str = "123456:TEST-earshot-token", *, username: str = "earshot_test_bot",
+                 bot_id: int = 777000111) -> None:
+        self.token = token
+        self.bot = {"id": bot_id, "is_bot": True, "first_name": "earshot", "username": username,
+                    "can_join_groups": True, "can_read_all_group_messages": False,
+                    "supports_inline_queries": False}
+        self.calls: list[dict] = []               # every API call: {"t", "method", "params"}
+        self.messages: dict[tuple[int, int], dict] = {}
+        self.deleted: list[tuple[int, int]] = []
+        self.edits: list[dict] = []               # {"t", "chat_id", "message_id", "text"}
+        self.commands: list[dict] = []
+        self.webhook: dict | None = None
+        self.latency = 0.0                        # seconds added to each bot call
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._flood: dict[str, list[int]] = {}    # method -> [times left, retry_after]
+        self._failures: dict[str, list[Any]] = {} # method -> [times left, status, description]
+        self._updates: list[dict] = []
+        self._ids = itertools.count(1)
+        self._update_ids = itertools.count(500)
+        self._new = asyncio.Condition()
+        self._session: aiohttp.ClientSession | None = None
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_route("*", "/bot{token}/{method}", self._api)
+        self.app.router.add_get("/file/bot{token}/{path:.+}", self._download)
+        self.app.on_shutdown.append(self._wake_pollers)
+        self.app.on_cleanup.append(self._close)
+        self._closing = False
+
+    # ---- what tests do ------------------------------------------------------------------
+    def push(self, chat_id: int, *, user_id: int | None = None, text: str | None = None,
+             caption: str | None = None, kind: str | None = None, data: bytes | None = None,
+             mime: str | None = None, file_name: str | None = None, file_size: int | None = None,
+             duration: int = 3, chat_type: str = "private", thread_id: int | None = None,
+             reply_to: int | None = None) -> int:
+        """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document."""
+        user_id = user_id if user_id is not None else abs(chat_id)
+        mid = next(self._ids)
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat["first_name"] = f"user{user_id}"
+        else:
+            chat["title"] = f"group {chat_id}"
+            if thread_id is not None:
+                chat["is_forum"] = True
+        msg: dict[str, Any] = {"message_id": mid, "date": int(time.time()), "chat": chat,
+                               "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}}
+        if thread_id is not None:
+            msg["message_thread_id"] = thread_id
+            msg["is_topic_message"] = True
+        if text is not None:
+            msg["text"] = text
+            if ents := _entities(text):
+                msg["entities"] = ents
+        if caption is not None:
+            msg["caption"] = caption
+            if ents := _entities(caption):
+                msg["caption_entities"] = ents
+        if kind is not None:
+            msg[kind] = self._media(kind, mid, data or b"", mime, file_name, file_size, duration)
+        if reply_to is not None:
+            msg["reply_to_message"] = self.messages[(chat_id, reply_to)]
+        self.messages[(chat_id, mid)] = msg
+        self._deliver({"update_id": next(self._update_ids), "message": msg})
+        return mid
+
+    def flood(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """The next `times` calls of `method` get 429 Too Many Requests with parameters.retry_after."""
+        self._flood[method.lower()] = [times, retry_after]
+
+    def fail(self, method: str, code: int = 500, description: str = "Internal Server Error",
+             times: int = 1) -> None:
+        """The next `times` calls of `method` fail with this HTTP status and description."""
+        self._failures[method.lower()] = [times, code, description]
+
+    def said(self, chat_id: int) -> list[dict]:
+        """The bot's messages still in the chat, oldest first (edits applied, deleted ones gone)."""
+        return [m for (c, _), m in sorted(self.messages.items(), key=lambda kv: kv[0][1])
+                if c == chat_id and m["from"]["id"] == self.bot["id"]]
+
+    def texts(self, chat_id: int) -> list[str]:
+        return [m["text"] for m in self.said(chat_id)]
+
+    def called(self, method: str) -> list[dict]:
+        return [c["params"] for c in self.calls if c["method"].lower() == method.lower()]
+
+    @property
+    def pending_updates(self) -> int:
+        return len(self._updates)
+
+    # ---- internals ----------------------------------------------------------------------
+    def _media(self, kind: str, mid: int, data: bytes, mime: str | None, file_name: str | None,
+               file_size: int | None, duration: int) -> dict:
+        fid = f"{kind}-{mid}-fid"
+        self._files[fid] = (f"{kind}s/file_{mid}", data)
+        media: dict[str, Any] = {"file_id": fid, "file_unique_id": f"u{mid}",
+                                 "file_size": file_size if file_size is not None else len(data)}
+        if kind in ("voice", "audio", "video_note", "video"):
+            media["duration"] = duration
+        if kind == "voice":
+            media["mime_type"] = mime or "audio/ogg"
+        elif kind == "audio":
+            media.update(mime_type=mime or "audio/mpeg", file_name=file_name or "track.mp3")
+        elif kind == "video_note":
+            media["length"] = 240
+        elif kind == "video":
+            media.update(width=320, height=240, mime_type=mime or "video/mp4")
+        elif kind == "document":
+            media.update(mime_type=mime or "application/octet-stream", file_name=file_name or "file.bin")
+        return media
+
+    def _deliver(self, update: dict) -> None:
+        if self.webhook:
+            asyncio.get_running_loop().create_task(self._post_webhook(update))
+            return
+        self._updates.append(update)
+
+        async def wake() -> None:
+            async with self._new:
+                self._new.notify_all()
+        asyncio.get_running_loop().create_task(wake())
+
+    async def _post_webhook(self, update: dict) -> None:
+        assert self.webhook is not None
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {}
+        if self.webhook.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook["secret_token"]
+        for _ in range(50):  # Telegram retries deliveries the webhook did not accept
+            try:
+                async with self._session.post(self.webhook["url"], json=update, headers=headers) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+    async def _wake_pollers(self, app: web.Application) -> None:
+        """Shutting down: end long polls now rather than at their timeout."""
+        self._closing = True
+        async with self._new:
+            self._new.notify_all()
+
+    async def _close(self, app: web.Application) -> None:
+        if self._session:
+            await self._session.close()
+
+    async def _params(self, request: web.Request) -> dict:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            raw = await request.text()
+            params.update(json.loads(raw) if raw else {})
+        elif request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                params[part.name] = (await part.read()).decode(errors="replace")
+        elif request.can_read_body:
+            params.update((await request.post()).items())
+        for key in _JSON_PARAMS & params.keys():
+            if isinstance(params[key], str):
+                params[key] = json.loads(params[key])
+        return params
+
+    @staticmethod
+    def _ok(result: Any) -> web.Response:
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    def _fail(code: int, description: str, **extra: Any) -> web.Response:
+        return web.json_response({"ok": False, "error_code": code, "description": description, **extra},
+                                 status=code)
+
+    def _new_bot_message(self, chat_id: int, text: str, params: dict) -> dict:
+        key = next((k for k in self.messages if k[0] == chat_id), None)
+        chat = self.messages[key]["chat"] if key else {"id": chat_id, "type": "private", "first_name": "x"}
+        msg: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()), "chat": chat,
+                               "from": self.bot, "text": text}
+        if params.get("parse_mode"):
+            msg["parse_mode_used"] = params["parse_mode"]
+        if params.get("message_thread_id"):
+            msg["message_thread_id"] = int(params["message_thread_id"])
+            msg["is_topic_message"] = True
+        self.messages[(chat_id, msg["message_id"])] = msg
+        return msg
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.calls.append({"t": time.monotonic(), "method": method, "params": params})
+        if request.match_info["token"] != self.token:
+            return self._fail(401, "Unauthorized")
+        m = method.lower()
+        flood = self._flood.get(m)
+        if flood and flood[0] > 0:
+            flood[0] -= 1
+            return self._fail(429, f"Too Many Requests: retry after {flood[1]}",
+                              parameters={"retry_after": flood[1]})
+        failure = self._failures.get(m)
+        if failure and failure[0] > 0:
+            failure[0] -= 1
+            return self._fail(failure[1], failure[2])
+        if self.latency and m != "getupdates":
+            await asyncio.sleep(self.latency)
+        handler = getattr(self, f"_m_{m}", None)
+        if handler is None:
+            return self._fail(404, "Not Found")
+        return await handler(params)
+
+    async def _m_getme(self, params: dict) -> web.Response:
+        return self._ok(self.bot)
+
+    async def _m_getupdates(self, params: dict) -> web.Response:
+        if self.webhook:
+            return self._fail(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                   "use deleteWebhook to delete the webhook first")
+        offset = int(params.get("offset") or 0)
+        if offset:  # asking from `offset` confirms every earlier update, so Telegram forgets them
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        limit = int(params.get("limit") or 100)
+        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        async with self._new:
+            while True:
+                ready = [u for u in self._updates if u["update_id"] >= offset]
+                left = deadline - time.monotonic()
+                if ready or left <= 0 or self._closing:
+                    return self._ok(ready[:limit])
+                try:
+                    await asyncio.wait_for(self._new.wait(), left)
+                except TimeoutError:
+                    pass
+
+    async def _m_getfile(self, params: dict) -> web.Response:
+        fid = params.get("file_id")
+        if fid not in self._files:
+            return self._fail(400, "Bad Request: invalid file_id")
+        kind, mid = fid.split("-")[0], int(fid.split("-")[1])
+        declared = next((m[kind].get("file_size") for m in self.messages.values()
+                         if m["message_id"] == mid and kind in m), None)
+        path, data = self._files[fid]
+        if max(len(data), declared or 0) > DOWNLOAD_LIMIT:
+            return self._fail(400, "Bad Request: file is too big")
+        return self._ok({"file_id": fid, "file_unique_id": f"u{mid}", "file_size": len(data),
+                         "file_path": path})
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        path = request.match_info["path"]
+        for p, data in self._files.values():
+            if p == path:
+                return web.Response(body=data, content_type="application/octet-stream")
+        return web.Response(status=404)
+
+    def _check_text(self, text: str, parse_mode: str | None) -> str | None:
+        if not text.strip():
+            return "Bad Request: message text is empty"
+        if parse_mode and parse_mode.upper() == "HTML" and (problem := html_problem(text)):
+            return problem
+        if visible_length(text, parse_mode) > TEXT_LIMIT:
+            return "Bad Request: message is too long"
+        return None
+
+    async def _m_sendmessage(self, params: dict) -> web.Response:
+        chat_id = int(params["chat_id"])
+        text = str(params.get("text", ""))
+        if problem := self._check_text(text, params.get("parse_mode")):
+            return self._fail(400, problem)
+        reply = params.get("reply_parameters") or {}
+        reply_id = reply.get("message_id") or params.get("reply_to_message_id")
+        target = self.messages.get((chat_id, int(reply_id))) if reply_id else None
+        if reply_id and target is None and not reply.get("allow_sending_without_reply"):
+            return self._fail(400, "Bad Request: message to be replied not found")
+        msg = self._new_bot_message(chat_id, text, params)
+        if target is not None:
+            msg["reply_to_message"] = target
+        return self._ok(msg)
+
+    async def _m_editmessagetext(self, params: dict) -> web.Response:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        text = str(params.get("text", ""))
+        if key not in self.messages:
+            return self._fail(400, "Bad Request: message to edit not found")
+        if self.messages[key].get("text") == text:
+            return self._fail(400, "Bad Request: message is not modified: specified new message content "
+                                   "and reply markup are exactly the same as a current content and reply "
+                                   "markup of the message")
+        if problem := self._check_text(text, params.get("parse_mode")):
+            return self._fail(400, problem)
+        self.messages[key]["text"] = text
+        self.messages[key]["edit_date"] = int(time.time())
+        self.edits.append({"t": time.monotonic(), "chat_id": key[0], "message_id": key[1], "text": text})
+        return self._ok(self.messages[key])
+
+    async def _m_deletemessage(self, params: dict) -> web.Response:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        if self.messages.pop(key, None) is None:
+            return self._fail(400, "Bad Request: message to delete not found")
+        self.deleted.append(key)
+        return self._ok(True)
+
+    async def _m_sendchataction(self, params: dict) -> web.Response:
+        return self._ok(True)
+
+    async def _m_setmycommands(self, params: dict) -> web.Response:
+        self.commands = params.get("commands") or []
+        return self._ok(True)
+
+    async def _m_deletewebhook(self, params: dict) -> web.Response:
+        self.webhook = None
+        if str(params.get("drop_pending_updates")).lower() == "true":
+            self._updates.clear()
+        return self._ok(True)
+
+    async def _m_setwebhook(self, params: dict) -> web.Response:
+        self.webhook = {"url": params["url"], "secret_token": params.get("secret_token")}
+        return self._ok(True)
+
+    async def _m_getwebhookinfo(self, params: dict) -> web.Response:
+        return self._ok({"url": (self.webhook or {}).get("url", ""), "has_custom_certificate": False,
+                         "pending_update_count": len(self._updates)})
