@@ -52,6 +52,17 @@ def _settings(**overrides: Any) -> Settings:
     return settings.model_copy(update=overrides) if overrides else settings
 
 
+def _log_level(settings: Settings, default: int) -> int:
+    """EARSHOT_LOG_LEVEL when set (a name like DEBUG, or a number), else the command's default."""
+    name = (settings.log_level or "").strip().upper()
+    if not name:
+        return default
+    level = int(name) if name.isdigit() else logging.getLevelName(name)
+    if not isinstance(level, int):
+        _fail(f"EARSHOT_LOG_LEVEL={settings.log_level!r} is not a log level (try DEBUG, INFO or WARNING)", EXIT_CONFIG)
+    return level
+
+
 def _read(path: Path, settings: Settings) -> Audio:
     if not path.is_file():
         _fail(messages.FILE_NOT_FOUND.format(path=path), EXIT_INPUT)
@@ -97,7 +108,7 @@ async def _ask(settings: Settings, request: Request) -> Reply:
 def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool) -> None:
     # one-shot commands stand alone: no chat history is sent with them
     settings = _settings(history_turns=0)
-    setup_logging(logging.INFO if verbose else logging.CRITICAL, settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets())
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text)
     reply = _until_done(_ask(settings, request))
     if as_json:
@@ -180,7 +191,7 @@ def telegram(
     settings = _settings()
     if settings.telegram_bot_token is None:
         _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
-    setup_logging(logging.INFO, settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets())
     from bots.telegram import run
     _serve(lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
 
@@ -193,7 +204,7 @@ def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/even
         _fail("set SLACK_BOT_TOKEN to run the Slack app", EXIT_CONFIG)
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
-    setup_logging(logging.INFO, settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets())
     from bots.slack import run
     _serve(lambda: run(settings, port=port))
 

@@ -142,7 +142,12 @@ def decode(data: bytes, *, max_seconds: float, timeout: float) -> Decoded:
     The file has no extension so ffmpeg judges it by content, never by a name that lies. Only local
     files and the demuxers in DEMUXERS are allowed, so nothing in the file can make ffmpeg open more.
     """
+    # -t trusts the file's timestamps, which can lie (an MP4 whose sample table gives each frame a
+    # sliver of its real length slips its whole length past -t), so atrim also stops the decode after a
+    # count of samples: the PCM held in memory never exceeds the limit's worth.
+    most = math.ceil((max_seconds + DECODE_SLACK_SECONDS) * SAMPLE_RATE)
     graph = (f"[0:a:0]aformat=sample_fmts=s16:sample_rates={SAMPLE_RATE}:channel_layouts=mono,"
+             f"atrim=end_sample={most},"
              f"asplit=2[pcm][lead];[lead]adelay=delays={MP3_PAD_SAMPLES}S:all=1[mp3]")
     with tempfile.TemporaryDirectory(prefix="earshot-") as tmp:
         src, out = os.path.join(tmp, "input"), os.path.join(tmp, "audio.mp3")
@@ -177,6 +182,8 @@ def _decode_error(e: ffmpeg.FfmpegError) -> AudioError:
         return AudioError(messages.DECODE_TIMEOUT, str(e))
     if "matches no streams" in e.stderr or "does not contain any stream" in e.stderr:
         return AudioError(messages.NO_AUDIO_TRACK, str(e))
+    if "End of file" in e.stderr:  # the container starts right but ends before any audio: cut short
+        return AudioError(messages.NO_SAMPLES, str(e))
     return AudioError(messages.NOT_AUDIO, str(e))
 
 

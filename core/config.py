@@ -1,12 +1,14 @@
 """All of earshot's configuration, read once from the environment (names are part of the contract)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
 DEFAULT_TELEGRAM_BASE = "https://api.telegram.org"
@@ -40,6 +42,16 @@ def _env(name: str) -> dict:
     return {"validation_alias": AliasChoices(name)}
 
 
+# "123, @alice U0ABC" in the environment: commas or spaces, not JSON
+IdList = Annotated[tuple[str, ...], NoDecode]
+
+
+def normalise_id(value: object) -> str:
+    """Ids as written ('-100123', 'U0ABC', 'T0XYZ') stay as they are; @usernames match in any case."""
+    text = str(value).strip()
+    return text.lower() if text.startswith("@") else text
+
+
 def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("earshot", appauthor=False)) / "earshot.db"
 
@@ -53,6 +65,8 @@ class Settings(BaseSettings):
     dashscope_base_url: str = Field(DEFAULT_DASHSCOPE_BASE, **_env("DASHSCOPE_HTTP_BASE_URL"))
     model: str = Field("qwen-audio-turbo-latest", **_env("EARSHOT_MODEL"))
     db_path: Path = Field(default_factory=default_db_path, **_env("EARSHOT_DB"))
+    # DEBUG, INFO, WARNING…; unset: INFO for the bots, quiet for one-shot commands (secrets are masked at any level)
+    log_level: str | None = Field(None, **_env("EARSHOT_LOG_LEVEL"))
 
     # bounds on what one request may cost us
     max_file_mb: float = Field(20.0, **_env("EARSHOT_MAX_FILE_MB"))
@@ -64,6 +78,20 @@ class Settings(BaseSettings):
     request_timeout: float = Field(120.0, **_env("EARSHOT_REQUEST_TIMEOUT"))
     retry_budget: float = Field(60.0, le=60.0, **_env("EARSHOT_RETRY_BUDGET"))
     history_turns: int = Field(20, ge=0, **_env("EARSHOT_HISTORY_TURNS"))
+    # seconds an accepted request may wait for the model to come back before the user is told it failed
+    job_ttl: float = Field(86400.0, gt=0, **_env("EARSHOT_JOB_TTL"))
+    # group digests: days a stored voice-note transcript is kept
+    retention_days: float = Field(30.0, gt=0, **_env("EARSHOT_RETENTION_DAYS"))
+
+    # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids
+    allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))
+    allowed_chats: IdList = Field((), **_env("EARSHOT_ALLOWED_CHATS"))
+    admin_users: IdList = Field((), **_env("EARSHOT_ADMIN_USERS"))
+    # daily token budgets (UTC days; 0 = unlimited), sized so one day can't burn a 100k-token free trial
+    user_daily_tokens: int = Field(10_000, ge=0, **_env("EARSHOT_USER_DAILY_TOKENS"))
+    chat_daily_tokens: int = Field(15_000, ge=0, **_env("EARSHOT_CHAT_DAILY_TOKENS"))
+    global_daily_tokens: int = Field(20_000, ge=0, **_env("EARSHOT_GLOBAL_DAILY_TOKENS"))
+    user_requests_per_minute: int = Field(10, ge=0, **_env("EARSHOT_USER_REQUESTS_PER_MINUTE"))
 
     telegram_bot_token: SecretStr | None = Field(None, **_env("TELEGRAM_BOT_TOKEN"))
     telegram_api_base_url: str = Field(DEFAULT_TELEGRAM_BASE, **_env("TELEGRAM_API_BASE_URL"))
@@ -72,6 +100,15 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, **_env("SLACK_SIGNING_SECRET"))
     slack_app_token: SecretStr | None = Field(None, **_env("SLACK_APP_TOKEN"))
     slack_api_url: str = Field(DEFAULT_SLACK_API, **_env("SLACK_API_URL"))
+
+    @field_validator("allowed_users", "allowed_chats", "admin_users", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = re.split(r"[,\s]+", value)
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return tuple(dict.fromkeys(normalise_id(v) for v in value if str(v).strip() not in ("", "@")))
+        return value
 
     @property
     def max_file_bytes(self) -> int:

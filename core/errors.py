@@ -12,6 +12,7 @@
         ContentRejected          content inspection refused the input
         ModelInputError          the service rejected the audio or parameters
         BadModelResponse         a body we can't parse (a proxy's HTML page)
+      AccessRefused              not on the allowed lists, over a budget, or too many requests
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class EarshotError(Exception):
 
     operator = False      # True: the operator must act; the user only gets an apology
     retryable = False
+    silent = False        # True: the user was already told; say nothing this time
 
     def __init__(self, user_message: str, operator_message: str | None = None) -> None:
         super().__init__(operator_message or user_message)
@@ -89,3 +91,11 @@ class ModelInputError(ModelError):
 
 class BadModelResponse(ModelError):
     retryable = True
+
+
+class AccessRefused(EarshotError):
+    """Refused before anything is spent; `silent` when this user has been told already."""
+
+    def __init__(self, user_message: str, operator_message: str | None = None, *, silent: bool = False) -> None:
+        super().__init__(user_message, operator_message)
+        self.silent = silent

@@ -23,6 +23,9 @@ BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
 # glibc reserves 64 MiB of address space per malloc arena (up to 8 per core); ffmpeg runs a thread per
 # encoder and muxer, so without this the address-space cap would make thread creation fail.
 CHILD_ENV = {"MALLOC_ARENA_MAX": "2"}
+# All ffmpeg inherits from our environment: enough to run, never the API keys and tokens beside them
+# (a decoder bug exploited by a hostile file must find nothing worth stealing).
+INHERITED_ENV = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "TMPDIR", "HOME")
 
 try:
     import resource
@@ -74,6 +77,10 @@ def executable() -> str:
     return exe
 
 
+def child_env() -> dict[str, str]:
+    return {k: v for k in INHERITED_ENV if (v := os.environ.get(k)) is not None} | CHILD_ENV
+
+
 def _limit(pid: int, timeout: float) -> None:
     """Cap the child's CPU seconds and address space.
 
@@ -112,7 +119,7 @@ def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> b
     cmd = [executable(), *BASE_ARGS, *args]
     stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
     with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env={**os.environ, **CHILD_ENV}) as proc:
+                          env=child_env()) as proc:
         _limit(proc.pid, timeout)
         _widen(proc.stdin, proc.stdout)
         try:

@@ -40,6 +40,46 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["seen_events"].create({"platform": str, "event_id": str, "created": float}, pk=("platform", "event_id"))
 
 
+@migrations()
+def m002_digests(db: sqlite_utils.Database) -> None:
+    """Group digests: which chats opted in and when to post, and the voice notes heard there."""
+    db["digest_chats"].create({
+        "platform": str, "chat_id": str, "enabled": int, "daily": str, "tz": str, "post_thread": str,
+        "scheduled_since": float, "last_scheduled": float, "last_digest": float, "last_note": int,
+        "updated": float,
+    }, pk=("platform", "chat_id"), not_null={"enabled"}, defaults={"enabled": 0, "daily": "", "tz": "UTC",
+                                                               "post_thread": "", "last_note": 0})
+    db["voice_notes"].create({
+        "id": int, "platform": str, "chat_id": str, "thread_id": str, "source_id": str, "user_id": str,
+        "user_name": str, "sent": float, "arrived": float, "seconds": float, "text": str, "created": float,
+    }, pk="id", not_null={"platform", "chat_id", "sent", "text", "created"})
+    db["voice_notes"].create_index(["platform", "chat_id", "sent"])
+    db["voice_notes"].create_index(["platform", "chat_id", "source_id"], unique=True)
+    db["voice_notes"].create_index(["created"])
+
+
+@migrations()
+def m003_usage_by_user(db: sqlite_utils.Database) -> None:
+    """Daily budgets sum a user's tokens across chats (core.access)."""
+    db["turns"].create_index(["platform", "user_id", "created"])
+    db["turns"].create_index(["platform", "chat_id", "created"])
+
+
+@migrations()
+def m004_jobs(db: sqlite_utils.Database) -> None:
+    """Durable work (core.jobs): each accepted request, stored before work starts, until its answer is sent."""
+    db["jobs"].create({
+        "id": int, "key": str, "platform": str, "chat_id": str, "thread_id": str, "user_id": str, "sender": str,
+        "message_ref": str, "file_ref": str, "task": str, "text": str, "state": str, "attempts": int,
+        "faults": int, "last_error": str, "notified": int, "created": float, "updated": float,
+        "next_attempt": float, "outcome": str, "delivered": float, "delivery_attempts": int, "progress_ref": str,
+    }, pk="id", not_null={"key", "platform", "chat_id", "thread_id", "message_ref", "task", "state", "attempts",
+                          "faults", "notified", "created", "updated", "delivery_attempts"},
+       defaults={"thread_id": "", "attempts": 0, "faults": 0, "notified": 0, "delivery_attempts": 0})
+    db["jobs"].create_index(["platform", "key"], unique=True)
+    db["jobs"].create_index(["platform", "state"])
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: str          # "user" or "assistant"
@@ -101,6 +141,40 @@ class HistoryStore:
         if self._db is None:
             raise RuntimeError("HistoryStore is not open")
         return self._db
+
+    # --- shared access for stores that keep their tables in this file (core.digest_store) ---------
+    async def read(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """fn(db) on the store's thread."""
+        return await self._run(lambda: fn(self.db))
+
+    async def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """fn(db) on the store's thread, in one write transaction."""
+        def run() -> T:
+            with self._write():
+                return fn(self.db)
+        return await self._run(run)
+
+    async def forget_chat(self, platform: str, chat_id: str) -> int:
+        """Delete every row of every table that belongs to the chat (all its threads); the count deleted.
+
+        Tables are found by their columns, so tables added later are covered without a change here.
+        Freed pages are overwritten (secure_delete), so the words don't linger in the file.
+        """
+        def forget() -> int:
+            self.db.execute("PRAGMA secure_delete = ON")
+            deleted = 0
+            with self._write():
+                for table in self.db.tables:
+                    columns = set(table.columns_dict)
+                    if "chat_id" not in columns:
+                        continue
+                    where, args = "chat_id = ?", [chat_id]
+                    if "platform" in columns:
+                        where, args = where + " AND platform = ?", args + [platform]
+                    deleted += self.db.execute(f"DELETE FROM [{table.name}] WHERE {where}", args).rowcount
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")   # the WAL held the deleted rows too
+            return deleted
+        return await self._run(forget)
 
     # --- turns ----------------------------------------------------------------------------
     async def add_exchange(self, chat: ChatKey, user_id: str | None, user_text: str, answer: str,
@@ -170,3 +244,8 @@ class HistoryStore:
                                   [platform, event_id, time.time()])
             return cur.rowcount == 1
         return await self._run(claim)
+
+    async def event_seen(self, platform: str, event_id: str) -> bool:
+        """Whether claim_event has recorded this event, without claiming it."""
+        return await self._run(lambda: self.db.execute(
+            "SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?", [platform, event_id]).fetchone() is not None)

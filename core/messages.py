@@ -15,6 +15,10 @@ FILE_NOT_FOUND = "No such file: {path}"
 MODEL_BUSY = "The model is busy right now. Please try again in a minute."
 QUOTA_USED_UP = "The model's free quota is used up, so I can't answer for now. The operator has been told."
 MODEL_DOWN = "The model is unavailable right now. Please try again later."
+# durable jobs (core.runner): said once while a request waits for the model, and when it waited too long
+MODEL_WAITING = "The model is unavailable right now. I'll answer this when it is back."
+JOB_EXPIRED = ("I couldn't get an answer from the model within {waited}, so I gave up on this one. "
+               "Please send it again later.")
 CONTENT_REJECTED = "The model refused that audio or question on content grounds."
 MODEL_REJECTED_INPUT = "The model couldn't process that audio: {detail}"
 BAD_MODEL_RESPONSE = "The model sent an answer I couldn't read. Please try again."
@@ -49,9 +53,64 @@ SLACK_FILE_UNAVAILABLE = "I couldn't fetch that file from Slack. Please share it
 SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
                         "(and SLACK_APP_TOKEN for Socket Mode).")
 SLACK_BAD_TOKEN = "Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
-SLACK_NOT_YET = "`/earshot {word}` isn't available yet."
 
 NO_TELEGRAM_TOKEN = "No Telegram bot token: set TELEGRAM_BOT_TOKEN (ask @BotFather for one)."
 BAD_TELEGRAM_TOKEN = "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)."
 SLACK_BAD_APP_TOKEN = ("Slack refused SLACK_APP_TOKEN ({error}): create an app-level token with the connections:write "
                        "scope (Basic Information -> App-Level Tokens) and enable Socket Mode.")
+
+# Who may use earshot, and how much. Each is said once, then earshot stays quiet for a while.
+NOT_ALLOWED = ("Sorry, I only answer people my owner has let in. If you know them, "
+               "ask to be added: your {platform} id is {user_id}.")
+NOT_ALLOWED_HERE = "Sorry, I'm not open to this chat. Ask my owner to add it."
+USER_BUDGET_USED = ("You've used your {limit:,} tokens for today. "
+                    "They come back at midnight UTC, in {wait}.")
+CHAT_BUDGET_USED = ("This chat has used its {limit:,} tokens for today. "
+                    "They come back at midnight UTC, in {wait}.")
+GLOBAL_BUDGET_USED = ("I've used all {limit:,} of today's tokens, to keep the model's free quota from running out. "
+                      "I'll answer again after midnight UTC, in {wait}.")
+TOO_COSTLY = ("That recording would take about {need:,} tokens to hear, and {whose} {left:,} left today. "
+              "Send a shorter clip, or try again after midnight UTC, in {wait}.")
+RATE_LIMITED = "Slow down a little: I take up to {limit} requests a minute from each person. Try again in {wait}."
+
+# /usage, in plain words; adapters render the numbers in core.access.UsageReport with these.
+USAGE_HERE = "Used here today: {total:,} tokens ({audio:,} audio, {input:,} input, {output:,} output)."
+USAGE_LIMITED = "{who}: {used:,} of {limit:,} tokens used, {left:,} left."
+USAGE_UNLIMITED = "{who}: {used:,} tokens used, no limit."
+USAGE_RESETS = "Budgets reset at midnight UTC, in {wait}."
+USAGE_RATE = "Up to {limit} requests a minute each."
+USAGE_TOP_USERS = "Top users today:"
+USAGE_TOP_CHATS = "Top chats today:"
+
+# Group digests. {prefix} is how the platform spells a command: "/" in Telegram, "/earshot " in Slack.
+DIGEST_HELP = ("Digests: {prefix}digest on makes me listen quietly to this group's voice notes (admins only; off "
+               "by default); {prefix}digest, or {prefix}digest 2h / 24h / 7d, sums them up; {prefix}digest daily "
+               "09:00 Europe/Berlin posts one every day. While on, I store a transcript of each voice note with who "
+               "sent it and when, for {days}. {prefix}digest off stops listening; {prefix}forget (admins) "
+               "deletes everything I keep for this chat.")
+DIGEST_USAGE = ("Try {prefix}digest (since the last one), {prefix}digest 2h, 24h or 7d, {prefix}digest on, "
+                "{prefix}digest off, or {prefix}digest daily 09:00 (optionally with a time zone, like Europe/Berlin).")
+DIGEST_BAD_ZONE = "I don't know the time zone {zone}. Use a name like Europe/Berlin, America/New_York or UTC."
+DIGEST_ADMINS_ONLY = "Only this chat's admins can do that."
+DIGEST_ADMIN_UNKNOWN = "I couldn't check whether you're an admin here, so I left things as they were. Please try again."
+DIGEST_GROUPS_ONLY = "Digests are for group chats and channels: add me to one and use {prefix}digest on there."
+DIGEST_ON = ("Digests are on: from now on I transcribe this chat's voice notes quietly and keep the transcripts, "
+             "with who sent them and when, for {days}. {prefix}digest sums them up; {prefix}digest off stops "
+             "listening; {prefix}forget deletes everything.")
+DIGEST_OFF = ("Digests are off: I've stopped listening here (and stopped any daily digest). What I stored is kept "
+              "until it expires; {prefix}forget deletes it now.")
+DIGEST_DAILY = "Every day at {time} ({zone}) I'll post a digest here, starting {first}. I'm listening from now on."
+DIGEST_DAILY_OFF = "No more daily digests here. I'm still listening: {prefix}digest sums up on request."
+DIGEST_IS_OFF = "Digests are off here, so I have nothing to sum up. An admin can turn them on with {prefix}digest on."
+DIGEST_NOTHING_NEW = "No voice notes since the last digest: nothing to sum up."
+DIGEST_NOTHING_YET = "I haven't heard any voice notes here yet: nothing to sum up."
+DIGEST_NOTHING_IN = "No voice notes in the last {period}: nothing to sum up."
+DIGEST_HEADER = "{title}: {notes}, {minutes}."
+DIGEST_TITLE = "Digest"
+DIGEST_TITLE_SINCE = "Digest since the last one"
+DIGEST_TITLE_PERIOD = "Digest of the last {period}"
+DIGEST_WORKING = "Summing up this chat's voice notes…"
+FORGOTTEN = ("Done: I've deleted everything I stored for this chat (transcripts, history, usage and digest "
+             "settings), and digests are off.")
+DIGEST_CANT_HEAR = ("Heads-up: Telegram shows me voice notes in groups only if I'm an admin here or my privacy mode "
+                    "is off (@BotFather → /setprivacy → Disable, then add me again).")

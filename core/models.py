@@ -44,6 +44,24 @@ class Request:
     audio: Audio | None = None
     text: str | None = None    # the question, the target language, or a follow-up message
     user_id: str | None = None
+    user_name: str | None = None   # Telegram @username (without the @); shown to admins, matched by access rules
+    team_id: str | None = None     # Slack workspace of the user
+    chat_name: str | None = None   # Telegram public chat @username (without the @)
+    retry: bool = False            # a durable job's later attempt (core.runner): not a new request to rate-limit
+
+    @property
+    def sender(self) -> Sender:
+        return Sender(self.user_id, self.user_name, self.team_id, self.chat_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who is asking, as the platform tells it: what access rules, budgets and rate limits are about."""
+
+    user_id: str | None = None
+    user_name: str | None = None
+    team_id: str | None = None
+    chat_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

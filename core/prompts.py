@@ -83,3 +83,25 @@ def describe_audio_turn(task: Task, seconds: float, text: str | None) -> str:
         Task.EVENTS: "asked what can be heard",
     }.get(task, "sent it")
     return f"[{seconds:.0f} s voice note] The user {what}."
+
+
+# --- group digests (core.digest): transcripts of a chat's voice notes, summarised ----------------
+_DIGEST_ASK = ("the topics discussed, decisions made, questions left open, and action items with who said them. "
+               "Write in the language most of the voice notes are in, and name people as given.")
+DIGEST = ("Below are transcripts of a group chat's voice notes, oldest first, each with its time and sender. "
+          "Write a short digest for the group: " + _DIGEST_ASK)
+DIGEST_PART = ("Below are transcripts of some of a group chat's voice notes, oldest first, each with its time and "
+               "sender. Write brief notes on this stretch, keeping times and names: " + _DIGEST_ASK)
+DIGEST_MERGE = ("Below are notes on consecutive stretches of a group chat's voice notes, oldest first. Merge them "
+                "into one set of brief notes, keeping times and names: " + _DIGEST_ASK)
+DIGEST_COMBINE = ("Below are notes on consecutive stretches of a group chat's voice notes, oldest first. Combine "
+                  "them into one short digest for the group: " + _DIGEST_ASK)
+
+
+def digest_line(when: str, who: str, seconds: float, text: str) -> str:
+    """One voice note as the digest prompts show it."""
+    return f"[{when}] {who} ({seconds:.0f} s): {text}"
+
+
+def digest_instruction(template: str, body: list[str]) -> str:
+    return template + "\n\n" + "\n\n".join(body)

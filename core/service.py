@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import audio, messages, prompts
+from .access import AccessPolicy, MeteredClient, UsageReport
 from .config import AUDIO_TOKENS_PER_SECOND, SECONDS_HEARD, Settings, limits_for
 from .dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
 from .errors import ModelAuthError, NeedsAudio, NeedsText
 from .history import HistoryStore, Turn
-from .models import ChatKey, Part, Progress, ProgressCallback, Reply, Request, Task, Usage
+from .models import ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Task, Usage
 from .timestamps import mmss, shift
+
+if TYPE_CHECKING:
+    from .digest import DigestService
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +61,13 @@ class Assistant:
         self.settings = settings
         self.limits = limits_for(settings.model)
         key = settings.dashscope_api_key.get_secret_value() if settings.dashscope_api_key else ""
-        self._client = client or DashScopeClient(
+        # metered: every answer's token usage is charged to the request being served (core.access)
+        self._client = MeteredClient(client or DashScopeClient(
             key, settings.dashscope_base_url, settings.model, timeout=settings.request_timeout,
-            retry_budget=settings.retry_budget, max_concurrency=settings.global_concurrency)
+            retry_budget=settings.retry_budget, max_concurrency=settings.global_concurrency))
         self._has_key = bool(key) or client is not None
         self.history = history or HistoryStore(settings.db_path)
+        self.access = AccessPolicy(settings, self.history)
         self._locks: dict[ChatKey, asyncio.Lock] = {}
 
     async def __aenter__(self) -> Assistant:
@@ -70,6 +79,8 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
+        if "digests" in self.__dict__:       # stop its scheduler and listeners before the pool goes
+            await self.digests.aclose()
         await self._client.aclose()
         await self.history.close()
 
@@ -80,14 +91,16 @@ class Assistant:
         progress: awaited as chunks of long audio finish (Progress(done, total)), and, when
         stream=True, with Progress(..., partial=text so far) while the final answer is written.
         """
-        self._check(request)
-        lock = self._locks.setdefault(request.chat, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._handle(request, progress, stream)
-        finally:
-            if not lock.locked() and self._locks.get(request.chat) is lock:
-                del self._locks[request.chat]  # idle chats hold no memory
+        # who may ask, how fast, how much: refused before anything is decoded or sent to the model
+        async with self.access.admit(request):
+            self._check(request)
+            lock = self._locks.setdefault(request.chat, asyncio.Lock())
+            try:
+                async with lock:
+                    return await self._handle(request, progress, stream)
+            finally:
+                if not lock.locked() and self._locks.get(request.chat) is lock:
+                    del self._locks[request.chat]  # idle chats hold no memory
 
     def _check(self, request: Request) -> None:
         """Refuse what can't work before spending anything."""
@@ -106,11 +119,22 @@ class Assistant:
     async def _handle(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
         if request.task is Task.FOLLOW_UP:
             return await self._follow_up(request, progress if stream else None)
+        reply = await self._hear(request, progress, stream)
+        await self.history.add_exchange(
+            request.chat, request.user_id,
+            prompts.describe_audio_turn(request.task, reply.duration or 0.0, request.text), reply.text,
+            reply.usage, audio_seconds=reply.duration)
+        return reply
+
+    async def _hear(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
+        """The audio pipeline: decode, split, ask per chunk, combine. Touches no history."""
         assert request.audio is not None
         s = self.settings
         prepared = await asyncio.to_thread(audio.prepare, request.audio, max_bytes=s.max_file_bytes,
                                            max_seconds=s.max_audio_seconds, timeout=s.ffmpeg_timeout)
         chunks = prepared.chunks
+        # long recordings are costly: refuse one that today's budgets can't cover before asking anything
+        await self.access.afford(sum(audio_tokens(c.end - c.start) + PROMPT_RESERVE for c in chunks))
         if len(chunks) == 1:
             calls = [await self._one_clip(request, chunks[0], progress if stream else None)]
             text = calls[0].answer.text.strip()
@@ -121,13 +145,8 @@ class Assistant:
                 calls.append(extra)
         usage = sum((c.answer.usage for c in calls), Usage())
         parts = tuple(c.part for c in calls if c.part is not None)
-        reply = Reply(text=text, task=request.task, parts=parts, usage=usage, duration=prepared.duration,
-                      request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id))
-        await self.history.add_exchange(
-            request.chat, request.user_id,
-            prompts.describe_audio_turn(request.task, prepared.duration, request.text), text, usage,
-            audio_seconds=prepared.duration)
-        return reply
+        return Reply(text=text, task=request.task, parts=parts, usage=usage, duration=prepared.duration,
+                     request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id))
 
     # --- one clip ---------------------------------------------------------------------------
     async def _one_clip(self, request: Request, chunk: audio.Chunk,
@@ -226,6 +245,30 @@ class Assistant:
             {"role": "user", "content": content},
         ]
 
+    # --- group digests (core.digest) ---------------------------------------------------------
+    @functools.cached_property
+    def digests(self) -> DigestService:
+        """Opt-in listening, digests, their schedule, retention and forgetting, for the adapters."""
+        from .digest import DigestService   # core.digest builds on this module
+        return DigestService(self)
+
+    async def transcribe_quietly(self, request: Request) -> Reply:
+        """A transcript through the usual pipeline that leaves the chat's history alone (background listening)."""
+        request = dataclasses.replace(request, task=Task.TRANSCRIBE)
+        # the same lists and budgets as any request; quietly: no rate limit, and refusing it tells nobody
+        async with self.access.admit(request, quietly=True):
+            self._check(request)
+            return await self._hear(request, None, False)
+
+    async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer:
+        """One text-only model call with the system prompt and no history. The caller keeps it within
+        `self.limits.max_input` (see estimate_tokens)."""
+        if not self._has_key:
+            raise ModelAuthError(messages.NO_KEY_CLI)
+        return await self._client.generate(self._messages([], [text_item(instruction)]),
+                                           max_tokens=min(max_tokens or self.limits.max_output,
+                                                          self.limits.max_output))
+
     # --- chat state the adapters need -------------------------------------------------------
     async def reset(self, chat: ChatKey) -> None:
         """Forget the chat's history (the reset command)."""
@@ -234,6 +277,17 @@ class Assistant:
     async def usage(self, chat: ChatKey) -> Usage:
         """Tokens this chat has used today (UTC)."""
         return await self.history.usage_today(chat)
+
+    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True) -> None:
+        """Raise AccessRefused (maybe silent) if this sender may not ask now; adapters call it before
+        downloading anything. handle() checks again, so skipping it costs bandwidth, never tokens.
+        spending=False: only whether they may use earshot at all (commands that cost nothing)."""
+        await self.access.check(chat, sender, spending=spending)
+
+    async def usage_report(self, chat: ChatKey, sender: Sender) -> UsageReport:
+        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins: top
+        users and chats). Raises AccessRefused for people not allowed to use earshot."""
+        return await self.access.report(chat, sender)
 
     async def remember_audio(self, chat: ChatKey, ref: str) -> None:
         """Remember an opaque platform reference (a file id) as the chat's latest audio."""

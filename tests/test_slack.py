@@ -159,7 +159,7 @@ async def test_slash_command_simple_words(world: World) -> None:
         assert r.status_code == 200
         return r.text
     assert "/earshot ask" in await say("")
-    assert "isn't available yet" in await say("digest on")
+    assert messages.DIGEST_ADMINS_ONLY in await say("digest on")          # U0ALICE is no workspace admin
     assert "don't know" in await say("dance")
     assert messages.NEED_LANGUAGE in await say("translate")
     assert "0 tokens" in await say("usage")
@@ -172,7 +172,7 @@ async def test_usage_and_reset_act_on_the_chat(world: World, clip: bytes) -> Non
     await world.event(dm_clip(world.slack, record))
     assert await until(lambda: answers(world.slack, "440Hz"))
     r = await world.post(slash_body("usage", channel=DM, response_url=world.slack.response_url()))
-    assert re.search(r"Today here: [1-9][\d,]* tokens", r.text), r.text
+    assert re.search(r"Used here today: [1-9][\d,]* tokens", r.text), r.text
     await world.event({"type": "message", "channel": DM, "channel_type": "im", "user": "U0ALICE",
                        "text": "reset", "ts": world.slack.ts()})
     assert await until(lambda: answers(world.slack, "forgotten"))
@@ -472,10 +472,10 @@ def test_manifest_declares_what_the_app_listens_to() -> None:
     assert command["command"] == "/earshot" and command["url"].endswith("/slack/events")
     scopes = set(m["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "commands", "files:read", "channels:history", "groups:history",
-            "im:history", "mpim:history"} <= scopes
+            "im:history", "mpim:history", "users:read"} <= scopes
     events = m["settings"]["event_subscriptions"]
     assert events["request_url"].endswith("/slack/events")
-    assert set(events["bot_events"]) == {"app_mention", "message.im"}
+    assert set(events["bot_events"]) == {"app_mention", "message.im", "message.channels", "message.groups"}
     assert m["settings"]["interactivity"]["is_enabled"] is True
     assert m["settings"]["socket_mode_enabled"] is False
 

@@ -77,8 +77,9 @@ def build_app(settings: Settings, assistant: Assistant, http: httpx.AsyncClient,
         client=client,
         signing_secret=secret,
         request_verification_enabled=not socket_mode,
-        # ack first, then work: listeners keep running after Bolt has answered Slack
-        process_before_response=False,
+        # the listener stores a job and returns, then Bolt acks: Slack never holds an ack for a request we
+        # could lose (the model work runs later, in the job runner)
+        process_before_response=True,
         logger=_bolt_logger,
     )
     handlers = Handlers(client, assistant, settings, http)

@@ -5,7 +5,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.models import ChatKey, Task
+from core.digest import parse_command as parse_digest
+from core.models import ChatKey, Sender, Task
 
 PLATFORM = "slack"
 
@@ -20,7 +21,7 @@ TASK_WORDS: dict[str, Task] = {
     "sentiment": Task.SENTIMENT, "events": Task.EVENTS, "ask": Task.ASK, "translate": Task.TRANSLATE,
 }
 STATE_WORDS = {"reset", "usage", "help"}
-LATER_WORDS = {"digest", "forget"}      # in the contract, but not built yet
+DIGEST_WORDS = {"digest", "forget"}     # group digests (bots/slack/digests.py)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 
@@ -32,21 +33,27 @@ class Command:
     task: Task | None = None   # None for reset/usage/help and unknown words
 
 
+def _text(value: Any) -> str:
+    """A payload field that should be text. Slack sends strings; anything else counts as absent, so a
+    malformed payload is answered like one without the field instead of failing the listener."""
+    return value if isinstance(value, str) else ""
+
+
 def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
     """The command a line of text names, if its first word is one.
 
     strict=False (slash commands) always returns a Command, unknown words included;
     strict=True (free text in DMs and mentions) returns None unless the first word is a known command.
     """
-    text = (text or "").strip()
+    text = _text(text).strip()
     word, _, arg = text.partition(" ")
     word = word.lower().rstrip(":,")
     arg = arg.strip()
     if word in TASK_WORDS:
         return Command(word, arg, TASK_WORDS[word])
-    if word in STATE_WORDS | LATER_WORDS:
+    if word in STATE_WORDS | DIGEST_WORDS:
         # a DM that merely starts with "help me…" is a question, not the help command
-        if strict and arg:
+        if strict and arg and not (word == "digest" and parse_digest(arg).action != "invalid"):
             return None
         return Command(word, arg)
     return None if strict else Command(word, arg)
@@ -67,21 +74,26 @@ def task_for_text(text: str) -> tuple[Task, str | None]:
 
 def strip_mentions(text: str | None) -> str:
     """The words of a message without the `<@U123>` mentions in it."""
-    return " ".join(_MENTION.sub(" ", text or "").split())
+    return " ".join(_MENTION.sub(" ", _text(text)).split())
 
 
 def is_audio_file(f: dict[str, Any]) -> bool:
-    if f.get("subtype") in CLIP_SUBTYPES:
+    if _text(f.get("subtype")) in CLIP_SUBTYPES:
         return True
-    mime = (f.get("mimetype") or "").lower()
+    mime = _text(f.get("mimetype")).lower()
     if mime.startswith(("audio/", "video/")):
         return True
-    ext = (f.get("name") or "").rsplit(".", 1)[-1].lower() if "." in (f.get("name") or "") else ""
-    return (f.get("filetype") or "").lower() in AUDIO_FILETYPES or ext in AUDIO_FILETYPES
+    name = _text(f.get("name"))
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return _text(f.get("filetype")).lower() in AUDIO_FILETYPES or ext in AUDIO_FILETYPES
 
 
 def audio_files(message: dict[str, Any]) -> list[dict[str, Any]]:
-    return [f for f in message.get("files") or [] if isinstance(f, dict) and is_audio_file(f)]
+    """The message's audio files that can be fetched (they have an id)."""
+    files = message.get("files")
+    if not isinstance(files, list):
+        return []
+    return [f for f in files if isinstance(f, dict) and _text(f.get("id")) and is_audio_file(f)]
 
 
 def is_from_bot(message: dict[str, Any]) -> bool:
@@ -95,14 +107,26 @@ def latest_audio(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The newest audio file among messages (any order), skipping bots' posts."""
     newest: tuple[float, dict[str, Any]] | None = None
     for m in messages:
-        if is_from_bot(m):
+        if not isinstance(m, dict) or is_from_bot(m):
             continue
         found = audio_files(m)
         if found:
-            ts = float(m.get("ts") or 0)
+            try:
+                ts = float(_text(m.get("ts")) or 0)
+            except ValueError:
+                ts = 0.0
             if newest is None or ts > newest[0]:
                 newest = (ts, found[-1])
     return newest[1] if newest else None
+
+
+def sender_of(payload: dict[str, Any], body: dict[str, Any] | None = None) -> Sender:
+    """Who sent an event or a slash command: the user's id and own workspace (in a Slack Connect channel
+    that is not the workspace the app is installed in, so the user's team comes before the envelope's)."""
+    def text(*keys: str, source: dict[str, Any] = payload) -> str | None:
+        return next((v for k in keys if isinstance(v := source.get(k), str) and v), None)
+    team = text("user_team", "team", "team_id") or text("team_id", source=body or {})
+    return Sender(user_id=text("user", "user_id"), user_name=text("user_name"), team_id=team)
 
 
 def chat_key(channel: str, thread_ts: str | None = None) -> ChatKey:
@@ -113,6 +137,7 @@ def is_dm(event: dict[str, Any]) -> bool:
     return event.get("channel_type") == "im" or str(event.get("channel", "")).startswith("D")
 
 
-def thread_of(event: dict[str, Any]) -> str:
-    """The thread an answer to this message belongs in: its own thread, or the one it is already in."""
-    return str(event.get("thread_ts") or event["ts"])
+def thread_of(event: dict[str, Any]) -> str | None:
+    """The thread an answer to this message belongs in: its own thread, or the one it is already in
+    (None, the channel itself, for an event that names neither)."""
+    return _text(event.get("thread_ts")) or _text(event.get("ts")) or None

@@ -7,9 +7,13 @@ short apology.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
 import time
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +24,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from core import messages
 from core.config import Settings
-from core.errors import EarshotError
-from core.models import ChatKey, Progress, Request, Task
+from core.access import usage_text
+from core.errors import AccessRefused, EarshotError
+from core.jobs import Job, NewJob, Notice, Outcome
+from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Sender, Task
+from core.runner import JobRunner
 from core.service import Assistant
 
 from . import render
-from .convert import (LATER_WORDS, PLATFORM, Command, audio_files, chat_key, is_dm, is_from_bot,
-                      latest_audio, parse_command, strip_mentions, task_for_text, thread_of)
+from .convert import (DIGEST_WORDS, PLATFORM, Command, audio_files, chat_key, is_dm, is_from_bot,
+                      latest_audio, parse_command, sender_of, strip_mentions, task_for_text, thread_of)
+from .digests import SlackDigests, help_text
 from .files import download, scope_error
 from .webapi import api_error, read
 
@@ -95,6 +103,13 @@ class Handlers:
         self.settings = settings
         self.http = http
         self._inflight: set[asyncio.Task[Any]] = set()
+        # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash
+        self.jobs = JobRunner(assistant)
+        self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend)
+        self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
+        self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
+        self.digests = SlackDigests(self)                # `/earshot digest`, quiet listening in channels
+        self.help = HELP + "\n• " + help_text(settings.retention_days)
 
     def register(self, app: AsyncApp) -> None:
         app.event("message")(self.on_message)
@@ -106,36 +121,44 @@ class Handlers:
         app.error(self.on_error)
 
     async def drain(self, timeout: float) -> None:
-        """Let answers in progress finish (or give up after `timeout` seconds) before shutting down."""
+        """Let listeners in progress finish, then jobs at work (or give up after `timeout` seconds each);
+        jobs left unfinished resume on the next start."""
         pending = {t for t in self._inflight if not t.done()}
         if pending:
             log.info("waiting for %d answer(s) in progress", len(pending))
             await asyncio.wait(pending, timeout=timeout)
+        await self.jobs.stop(grace=timeout)
 
     # ---- listeners ---------------------------------------------------------------------------------
     async def on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        """A DM: audio gets an answer in its thread; text is a command or a follow-up."""
-        if not is_dm(event) or is_from_bot(event) or event.get("subtype") not in _ANSWERED_MESSAGE_SUBTYPES:
+        """A DM: audio gets an answer in its thread; text is a command or a follow-up. In a channel, audio is
+        only heard for digests (mentions arrive as app_mention)."""
+        if is_from_bot(event) or event.get("subtype") not in _ANSWERED_MESSAGE_SUBTYPES:
+            return
+        if not is_dm(event):
+            await self.digests.overhear(event, body)
             return
         if not await self._first_delivery(body):
             return
         channel = event["channel"]
         chat = chat_key(channel)                       # one history per DM
         text = strip_mentions(event.get("text"))
-        user = event.get("user")
+        sender = sender_of(event, body)
         files = audio_files(event)
-        with self._tracked():
+        key = f"{channel}:{event.get('ts')}"           # one job per message, whatever Slack redelivers
+        async with self._handling(body):
             if files:
                 await self.assistant.remember_audio(chat, files[-1]["id"])
                 task, arg = task_for_text(text)
-                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, files[-1], user)
+                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, files[-1], sender,
+                                   key=key)
             elif event.get("files"):
                 await self._say(Destination(channel, thread_of(event)), messages.NOT_AUDIO)
             elif (cmd := parse_command(text, strict=True)) is not None:
-                await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, user)
+                await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key)
             elif text:
                 await self._answer(Destination(channel, event.get("thread_ts")), chat, Task.FOLLOW_UP, text,
-                                   None, user)
+                                   None, sender, key=key)
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """An @mention in a channel: answer about its audio, or the latest audio in its thread."""
@@ -147,8 +170,9 @@ class Handlers:
         dest = Destination(channel, thread_of(event))
         chat = chat_key(channel, dest.thread_ts)       # one history per thread
         text = strip_mentions(event.get("text"))
-        user = event.get("user")
-        with self._tracked():
+        sender = sender_of(event, body)
+        key = f"{channel}:{event.get('ts')}"
+        async with self._handling(body):
             try:
                 file = await self._mention_audio(event)
             except EarshotError as err:
@@ -156,14 +180,14 @@ class Handlers:
                 return
             cmd = parse_command(text, strict=True)
             if cmd is not None and cmd.task is None:
-                await self._run_command(cmd, dest, chat, user)
+                await self._run_command(cmd, dest, chat, sender, key=key)
                 return
             if file is None:
                 await self._say(dest, messages.NO_AUDIO_YET)
                 return
             await self.assistant.remember_audio(chat_key(channel), file["id"])
             task, arg = task_for_text(text)
-            await self._answer(dest, chat, task, arg, file, user)
+            await self._answer(dest, chat, task, arg, file, sender, key=key)
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/earshot <task> [args]`: acknowledge at once (Slack drops acks after 3 s), then work."""
@@ -172,16 +196,22 @@ class Handlers:
         channel = command["channel_id"]
         chat = chat_key(channel)
         if cmd.word in ("", "help"):
-            await ack(HELP)
+            await ack(self.help)
             return
-        if cmd.word in LATER_WORDS:
-            await ack(messages.SLACK_NOT_YET.format(word=cmd.word))
+        sender = sender_of(command)
+        try:   # strangers are told once, in the ack, and nothing is fetched or spent for them
+            await self.assistant.check_access(chat, sender, spending=cmd.task is not None)
+        except AccessRefused as err:
+            await ack("" if err.silent else err.user_message)     # an empty ack shows nothing
+            return
+        if cmd.word in DIGEST_WORDS:
+            await self.digests.on_command(ack, command, cmd)
             return
         if cmd.word in ("reset", "usage"):
-            await ack(await self._chat_state(cmd.word, chat))    # local SQLite: well inside the 3 s
+            await ack(await self._chat_state(cmd.word, chat, sender) or "")    # local SQLite: well inside the 3 s
             return
         if cmd.task is None:
-            await ack(f"I don't know `/earshot {render.escape(cmd.word)}`.\n\n{HELP}")
+            await ack(f"I don't know `/earshot {render.escape(cmd.word)}`.\n\n{self.help}")
             return
         if cmd.task is Task.TRANSLATE and not cmd.arg:
             await ack(messages.NEED_LANGUAGE)
@@ -189,7 +219,8 @@ class Handlers:
         await ack(LISTENING)
         dest = Destination(channel, None, command.get("response_url") or None)
         with self._tracked():
-            await self._run_command(cmd, dest, chat, command.get("user_id"), header=True)
+            await self._run_command(cmd, dest, chat, sender, header=True,
+                                    key="command:" + (command.get("trigger_id") or uuid.uuid4().hex))
 
     async def on_error(self, error: Exception, body: dict[str, Any] | None = None) -> None:
         # Bolt calls this for anything a listener lets escape; log it, keep serving.
@@ -203,15 +234,16 @@ class Handlers:
         await ack()
 
     # ---- shared steps ------------------------------------------------------------------------------
-    async def _run_command(self, cmd: Command, dest: Destination, chat: ChatKey, user: str | None, *,
-                           header: bool = False) -> None:
+    async def _run_command(self, cmd: Command, dest: Destination, chat: ChatKey, sender: Sender, *,
+                           header: bool = False, key: str | None = None) -> None:
         """A named command, from `/earshot` or typed in a DM or mention, acting on the chat's latest audio."""
         if cmd.word in ("", "help"):
-            await self._say(dest, HELP, markdown=True)
-        elif cmd.word in LATER_WORDS:
-            await self._say(dest, messages.SLACK_NOT_YET.format(word=cmd.word), markdown=True)
+            await self._say(dest, self.help, markdown=True)
+        elif cmd.word in DIGEST_WORDS:
+            await self.digests.in_chat(cmd, dest, sender)
         elif cmd.word in ("reset", "usage"):
-            await self._say(dest, await self._chat_state(cmd.word, chat))
+            if (said := await self._chat_state(cmd.word, chat, sender)) is not None:
+                await self._say(dest, said)
         elif cmd.task is not None:
             task, arg = cmd.task, cmd.arg or None
             if task is Task.ASK and not arg:
@@ -227,38 +259,72 @@ class Handlers:
             top = None
             if header:   # in a channel, say who asked what about which file
                 asked = render.escape(f"/earshot {cmd.word} {cmd.arg}".strip())
-                who = f"<@{user}> " if user else ""
+                who = f"<@{sender.user_id}> " if sender.user_id else ""
                 top = f"{who}`{asked}` · {render.escape(file.get('name') or file['id'])}"
-            await self._answer(dest, chat, task, arg, file, user, header=top)
+            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key)
 
-    async def _chat_state(self, word: str, chat: ChatKey) -> str:
-        if word == "reset":
-            await self.assistant.reset(chat)
-            return "Done: I've forgotten our conversation here."
-        u = await self.assistant.usage(chat)
-        return (f"Today here: {u.total:,} tokens ({u.audio_tokens:,} audio, {u.input_tokens:,} in, "
-                f"{u.output_tokens:,} out).")
+    async def _chat_state(self, word: str, chat: ChatKey, sender: Sender) -> str | None:
+        """What reset or usage says; None when a stranger was already told no."""
+        try:
+            if word == "reset":
+                await self.assistant.check_access(chat, sender, spending=False)
+                await self.assistant.reset(chat)
+                return "Done: I've forgotten our conversation here."
+            report = await self.assistant.usage_report(chat, sender)
+        except AccessRefused as err:
+            return None if err.silent else err.user_message
+        return usage_text(report)
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
-                      file: dict[str, Any] | None, user: str | None, *, header: str | None = None) -> None:
-        status = Status(self, dest)
+                      file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,
+                      key: str | None = None) -> None:
+        """Store the request as a job (before the listener returns, so before Slack's ack); the runner
+        fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
         try:
-            audio = None
-            if file is not None:
-                audio = await download(self.client, file, token=self.client.token or "",
-                                       max_bytes=self.settings.max_file_bytes, http=self.http)
-            reply = await self.assistant.handle(Request(chat, task, audio=audio, text=text, user_id=user),
-                                                progress=status.progress)
+            await self.assistant.check_access(chat, sender)   # before fetching the file
         except EarshotError as err:
-            await self._report(dest, err, status)
+            await self._report(dest, err, None)
             return
-        except Exception:
-            log.exception("answering a Slack %s failed", task.value)
-            await self._deliver(dest, render.messages(messages.INTERNAL, plain=True), status)
+        key = key or "once:" + uuid.uuid4().hex
+        if dest.response_url:
+            self._response_urls[key] = dest.response_url
+        where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
+        kept = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download")
+        await self.jobs.submit(NewJob(
+            key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
+            file_ref=json.dumps({k: file[k] for k in kept if k in file}) if file is not None else None))
+
+    # ---- jobs: called by the runner, in this process or in the next one after a crash ---------------------
+    def _destination(self, job: Job) -> Destination:
+        where = json.loads(job.message_ref)
+        return Destination(where["channel"], where.get("thread_ts"), self._response_urls.get(job.key))
+
+    async def _fetch(self, job: Job) -> Audio:
+        assert job.file_ref is not None
+        return await download(self.client, json.loads(job.file_ref), token=self.client.token or "",
+                              max_bytes=self.settings.max_file_bytes, http=self.http)
+
+    @contextlib.asynccontextmanager
+    async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
+        status = self._statuses.setdefault(job.id, Status(self, self._destination(job)))
+        yield status.progress
+
+    async def _deliver_job(self, job: Job, outcome: Outcome) -> None:
+        dest = self._destination(job)
+        if isinstance(outcome, Notice):
+            await self._say(dest, outcome.text)
             return
-        await self._deliver(dest, render.messages(reply.text, header=header), status)
+        status = self._statuses.pop(job.id, None)    # the answer replaces the "Listening…" message
+        self._response_urls.pop(job.key, None)
+        if isinstance(outcome, Reply):
+            payloads = render.messages(outcome.text, header=json.loads(job.message_ref).get("header"))
+        else:
+            payloads = render.messages(outcome.text, plain=True)
+        await self._deliver(dest, payloads, status)
 
     async def _report(self, dest: Destination, err: EarshotError, status: Status | None) -> None:
+        if err.silent:   # refused again: the user has been told already
+            return
         if err.operator:
             log.error("operator action needed: %s", err.operator_message)
         else:
@@ -307,10 +373,21 @@ class Handlers:
         event_id = body.get("event_id")
         if not event_id:
             return True
-        if await self.assistant.claim_event(PLATFORM, str(event_id)):
+        if not await self.assistant.history.event_seen(PLATFORM, str(event_id)):
             return True
         log.info("skipping repeated delivery of %s", event_id)
         return False
+
+    @contextlib.asynccontextmanager
+    async def _handling(self, body: dict[str, Any]) -> AsyncIterator[None]:
+        """Tracked for shutdown; the event is claimed once handled, not before: if we die first, Slack's
+        retry gets through, and a job it already became is known by its key, so it can't answer twice."""
+        with self._tracked():
+            try:
+                yield
+            finally:
+                if (event_id := body.get("event_id")):
+                    await self.assistant.claim_event(PLATFORM, str(event_id))
 
     async def _mention_audio(self, event: dict[str, Any]) -> dict[str, Any] | None:
         files = audio_files(event)

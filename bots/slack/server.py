@@ -65,6 +65,8 @@ class SlackServer:
         try:
             app, self._handlers = build_app(self.settings, self._assistant, self._http)
             await check_token(app.client)
+            await self._handlers.jobs.start()        # resumes what a previous process left unanswered
+            self._handlers.digests.start()           # daily digests and retention
             self._runner = web.AppRunner(web_app(app), access_log=None, shutdown_timeout=5)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
@@ -115,6 +117,8 @@ class SlackSocketMode:
         try:
             app, self._handlers = build_app(self.settings, self._assistant, self._http, socket_mode=True)
             await check_token(app.client)
+            await self._handlers.jobs.start()
+            self._handlers.digests.start()
             assert self.settings.slack_app_token is not None
             self._handler = AsyncSocketModeHandler(app, self.settings.slack_app_token.get_secret_value())
             # Ask for the WebSocket URL ourselves: the SDK retries a refused app token forever, quietly.

@@ -15,6 +15,7 @@ from core.errors import EarshotError
 from core.logs import RedactingFilter, setup_logging
 from core.service import Assistant
 
+from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
 from .handlers import TelegramHandlers
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,12 @@ def build_application(settings: Settings, assistant: Assistant) -> Application:
         raise EarshotError(messages.NO_TELEGRAM_TOKEN)
     root = settings.telegram_api_base_url.rstrip("/")
     handlers = TelegramHandlers(assistant, settings)
+    queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
     app = (
         ApplicationBuilder()
+        .application_class(HandledApplication)
+        .update_queue(queue)
+        .get_updates_request(ConfirmAfterHandled(queue, connection_pool_size=1))
         .token(settings.telegram_bot_token.get_secret_value())
         # PTB appends the token to both: {root}/bot<token>/<method> and {root}/file/bot<token>/<path>
         .base_url(f"{root}/bot")
@@ -39,6 +44,7 @@ def build_application(settings: Settings, assistant: Assistant) -> Application:
         .concurrent_updates(CONCURRENT_UPDATES)
         .connection_pool_size(64)
         .post_init(handlers.post_init)
+        .post_stop(handlers.post_stop)
         .build()
     )
     handlers.register(app)
@@ -83,6 +89,8 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
 
     app.post_init = start
     app.post_shutdown = stop
+    if webhook_url and isinstance(app.update_queue, HandledQueue):
+        app.update_queue.hold_puts = True   # answer Telegram's POST only once the update is handled
     try:
         if webhook_url:
             app.run_webhook(listen=listen, port=port, url_path=urlsplit(webhook_url).path.lstrip("/"),

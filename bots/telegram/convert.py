@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 from telegram import Message, MessageEntity
 
-from core.models import ChatKey
+from core.models import ChatKey, Sender
 
 PLATFORM = "telegram"
 # audio sent "as a file": recognised by MIME type or, since clients often send octet-stream, by extension
@@ -75,8 +76,18 @@ def chat_key(message: Message) -> ChatKey:
     return ChatKey(PLATFORM, str(message.chat_id), str(topic) if topic is not None else None)
 
 
+def sender_of(message: Message) -> Sender:
+    """Who sent it, as access rules and budgets see them: the user's id and @username, the chat's @username."""
+    user = message.from_user
+    return Sender(user_id=str(user.id) if user else None, user_name=user.username if user else None,
+                  chat_name=message.chat.username)
+
+
 def _entities(message: Message) -> dict[MessageEntity, str]:
-    return message.parse_entities() if message.text else message.parse_caption_entities()
+    if message.text:
+        return message.parse_entities()
+    # entities with no words to point into (caption_entities without a caption) mean nothing
+    return message.parse_caption_entities() if message.caption else {}
 
 
 def mentions_bot(message: Message, bot_id: int, username: str) -> bool:
@@ -105,10 +116,11 @@ def strip_mention(text: str | None, username: str) -> str:
     """The words without '@ourbot', so the model gets the question, not the address."""
     if not text:
         return ""
-    handle = "@" + username
-    out = text
-    while (i := out.lower().find(handle.lower())) >= 0:
-        out = out[:i] + out[i + len(handle):]
+    # matched in place: str.lower() can change a string's length ("İ" -> "i̇") and shift every index
+    handle = re.compile(re.escape("@" + username), re.IGNORECASE | re.ASCII)
+    out = ""
+    while out != text:            # again after each pass: removing one can join the halves of another
+        out, text = text, handle.sub("", text)
     return " ".join(out.split())
 
 

@@ -4,21 +4,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from telegram import BotCommand, Message, Update
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from core import messages
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
-from core.errors import AudioError, EarshotError
-from core.models import Audio, ChatKey, Request, Task
+from core.access import usage_text
+from core.errors import AccessRefused, AudioError
+from core.jobs import Job, NewJob, Notice, Outcome, Undeliverable
+from core.models import Audio, ChatKey, Progress, ProgressCallback, Task
+from core.runner import JobRunner
 from core.service import Assistant
 
-from .convert import MediaRef, chat_key, command_of, is_addressed, media_of, strip_mention, topic_id
+from .convert import PLATFORM, MediaRef, chat_key, command_of, is_addressed, media_of, sender_of, strip_mention, topic_id
+from .digests import COMMANDS as DIGEST_COMMANDS, TelegramDigests, help_text
 from .progress import EditThrottle, StatusMessage, Typing
 from .render import send_text, with_flood_control
 
@@ -40,7 +43,7 @@ HELP = """I listen to voice notes and audio files and answer about them, using Q
 /ask what did he promise? – a question about it
 /translate English – what's said, in another language
 /reset – forget this conversation
-/usage – tokens used here today
+/usage – tokens used today, and what's left
 
 In groups I answer when you use a command, mention me, or reply to me."""
 
@@ -52,13 +55,13 @@ COMMANDS = [
     ("ask", "Ask a question about the audio: /ask <question>"),
     ("translate", "Translate what's said: /translate <language>"),
     ("reset", "Forget this conversation"),
-    ("usage", "Tokens used in this chat today"),
+    ("usage", "Tokens used today, and what's left"),
+    *DIGEST_COMMANDS,
     ("help", "What I do and how to use me"),
 ]
 AUDIO_COMMANDS = {"transcribe": Task.TRANSCRIBE, "summarize": Task.SUMMARIZE, "sentiment": Task.SENTIMENT,
                   "events": Task.EVENTS, "ask": Task.ASK, "translate": Task.TRANSLATE}
 RESET_DONE = "Done: I've forgotten this conversation."
-USAGE = "Used here today: {total:,} tokens ({audio:,} audio, {input:,} input, {output:,} output)."
 
 Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
@@ -100,11 +103,19 @@ class TelegramHandlers:
         self.locks = ChatLocks()
         self.throttle = EditThrottle()
         self.capped = download_capped(settings)
+        # requests become durable jobs: stored before work starts, resumed after a crash (core.runner)
+        self.jobs = JobRunner(assistant)
+        self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True)
+        self._bot: Any = None
+        self.digests = TelegramDigests(self)       # /digest, /forget, quiet listening in groups
+        self.help = HELP + "\n\n" + help_text(settings.retention_days)
 
     def register(self, app: Application) -> None:
+        self._bot = app.bot
         app.add_handler(CommandHandler(["start", "help"], self._ordered(self.on_help)))
         app.add_handler(CommandHandler("reset", self._ordered(self.on_reset)))
         app.add_handler(CommandHandler("usage", self._ordered(self.on_usage)))
+        self.digests.register(app, self._ordered)
         app.add_handler(CommandHandler(list(AUDIO_COMMANDS), self._ordered(self.on_audio_command)))
         media = (filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.VIDEO | filters.Document.ALL)
         app.add_handler(MessageHandler(media & filters.UpdateType.MESSAGE, self._ordered(self.on_media)))
@@ -114,6 +125,11 @@ class TelegramHandlers:
 
     async def post_init(self, app: Application) -> None:
         await with_flood_control(lambda: app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS]))
+        await self.jobs.start()
+        self.digests.start(app)
+
+    async def post_stop(self, app: Application) -> None:
+        await self.jobs.stop()
 
     def _ordered(self, callback: Callable[[Message, ContextTypes.DEFAULT_TYPE], Awaitable[None]]) -> Callback:
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -126,16 +142,21 @@ class TelegramHandlers:
 
     # --- commands -------------------------------------------------------------------------------
     async def on_help(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._say(message, HELP)
+        await self._say(message, self.help)
 
     async def on_reset(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not await self._admitted(message, spending=False):
+            return
         await self.assistant.reset(chat_key(message))
         await self._say(message, RESET_DONE)
 
     async def on_usage(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
-        u = await self.assistant.usage(chat_key(message))
-        await self._say(message, USAGE.format(total=u.total, audio=u.audio_tokens, input=u.input_tokens,
-                                              output=u.output_tokens))
+        try:
+            report = await self.assistant.usage_report(chat_key(message), sender_of(message))
+        except AccessRefused as err:
+            await self._refused(message, err)
+            return
+        await self._say(message, usage_text(report))
 
     async def on_audio_command(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         parsed = command_of(message, context.bot.username)
@@ -159,6 +180,7 @@ class TelegramHandlers:
             return
         # remembered even when not addressed, so a later command in a group can act on it
         await self.assistant.remember_audio(chat_key(message), media.dumps())
+        await self.digests.overhear(message, media)    # groups with digests on: transcribed quietly
         if not addressed:
             return
         parsed = command_of(message, bot.username)
@@ -166,7 +188,7 @@ class TelegramHandlers:
             await self._task(message, AUDIO_COMMANDS[parsed[0]], media, parsed[1])
             return
         if parsed and parsed[0] in ("start", "help"):
-            await self._say(message, HELP)
+            await self._say(message, self.help)
             return
         question = strip_mention(message.caption, bot.username)
         await self._task(message, Task.ASK if question else Task.CHAT, media, question or None)
@@ -182,10 +204,12 @@ class TelegramHandlers:
         elif text:
             await self._task(message, Task.FOLLOW_UP, None, text)
         else:
-            await self._say(message, HELP)
+            await self._say(message, self.help)
 
     # --- the one path to the core ---------------------------------------------------------------
     async def _task(self, message: Message, task: Task, media: MediaRef | None, text: str | None) -> None:
+        if not await self._admitted(message):   # before downloading anything or showing "typing"
+            return
         if task is Task.ASK and not text:
             await self._say(message, messages.NEED_QUESTION)
             return
@@ -195,38 +219,66 @@ class TelegramHandlers:
         if media is None and task is not Task.FOLLOW_UP:
             await self._say(message, messages.NO_AUDIO_YET)
             return
-        bot = message.get_bot()
-        thread = topic_id(message)
-        started = time.monotonic()
-        status = StatusMessage(bot, message.chat_id, self.throttle, thread_id=thread,
-                               reply_to=message.message_id)
+        # stored before this handler returns, so before the update is confirmed to Telegram (.durable);
+        # the runner downloads, asks the model and answers (_fetch, _attend, _deliver below)
+        await self.jobs.submit(NewJob(
+            key=f"{message.chat_id}:{message.message_id}", chat=chat_key(message), task=task,
+            message_ref=str(message.message_id), file_ref=media.dumps() if media else None, text=text,
+            sender=sender_of(message)))
+
+    # --- jobs: called by the runner, in this process or in the next one after a crash ------------
+    @staticmethod
+    def _where(job: Job) -> tuple[int, int | None, int]:
+        """Chat id, forum topic and the message to answer, from what the job stored."""
+        thread = job.chat.thread_id
+        return int(job.chat.chat_id), int(thread) if thread else None, int(job.message_ref)
+
+    async def _fetch(self, job: Job) -> Audio:
+        assert job.file_ref is not None
+        return await self._download_media(self._bot, MediaRef.loads(job.file_ref))
+
+    @contextlib.asynccontextmanager
+    async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
+        """Typing and a status message while the job works; a status left by a crashed process goes first."""
+        chat_id, thread, reply_to = self._where(job)
+        if job.progress_ref:
+            with contextlib.suppress(TelegramError):
+                await self._bot.delete_message(chat_id, int(job.progress_ref))
+            await self.jobs.set_progress_ref(job, None)
+        status = StatusMessage(self._bot, chat_id, self.throttle, thread_id=thread, reply_to=reply_to)
+        shown: list[int] = []
+
+        async def progress(p: Progress) -> None:
+            await status.update(p)
+            if status.message is not None and status.message.message_id not in shown:
+                shown.append(status.message.message_id)
+                await self.jobs.set_progress_ref(job, str(status.message.message_id))
         try:
-            async with Typing(bot, message.chat_id, thread):
-                audio = await self._download(message, media) if media else None
-                request = Request(chat_key(message), task, audio=audio, text=text,
-                                  user_id=str(message.from_user.id) if message.from_user else None)
-                reply = await self.assistant.handle(request, progress=status.update, stream=True)
-        except EarshotError as err:
-            if err.operator:
-                log.error("%s", err.operator_message)
-            else:
-                log.info("user error in chat %s: %s", message.chat_id, err.user_message)
-            await status.close()
-            await self._say(message, err.user_message)
-            return
+            async with Typing(self._bot, chat_id, thread):
+                yield progress
         finally:
             await status.close()
-        await self._say(message, reply.text)
-        log.info("chat %s: %s answered in %.1f s (%d tokens)", message.chat_id, task.value,
-                 time.monotonic() - started, reply.usage.total)
+            if shown:
+                await self.jobs.set_progress_ref(job, None)
+
+    async def _deliver(self, job: Job, outcome: Outcome) -> None:
+        chat_id, thread, reply_to = self._where(job)
+        try:
+            await send_text(self._bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to)
+        except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
+            raise Undeliverable(f"Telegram refused: {err.message}") from err
+        if not isinstance(outcome, Notice):
+            log.info("chat %s: answered message %s (job %d)", chat_id, reply_to, job.id)
 
     async def _download(self, message: Message, media: MediaRef) -> Audio:
+        return await self._download_media(message.get_bot(), media)
+
+    async def _download_media(self, bot: Any, media: MediaRef) -> Audio:
         size = media.file_size or 0
         if self.capped and size > TELEGRAM_DOWNLOAD_LIMIT:
             raise AudioError(messages.TOO_BIG_TELEGRAM)
         if size > self.settings.max_file_bytes:
             raise AudioError(messages.TOO_BIG.format(size_mb=size / 2**20, limit_mb=self.settings.max_file_mb))
-        bot = message.get_bot()
         try:
             file = await with_flood_control(lambda: bot.get_file(media.file_id))
         except BadRequest as err:
@@ -235,6 +287,20 @@ class TelegramHandlers:
             raise
         data = await file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT)
         return Audio(bytes(data), filename=media.file_name, mime_type=media.mime_type)
+
+    async def _admitted(self, message: Message, *, spending: bool = True) -> bool:
+        """False, having said so once, when the sender may not use the bot now (core.access)."""
+        try:
+            await self.assistant.check_access(chat_key(message), sender_of(message), spending=spending)
+        except AccessRefused as err:
+            await self._refused(message, err)
+            return False
+        return True
+
+    async def _refused(self, message: Message, err: AccessRefused) -> None:
+        log.debug("refused in chat %s%s", message.chat_id, " (quietly: told before)" if err.silent else "")
+        if not err.silent:
+            await self._say(message, err.user_message)
 
     async def _say(self, message: Message, text: str) -> None:
         await send_text(message.get_bot(), message.chat_id, text, thread_id=topic_id(message),

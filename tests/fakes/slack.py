@@ -100,6 +100,7 @@ class FakeSlack:
         self.responses: list[dict[str, Any]] = []       # bodies posted to response_urls
         self.downloads: list[str] = []                  # file ids served
         self.files: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}      # users.info records; unknown ids are plain members
         self._blobs: dict[str, bytes] = {}
         # channel -> messages, oldest first
         self._history: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -253,6 +254,20 @@ class FakeSlack:
                                      "blocks": blocks, "at": time.monotonic()})
                 return self._ok(channel=post["channel"], ts=post["ts"], text=text)
         return self._error("message_not_found")
+
+    def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False) -> None:
+        """A workspace member with a display name; admin/owner as users.info reports them."""
+        self.users[user_id] = {"id": user_id, "team_id": TEAM_ID, "name": name.lower(), "real_name": name,
+                               "is_admin": admin, "is_owner": owner, "is_primary_owner": False,
+                               "is_bot": False, "profile": {"display_name": name, "real_name": name}}
+
+    def _users_info(self, params: dict[str, Any]) -> web.Response:
+        user_id = params.get("user", "")
+        if not user_id.startswith(("U", "W")):
+            return self._error("user_not_found")
+        if user_id not in self.users:
+            self.add_user(user_id, user_id.lower())
+        return self._ok(user=self.users[user_id])
 
     def _files_info(self, params: dict[str, Any]) -> web.Response:
         record = self.files.get(params.get("file", ""))

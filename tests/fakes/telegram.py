@@ -94,6 +94,7 @@ class FakeTelegram:
         self.deleted: list[tuple[int, int]] = []
         self.edits: list[dict] = []               # {"t", "chat_id", "message_id", "text"}
         self.commands: list[dict] = []
+        self.members: dict[tuple[int, int], str] = {}   # (chat, user) -> getChatMember status; default "member"
         self.webhook: dict | None = None
         self.latency = 0.0                        # seconds added to each bot call
         self._files: dict[str, tuple[str, bytes]] = {}
@@ -116,8 +117,12 @@ class FakeTelegram:
              caption: str | None = None, kind: str | None = None, data: bytes | None = None,
              mime: str | None = None, file_name: str | None = None, file_size: int | None = None,
              duration: int = 3, chat_type: str = "private", thread_id: int | None = None,
-             reply_to: int | None = None) -> int:
-        """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document."""
+             reply_to: int | None = None, username: str | None = None, chat_username: str | None = None,
+             date: float | None = None) -> int:
+        """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document.
+
+        username / chat_username: the sender's and the (public) chat's @username, without the @.
+        date: when it was sent (Unix time), if not now."""
         user_id = user_id if user_id is not None else abs(chat_id)
         mid = next(self._ids)
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
@@ -127,8 +132,15 @@ class FakeTelegram:
             chat["title"] = f"group {chat_id}"
             if thread_id is not None:
                 chat["is_forum"] = True
-        msg: dict[str, Any] = {"message_id": mid, "date": int(time.time()), "chat": chat,
-                               "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}}
+        if chat_username is not None:
+            chat["username"] = chat_username
+        sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+        if username is not None:
+            sender["username"] = username
+            if chat_type == "private":
+                chat["username"] = username
+        msg: dict[str, Any] = {"message_id": mid, "date": int(time.time() if date is None else date), "chat": chat,
+                               "from": sender}
         if thread_id is not None:
             msg["message_thread_id"] = thread_id
             msg["is_topic_message"] = True
@@ -147,6 +159,10 @@ class FakeTelegram:
         self.messages[(chat_id, mid)] = msg
         self._deliver({"update_id": next(self._update_ids), "message": msg})
         return mid
+
+    def set_member(self, chat_id: int, user_id: int, status: str) -> None:
+        """What getChatMember says of the user in the chat: creator, administrator, member, left…"""
+        self.members[(chat_id, user_id)] = status
 
     def flood(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """The next `times` calls of `method` get 429 Too Many Requests with parameters.retry_after."""
@@ -382,6 +398,23 @@ class FakeTelegram:
             return self._fail(400, "Bad Request: message to delete not found")
         self.deleted.append(key)
         return self._ok(True)
+
+    async def _m_getchatmember(self, params: dict) -> web.Response:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        status = self.members.get((chat_id, user_id), "member")
+        user = self.bot if user_id == self.bot["id"] else {"id": user_id, "is_bot": False,
+                                                          "first_name": f"user{user_id}"}
+        member: dict[str, Any] = {"status": status, "user": user}
+        if status == "creator":
+            member["is_anonymous"] = False
+        elif status == "administrator":
+            member.update({flag: True for flag in (
+                "can_be_edited", "can_manage_chat", "can_delete_messages", "can_manage_video_chats",
+                "can_restrict_members", "can_promote_members", "can_change_info", "can_invite_users",
+                "can_post_stories", "can_edit_stories", "can_delete_stories")}, is_anonymous=False)
+        elif status == "restricted":
+            return self._fail(400, "Bad Request: restricted members are not modelled here")
+        return self._ok(member)
 
     async def _m_sendchataction(self, params: dict) -> web.Response:
         return self._ok(True)

@@ -1,0 +1,84 @@
+"""Telegram must not forget an update before its job is stored.
+
+Long polling: getUpdates with `offset` confirms every earlier update, and Telegram forgets them.
+python-telegram-bot's Updater puts a batch of updates on the Application's queue and polls again at
+once (Updater._start_polling: `offset=self._last_update_id`), so a crash could confirm updates
+nobody had stored yet. `ConfirmAfterHandled` is the request object PTB uses for getUpdates only; it
+holds each poll until the Application has called `task_done()` for everything on the queue, which
+PTB does when `process_update` returns, i.e. when the handler has stored the job.
+
+Webhook: Telegram considers an update delivered when the webhook answers 200, which PTB's webhook
+handler does right after `update_queue.put`. `HandledQueue.put` (with `hold_puts`) returns only once
+that update has been processed, so the 200 goes out after the job is stored.
+
+A handler that stores a job returns at once (the job runs later), so neither wait is long.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from telegram import Update
+from telegram.ext import Application
+
+from .updates import SkipUnreadableUpdates
+
+log = logging.getLogger(__name__)
+
+SLOW_WARNING = 30.0
+
+
+class HandledQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """The Application's update queue; with `hold_puts`, put() waits until its update was processed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold_puts = False
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+
+    async def put(self, item: Any) -> None:
+        if not self.hold_puts or not isinstance(item, Update):   # PTB's own stop signal passes straight
+            return await super().put(item)
+        done = asyncio.get_running_loop().create_future()
+        self._waiting[id(item)] = done
+        try:
+            await super().put(item)
+            await done
+        finally:
+            self._waiting.pop(id(item), None)
+
+    def processed(self, item: Any) -> None:
+        done = self._waiting.get(id(item))
+        if done is not None and not done.done():
+            done.set_result(None)
+
+
+class HandledApplication(Application):  # type: ignore[type-arg]
+    """Tells its HandledQueue when an update has been through every handler."""
+
+    async def process_update(self, update: object) -> None:
+        try:
+            await super().process_update(update)
+        finally:
+            if isinstance(self.update_queue, HandledQueue):
+                self.update_queue.processed(update)
+
+
+class ConfirmAfterHandled(SkipUnreadableUpdates):
+    """The getUpdates request: waits until every fetched update is handled before asking again."""
+
+    def __init__(self, queue: asyncio.Queue, **kwargs: Any) -> None:  # type: ignore[type-arg]
+        super().__init__(**kwargs)
+        self.queue = queue
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        waited = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.queue.join()), SLOW_WARNING)
+                break
+            except TimeoutError:
+                waited += SLOW_WARNING
+                log.warning("updates still being handled after %.0f s; not confirming them yet", waited)
+        return await super().do_request(*args, **kwargs)

@@ -1,0 +1,422 @@
+"""Who may use earshot and how much: allowed lists, daily token budgets, a per-user rate limit.
+
+Enforced in the core (Assistant.handle) before any decoding or model call, so every adapter gets it;
+adapters also call `check` before downloading a file, so a stranger costs nothing at all. A refusal is
+said once, then earshot stays quiet: strangers hear it once a day (remembered in SQLite, across
+restarts), people over a budget once an hour, people going too fast once per wait.
+
+Budgets count the model's reported usage (audio + input + output tokens) stored with each turn, per
+UTC day. Requests in flight hold an estimate of what they will cost, so a burst of long recordings
+can't all pass on the same numbers; tokens spent on a request that then failed are recorded too.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from . import messages
+from .config import Settings
+from .errors import AccessRefused
+from .history import HistoryStore
+from .models import ChatKey, Request, Sender, Usage
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+EXEMPT_PLATFORMS = {"cli"}        # the terminal is the operator's own: never refused, still counted
+PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack"}
+BUDGET_QUIET = 3600.0             # an over-budget user hears it again after an hour at most
+TOP = 10                          # spenders listed for admins
+KEYS_KEPT = 10_000                # people remembered (names, rate windows, refusals) before pruning
+
+
+def day_start(now: float) -> float:
+    return now - now % DAY        # UTC midnight, as core.history counts days
+
+
+def wait_words(seconds: float) -> str:
+    """'3 h 20 min', '12 min', '40 s': how long until something, for people."""
+    seconds = max(1, int(seconds + 0.999))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = (seconds + 59) // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+# --- what /usage shows ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One budget today: tokens used and the limit (0: no limit)."""
+
+    used: int
+    limit: int
+
+    @property
+    def left(self) -> int | None:
+        return None if self.limit == 0 else max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class Spender:
+    """A user or a chat and what it used today, for admins."""
+
+    platform: str
+    id: str
+    tokens: int
+    name: str | None = None       # @username or public chat name, when the platform told us
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """Everything /usage shows; adapters render it."""
+
+    here: Usage                   # this chat today, by kind of token
+    user: Allowance | None        # None when the platform gave no user (a channel post)
+    chat: Allowance
+    everyone: Allowance
+    resets_in: float              # seconds to midnight UTC, when every budget starts again
+    requests_per_minute: int      # 0: no rate limit
+    admin: bool = False
+    top_users: tuple[Spender, ...] = ()
+    top_chats: tuple[Spender, ...] = ()
+
+
+def spender_label(s: Spender) -> str:
+    who = f"@{s.name} ({s.id})" if s.name else s.id
+    return f"{who}, {PLATFORM_NAMES.get(s.platform, s.platform)}"
+
+
+def usage_text(report: UsageReport, label: Callable[[Spender], str] = spender_label) -> str:
+    """The report in plain sentences (no markup: adapters escape it as their platform needs)."""
+    h = report.here
+    lines = [messages.USAGE_HERE.format(total=h.total, audio=h.audio_tokens, input=h.input_tokens,
+                                        output=h.output_tokens)]
+    rows = [("You", report.user), ("This chat", report.chat), ("Everyone", report.everyone)]
+    for who, a in rows:
+        if a is None:
+            continue
+        if a.limit:
+            lines.append(messages.USAGE_LIMITED.format(who=who, used=a.used, limit=a.limit, left=a.left))
+        else:
+            lines.append(messages.USAGE_UNLIMITED.format(who=who, used=a.used))
+    if any(a is not None and a.limit for _, a in rows):
+        lines.append(messages.USAGE_RESETS.format(wait=wait_words(report.resets_in)))
+    if report.requests_per_minute:
+        lines.append(messages.USAGE_RATE.format(limit=report.requests_per_minute))
+    for title, spenders in ((messages.USAGE_TOP_USERS, report.top_users),
+                            (messages.USAGE_TOP_CHATS, report.top_chats)):
+        if report.admin and spenders:
+            lines += ["", title, *(f"{i}. {label(s)}: {s.tokens:,}" for i, s in enumerate(spenders, 1))]
+    return "\n".join(lines)
+
+
+# --- rate limit ----------------------------------------------------------------------------------
+
+class RateLimiter:
+    """At most `per_minute` requests in any 60 s per key (a sliding window); memory stays bounded."""
+
+    WINDOW = 60.0
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+
+    def wait(self, key: tuple[str, str]) -> float:
+        """Seconds until `key` may make another request; 0 when it may now."""
+        if not self.per_minute:
+            return 0.0
+        hits = self._recent(key)
+        return 0.0 if len(hits) < self.per_minute else hits[0] + self.WINDOW - self._clock()
+
+    def hit(self, key: tuple[str, str]) -> None:
+        if self.per_minute:
+            self._recent(key).append(self._clock())
+            if len(self._hits) > KEYS_KEPT:
+                self._prune()
+
+    def _recent(self, key: tuple[str, str]) -> deque[float]:
+        hits = self._hits.setdefault(key, deque())
+        cutoff = self._clock() - self.WINDOW
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        return hits
+
+    def _prune(self) -> None:
+        cutoff = self._clock() - self.WINDOW
+        for key in [k for k, v in self._hits.items() if not v or v[-1] <= cutoff]:
+            del self._hits[key]
+
+
+# --- metering --------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Spend:
+    """One admitted request in flight: what it is expected to cost and what the model has reported."""
+
+    platform: str
+    chat_id: str
+    user_id: str | None
+    held: int = 0
+    spent: Usage = Usage()
+
+    @property
+    def counted(self) -> int:
+        return max(self.held, self.spent.total)
+
+
+_current: ContextVar[_Spend | None] = ContextVar("earshot_spend", default=None)
+
+
+class MeteredClient:
+    """Wraps the model client so each answer's usage is added to the request being served."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await self._client.generate(*args, **kwargs)
+        if (spend := _current.get()) is not None:
+            spend.spent = spend.spent + answer.usage
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+# --- the policy ------------------------------------------------------------------------------
+
+_TOTAL = "COALESCE(SUM(COALESCE(audio_tokens,0) + COALESCE(input_tokens,0) + COALESCE(output_tokens,0)), 0)"
+
+
+def _used(db: sqlite_utils.Database, since: float, platform: str, chat_id: str,
+          user_id: str | None) -> tuple[int, int, int]:
+    """Tokens used since `since`: by the user (on this platform), in the chat, by everyone."""
+    def one(where: str, args: list[Any]) -> int:
+        return int(db.execute(f"SELECT {_TOTAL} FROM turns WHERE created >= ?{where}", [since, *args]).fetchone()[0])
+    user = one(" AND platform = ? AND user_id = ?", [platform, user_id]) if user_id else 0
+    return user, one(" AND platform = ? AND chat_id = ?", [platform, chat_id]), one("", [])
+
+
+def _top(db: sqlite_utils.Database, since: float, column: str, limit: int) -> list[tuple[str, str, int]]:
+    rows = db.execute(
+        f"SELECT platform, {column}, {_TOTAL} AS total FROM turns WHERE created >= ? AND COALESCE({column}, '') != '' "
+        f"GROUP BY platform, {column} HAVING total > 0 ORDER BY total DESC LIMIT ?", [since, limit]).fetchall()
+    return [(p, i, int(t)) for p, i, t in rows]
+
+
+class AccessPolicy:
+    """Decides who may ask, and whether today's budgets and the rate limit leave room for it."""
+
+    def __init__(self, settings: Settings, history: HistoryStore, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.history = history
+        self._clock = clock
+        self._users = set(settings.allowed_users)
+        self._chats = set(settings.allowed_chats)
+        self._admins = set(settings.admin_users)
+        self.rate = RateLimiter(settings.user_requests_per_minute)
+        self._open: set[_Spend] = set()
+        self._quiet_until: dict[tuple[str, ...], float] = {}
+        self._names: dict[tuple[str, str, str], str] = {}   # (kind, platform, id) -> name
+
+    # --- who --------------------------------------------------------------------------------------
+    @property
+    def open_to_all(self) -> bool:
+        return not (self._users or self._chats)
+
+    def allowed(self, chat: ChatKey, sender: Sender) -> bool:
+        """Anyone when no list is set; else a listed user, chat or Slack workspace, or an admin."""
+        if self.open_to_all or chat.platform in EXEMPT_PLATFORMS:
+            return True
+        user, here, team = _identities(chat, sender)
+        return bool((user | team) & (self._users | self._admins) or (here | team) & self._chats)
+
+    def is_admin(self, chat: ChatKey, sender: Sender) -> bool:
+        if chat.platform in EXEMPT_PLATFORMS:
+            return True
+        return bool(_identities(chat, sender)[0] & self._admins)
+
+    async def _refuse_strangers(self, chat: ChatKey, sender: Sender, *, quietly: bool = False) -> None:
+        self._remember_names(chat, sender)
+        if self.allowed(chat, sender):
+            return
+        subject = sender.user_id or chat.chat_id
+        day = int(self._clock() // DAY)
+        # work nobody asked for (background listening) must not use up the one refusal a person hears
+        first = not quietly and await self.history.claim_event(chat.platform, f"refused:{subject}:{day}")
+        if first:
+            log.info("refused %s user %s in chat %s: not on the allowed lists", chat.platform,
+                     sender.user_id or "-", chat.chat_id)
+        if sender.user_id:
+            text = messages.NOT_ALLOWED.format(platform=PLATFORM_NAMES.get(chat.platform, chat.platform),
+                                               user_id=sender.user_id)
+        else:
+            text = messages.NOT_ALLOWED_HERE
+        raise AccessRefused(text, silent=not first)
+
+    # --- how much -------------------------------------------------------------------------------
+    async def check(self, chat: ChatKey, sender: Sender, *, spending: bool = True, count: bool = False,
+                    quietly: bool = False) -> None:
+        """Raise AccessRefused unless this sender may ask now.
+
+        spending=False checks only the allowed lists (for commands that cost nothing, like reset);
+        count=True spends one request of the rate limit; quietly=True is for work nobody asked for
+        (background listening): no rate limit, and refusals are silent and not remembered as said.
+        """
+        if chat.platform in EXEMPT_PLATFORMS:
+            return
+        await self._refuse_strangers(chat, sender, quietly=quietly)
+        if not spending:
+            return
+        key = (chat.platform, sender.user_id or chat.chat_id)
+        if not quietly and (wait := self.rate.wait(key)) > 0:
+            limit = self.settings.user_requests_per_minute
+            self._refuse(("rate", *key), wait, messages.RATE_LIMITED.format(limit=limit, wait=wait_words(wait)))
+        if count and not quietly:
+            self.rate.hit(key)   # before the first await below: concurrent requests can't all slip through
+        for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
+            if allowance.limit and allowance.used >= allowance.limit:
+                text = _budget_message(kind, allowance.limit, self._to_midnight())
+                if quietly:
+                    raise AccessRefused(text, silent=True)
+                self._refuse((kind, *key), BUDGET_QUIET, text)
+
+    @contextlib.asynccontextmanager
+    async def admit(self, request: Request, *, quietly: bool = False) -> AsyncIterator[None]:
+        """Check, then meter the request while it runs (see `afford` and MeteredClient).
+
+        quietly=True for background work nobody asked for: see `check`."""
+        # a job tried again after an outage or a restart was rate-limited and counted when it first ran;
+        # the allowed lists still apply, and `afford` still weighs its cost against today's budgets
+        await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly)
+        spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id)
+        self._open.add(spend)
+        token = _current.set(spend)
+        try:
+            yield
+        except BaseException:
+            # parts the model answered before the request failed were paid for all the same
+            if spend.spent.total:
+                await self._record_spent(request, spend.spent)
+            raise
+        finally:
+            _current.reset(token)
+            self._open.discard(spend)
+
+    async def afford(self, tokens: int) -> None:
+        """Called once the audio is decoded: refuse a request whose estimated cost doesn't fit today."""
+        spend = _current.get()
+        if spend is None or spend.platform in EXEMPT_PLATFORMS:
+            return
+        for kind, a in await self._allowances(spend.platform, spend.chat_id, spend.user_id, exclude=spend):
+            if a.limit and a.used + tokens > a.limit:
+                whose = {"user": "you have", "chat": "this chat has", "global": "I have"}[kind]
+                raise AccessRefused(messages.TOO_COSTLY.format(need=tokens, whose=whose, left=a.left,
+                                                               wait=wait_words(self._to_midnight())))
+        spend.held = tokens
+
+    async def report(self, chat: ChatKey, sender: Sender) -> UsageReport:
+        """Today's numbers for /usage; admins also get the top users and chats."""
+        await self._refuse_strangers(chat, sender)
+        allowances = dict(await self._allowances(chat.platform, chat.chat_id, sender.user_id))
+        since = day_start(self._clock())
+        admin = self.is_admin(chat, sender)
+
+        def read(db: sqlite_utils.Database) -> tuple[Usage, list, list]:
+            here = db.execute(
+                "SELECT COALESCE(SUM(audio_tokens),0), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0) "
+                "FROM turns WHERE platform = ? AND chat_id = ? AND created >= ?",
+                [chat.platform, chat.chat_id, since]).fetchone()
+            if not admin:
+                return Usage(*here), [], []
+            return Usage(*here), _top(db, since, "user_id", TOP), _top(db, since, "chat_id", TOP)
+
+        here, users, chats = await self.history.read(read)
+        return UsageReport(
+            here=here, user=allowances["user"] if sender.user_id else None, chat=allowances["chat"],
+            everyone=allowances["global"], resets_in=self._to_midnight(),
+            requests_per_minute=self.settings.user_requests_per_minute, admin=admin,
+            top_users=tuple(Spender(p, i, t, self._names.get(("user", p, i))) for p, i, t in users),
+            top_chats=tuple(Spender(p, i, t, self._names.get(("chat", p, i))) for p, i, t in chats))
+
+    # --- internals ----------------------------------------------------------------------------------
+    async def _allowances(self, platform: str, chat_id: str, user_id: str | None, *,
+                          exclude: _Spend | None = None) -> list[tuple[str, Allowance]]:
+        s = self.settings
+        since = day_start(self._clock())
+        user, here, everyone = await self.history.read(lambda db: _used(db, since, platform, chat_id, user_id))
+        for spend in self._open:   # requests in flight count what they are expected to cost
+            if spend is exclude:
+                continue
+            everyone += spend.counted
+            if spend.platform == platform:
+                here += spend.counted if spend.chat_id == chat_id else 0
+                user += spend.counted if user_id and spend.user_id == user_id else 0
+        out = [("global", Allowance(everyone, s.global_daily_tokens)), ("chat", Allowance(here, s.chat_daily_tokens))]
+        return out + [("user", Allowance(user, s.user_daily_tokens if user_id else 0))]
+
+    def _refuse(self, key: tuple[str, ...], quiet_for: float, text: str) -> None:
+        """Raise the refusal; silent if the same one was said within `quiet_for` seconds."""
+        now = self._clock()
+        silent = self._quiet_until.get(key, 0.0) > now
+        if not silent:
+            if len(self._quiet_until) > KEYS_KEPT:
+                self._quiet_until = {k: t for k, t in self._quiet_until.items() if t > now}
+            self._quiet_until[key] = now + quiet_for
+            log.info("refused %s: %s", "/".join(key), text)
+        raise AccessRefused(text, silent=silent)
+
+    def _to_midnight(self) -> float:
+        now = self._clock()
+        return day_start(now) + DAY - now
+
+    async def _record_spent(self, request: Request, usage: Usage) -> None:
+        row = {"platform": request.chat.platform, "chat_id": request.chat.chat_id,
+               "thread_id": request.chat.thread_id or "", "user_id": request.user_id or "", "role": "spent",
+               "text": "", "audio_seconds": None, "audio_tokens": usage.audio_tokens,
+               "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "created": self._clock()}
+        try:
+            await self.history.write(lambda db: db["turns"].insert(row))
+        except Exception:   # never hide the failure that brought us here
+            log.exception("could not record %d tokens spent on a failed request", usage.total)
+
+    def _remember_names(self, chat: ChatKey, sender: Sender) -> None:
+        for kind, ident, name in (("user", sender.user_id, sender.user_name), ("chat", chat.chat_id, sender.chat_name)):
+            if ident and name and self._names.get((kind, chat.platform, ident)) != name:
+                if len(self._names) >= KEYS_KEPT:
+                    self._names.pop(next(iter(self._names)))
+                self._names[(kind, chat.platform, ident)] = name
+
+
+def _identities(chat: ChatKey, sender: Sender) -> tuple[set[str], set[str], set[str]]:
+    """The ways a list entry can name this user, this chat and (Slack) this workspace."""
+    user = {sender.user_id} if sender.user_id else set()
+    here = {chat.chat_id}
+    # @names only where the platform makes them unique and verified: Telegram
+    if chat.platform == "telegram":
+        if sender.user_name:
+            user.add("@" + sender.user_name.lower())
+        if sender.chat_name:
+            here.add("@" + sender.chat_name.lower())
+    team = {sender.team_id} if sender.team_id else set()
+    return user, here, team
+
+
+def _budget_message(kind: str, limit: int, to_midnight: float) -> str:
+    template = {"user": messages.USER_BUDGET_USED, "chat": messages.CHAT_BUDGET_USED,
+                "global": messages.GLOBAL_BUDGET_USED}[kind]
+    return template.format(limit=limit, wait=wait_words(to_midnight))

@@ -1,0 +1,476 @@
+"""Group digests: listen quietly to a chat's voice notes, and sum them up on request or every day.
+
+    digests = assistant.digests
+    if await digests.listening(chat):
+        digests.listen(chat, download, user_id=..., user_name=..., sent=..., source_id=...)
+    text = await digests.respond(chat, parse_command("2h"), prefix="/")
+    digests.start_schedule("telegram", post)          # one scheduler per adapter, state in SQLite
+
+Transcripts go through the Assistant's own pipeline (decode, split, ask per chunk) without touching the
+chat's history. A digest packs the transcripts into as few model requests as fit the model's input
+limit, summarises each batch, and combines the summaries (in rounds, if they don't fit one request).
+`clock` is injectable, so tests move time instead of waiting for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time as dtime, timedelta
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import messages, prompts
+from .digest_store import ChatDigest, DigestStore, VoiceNote
+from .errors import EarshotError
+from .models import Audio, ChatKey, Request, Sender, Task, Usage
+
+if TYPE_CHECKING:
+    from .service import Assistant
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+TICK_SECONDS = 60.0               # the scheduler looks at least this often (a clock change is noticed)
+PURGE_EVERY = 3600.0              # expired transcripts are deleted this often
+PART_TOKENS = 600                 # a batch's notes: short, so many of them fit one combining request
+SETTLE_SECONDS = 300.0            # a digest waits this long at most for voice notes still being transcribed
+CLOSE_GRACE = 10.0                # shutting down waits this long for transcriptions under way
+MAX_PERIOD = 366 * DAY
+
+_PERIOD = re.compile(r"^(\d{1,4})\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)$")
+_UNIT = {"m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
+_DAILY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+Action = Literal["summary", "on", "off", "daily", "daily_off", "forget", "invalid"]
+Deliver = Callable[[ChatKey, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestCommand:
+    """What `digest …` (or `forget`) asks for, parsed once for both adapters."""
+
+    action: Action
+    period: float | None = None        # seconds back from now; None: since the last digest
+    daily: str = ""                    # "HH:MM"
+    tz: str = "UTC"
+    problem: str | None = None         # for "invalid": the message template to answer with
+
+    @property
+    def needs_admin(self) -> bool:
+        return self.action in ("on", "off", "daily", "daily_off", "forget")
+
+
+FORGET = DigestCommand("forget")
+
+
+def parse_command(args: str | None) -> DigestCommand:
+    """`""`, `on`, `off`, `daily HH:MM [zone]`, `daily off`, or a period like `2h`, `24h`, `7d`."""
+    words = (args or "").strip().split()
+    lowered = [w.lower() for w in words]
+    if not words:
+        return DigestCommand("summary")
+    if lowered == ["on"] or lowered == ["off"]:
+        return DigestCommand(lowered[0])  # type: ignore[arg-type]
+    if lowered[0] == "daily":
+        if lowered[1:] == ["off"]:
+            return DigestCommand("daily_off")
+        if len(words) in (2, 3) and (m := _DAILY.match(words[1])):
+            zone = words[2] if len(words) == 3 else "UTC"
+            if zone_of(zone) is None:
+                return DigestCommand("invalid", tz=zone, problem=messages.DIGEST_BAD_ZONE)
+            return DigestCommand("daily", daily=f"{int(m[1]):02d}:{m[2]}", tz=zone)
+        return DigestCommand("invalid", problem=messages.DIGEST_USAGE)
+    if len(words) <= 2 and (m := _PERIOD.match("".join(lowered))):
+        seconds = int(m[1]) * _UNIT[m[2][0]]
+        if seconds > 0:
+            return DigestCommand("summary", period=min(seconds, MAX_PERIOD))
+    return DigestCommand("invalid", problem=messages.DIGEST_USAGE)
+
+
+def zone_of(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _at(day: date, daily: str, zone: ZoneInfo) -> float:
+    hour, minute = (int(x) for x in daily.split(":"))
+    return datetime.combine(day, dtime(hour, minute), tzinfo=zone).timestamp()
+
+
+def last_slot(daily: str, tz: str, now: float) -> float:
+    """The latest daily HH:MM in the zone at or before `now` (wall-clock time, so DST is followed)."""
+    zone = zone_of(tz) or ZoneInfo("UTC")
+    today = datetime.fromtimestamp(now, zone).date()
+    at = _at(today, daily, zone)
+    return at if at <= now else _at(today - timedelta(days=1), daily, zone)
+
+
+def next_slot(daily: str, tz: str, now: float) -> float:
+    """The first daily HH:MM in the zone after `now`."""
+    zone = zone_of(tz) or ZoneInfo("UTC")
+    today = datetime.fromtimestamp(now, zone).date()
+    at = _at(today, daily, zone)
+    return at if at > now else _at(today + timedelta(days=1), daily, zone)
+
+
+def describe_period(seconds: float) -> str:
+    for unit, size in (("week", 7 * DAY), ("day", DAY), ("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}" + ("s" if n != 1 else "")
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _days(settings_days: float) -> str:
+    return _count(int(settings_days), "day") if settings_days == int(settings_days) else f"{settings_days:g} days"
+
+
+def help_text(prefix: str, retention_days: float) -> str:
+    """What /help says about digests: what is stored, and for how long."""
+    return messages.DIGEST_HELP.format(prefix=prefix, days=_days(retention_days))
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    text: str
+    notes: int = 0
+    seconds: float = 0.0
+    usage: Usage = Usage()
+    until: float = 0.0
+    last_note: int = 0               # the newest note covered
+
+
+class DigestService:
+    """Everything digests need, over the Assistant's pipeline, model client and database."""
+
+    def __init__(self, assistant: Assistant, *, clock: Callable[[], float] = time.time) -> None:
+        self.assistant = assistant
+        self.settings = assistant.settings
+        self.store = DigestStore(assistant.history)
+        self.clock = clock
+        self._pending: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
+        self._schedulers: list[asyncio.Task[None]] = []
+        self._wakes: list[asyncio.Event] = []
+        self._last_purge = -math.inf
+
+    async def aclose(self) -> None:
+        """Stop the schedulers; give transcriptions under way a moment to finish, then stop them too."""
+        listening = [t for ts in self._pending.values() for t in ts]
+        if listening:
+            await asyncio.wait(listening, timeout=CLOSE_GRACE)
+        tasks = [*self._schedulers, *listening]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._schedulers.clear()
+
+    # --- listening ----------------------------------------------------------------------------
+    async def listening(self, chat: ChatKey) -> bool:
+        """True if the chat has digests on, so its voice notes should be heard."""
+        return (await self.store.chat(chat.platform, chat.chat_id)).enabled
+
+    def listen(self, chat: ChatKey, fetch: Callable[[], Awaitable[Audio]], *, sent: float,
+               sender: Sender = Sender(), name: str | None = None,
+               source_id: str | None = None) -> asyncio.Task[None]:
+        """Transcribe a voice note in the background and store it; nothing is said in the chat.
+
+        sender: who sent it, as access rules and budgets see them; name: how the digest calls them.
+        Registered at once (before the download starts), so a digest asked for right after waits for it.
+        """
+        # real time, not self.clock: only the order of arrival matters, for notes sent in the same second
+        arrived = time.time()
+        task = asyncio.create_task(self._listen(chat, fetch, sent, arrived, sender, name, source_id),
+                                   name=f"earshot-listen-{chat.platform}-{chat.chat_id}")
+        pending = self._pending.setdefault((chat.platform, chat.chat_id), set())
+        pending.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            pending.discard(t)
+            if not pending and self._pending.get((chat.platform, chat.chat_id)) is pending:
+                del self._pending[(chat.platform, chat.chat_id)]
+        task.add_done_callback(done)
+        return task
+
+    async def _listen(self, chat: ChatKey, fetch: Callable[[], Awaitable[Audio]], sent: float, arrived: float,
+                      sender: Sender, name: str | None, source_id: str | None) -> None:
+        user_id = sender.user_id
+        try:
+            audio = await fetch()
+            reply = await self.assistant.transcribe_quietly(Request(
+                chat, Task.TRANSCRIBE, audio=audio, user_id=user_id, user_name=sender.user_name,
+                team_id=sender.team_id, chat_name=sender.chat_name))
+            now = self.clock()
+            note = VoiceNote(chat.platform, chat.chat_id, sent, reply.duration or 0.0, reply.text.strip(),
+                             user_id=user_id or "", user_name=name or user_id or "someone",
+                             thread_id=chat.thread_id or "", source_id=source_id or "", arrived=arrived)
+            if await self.store.add_note(note, now):
+                await self.store.record_usage(chat, user_id, reply.usage, now, role="listen",
+                                              audio_seconds=reply.duration)
+        except EarshotError as err:
+            if err.operator:
+                log.error("could not transcribe a voice note in %s %s: %s", chat.platform, chat.chat_id,
+                          err.operator_message)
+            else:
+                log.info("skipped a voice note in %s %s: %s", chat.platform, chat.chat_id, err.operator_message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not transcribe a voice note in %s %s", chat.platform, chat.chat_id)
+
+    async def _settle(self, chat: ChatKey) -> None:
+        """Wait for the chat's voice notes still being transcribed, so a digest includes them."""
+        pending = set(self._pending.get((chat.platform, chat.chat_id), ()))
+        if pending:
+            await asyncio.wait(pending, timeout=SETTLE_SECONDS)
+
+    # --- the commands -------------------------------------------------------------------------
+    async def respond(self, chat: ChatKey, command: DigestCommand, *, prefix: str = "/") -> str:
+        """Carry out a parsed `digest …` or `forget` and say how it went. Admin checks are the adapter's.
+
+        prefix: how the platform spells commands in the answer ("/" or "/earshot ").
+        """
+        now = self.clock()
+        days = _days(self.settings.retention_days)
+        p, c = chat.platform, chat.chat_id
+        if command.action == "invalid":
+            return (command.problem or messages.DIGEST_USAGE).format(prefix=prefix, zone=command.tz)
+        if command.action == "on":
+            await self.store.update(p, c, now, enabled=1)
+            return messages.DIGEST_ON.format(prefix=prefix, days=days)
+        if command.action == "off":
+            await self.store.update(p, c, now, enabled=0, daily="")
+            return messages.DIGEST_OFF.format(prefix=prefix)
+        if command.action == "daily":
+            await self.store.update(p, c, now, enabled=1, daily=command.daily, tz=command.tz,
+                                    post_thread=chat.thread_id or "", scheduled_since=now)
+            self.wake()
+            first = datetime.fromtimestamp(next_slot(command.daily, command.tz, now), zone_of(command.tz))
+            return messages.DIGEST_DAILY.format(time=command.daily, zone=command.tz,
+                                                first=first.strftime("%a %d %b"))
+        if command.action == "daily_off":
+            await self.store.update(p, c, now, daily="")
+            return messages.DIGEST_DAILY_OFF.format(prefix=prefix)
+        if command.action == "forget":
+            await self.forget(chat)
+            return messages.FORGOTTEN
+        return (await self.summary(chat, command.period, prefix=prefix)).text
+
+    async def forget(self, chat: ChatKey) -> int:
+        """Delete everything stored for the chat, in every table; transcriptions under way are dropped."""
+        pending = list(self._pending.get((chat.platform, chat.chat_id), ()))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return await self.assistant.history.forget_chat(chat.platform, chat.chat_id)
+
+    # --- the digest ---------------------------------------------------------------------------
+    async def summary(self, chat: ChatKey, period: float | None = None, *, prefix: str = "/",
+                      mark: bool = True) -> Digest:
+        """The digest of the chat's voice notes in the last `period` seconds, or since the last digest.
+
+        mark: a digest "since the last one" moves that mark to now (scheduled digests mark after posting).
+        """
+        await self._settle(chat)
+        now = self.clock()
+        state = await self.store.chat(chat.platform, chat.chat_id)
+        # "since the last digest" goes by what was stored since (message times are whole seconds, and a
+        # note may be transcribed after a later one); a period goes by when the notes were sent
+        notes = await self.store.notes(chat.platform, chat.chat_id, now - period if period else 0.0,
+                                       now if period else math.inf, after_id=0 if period else state.last_note)
+        if not notes:
+            if not state.enabled:
+                text = messages.DIGEST_IS_OFF
+            elif period:
+                text = messages.DIGEST_NOTHING_IN.format(period=describe_period(period))
+            else:
+                text = messages.DIGEST_NOTHING_NEW if state.last_note else messages.DIGEST_NOTHING_YET
+            return Digest(text.format(prefix=prefix), until=now)
+        body, usage = await self._summarise(notes, state.tz)
+        await self.store.record_usage(ChatKey(chat.platform, chat.chat_id), None, usage, self.clock(),
+                                      role="digest")
+        last_note = max(n.id for n in notes)
+        if mark and not period:
+            await self.store.update(chat.platform, chat.chat_id, now, last_digest=now, last_note=last_note)
+        seconds = sum(n.seconds for n in notes)
+        title = (messages.DIGEST_TITLE_PERIOD.format(period=describe_period(period)) if period
+                 else messages.DIGEST_TITLE_SINCE if state.last_note else messages.DIGEST_TITLE)
+        header = messages.DIGEST_HEADER.format(title=title, notes=_count(len(notes), "voice note"),
+                                               minutes=_count(math.ceil(seconds / 60), "minute"))
+        return Digest(f"{header}\n\n{body}", len(notes), seconds, usage, now, last_note)
+
+    def _budget(self, template: str) -> int:
+        """Tokens of notes one request may carry beside this instruction, within the model's input limit."""
+        from .service import PROMPT_RESERVE, estimate_tokens
+        limits = self.assistant.limits
+        return limits.max_input - estimate_tokens(prompts.SYSTEM) - estimate_tokens(template) - PROMPT_RESERVE
+
+    async def _summarise(self, notes: list[VoiceNote], tz: str) -> tuple[str, Usage]:
+        zone = zone_of(tz) or ZoneInfo("UTC")
+        stamps = [datetime.fromtimestamp(n.sent, zone) for n in notes]
+        one_day = stamps[0].date() == stamps[-1].date()
+        lines: list[str] = []
+        budget = self._budget(max(prompts.DIGEST, prompts.DIGEST_PART, key=len))
+        for note, at in zip(notes, stamps):
+            when = at.strftime("%H:%M" if one_day else "%a %d %b %H:%M")
+            head = prompts.digest_line(when, note.user_name or note.user_id or "someone", note.seconds, "")
+            lines.extend(head + piece for piece in _fit(note.text or "[nothing heard]", budget - _tokens(head)))
+        batches = _pack(lines, budget)
+        usage = Usage()
+        if len(batches) == 1:
+            answer = await self.assistant.complete(prompts.digest_instruction(prompts.DIGEST, batches[0]))
+            return answer.text.strip(), answer.usage
+        parts, usage = await self._each(prompts.DIGEST_PART, batches)
+        return await self._combine(parts, usage)
+
+    async def _combine(self, parts: list[str], usage: Usage) -> tuple[str, Usage]:
+        """Join batch notes into one digest, merging in rounds while they don't fit one request."""
+        budget = self._budget(max(prompts.DIGEST_COMBINE, prompts.DIGEST_MERGE, key=len))
+        while True:
+            # at most half a request each, so every round at least halves their number
+            parts = [cut for p in parts for cut in _fit(p, budget // 2)[:1]]
+            batches = _pack(parts, budget)
+            if len(batches) == 1:
+                answer = await self.assistant.complete(prompts.digest_instruction(prompts.DIGEST_COMBINE,
+                                                                                  batches[0]))
+                return answer.text.strip(), usage + answer.usage
+            parts, spent = await self._each(prompts.DIGEST_MERGE, batches)
+            usage += spent
+
+    async def _each(self, template: str, batches: list[list[str]]) -> tuple[list[str], Usage]:
+        """One request per batch, a few at a time, answers in batch order."""
+        gate = asyncio.Semaphore(self.settings.chunk_concurrency)
+
+        async def ask(batch: list[str]) -> tuple[str, Usage]:
+            async with gate:
+                answer = await self.assistant.complete(prompts.digest_instruction(template, batch),
+                                                       max_tokens=PART_TOKENS)
+            return answer.text.strip(), answer.usage
+
+        tasks = [asyncio.ensure_future(ask(b)) for b in batches]
+        try:
+            done = await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:     # one failed batch fails the digest: stop spending on the rest
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [text for text, _ in done], sum((u for _, u in done), Usage())
+
+    # --- the daily schedule and retention -----------------------------------------------------
+    def start_schedule(self, platform: str, deliver: Deliver) -> None:
+        """Post each chat's daily digest through `deliver(chat, text)`, and purge expired transcripts,
+        until aclose(). State lives in SQLite, so a restart picks up where it left off (a slot missed
+        while down is posted once on start)."""
+        wake = asyncio.Event()
+        self._wakes.append(wake)
+        self._schedulers.append(asyncio.create_task(self._run_schedule(platform, deliver, wake),
+                                                    name=f"earshot-digests-{platform}"))
+
+    def wake(self) -> None:
+        """Look at the schedule now (a schedule changed, or a test moved the clock)."""
+        for event in self._wakes:
+            event.set()
+
+    async def _run_schedule(self, platform: str, deliver: Deliver, wake: asyncio.Event) -> None:
+        while True:
+            wake.clear()
+            due: float | None = None
+            try:
+                due = await self.tick(platform, deliver)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the digest schedule failed; trying again in a minute")
+            wait = TICK_SECONDS if due is None else min(TICK_SECONDS, max(0.0, due - self.clock()))
+            try:
+                await asyncio.wait_for(wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def tick(self, platform: str, deliver: Deliver) -> float | None:
+        """One pass: purge if it's time, post the digests that are due. Returns when the next one is due."""
+        now = self.clock()
+        if now - self._last_purge >= PURGE_EVERY:
+            await self.purge()
+            self._last_purge = now
+        due: float | None = None
+        for chat in await self.store.scheduled(platform):
+            if zone_of(chat.tz) is None:
+                continue
+            slot = last_slot(chat.daily, chat.tz, now)
+            if slot > max(chat.last_scheduled, chat.scheduled_since):
+                await self._post(chat, slot, deliver)
+            upcoming = next_slot(chat.daily, chat.tz, now)
+            due = upcoming if due is None else min(due, upcoming)
+        return due
+
+    async def _post(self, chat: ChatDigest, slot: float, deliver: Deliver) -> None:
+        key = ChatKey(chat.platform, chat.chat_id)
+        try:
+            digest = await self.summary(key, None, mark=False)
+            if digest.notes:     # a quiet day posts nothing rather than "nothing to sum up" every day
+                await deliver(chat.key, digest.text)
+                await self.store.update(chat.platform, chat.chat_id, self.clock(), last_digest=digest.until,
+                                        last_note=digest.last_note)
+        except asyncio.CancelledError:
+            raise
+        except EarshotError as err:
+            log.error("scheduled digest for %s %s failed: %s", chat.platform, chat.chat_id, err.operator_message)
+        except Exception:
+            log.exception("scheduled digest for %s %s failed", chat.platform, chat.chat_id)
+        finally:
+            # marked even when it failed: the notes stay for the next digest instead of a retry every minute
+            await self.store.update(chat.platform, chat.chat_id, self.clock(), last_scheduled=slot)
+
+    async def purge(self) -> int:
+        """Delete transcripts older than EARSHOT_RETENTION_DAYS."""
+        deleted = await self.store.purge(self.clock() - self.settings.retention_days * DAY)
+        if deleted:
+            log.info("deleted %d expired voice-note transcript(s)", deleted)
+        return deleted
+
+
+def _tokens(text: str) -> int:
+    from .service import estimate_tokens
+    return estimate_tokens(text)
+
+
+def _fit(text: str, budget: int) -> list[str]:
+    """`text` in pieces of at most `budget` tokens (by the cautious estimate), cut at spaces when possible."""
+    max_bytes = max(3, (budget - 5) * 3)
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest.encode("utf-8")) > max_bytes:
+        head = rest.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+        space = head.rfind(" ")
+        cut = space if space > len(head) // 2 else len(head)
+        pieces.append(head[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+def _pack(lines: list[str], budget: int) -> list[list[str]]:
+    """Consecutive lines grouped so each group's estimate stays within `budget`; order is kept."""
+    batches: list[list[str]] = [[]]
+    used = 0
+    for line in lines:
+        cost = _tokens(line) + 1          # +1: the blank line between them
+        if batches[-1] and used + cost > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(line)
+        used += cost
+    return batches

@@ -1,0 +1,255 @@
+"""Durable work: every request an adapter accepts is a job row in SQLite, committed before any work starts.
+
+A job remembers where it came from (platform, chat, the message to answer, the file to fetch again),
+what was asked, how far it got (state, attempts, the last error: never a secret), and whether its
+outcome reached the user. The rows live in the history database file and are written on its one
+database thread (HistoryStore.read/write), so there is still one file and one writer per process.
+
+    queued ──> running ──> done ─────┐
+      ^  │        │                  ├──> delivered (outcome cleared once sent)
+      └──┘<───────┘ (outage: wait)   │
+      └────────────> failed/expired ─┘
+
+`core.runner.JobRunner` drives them; this module is the data and the store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from .history import HistoryStore
+from .models import ChatKey, Reply, Sender, Task, Usage
+
+MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
+MAX_DELIVERIES = 6          # tries to hand an outcome to the platform before giving up on it
+KEEP_FINISHED = 7 * 86400   # delivered jobs are kept this long, so a redelivered message is known
+ERROR_CHARS = 500
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+FINISHED = (JobState.DONE, JobState.FAILED, JobState.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What an adapter submits. `key` is unique per platform message: submitting it again is a no-op."""
+
+    key: str
+    chat: ChatKey
+    task: Task
+    message_ref: str                 # opaque to the core: where the answer goes (the adapter's JSON or id)
+    file_ref: str | None = None      # opaque to the core: how to fetch the audio again
+    text: str | None = None
+    sender: Sender = Sender()
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A final answer that is not the model's: what went wrong, for the user. Empty: say nothing."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something to tell the user while the job waits (the model is down); the answer comes later."""
+
+    text: str
+
+
+Outcome = Reply | Failure | Notice
+
+
+class Undeliverable(Exception):
+    """Raised by an adapter's deliver when retrying can't help (the bot was blocked, the chat is gone)."""
+
+
+class JobGone(LookupError):
+    """The job's row was deleted while it waited or ran (an admin's forget of the chat): drop it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    key: str
+    chat: ChatKey
+    task: Task
+    message_ref: str
+    file_ref: str | None
+    text: str | None
+    sender: Sender
+    state: JobState
+    attempts: int                # times work started
+    faults: int                  # crashes and unexpected errors
+    last_error: str | None
+    notified: bool               # told the user the model is down
+    created: float
+    updated: float
+    next_attempt: float
+    outcome: str | None          # JSON of the final Reply or Failure, until delivered
+    delivered: float | None      # when the outcome reached the platform
+    delivery_attempts: int
+    progress_ref: str | None     # the adapter's progress message, so a restart can clean it up
+
+    @property
+    def platform(self) -> str:
+        return self.chat.platform
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def final_outcome(self) -> Reply | Failure | None:
+        """The stored outcome of a finished job; None when there is nothing to say."""
+        if not self.outcome:
+            return None
+        data = json.loads(self.outcome)
+        if "failure" in data:
+            return Failure(data["failure"]) if data["failure"] else None
+        return Reply(text=data["text"], task=self.task, usage=Usage(*data.get("usage", (0, 0, 0))),
+                     duration=data.get("duration"), request_ids=tuple(data.get("request_ids", ())))
+
+
+def encode_outcome(outcome: Reply | Failure | None) -> str | None:
+    if outcome is None:
+        return json.dumps({"failure": ""})
+    if isinstance(outcome, Failure):
+        return json.dumps({"failure": outcome.text})
+    u = outcome.usage
+    return json.dumps({"text": outcome.text, "usage": [u.audio_tokens, u.input_tokens, u.output_tokens],
+                       "duration": outcome.duration, "request_ids": list(outcome.request_ids)},
+                      ensure_ascii=False)
+
+
+def _job(row: dict[str, Any]) -> Job:
+    sender = Sender(**json.loads(row["sender"])) if row.get("sender") else Sender()
+    return Job(
+        id=row["id"], key=row["key"], chat=ChatKey(row["platform"], row["chat_id"], row["thread_id"] or None),
+        task=Task(row["task"]), message_ref=row["message_ref"], file_ref=row["file_ref"], text=row["text"],
+        sender=sender, state=JobState(row["state"]), attempts=row["attempts"], faults=row["faults"],
+        last_error=row["last_error"], notified=bool(row["notified"]), created=row["created"],
+        updated=row["updated"], next_attempt=row["next_attempt"] or 0.0, outcome=row["outcome"],
+        delivered=row["delivered"], delivery_attempts=row["delivery_attempts"], progress_ref=row["progress_ref"])
+
+
+def _one(db: sqlite_utils.Database, job_id: int) -> Job:
+    row = next(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]), None)
+    if row is None:
+        raise JobGone(f"job {job_id} is gone")
+    return _job(row)
+
+
+class JobStore:
+    """The jobs table, through the HistoryStore's connection and thread. Every change is committed
+    before the call returns, so what it says survives kill -9."""
+
+    def __init__(self, history: HistoryStore, clock: Callable[[], float] = time.time) -> None:
+        self.history = history
+        self.clock = clock
+
+    async def add(self, new: NewJob) -> tuple[Job, bool]:
+        """Store a new job (queued); if the message is already a job, that job. True when it is new."""
+        now = self.clock()
+        platform, chat_id, thread_id = new.chat.platform, new.chat.chat_id, new.chat.thread_id or ""
+        sender = json.dumps(dataclasses.asdict(new.sender))
+
+        def add(db: sqlite_utils.Database) -> tuple[Job, bool]:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
+                "file_ref, task, text, state, created, updated, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
+                 new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now])
+            row = next(db.query("SELECT * FROM jobs WHERE platform = ? AND key = ?", [platform, new.key]))
+            return _job(row), cur.rowcount == 1
+        return await self.history.write(add)
+
+    async def get(self, job_id: int) -> Job:
+        return await self.history.read(lambda db: _one(db, job_id))
+
+    async def pending(self, platforms: Iterable[str]) -> list[Job]:
+        """Jobs of these platforms still to work on or to deliver, oldest first."""
+        names = sorted(set(platforms))
+        if not names:
+            return []
+        marks = ",".join("?" * len(names))
+        sql = (f"SELECT * FROM jobs WHERE platform IN ({marks}) AND (state IN ('queued', 'running') "
+               f"OR (delivered IS NULL AND delivery_attempts < ?)) ORDER BY id")
+        return await self.history.read(lambda db: [_job(r) for r in db.query(sql, [*names, MAX_DELIVERIES])])
+
+    async def recover(self, platforms: Iterable[str]) -> int:
+        """At start-up: jobs left running by a process that died go back to the queue, one fault more."""
+        names = sorted(set(platforms))
+        if not names:
+            return 0
+        marks = ",".join("?" * len(names))
+        now = self.clock()
+        return await self.history.write(lambda db: db.execute(
+            f"UPDATE jobs SET state = 'queued', faults = faults + 1, updated = ?, next_attempt = ?, "
+            f"last_error = 'interrupted: the process stopped while working on it' "
+            f"WHERE state = 'running' AND platform IN ({marks})", [now, now, *names]).rowcount)
+
+    async def prune(self) -> int:
+        """Forget delivered jobs after a week: they are only kept to recognise a redelivered message."""
+        cutoff = self.clock() - KEEP_FINISHED
+        return await self.history.write(lambda db: db.execute(
+            "DELETE FROM jobs WHERE state IN ('done', 'failed', 'expired') AND updated < ? "
+            "AND (delivered IS NOT NULL OR delivery_attempts >= ?)", [cutoff, MAX_DELIVERIES]).rowcount)
+
+    async def start(self, job_id: int) -> Job:
+        """Mark it running, one attempt more: committed before the work starts."""
+        return await self._update(job_id, "state = 'running', attempts = attempts + 1")
+
+    async def wait(self, job_id: int, until: float, error: str, *, fault: bool = False) -> Job:
+        """Back to the queue until `until` (an outage, or an unexpected error when `fault`)."""
+        return await self._update(job_id, "state = 'queued', next_attempt = ?, last_error = ?"
+                                  + (", faults = faults + 1" if fault else ""), until, error[:ERROR_CHARS])
+
+    async def requeue(self, job_id: int) -> Job:
+        """Stopped on purpose (shutdown) while running: no fault, it simply starts again next time."""
+        return await self._update(job_id, "state = 'queued'")
+
+    async def finish(self, job_id: int, state: JobState, outcome: Reply | Failure | None,
+                     error: str | None = None) -> Job:
+        assert state in FINISHED
+        return await self._update(job_id, "state = ?, outcome = ?, last_error = COALESCE(?, last_error)",
+                                  state.value, encode_outcome(outcome),
+                                  error[:ERROR_CHARS] if error else None)
+
+    async def mark_delivered(self, job_id: int) -> Job:
+        """The outcome reached the user: record when, and drop the words (history keeps the answer)."""
+        return await self._update(job_id, "delivered = ?, outcome = NULL, text = NULL", self.clock())
+
+    async def delivery_failed(self, job_id: int, error: str, *, final: bool = False) -> Job:
+        attempts = str(MAX_DELIVERIES) if final else "delivery_attempts + 1"
+        return await self._update(job_id, f"delivery_attempts = {attempts}, last_error = ?",
+                                  ("delivery failed: " + error)[:ERROR_CHARS])
+
+    async def mark_notified(self, job_id: int) -> Job:
+        return await self._update(job_id, "notified = 1")
+
+    async def set_progress_ref(self, job_id: int, ref: str | None) -> Job:
+        return await self._update(job_id, "progress_ref = ?", ref)
+
+    async def _update(self, job_id: int, assignments: str, *args: Any) -> Job:
+        now = self.clock()
+
+        def update(db: sqlite_utils.Database) -> Job:
+            db.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*args, now, job_id])
+            return _one(db, job_id)
+        return await self.history.write(update)

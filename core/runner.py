@@ -1,0 +1,325 @@
+"""Runs durable jobs (core.jobs): in order within a chat, concurrently across chats, once each.
+
+Adapters register per platform how to fetch a job's audio again, how to deliver an outcome, and
+optionally how to show progress while it runs; then they `submit` jobs instead of calling
+Assistant.handle. The runner calls Assistant.handle, stores the outcome, delivers it, and records the
+delivery. After a crash `start()` resumes whatever was left: unfinished work and undelivered answers.
+
+Exactly once, and its one corner: the outcome is stored before it is sent, and the delivery is marked
+right after the send succeeds. A crash between those two writes (one SQLite commit) sends the answer
+again on restart; everywhere else a restart neither loses nor repeats an answer.
+
+A model outage (unavailable or throttled beyond the client's own retries) is not a failure: the user
+is told once that the answer will come when the model is back, the job waits with backoff, and a
+circuit breaker shared by all jobs stops calling the service until a probe finds it up. A job that
+can't be answered within `EARSHOT_JOB_TTL` of its arrival ends with a clear failure.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from . import messages
+from .breaker import CircuitBreaker, Permit
+from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable
+from .jobs import (MAX_DELIVERIES, MAX_FAULTS, Failure, Job, JobGone, JobState, JobStore, NewJob, Notice,
+                   Outcome, Undeliverable)
+from .logs import RedactingFilter
+from .models import Audio, ChatKey, ProgressCallback, Reply, Request
+from .service import Assistant
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[Job], Awaitable[Audio]]
+Deliver = Callable[[Job, Outcome], Awaitable[None]]
+Attend = Callable[[Job], AbstractAsyncContextManager[ProgressCallback | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """What an adapter lends the runner for its jobs."""
+
+    fetch: Fetch                     # the job's audio, downloaded again from its file_ref
+    deliver: Deliver                 # send a Reply, Failure or Notice; raise Undeliverable when hopeless
+    attend: Attend | None = None     # around each attempt: typing, status message; yields a progress callback
+    stream: bool = False             # ask for streamed partial answers (through the progress callback)
+
+
+def is_outage(err: EarshotError) -> bool:
+    """The model service is down or overloaded, so waiting can help (unlike bad input or a bad key)."""
+    return isinstance(err, (ModelUnavailable, ModelThrottled)) or (isinstance(err, BadModelResponse)
+                                                                   and err.retryable)
+
+
+def span_words(seconds: float) -> str:
+    """'24 hours', '30 minutes', '45 seconds'."""
+    if seconds >= 7200:
+        return f"{round(seconds / 3600):g} hours"
+    if seconds >= 120:
+        return f"{round(seconds / 60):g} minutes"
+    return f"{max(1, round(seconds))} seconds"
+
+
+class JobRunner:
+    """`register` each platform, `await start()`, `await submit(NewJob(...))`; `await stop()` at shutdown."""
+
+    def __init__(self, assistant: Assistant, *, ttl: float | None = None, breaker: CircuitBreaker | None = None,
+                 clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
+                 concurrency: int | None = None, grace: float = 10.0) -> None:
+        settings = assistant.settings
+        self.assistant = assistant
+        self.clock = clock
+        self.store = JobStore(assistant.history, clock)
+        self.ttl = ttl if ttl is not None else settings.job_ttl
+        self.breaker = breaker or CircuitBreaker()
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.grace = grace                      # how long stop() lets running jobs finish
+        self._redact = RedactingFilter(settings.secrets()).redact
+        # decoding is CPU and memory: bound the jobs at work (model calls have their own, lower bound)
+        self._slots = asyncio.Semaphore(concurrency or 4 * settings.global_concurrency)
+        self._platforms: dict[str, Platform] = {}
+        self._queues: dict[ChatKey, deque[int]] = {}     # job ids per chat, oldest first
+        self._workers: dict[ChatKey, asyncio.Task[None]] = {}
+        self._scheduled: set[int] = set()
+        self._busy: set[asyncio.Task[None]] = set()     # workers mid-attempt or mid-delivery
+        self._started = False
+        self._stopping = False
+
+    def register(self, platform: str, *, fetch: Fetch, deliver: Deliver, attend: Attend | None = None,
+                 stream: bool = False) -> None:
+        self._platforms[platform] = Platform(fetch, deliver, attend, stream)
+
+    # --- lifetime -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resume this process's platforms' unfinished jobs (after the assistant is open)."""
+        names = list(self._platforms)
+        await self.store.prune()
+        interrupted = await self.store.recover(names)
+        pending = await self.store.pending(names)
+        self._started, self._stopping = True, False
+        for job in pending:
+            self._schedule(job)
+        if pending:
+            log.info("resuming %d job(s); %d were cut off mid-work when the last process died",
+                     len(pending), interrupted)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop working: jobs waiting stop at once, jobs at work get `grace` seconds to finish.
+        Whatever is left stays in the database and resumes on the next start."""
+        self._stopping = True
+        workers = set(self._workers.values())
+        for task in workers - self._busy:
+            task.cancel()
+        busy = workers & self._busy
+        if busy:
+            log.info("letting %d job(s) at work finish", len(busy))
+            _, late = await asyncio.wait(busy, timeout=self.grace if grace is None else grace)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._queues.clear()
+        self._workers.clear()
+        self._scheduled.clear()
+
+    async def drained(self, timeout: float = 30.0) -> None:
+        """Wait until no job is scheduled (tests and tools); TimeoutError after `timeout`."""
+        async with asyncio.timeout(timeout):
+            while self._workers:
+                await asyncio.sleep(0.02)
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._scheduled)
+
+    # --- taking work --------------------------------------------------------------------------
+    async def submit(self, new: NewJob) -> Job:
+        """Store the job (committed when this returns) and schedule it. The same key again is a no-op."""
+        if new.chat.platform not in self._platforms:
+            raise RuntimeError(f"no job handlers registered for {new.chat.platform}")
+        job, created = await self.store.add(new)
+        if not created:
+            log.info("message %s is already job %d (%s)", new.key, job.id, job.state)
+        if self._started and not self._stopping:
+            self._schedule(job)
+        return job
+
+    async def set_progress_ref(self, job: Job, ref: str | None) -> None:
+        """Adapters note their progress message, so the next process can remove one left behind."""
+        await self.store.set_progress_ref(job.id, ref)
+
+    def _schedule(self, job: Job) -> None:
+        if job.id in self._scheduled or (job.finished and (job.delivered is not None
+                                                           or job.delivery_attempts >= MAX_DELIVERIES)):
+            return
+        self._scheduled.add(job.id)
+        self._queues.setdefault(job.chat, deque()).append(job.id)
+        if job.chat not in self._workers:
+            self._workers[job.chat] = asyncio.create_task(self._work(job.chat), name=f"earshot-jobs-{job.platform}")
+
+    async def _work(self, chat: ChatKey) -> None:
+        """One chat's jobs, one at a time: later turns build on earlier answers."""
+        queue = self._queues[chat]
+        try:
+            while queue and not self._stopping:
+                job_id = queue[0]
+                try:
+                    await self._run(job_id)
+                except JobGone:
+                    log.info("job %d was deleted (the chat was forgotten); dropping it", job_id)
+                except Exception:   # the job stays in the database and is retried on the next start
+                    log.exception("job %d: the runner failed; it will resume on the next start", job_id)
+                queue.popleft()
+                self._scheduled.discard(job_id)
+        finally:
+            if self._workers.get(chat) is asyncio.current_task():
+                del self._workers[chat]
+            if not queue:
+                self._queues.pop(chat, None)
+
+    # --- one job ------------------------------------------------------------------------------
+    async def _run(self, job_id: int) -> None:
+        job = await self.store.get(job_id)
+        platform = self._platforms[job.platform]
+        if not job.finished and job.faults >= MAX_FAULTS:
+            log.error("job %d: giving up after %d crashes or errors (last: %s)", job.id, job.faults, job.last_error)
+            job = await self.store.finish(job.id, JobState.FAILED, Failure(messages.INTERNAL))
+        while not job.finished:
+            permit = await self._turn(job, platform)
+            if permit is None:
+                log.warning("job %d: no answer within %s; telling the user", job.id, span_words(self.ttl))
+                job = await self.store.finish(job.id, JobState.EXPIRED,
+                                              Failure(messages.JOB_EXPIRED.format(waited=span_words(self.ttl))))
+                break
+            job = await self._attempt(job, platform, permit)
+        if job.delivered is None:
+            with self._busy_now():
+                await self._deliver(job, platform)
+
+    async def _turn(self, job: Job, platform: Platform) -> Permit | None:
+        """Wait for the job's backoff and for the breaker's leave; None once its time is up."""
+        recoveries = self.breaker.recoveries
+        while True:
+            now = self.clock()
+            left = job.created + self.ttl - now
+            if left <= 0:
+                return None
+            # the service came back while this job was waiting: don't sit out the rest of its backoff
+            wait = 0.0 if self.breaker.recoveries != recoveries else job.next_attempt - now
+            if wait <= 0:
+                if (permit := self.breaker.allow()) is not None:
+                    return permit
+                job = await self._tell_waiting(job, platform)
+                wait = self.breaker.retry_in()
+            await self.breaker.wait_for_change(min(max(wait, 0.01), left))
+
+    async def _attempt(self, job: Job, platform: Platform, permit: Permit) -> Job:
+        async with self._slots:
+            with self._busy_now():
+                job = await self.store.start(job.id)      # committed before any work
+                started = time.monotonic()
+                try:
+                    reply = await self._answer(job, platform)
+                except asyncio.CancelledError:
+                    self.breaker.released(permit)
+                    await self.store.requeue(job.id)      # a shutdown, not a fault: start afresh next time
+                    raise
+                except EarshotError as err:
+                    return await self._failed(job, platform, permit, err)
+                except Exception as err:
+                    self.breaker.released(permit)
+                    return await self._faulted(job, err)
+                self.breaker.succeeded(permit)
+                log.info("job %d: %s in %s/%s answered in %.1f s (%d tokens)", job.id, job.task.value,
+                         job.platform, job.chat.chat_id, time.monotonic() - started, reply.usage.total)
+                return await self.store.finish(job.id, JobState.DONE, reply)
+
+    async def _answer(self, job: Job, platform: Platform) -> Reply:
+        attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
+        async with attend as progress:
+            audio = await platform.fetch(job) if job.file_ref else None
+            s = job.sender
+            request = Request(job.chat, job.task, audio=audio, text=job.text, user_id=s.user_id,
+                              user_name=s.user_name, team_id=s.team_id, chat_name=s.chat_name,
+                              retry=job.attempts > 1)
+            return await self.assistant.handle(request, progress=progress, stream=platform.stream)
+
+    async def _failed(self, job: Job, platform: Platform, permit: Permit, err: EarshotError) -> Job:
+        error = self._redact(err.operator_message)
+        if is_outage(err):
+            self.breaker.failed(permit)
+            delay = self._backoff(job)
+            log.warning("job %d: the model is unavailable (%s); next try in %.1f s", job.id, error, delay)
+            job = await self.store.wait(job.id, self.clock() + delay, error)
+            return await self._tell_waiting(job, platform)
+        if isinstance(err, ModelError):
+            self.breaker.succeeded(permit)     # it refused, but it answered: the service is up
+        else:
+            self.breaker.released(permit)
+        if err.operator:
+            log.error("job %d: %s", job.id, error)
+        else:
+            log.info("job %d: told the user: %s", job.id, err.user_message)
+        outcome = None if getattr(err, "silent", False) else Failure(err.user_message)
+        return await self.store.finish(job.id, JobState.FAILED, outcome, error)
+
+    async def _faulted(self, job: Job, err: Exception) -> Job:
+        log.error("job %d: unexpected %s", job.id, type(err).__name__, exc_info=err)
+        error = self._redact(f"{type(err).__name__}: {err}")
+        if job.faults + 1 >= MAX_FAULTS:
+            return await self.store.finish(job.id, JobState.FAILED, Failure(messages.INTERNAL), error)
+        return await self.store.wait(job.id, self.clock() + self._backoff(job), error, fault=True)
+
+    async def _tell_waiting(self, job: Job, platform: Platform) -> Job:
+        """Once per job: the model is down, the answer will come when it is back."""
+        if job.notified:
+            return job
+        try:
+            await platform.deliver(job, Notice(messages.MODEL_WAITING))
+        except Exception as err:     # a courtesy: the next wait tries again
+            log.warning("job %d: could not say the model is down: %s", job.id, self._redact(str(err)))
+            return job
+        return await self.store.mark_notified(job.id)
+
+    async def _deliver(self, job: Job, platform: Platform) -> None:
+        while job.delivered is None and job.delivery_attempts < MAX_DELIVERIES:
+            outcome = job.final_outcome()
+            if outcome is not None:
+                try:
+                    await platform.deliver(job, outcome)
+                except Undeliverable as err:
+                    log.warning("job %d: can't be delivered: %s", job.id, self._redact(str(err)))
+                    await self.store.delivery_failed(job.id, self._redact(str(err)), final=True)
+                    return
+                except Exception as err:
+                    error = self._redact(f"{type(err).__name__}: {err}")
+                    job = await self.store.delivery_failed(job.id, error)
+                    log.warning("job %d: delivery failed (%s), try %d of %d", job.id, error,
+                                job.delivery_attempts, MAX_DELIVERIES)
+                    if job.delivery_attempts < MAX_DELIVERIES:
+                        await asyncio.sleep(min(30.0, self.backoff * 2 ** (job.delivery_attempts - 1)))
+                    continue
+            # right after the send: a crash before this commit is the one way an answer goes out twice
+            job = await self.store.mark_delivered(job.id)
+
+    def _backoff(self, job: Job) -> float:
+        """Exponential in the job's attempts, with jitter so waiting jobs don't return in step."""
+        base = min(self.max_backoff, self.backoff * 2 ** max(0, job.attempts - 1))
+        return base * random.uniform(0.8, 1.2)
+
+    @contextlib.contextmanager
+    def _busy_now(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy.add(task)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            self._busy.discard(task)  # type: ignore[arg-type]
+
