@@ -209,6 +209,16 @@ async def test_dm_clip_with_text_asks_that_question(world: World, clip: bytes) -
     assert any("what pitch is it?" in t for t in world.model.calls[0].texts)
 
 
+async def test_answer_that_slack_fails_to_take_is_posted_once_it_recovers(world: World, clip: bytes) -> None:
+    world.slack.failures["chat.postMessage"] = "internal_error"
+    await world.event(dm_clip(world.slack, world.slack.add_file(clip)))
+    assert await until(lambda: world.slack.calls_to("chat.postMessage"))
+    del world.slack.failures["chat.postMessage"]
+    got = await until(lambda: answers(world.slack, r"440Hz@0\.\ds"), timeout=15)
+    assert len(got) == 1, "the failed post was retried, and only once it went through"
+    assert len(world.model.calls) == 1, "a retried delivery does not ask the model again"
+
+
 async def test_dm_non_audio_file_is_explained(world: World) -> None:
     record = world.slack.add_file(b"%PDF-1.4", name="notes.pdf", mimetype="application/pdf", filetype="pdf",
                                   subtype=None)

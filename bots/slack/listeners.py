@@ -26,7 +26,7 @@ from core import messages
 from core.config import Settings
 from core.access import usage_text
 from core.errors import AccessRefused, EarshotError
-from core.jobs import Job, NewJob, Notice, Outcome
+from core.jobs import Job, NewJob, Notice, Outcome, Undeliverable
 from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Sender, Task
 from core.runner import JobRunner
 from core.service import Assistant
@@ -45,6 +45,8 @@ STATUS_INTERVAL = 1.0          # seconds between status edits: chat.update is ra
 HISTORY_LOOKBACK = 100         # messages searched for the channel's latest audio
 # Web API errors that mean "the bot can't post here", so a slash command answers through response_url
 _CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action", "cannot_dm_bot"}
+# Web API errors worth another try when delivering an answer
+_PASSING = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 _ANSWERED_MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
 HELP = """*earshot* listens to audio and answers about it.
@@ -108,6 +110,7 @@ class Handlers:
         self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
         self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
+        self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
         self.digests = SlackDigests(self)                # `/earshot digest`, quiet listening in channels
         self.help = HELP + "\n• " + help_text(settings.retention_days)
 
@@ -320,7 +323,10 @@ class Handlers:
             payloads = render.messages(outcome.text, header=json.loads(job.message_ref).get("header"))
         else:
             payloads = render.messages(outcome.text, plain=True)
-        await self._deliver(dest, payloads, status)
+        # a retried delivery goes on after the parts already posted
+        posted = self._posted.setdefault(job.id, [0])
+        await self._deliver(dest, payloads, status, posted=posted)
+        del self._posted[job.id]
 
     async def _report(self, dest: Destination, err: EarshotError, status: Status | None) -> None:
         if err.silent:   # refused again: the user has been told already
@@ -335,13 +341,22 @@ class Handlers:
         await self._deliver(dest, render.messages(text, plain=not markdown), None)
 
     async def _deliver(self, dest: Destination, payloads: list[dict[str, Any]],
-                       status: Status | None) -> None:
-        """Post the payloads in order; the first replaces the status message if there is one."""
+                       status: Status | None, *, posted: list[int] | None = None) -> None:
+        """Post the payloads in order; the first replaces the status message if there is one.
+
+        posted: for a job's answer, how many payloads went out already. Failures then raise, so the
+        job runner retries (a passing fault) or gives up (Undeliverable), and a retry resumes after
+        the payloads already posted instead of repeating them.
+        """
         for i, payload in enumerate(payloads):
+            if posted is not None and i < posted[0]:
+                continue
             try:
                 if i == 0 and status is not None and status.ts is not None:
                     try:
                         await self.client.chat_update(channel=dest.channel, ts=status.ts, **payload)
+                        if posted is not None:
+                            posted[0] = i + 1
                         continue
                     except SlackApiError as err:
                         log.warning("could not replace the status message: %s", api_error(err))
@@ -354,10 +369,18 @@ class Handlers:
                     continue
                 scoped = scope_error(err, "refused to post an answer")
                 log.error("posting to Slack failed: %s", scoped.operator_message if scoped else error)
-                return
+                if posted is None:
+                    return
+                if error in _PASSING or err.response.status_code >= 500:
+                    raise RuntimeError(f"Slack answered {error}") from None
+                raise Undeliverable(f"Slack answered {error}") from None
             except Exception as err:   # a network failure must not crash the listener
                 log.error("posting to Slack failed: %s", type(err).__name__)
-                return
+                if posted is None:
+                    return
+                raise RuntimeError(f"posting to Slack failed: {type(err).__name__}") from None
+            if posted is not None:
+                posted[0] = i + 1
 
     async def _respond(self, response_url: str, payload: dict[str, Any]) -> None:
         """Answer a slash command through its response_url (valid 30 minutes, 5 uses)."""
