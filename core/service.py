@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import audio, messages, prompts
+from . import audio, ffmpeg, messages, prompts
 from .access import AccessPolicy, MeteredClient, UsageReport
 from .config import AUDIO_TOKENS_PER_SECOND, SECONDS_HEARD, Settings, limits_for
 from .dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
@@ -59,6 +59,7 @@ class Assistant:
     def __init__(self, settings: Settings, *, client: DashScopeClient | None = None,
                  history: HistoryStore | None = None) -> None:
         self.settings = settings
+        ffmpeg.choose(settings.ffmpeg)
         self.limits = limits_for(settings.model)
         key = settings.dashscope_api_key.get_secret_value() if settings.dashscope_api_key else ""
         # metered: every answer's token usage is charged to the request being served (core.access)

@@ -295,3 +295,17 @@ def test_children_get_cpu_and_memory_caps():
     cpu = next(line for line in limits.splitlines() if line.startswith("Max cpu time")).split()
     mem = next(line for line in limits.splitlines() if line.startswith("Max address space")).split()
     assert cpu[3] == "21" and mem[3] == str(ffmpeg.MEMORY_LIMIT)
+
+
+def test_the_ffmpeg_binary_can_be_chosen(tmp_path):
+    import imageio_ffmpeg
+
+    from core import ffmpeg
+    try:
+        ffmpeg.choose("bundled")
+        assert ffmpeg.executable() == imageio_ffmpeg.get_ffmpeg_exe()
+        ffmpeg.choose(str(tmp_path / "no-such-ffmpeg"))
+        assert ffmpeg.executable() == str(tmp_path / "no-such-ffmpeg")
+    finally:
+        ffmpeg.choose(None)
+    assert ffmpeg.executable()
