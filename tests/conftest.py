@@ -5,6 +5,11 @@ import os
 
 import pytest
 
+from tests.fakes.dashscope import FakeDashScope
+from tests.fakes.server import Served
+
+MODEL_KEY = "sk-test"
+
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch, tmp_path):
@@ -12,3 +17,12 @@ def _clean_environ(monkeypatch, tmp_path):
         if name.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EARSHOT_DB", str(tmp_path / "earshot.db"))
+
+
+@pytest.fixture
+async def model():
+    """The DashScope stand-in on loopback, answering to MODEL_KEY; `.url` is its root."""
+    fake = FakeDashScope(api_key=MODEL_KEY)
+    async with Served(fake.app) as served:
+        fake.url = served.url
+        yield fake

@@ -261,14 +261,6 @@ async def test_slack_admin_usage_lists_everyone(tmp_path, clip):
 
 # --- the core -------------------------------------------------------------------------------------
 
-@pytest.fixture
-async def model():
-    f = FakeDashScope(api_key="sk-test")
-    async with Served(f.app) as served:
-        f.url = served.url
-        yield f
-
-
 def core_settings(model: FakeDashScope, tmp_path: Path, **kw) -> Settings:
     return Settings(dashscope_api_key="sk-test", dashscope_base_url=model.url + "/api/v1",
                     db_path=tmp_path / "earshot.db", retry_budget=1, **kw)

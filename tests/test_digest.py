@@ -19,7 +19,6 @@ from core.digest_store import VoiceNote
 from core.models import Audio, ChatKey, Sender
 from core.service import Assistant
 from tests.fakes.dashscope import MARKER, MODELS, TEXT_ONLY_MARKER, FakeDashScope, tone_audio
-from tests.fakes.server import Served
 
 GROUP = ChatKey("telegram", "-100555000111")
 OTHER = ChatKey("telegram", "-100999")
@@ -33,14 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def model():
-    fake = FakeDashScope(api_key="sk-test")
-    async with Served(fake.app) as served:
-        fake.url = served.url
-        yield fake
 
 
 def settings_for(fake: FakeDashScope, tmp_path: Path, **kw) -> Settings:

@@ -35,7 +35,6 @@ from core.service import Assistant
 from tests import hostile_corpus as corpus
 from tests.audio_fixtures import make_clip
 from tests.fakes.dashscope import FakeDashScope
-from tests.fakes.server import Served
 from tests.hostile_corpus import Canary, Case
 
 MB = 1 << 20
@@ -243,14 +242,6 @@ def test_only_file_protocol_and_container_demuxers_are_allowed():
 ASSISTANT_SUBSET = ["empty", "pdf-as-wav", "video-without-audio", "truncated-ogg-header", "flac-10h-silence",
                     "hls-loopback-url", "mp3-sync-run", "opus-pre-skip-over-the-tone", "eight-channels",
                     "mp3-3mb-cover", "50-ms"]
-
-
-@pytest.fixture
-async def model():
-    fake = FakeDashScope(api_key="sk-test")
-    async with Served(fake.app) as served:
-        fake.url = served.url
-        yield fake
 
 
 def assistant_settings(model: FakeDashScope, tmp_path: Path, **kw: Any) -> Settings:
