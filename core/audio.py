@@ -151,20 +151,26 @@ def decode(data: bytes, *, max_seconds: float, timeout: float) -> Decoded:
              f"asplit=2[pcm][lead];[lead]adelay=delays={MP3_PAD_SAMPLES}S:all=1[mp3]")
     with tempfile.TemporaryDirectory(prefix="earshot-") as tmp:
         src, out = os.path.join(tmp, "input"), os.path.join(tmp, "audio.mp3")
+        # PCM goes through a file too: read back in one piece, it is held once, where a pipe's chunks
+        # are joined at the end and a long file's PCM sits in memory twice at the peak
+        raw = os.path.join(tmp, "audio.pcm")
         with open(src, "wb") as f:
             f.write(data)
         try:
-            pcm = ffmpeg.run([
+            ffmpeg.run([
                 "-protocol_whitelist", "file", "-format_whitelist", ",".join(DEMUXERS),
                 "-t", f"{max_seconds + DECODE_SLACK_SECONDS:.3f}", "-i", src,
                 "-filter_complex", graph,
-                "-map", "[pcm]", "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1",
+                "-map", "[pcm]", "-c:a", "pcm_s16le", "-f", "s16le", raw,
                 "-map", "[mp3]", "-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-compression_level", MP3_QUALITY,
                 "-reservoir", "0", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", out,
             ], timeout=timeout)
         except ffmpeg.FfmpegError as e:
             raise _decode_error(e) from None
-        pcm = pcm[:len(pcm) - len(pcm) % SAMPLE_WIDTH]
+        with open(raw, "rb") as f:
+            pcm = f.read()
+        if len(pcm) % SAMPLE_WIDTH:
+            pcm = pcm[:len(pcm) - len(pcm) % SAMPLE_WIDTH]
         if not pcm:
             raise AudioError(messages.NO_SAMPLES, "ffmpeg decoded no samples")
         with open(out, "rb") as f:
