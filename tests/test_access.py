@@ -21,8 +21,9 @@ from core.service import Assistant
 from tests.fakes.dashscope import BAD_PARAMETER, Failure, FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
-from tests.test_slack import CHANNEL, DM, SECRET, answers, clip, dm_clip, make_settings, until  # noqa: F401
+from tests.test_slack import CHANNEL, DM, SECRET, answers, clip, dm_clip, make_settings  # noqa: F401
 from tests.test_telegram import BOT, Harness, bot_running
+from tests.waiting import until
 from tests.test_telegram import clip as tg_clip
 
 LONG_ANSWER = "word " * 600          # ~750 output tokens: one answer spends more than a small budget

@@ -6,9 +6,7 @@ would have been sent. test_telegram_durability.py does the same through the real
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from core.runner import JobRunner, span_words
 from core.service import Assistant
 from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope, tone_audio
 from tests.fakes.server import Served
+from tests.waiting import job_rows, until
 
 PLATFORM = "test"
 
@@ -129,14 +128,6 @@ class Recorder:
         return [o for k, o in self.sent if k == key and isinstance(o, kind)]
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if (value := predicate()):
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out waiting")
-
 
 class Outage(FakeDashScope):
     """The stand-in, with a switch: while `down`, every request gets 503 ModelUnavailable."""
@@ -155,16 +146,6 @@ CLIP = tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg")
 def job(n: int, task: Task = Task.TRANSCRIBE) -> NewJob:
     return NewJob(key=f"m{n}", chat=ChatKey(PLATFORM, f"chat{n}"), task=task, message_ref=str(n),
                   file_ref=f"file{n}", sender=Sender(user_id=f"user{n}"))
-
-
-def db_rows(path: Path) -> list[dict[str, Any]]:
-    """The jobs table as another process sees it: only what was committed."""
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
-    finally:
-        conn.close()
 
 
 class World:
@@ -204,17 +185,17 @@ async def test_job_is_committed_before_submit_returns_and_running_before_work(wo
     world.platform.gate = asyncio.Event()
     runner = await world.runner()
     submitted = await runner.submit(job(1))
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert row["id"] == submitted.id and row["key"] == "m1" and row["state"] in ("queued", "running")
     assert (row["platform"], row["chat_id"], row["message_ref"], row["file_ref"], row["task"]) == (
         PLATFORM, "chat1", "1", "file1", "transcribe")
     await asyncio.wait_for(world.platform.fetching.wait(), 5)
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert row["state"] == "running" and row["attempts"] == 1    # committed before the audio was fetched
     world.platform.gate.set()
     await until(lambda: world.platform.of("m1", Reply))
     await runner.drained()
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert row["state"] == "done" and row["delivered"] is not None and row["outcome"] is None
     [answer] = world.platform.of("m1", Reply)
     assert "440Hz" in answer.text and len(world.ds.calls) == 1
@@ -253,12 +234,12 @@ async def test_a_job_left_running_by_a_dead_process_resumes_and_is_answered_once
     for task in list(first._workers.values()):
         task.cancel()
     await asyncio.sleep(0.05)
-    assert db_rows(world.settings.db_path)[0]["state"] == "running"
+    assert job_rows(world.settings.db_path)[0]["state"] == "running"
     world.platform.gate = None
     second = await world.runner()
     await until(lambda: world.platform.of("m8", Reply))
     await second.drained()
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert (row["state"], row["faults"], row["attempts"]) == ("done", 1, 2)
     assert len(world.platform.sent) == 1
 
@@ -272,7 +253,7 @@ async def test_an_answer_stored_but_not_delivered_is_delivered_after_a_restart_w
     world.platform.refuse = ConnectionError("network down")
     await runner.submit(job(9))
     await until(lambda: world.platform.of("m9", Reply))        # the second try got through
-    assert db_rows(world.settings.db_path)[0]["delivery_attempts"] == 1
+    assert job_rows(world.settings.db_path)[0]["delivery_attempts"] == 1
     # an answer finished just before a crash: done, not delivered
     store = runner.store
     pending = await store.add(job(10))
@@ -291,9 +272,9 @@ async def test_undeliverable_outcome_is_given_up_at_once(world: World):
     runner = await world.runner()
     world.platform.refuse = Undeliverable("bot was blocked by the user")
     await runner.submit(job(11))
-    await until(lambda: (db_rows(world.settings.db_path)[0]["last_error"] or "").startswith("delivery failed"))
+    await until(lambda: (job_rows(world.settings.db_path)[0]["last_error"] or "").startswith("delivery failed"))
     await runner.drained()
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert row["delivered"] is None and row["state"] == "done" and not world.platform.sent
     restarted = await world.runner()
     assert restarted.scheduled == 0
@@ -319,7 +300,7 @@ async def test_a_user_error_is_the_answer_and_not_retried(world: World):
     [failure] = await until(lambda: world.platform.of("m13", Failure))
     await runner.drained()
     assert failure.text and not world.ds.calls
-    assert db_rows(world.settings.db_path)[0]["state"] == "failed"
+    assert job_rows(world.settings.db_path)[0]["state"] == "failed"
 
 
 async def test_a_job_deleted_while_it_works_is_dropped(world: World):
@@ -330,7 +311,7 @@ async def test_a_job_deleted_while_it_works_is_dropped(world: World):
     await world.assistant.history.write(lambda db: db.execute("DELETE FROM jobs"))   # the chat was forgotten
     world.platform.gate.set()
     await runner.drained()
-    assert not world.platform.sent and not db_rows(world.settings.db_path)
+    assert not world.platform.sent and not job_rows(world.settings.db_path)
 
 
 # --- outages -------------------------------------------------------------------------------------------
@@ -355,7 +336,7 @@ async def test_outage_the_user_is_told_once_then_answered_when_the_model_is_back
         assert [o.text for o in world.platform.of(f"m{n}", Notice)] == [messages.MODEL_WAITING]
         [answer] = world.platform.of(f"m{n}", Reply)
         assert "440Hz" in answer.text
-    rows = db_rows(world.settings.db_path)
+    rows = job_rows(world.settings.db_path)
     assert all(r["state"] == "done" and r["notified"] == 1 and r["delivered"] for r in rows)
     assert "sk-test-key" not in str(rows)
     assert "ModelUnavailable" in rows[0]["last_error"]      # why it waited, for the operator
@@ -369,7 +350,7 @@ async def test_outage_longer_than_the_ttl_ends_in_a_clear_failure(world: World):
     await runner.drained()
     assert failure.text == messages.JOB_EXPIRED.format(waited=span_words(1.0))
     assert [type(o) for _, o in world.platform.sent] == [Notice, Failure]
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert row["state"] == "expired" and row["delivered"]
 
 
@@ -394,7 +375,7 @@ async def test_shutdown_leaves_unfinished_jobs_for_the_next_start(world: World):
     await runner.submit(job(40))
     await until(lambda: world.ds.in_flight)
     await runner.stop(grace=0.1)
-    [row] = db_rows(world.settings.db_path)
+    [row] = job_rows(world.settings.db_path)
     assert row["state"] == "queued" and row["faults"] == 0      # a stop is not a crash
     world.ds.latency = 0
     again = await world.runner()
@@ -426,13 +407,13 @@ async def test_slack_acks_an_event_only_after_its_job_is_stored(tmp_path: Path):
                 r = await http.post(f"http://127.0.0.1:{port}/slack/events", content=body,
                                     headers=signed_headers(SECRET, body))
             assert r.status_code == 200
-            [row] = db_rows(db)                       # committed before Slack heard "got it"
+            [row] = job_rows(db)                       # committed before Slack heard "got it"
             assert row["platform"] == "slack" and row["key"] == f"{event['channel']}:{event['ts']}"
             assert not model.calls or model.in_flight  # the model work comes after the ack
             await until(lambda: [p for p in slack.posts if "440Hz" in (p["text"] or "")])
         finally:
             await server.stop()
-    [row] = db_rows(db)
+    [row] = job_rows(db)
     assert row["state"] == "done" and row["delivered"]
 
 
@@ -456,7 +437,7 @@ async def test_connection_refused_waits_until_the_service_listens(tmp_path: Path
         try:
             await runner.submit(job(50))
             await until(lambda: platform.of("m50", Notice))
-            assert "ConnectError" in db_rows(settings.db_path)[0]["last_error"]
+            assert "ConnectError" in job_rows(settings.db_path)[0]["last_error"]
             await site_runner.setup()
             await web.TCPSite(site_runner, "127.0.0.1", port).start()     # the service is back
             [answer] = await until(lambda: platform.of("m50", Reply))

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from core.config import Settings
 from core.errors import EarshotError
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
+from tests.waiting import until
 from tests.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlack, event_body, signed_headers, slash_body
 
 SECRET = "test-signing-secret-8c1f"
@@ -73,13 +74,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await server.stop()
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if (value := predicate()):
-            return value
-        await asyncio.sleep(0.05)
-    return predicate()
+
 
 
 def answers(slack: FakeSlack, pattern: str) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,13 @@ from bots.telegram.progress import STREAM_TAIL
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram
+from tests.waiting import job_rows, until as _until
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """As tests.waiting.until, with longer to wait: a bot process of its own starts and recovers slower."""
+    return await _until(predicate, timeout)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-durable-key"
@@ -104,13 +110,7 @@ class Bot:
                 self.proc.wait()
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if (value := predicate()):
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out waiting")
+
 
 
 def answers(tg: FakeTelegram, chat: int) -> list[dict]:
@@ -119,13 +119,7 @@ def answers(tg: FakeTelegram, chat: int) -> list[dict]:
             and "heard" in (text := str(p.get("text"))) and not text.endswith(STREAM_TAIL)]
 
 
-def jobs(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
-    finally:
-        conn.close()
+
 
 
 async def test_killed_while_the_model_answers_then_restarted_answers_exactly_once(tmp_path: Path):
@@ -148,7 +142,7 @@ async def test_killed_while_the_model_answers_then_restarted_answers_exactly_onc
     assert len(answers(tg, 501)) == 1 and "440Hz" in answer["text"]
     assert answer["reply_parameters"]["message_id"] == mid
     assert len(ds.calls) == 2 and not tg.confirmed_unstored
-    [row] = jobs(db)
+    [row] = job_rows(db)
     assert (row["state"], row["attempts"], row["faults"]) == ("done", 2, 1) and row["delivered"]
 
 
@@ -171,7 +165,7 @@ async def test_killed_right_after_fetching_updates_loses_none_and_repeats_none(t
             await bot.stop()
     assert [len(answers(tg, c)) for c in chats] == [1] * len(chats)
     assert not tg.confirmed_unstored
-    rows = jobs(db)
+    rows = job_rows(db)
     assert len(rows) == len(chats) and all(r["state"] == "done" and r["delivered"] for r in rows)
 
 
