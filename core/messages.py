@@ -55,6 +55,7 @@ SPEAKING_MODELS = " Models that speak: qwen3-omni-flash, qwen-omni-turbo."
 UNKNOWN_VOICE = "{model} has no voice {voice!r}. Voices: {voices}."
 VOICE_ON = "Answers here now come back spoken, in the voice {voice}. /voice off returns to text."
 VOICE_OFF = "Answers here are text again."
+NO_SPEECH = "{model} answered in text only this time; no spoken answer was written."
 VOICE_USAGE = "Use: voice on [VOICE] or voice off."
 BAD_KEY_COMPAT_OP = ("{service} refused the API key ({code}): check {variable} and its base URL. DashScope keys are "
                      "per region: a Beijing key fails on dashscope-intl (DASHSCOPE_REGION=singapore), and the reverse.")

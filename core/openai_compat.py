@@ -227,10 +227,12 @@ class OpenAICompatClient:
                                 if on_delta is not None:
                                     handed = True
                                     await on_delta(piece)
-                if not chunks:
-                    raise BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+                if not chunks:       # a 200 that isn't an event stream: a wrong base URL or a captive proxy
+                    err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
                         service=self.service, variable=self._base_variable,
-                        detail="the stream closed before any answer"))
+                        detail="HTTP 200 without a single chunk of an answer"))
+                    err.retryable = False
+                    raise err
             except ModelError as exc:
                 exc.retryable = exc.retryable and not handed
                 raise

@@ -42,6 +42,20 @@ def estimate_tokens(text: str) -> int:
 SPOKEN = {Task.CHAT, Task.ASK}
 
 
+def choose_voice(settings: Settings, voice: str | None = None) -> str:
+    """The model's own spelling of `voice` (default EARSHOT_VOICE); VoiceUnavailable when the model can't
+    speak or has no such voice."""
+    info = settings.model_info
+    if not info.speaks:
+        raise VoiceUnavailable(messages.CANNOT_SPEAK.format(model=settings.model, models=messages.SPEAKING_MODELS))
+    wanted = (voice or settings.voice).strip()
+    match = next((v for v in info.voices if v.lower() == wanted.lower()), None)
+    if match is None:
+        raise VoiceUnavailable(messages.UNKNOWN_VOICE.format(model=settings.model, voice=wanted,
+                                                             voices=", ".join(info.voices)))
+    return match
+
+
 @dataclass
 class _Call:
     """One model call's outcome, kept for the reply's usage and request ids."""
@@ -159,17 +173,8 @@ class Assistant:
 
     # --- spoken answers ---------------------------------------------------------------------
     def check_voice(self, voice: str | None = None) -> str:
-        """The voice to speak in (default EARSHOT_VOICE); VoiceUnavailable when the model can't speak or
-        has no such voice."""
-        if not self.model.speaks:
-            raise VoiceUnavailable(messages.CANNOT_SPEAK.format(model=self.settings.model,
-                                                                models=messages.SPEAKING_MODELS))
-        wanted = (voice or self.settings.voice).strip()
-        match = next((v for v in self.model.voices if v.lower() == wanted.lower()), None)
-        if match is None:
-            raise VoiceUnavailable(messages.UNKNOWN_VOICE.format(model=self.settings.model, voice=wanted,
-                                                                 voices=", ".join(self.model.voices)))
-        return match
+        """The voice to speak in (see choose_voice)."""
+        return choose_voice(self.settings, voice)
 
     async def set_voice(self, chat: ChatKey, voice: str | None) -> str | None:
         """/voice on [VOICE] (returns the voice chosen) or /voice off (None). Raises VoiceUnavailable
