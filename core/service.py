@@ -176,12 +176,16 @@ class Assistant:
         """The voice to speak in (see choose_voice)."""
         return choose_voice(self.settings, voice)
 
-    async def set_voice(self, chat: ChatKey, voice: str | None) -> str | None:
-        """/voice on [VOICE] (returns the voice chosen) or /voice off (None). Raises VoiceUnavailable
-        without storing anything when the model can't speak in it."""
-        chosen = self.check_voice(voice) if voice is not None else None
+    async def voice_on(self, chat: ChatKey, voice: str | None = None) -> str:
+        """/voice on [VOICE]: answers in this chat come back spoken; the voice chosen. Raises
+        VoiceUnavailable, storing nothing, when the model can't speak or lacks the voice."""
+        chosen = self.check_voice(voice)
         await self.history.set_voice(chat, chosen)
         return chosen
+
+    async def voice_off(self, chat: ChatKey) -> None:
+        """/voice off: answers in this chat are text again."""
+        await self.history.set_voice(chat, None)
 
     async def voice(self, chat: ChatKey) -> str | None:
         """The voice this chat's answers are spoken in, or None."""

@@ -250,7 +250,7 @@ def test_the_catalog_drives_windows_and_unknown_models_take_the_operators_figure
 async def test_a_chat_with_voice_on_gets_an_ogg_opus_answer_and_voice_off_text(model, tmp_path):
     note = make_clip(None, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
     async with Assistant(omni_settings(model, tmp_path)) as a:
-        assert await a.set_voice(CHAT, "ethan") == "Ethan"
+        assert await a.voice_on(CHAT, "ethan") == "Ethan"
         spoken = await a.handle(Request(CHAT, Task.CHAT, Audio(note, "v.ogg")))
         assert spoken.speech is not None and spoken.speech.voice == "Ethan"
         assert spoken.speech.ogg[:4] == b"OggS" and b"OpusHead" in spoken.speech.ogg[:200]
@@ -260,14 +260,14 @@ async def test_a_chat_with_voice_on_gets_an_ogg_opus_answer_and_voice_off_text(m
         assert abs(hz - SPOKEN_HZ) <= 5                                      # the model's own speech
         summary = await a.handle(Request(CHAT, Task.SUMMARIZE, Audio(note, "v.ogg")))
         assert summary.speech is None                                        # only chat and ask are spoken
-        await a.set_voice(CHAT, None)
+        await a.voice_off(CHAT)
         plain = await a.handle(Request(CHAT, Task.CHAT, Audio(note, "v.ogg")))
         assert plain.speech is None and model.calls[-1].voice is None
         with pytest.raises(VoiceUnavailable, match="Cherry"):
-            await a.set_voice(CHAT, "Tina")
+            await a.voice_on(CHAT, "Tina")
     async with Assistant(vllm_settings(model, tmp_path)) as a:
         with pytest.raises(VoiceUnavailable) as exc:
-            await a.set_voice(CHAT, "Cherry")
+            await a.voice_on(CHAT)
         assert exc.value.user_message.startswith(messages.CANNOT_SPEAK.split("{")[0])
         assert await a.voice(CHAT) is None
 
