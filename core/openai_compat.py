@@ -81,10 +81,10 @@ class OpenAICompatClient:
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             follow_redirects=False,   # a redirect would carry the key somewhere we didn't choose
         )
-        # organization/project given explicitly so OPENAI_* variables never leak into these requests
         self._sdk = openai.AsyncOpenAI(api_key=api_key or "", base_url=self.base_url, max_retries=0,
-                                       timeout=timeout, http_client=self._http, organization=None,
-                                       project=None)
+                                       timeout=timeout, http_client=self._http)
+        # the SDK fills these from OPENAI_ORG_ID / OPENAI_PROJECT_ID; they mean nothing to these servers
+        self._sdk.organization = self._sdk.project = None
 
     def __repr__(self) -> str:
         return f"OpenAICompatClient(base_url={self.base_url!r}, model={self.model!r})"

@@ -220,13 +220,14 @@ async def test_qwen_omni_turbo_splits_four_minutes_in_two(model, tmp_path):
 async def test_qwen2_audio_on_vllm_gets_at_most_30_seconds_per_request(model, tmp_path):
     plan = [(440, 1.0, 1.5), (660, 35.0, 1.5), (880, 62.0, 1.5)]
     note = make_clip(None, plan, total_s=65.0, fmt="ogg")
-    async with Assistant(vllm_settings(model, tmp_path)) as a:
+    # a DashScope key is set too: it must not travel to the self-hosted server's origin
+    async with Assistant(vllm_settings(model, tmp_path, dashscope_api_key=MODEL_KEY)) as a:
         reply = await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "note.ogg")))
     calls = requests_of(model, "vllm")
     assert len(calls) == 3 and all(c.items[0].duration <= 30 for c in calls)
     assert all(not c.body["messages"][-1]["content"][0]["input_audio"]["data"].startswith("data:") for c in calls)
     assert heard(reply.text) == [440, 660, 880]
-    assert "Authorization" not in calls[0].headers or calls[0].headers["Authorization"] in ("Bearer", "Bearer ")
+    assert all(MODEL_KEY not in c.headers.get("Authorization", "") for c in calls)
 
 
 def test_the_catalog_drives_windows_and_unknown_models_take_the_operators_figures():
@@ -317,3 +318,25 @@ def test_cli_speak_on_a_model_that_cannot_speak_is_one_line_and_exit_4(threaded,
                 "--speak", tmp_path / "x.ogg", "--voice", "Tina")
     assert p.returncode == 1 and "Cherry, Serena, Ethan, Chelsie" in p.stderr
     assert not threaded.calls and not (tmp_path / "x.ogg").exists()        # nothing sent, nothing written
+
+
+async def test_vllm_errors_are_typed_too(model):
+    from tests.fakes.dashscope import Failure as F
+    model.compat.vllm_key = "vllm-secret"
+    async with client(model, dashscope=False, key="wrong", name="Qwen/Qwen2-Audio-7B-Instruct") as c:
+        with pytest.raises(ModelAuthError) as exc:
+            await c.generate(clip_messages())
+    assert "EARSHOT_OPENAI_API_KEY" in exc.value.operator_message and "wrong" not in exc.value.operator_message
+    model.fail(F(400, "BadRequestError", "mid-answer failure", mid_stream=True))
+    seen: list[str] = []
+
+    async def on_delta(p: str) -> None:
+        seen.append(p)
+
+    async with client(model, dashscope=False, key="vllm-secret", name="Qwen/Qwen2-Audio-7B-Instruct") as c:
+        with pytest.raises(ModelInputError) as exc:
+            await c.generate(clip_messages(), on_delta=on_delta)
+    assert seen and not exc.value.retryable                   # text was shown: never asked again
+    async with client(model, dashscope=False, key="vllm-secret", name="Qwen/Nope") as c:
+        with pytest.raises(ModelAuthError, match="no model Qwen/Nope"):
+            await c.generate(clip_messages())

@@ -7,8 +7,14 @@ import subprocess
 import httpx
 import imageio_ffmpeg
 
+from bots.slack import SlackServer
 from core import messages
-from tests.test_telegram import Harness, bot_running, clip, reply_to
+from tests.fakes.dashscope import FakeDashScope, tone_audio
+from tests.fakes.server import Served
+from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body
+from tests.test_slack import CHANNEL, World, answers, make_settings
+from tests.test_telegram import bot_running, clip, reply_to
+from tests.waiting import until
 
 
 def plays_as_opus(ogg: bytes) -> bool:
@@ -54,13 +60,6 @@ async def test_telegram_voice_on_a_model_that_cannot_speak_says_so(tmp_path):
 
 
 async def test_slack_voice_on_uploads_the_spoken_answer_into_the_thread(tmp_path):
-    from bots.slack import SlackServer
-    from tests.fakes.dashscope import FakeDashScope, tone_audio
-    from tests.fakes.server import Served
-    from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body
-    from tests.test_slack import CHANNEL, SECRET, World, answers, make_settings
-    from tests.waiting import until
-
     slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
     async with Served(slack.app) as s, Served(model.app) as m:
         slack.url = s.url

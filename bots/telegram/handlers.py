@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 120.0
 
-HELP = """I listen to voice notes and audio files and answer about them, using Qwen-Audio.
+HELP = """I listen to voice notes and audio files and answer about them, using Qwen's audio models.
 
 • Send a voice note and I reply to it, as in a conversation.
 • Add a caption to ask about it: "what time did she say?"
