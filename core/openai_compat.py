@@ -202,31 +202,32 @@ class OpenAICompatClient:
         async with self._sem:
             started = time.monotonic()
             try:
-                async with asyncio.timeout(self.timeout):
-                    stream = await self._sdk.chat.completions.create(**kwargs)
-                    async for chunk in stream:
-                        chunks += 1
-                        request_id = request_id or _get(chunk, "id")
-                        if _get(chunk, "usage") is not None:
-                            usage = usage_of(chunk.usage)
-                        for choice in _get(chunk, "choices") or []:
-                            if _get(choice, "index") not in (0, None):
-                                continue
-                            reason = _get(choice, "finish_reason") or reason
-                            delta = _get(choice, "delta")
-                            audio = _get(delta, "audio")
-                            piece = _get(delta, "content") or _get(audio, "transcript") or ""
-                            if data := _get(audio, "data"):
-                                try:
-                                    speech += base64.b64decode(data)
-                                except (binascii.Error, ValueError):
-                                    raise BadModelResponse(msgs.BAD_MODEL_RESPONSE,
-                                                           f"{self.service} sent speech that is not base64") from None
-                            if piece:
-                                texts.append(piece)
-                                if on_delta is not None:
-                                    handed = True
-                                    await on_delta(piece)
+                # no deadline on the whole stream (a 20-minute transcript takes a while): the client's
+                # timeout bounds each wait for the next piece instead
+                stream = await self._sdk.chat.completions.create(**kwargs)
+                async for chunk in stream:
+                    chunks += 1
+                    request_id = request_id or _get(chunk, "id")
+                    if _get(chunk, "usage") is not None:
+                        usage = usage_of(chunk.usage)
+                    for choice in _get(chunk, "choices") or []:
+                        if _get(choice, "index") not in (0, None):
+                            continue
+                        reason = _get(choice, "finish_reason") or reason
+                        delta = _get(choice, "delta")
+                        audio = _get(delta, "audio")
+                        piece = _get(delta, "content") or _get(audio, "transcript") or ""
+                        if data := _get(audio, "data"):
+                            try:
+                                speech += base64.b64decode(data)
+                            except (binascii.Error, ValueError):
+                                raise BadModelResponse(msgs.BAD_MODEL_RESPONSE,
+                                                       f"{self.service} sent speech that is not base64") from None
+                        if piece:
+                            texts.append(piece)
+                            if on_delta is not None:
+                                handed = True
+                                await on_delta(piece)
                 if not chunks:       # a 200 that isn't an event stream: a wrong base URL or a captive proxy
                     err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
                         service=self.service, variable=self._base_variable,

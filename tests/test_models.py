@@ -340,3 +340,12 @@ async def test_vllm_errors_are_typed_too(model):
     async with client(model, dashscope=False, key="vllm-secret", name="Qwen/Nope") as c:
         with pytest.raises(ModelAuthError, match="no model Qwen/Nope"):
             await c.generate(clip_messages())
+
+
+async def test_a_stalled_server_times_out_and_is_asked_again(model):
+    from tests.fakes.dashscope import HANG
+    model.fail(replace(HANG, hang=5.0))
+    async with client(model, timeout=0.5) as c:
+        answer = await c.generate(clip_messages())
+    assert heard(answer.text) == [440]
+    assert len(model.calls) == 2 and model.calls[1].status == 200   # the first given up on, then asked again
