@@ -59,6 +59,8 @@ NO_SPEECH = "{model} answered in text only this time; no spoken answer was writt
 VOICE_USAGE = "Use: voice on [VOICE] or voice off."
 BAD_KEY_COMPAT_OP = ("{service} refused the API key ({code}): check {variable} and its base URL. DashScope keys are "
                      "per region: a Beijing key fails on dashscope-intl (DASHSCOPE_REGION=singapore), and the reverse.")
+FREE_TIER_ONLY_OP = ("DashScope says the free quota of {model} is used up ({code}: {detail}) and the account takes "
+                     "free quota only: turn off \"use free tier only\" for the model in Model Studio to pay as you go.")
 MODEL_NOT_FOUND_COMPAT_OP = ("{service} has no model {model} ({code}): check EARSHOT_MODEL against the models it serves.")
 BAD_RESPONSE_COMPAT_OP = ("{service} answered with a body that is not an OpenAI-compatible answer ({detail}): "
                           "check {variable} and any proxy in between.")

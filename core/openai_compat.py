@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from . import messages as msgs
 from . import prompts
 from .dashscope import DATA_URI_PREFIX, DashScopeClient, _error_for, _retry_after
-from .errors import BadModelResponse, ModelAuthError, ModelError, ModelUnavailable
+from .errors import BadModelResponse, ModelAuthError, ModelError, ModelUnavailable, QuotaExhausted
 from .model_client import ModelAnswer, OnDelta
 from .models import Usage
 
@@ -151,6 +151,8 @@ class OpenAICompatClient:
                                                 or code == "InvalidApiKey"):
             err.operator_message = msgs.BAD_KEY_COMPAT_OP.format(service=self.service, code=shown,
                                                                  variable=self._key_variable)
+        elif isinstance(err, QuotaExhausted) and "freetieronly" in code.lower():
+            err.operator_message = msgs.FREE_TIER_ONLY_OP.format(model=self.model, code=shown, detail=message)
         elif isinstance(err, ModelAuthError) and exc.status_code == 404:
             err.operator_message = msgs.MODEL_NOT_FOUND_COMPAT_OP.format(service=self.service, model=self.model,
                                                                          code=shown)
