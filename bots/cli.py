@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from core import messages
 from core.config import Settings
-from core.errors import EarshotError, InputError, ModelError
+from core.errors import EarshotError, InputError, ModelError, VoiceUnavailable
 from core.logs import setup_logging
 from core.models import Audio, ChatKey, Progress, Reply, Request, Task
-from core.service import Assistant
+from core.service import Assistant, choose_voice
 from core.timestamps import mmss
 
 app = typer.Typer(
@@ -105,16 +105,34 @@ async def _ask(settings: Settings, request: Request) -> Reply:
         bar.close()
 
 
-def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool) -> None:
+def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool,
+         speak: Path | None = None, voice: str | None = None) -> None:
     # one-shot commands stand alone: no chat history is sent with them
     settings = _settings(history_turns=0)
     setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets())
-    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text)
+    chosen = _voice(settings, voice) if speak is not None else None
+    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen)
     reply = _until_done(_ask(settings, request))
+    if speak is not None:
+        if reply.speech is None:
+            _fail(messages.NO_SPEECH.format(model=settings.model), EXIT_SERVICE)
+        try:
+            speak.write_bytes(reply.speech.ogg)
+        except OSError as exc:
+            _fail(f"could not write {speak}: {exc.strerror or exc}", EXIT_INPUT)
     if as_json:
         typer.echo(json.dumps(_as_json(reply, settings.model), ensure_ascii=False, indent=2))
     else:
         typer.echo(reply.text)
+
+
+def _voice(settings: Settings, voice: str | None) -> str:
+    """The voice for --speak, checked before any audio is read or sent: a model that can't speak is a
+    configuration problem (exit 4); a voice it lacks, a bad option (exit 1)."""
+    try:
+        return choose_voice(settings, voice)
+    except VoiceUnavailable as exc:
+        _fail(exc.user_message, EXIT_INPUT if settings.model_info.speaks and voice else EXIT_CONFIG)
 
 
 def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
@@ -167,9 +185,14 @@ def events(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False)
 @app.command()
 def ask(file: FileArg,
         question: Annotated[str | None, typer.Argument(help="What to ask about the audio.", show_default=False)] = None,
+        speak: Annotated[Path | None, typer.Option("--speak", help="Also write the answer spoken, as OGG/Opus, to "
+                                                   "this file (models that speak: Qwen-Omni).",
+                                                   show_default=False)] = None,
+        voice: Annotated[str | None, typer.Option("--voice", help="Voice of the spoken answer (default "
+                                                  "EARSHOT_VOICE, Cherry).", show_default=False)] = None,
         as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Answer a question about the audio (citing mm:ss); with no question, reply to it as a voice chat."""
-    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose)
+    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose, speak, voice)
 
 
 @app.command()

@@ -98,14 +98,16 @@ class Decoded:
         return self.segment.frame_count() / SAMPLE_RATE
 
 
-def prepare(audio: Audio, *, max_bytes: int, max_seconds: float, timeout: float) -> Prepared:
-    """Decode, check, split and cut one user's audio into MP3 chunks. AudioError for anything unusable."""
+def prepare(audio: Audio, *, max_bytes: int, max_seconds: float, timeout: float,
+            chunk_seconds: float = MAX_CHUNK_SECONDS) -> Prepared:
+    """Decode, check, split and cut one user's audio into MP3 chunks of at most `chunk_seconds` (the
+    model's window, core.catalog). AudioError for anything unusable."""
     check_size(audio.data, max_bytes)
     decoded = decode(audio.data, max_seconds=max_seconds, timeout=timeout)
     frame_levels = levels(decoded.segment)
     if is_silent(frame_levels):
         raise AudioError(messages.SILENT)
-    spans = [span for span in split(decoded.segment, frame_levels)
+    spans = [span for span in split(decoded.segment, frame_levels, max_seconds=chunk_seconds)
              if not is_silent(frame_levels[_frame(span[0]):_frame(span[1], up=True)])]
     datas = cut(decoded, spans)
     return Prepared(duration=decoded.duration,

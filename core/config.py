@@ -2,40 +2,28 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .catalog import ModelInfo, model_info
+
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
+# keys are per region: DASHSCOPE_REGION picks the default host of both DashScope bases
+REGION_HOSTS = {"beijing": "https://dashscope.aliyuncs.com", "singapore": "https://dashscope-intl.aliyuncs.com"}
+COMPAT_PATH = "/compatible-mode/v1"
 DEFAULT_TELEGRAM_BASE = "https://api.telegram.org"
 DEFAULT_SLACK_API = "https://slack.com/api/"
-MODELS = ("qwen-audio-turbo", "qwen-audio-turbo-latest", "qwen2-audio-instruct")
-AUDIO_TOKENS_PER_SECOND = 25
-SECONDS_HEARD = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class ModelLimits:
-    max_input: int
-    max_output: int
-    voice_chat: bool       # takes audio alone, with no text, as the instruction
-
-
-LIMITS = {
-    "qwen-audio-turbo": ModelLimits(6000, 1500, voice_chat=False),
-    "qwen-audio-turbo-latest": ModelLimits(6144, 2048, voice_chat=True),
-    "qwen2-audio-instruct": ModelLimits(6000, 1500, voice_chat=True),
-}
-# dated snapshots and unknown names get the most cautious figures
-CAUTIOUS_LIMITS = ModelLimits(6000, 1500, voice_chat=False)
-
-
-def limits_for(model: str) -> ModelLimits:
-    return LIMITS.get(model) or next((v for k, v in LIMITS.items() if model.startswith(k + "-")), CAUTIOUS_LIMITS)
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL, the unit credentials are scoped to."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _env(name: str) -> dict:
@@ -63,7 +51,17 @@ class Settings(BaseSettings):
 
     dashscope_api_key: SecretStr | None = Field(None, **_env("DASHSCOPE_API_KEY"))
     dashscope_base_url: str = Field(DEFAULT_DASHSCOPE_BASE, **_env("DASHSCOPE_HTTP_BASE_URL"))
+    dashscope_region: Literal["beijing", "singapore"] = Field("beijing", **_env("DASHSCOPE_REGION"))
+    # DashScope's OpenAI-compatible mode (Qwen-Omni); unset: the native base's origin + /compatible-mode/v1
+    dashscope_compat_base_url: str | None = Field(None, **_env("DASHSCOPE_COMPAT_BASE_URL"))
     model: str = Field("qwen-audio-turbo-latest", **_env("EARSHOT_MODEL"))
+    # an OpenAI-compatible server (vLLM) serving EARSHOT_MODEL, and its optional key
+    openai_base_url: str | None = Field(None, **_env("EARSHOT_OPENAI_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, **_env("EARSHOT_OPENAI_API_KEY"))
+    # for models earshot doesn't know: audio seconds per request, input tokens
+    model_seconds: float | None = Field(None, gt=0, **_env("EARSHOT_MODEL_SECONDS"))
+    model_context: int | None = Field(None, gt=0, **_env("EARSHOT_MODEL_CONTEXT"))
+    voice: str = Field("Cherry", min_length=1, **_env("EARSHOT_VOICE"))
     db_path: Path = Field(default_factory=default_db_path, **_env("EARSHOT_DB"))
     # DEBUG, INFO, WARNING…; unset: INFO for the bots, quiet for one-shot commands (secrets are masked at any level)
     log_level: str | None = Field(None, **_env("EARSHOT_LOG_LEVEL"))
@@ -112,12 +110,42 @@ class Settings(BaseSettings):
             return tuple(dict.fromkeys(normalise_id(v) for v in value if str(v).strip() not in ("", "@")))
         return value
 
+    @field_validator("dashscope_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("dashscope_compat_base_url", "openai_base_url", "model_seconds", "model_context", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def native_base_url(self) -> str:
+        """DASHSCOPE_HTTP_BASE_URL, or the region's default host."""
+        if "dashscope_base_url" in self.model_fields_set:
+            return self.dashscope_base_url
+        return REGION_HOSTS[self.dashscope_region] + "/api/v1"
+
+    @property
+    def compat_base_url(self) -> str:
+        """DASHSCOPE_COMPAT_BASE_URL, or the native base's origin + /compatible-mode/v1."""
+        if self.dashscope_compat_base_url:
+            return self.dashscope_compat_base_url.rstrip("/")
+        return origin(self.native_base_url) + COMPAT_PATH
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The catalog's figures for EARSHOT_MODEL, as served here (see core.catalog)."""
+        return model_info(self.model, openai_server=bool(self.openai_base_url), seconds=self.model_seconds,
+                          context=self.model_context)
+
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
 
     def secrets(self) -> list[str]:
         """Every secret value set, for log redaction."""
-        fields = (self.dashscope_api_key, self.telegram_bot_token, self.slack_bot_token,
+        fields = (self.dashscope_api_key, self.openai_api_key, self.telegram_bot_token, self.slack_bot_token,
                   self.slack_signing_secret, self.slack_app_token)
         return [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from . import messages as msgs
 from .errors import (AudioError, BadModelResponse, ContentRejected, ModelAuthError, ModelError,
                      ModelInputError, ModelThrottled, ModelUnavailable, QuotaExhausted)
+from .model_client import ModelAnswer, OnDelta
 from .models import Usage
+
+__all__ = ["DashScopeClient", "ModelAnswer", "audio_item", "text_item"]
 
 log = logging.getLogger("earshot.dashscope")
 
@@ -38,22 +41,14 @@ _BILLING_CODES = {"Arrearage", "PrepaidBillOverdue", "PostpaidBillOverdue", "Com
 _UNAVAILABLE_CODES = {"RequestTimeOut", "InternalError", "InternalError.Timeout", "SystemError",
                       "ModelServiceFailed", "ModelUnavailable", "ServiceUnavailable"}
 
-OnDelta = Callable[[str], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class ModelAnswer:
-    text: str
-    usage: Usage
-    request_id: str | None
-    finish_reason: str | None
-
-
-def audio_item(mp3: bytes) -> dict[str, str]:
+def audio_item(mp3: bytes, max_encoded: int = MAX_ENCODED_AUDIO) -> dict[str, str]:
     """A content item carrying audio inline; refuses what the service would reject for size."""
     encoded = base64.b64encode(mp3).decode("ascii")
-    if len(DATA_URI_PREFIX) + len(encoded) > MAX_ENCODED_AUDIO:
-        raise AudioError(msgs.AUDIO_ITEM_TOO_BIG.format(size_mb=len(encoded) / 1024 / 1024))
+    if len(DATA_URI_PREFIX) + len(encoded) > max_encoded:
+        raise AudioError(msgs.AUDIO_ITEM_TOO_BIG.format(size_mb=len(encoded) / 1024 / 1024,
+                                                        limit_mb=max_encoded / 1024 / 1024))
     return {"audio": DATA_URI_PREFIX + encoded}
 
 
@@ -230,10 +225,13 @@ class DashScopeClient:
         await self._http.aclose()
 
     async def generate(self, messages: list[dict], *, max_tokens: int | None = None,
-                       on_delta: OnDelta | None = None) -> ModelAnswer:
-        """Ask the model. With on_delta, stream: each piece of text is awaited as it arrives."""
+                       on_delta: OnDelta | None = None, voice: str | None = None) -> ModelAnswer:
+        """Ask the model. With on_delta, stream: each piece of text is awaited as it arrives.
+        Qwen-Audio can't speak: callers check the catalog before asking for a voice."""
         if not self._api_key:
             raise ModelAuthError(msgs.NO_KEY_CLI)
+        if voice is not None:
+            raise ModelInputError(msgs.CANNOT_SPEAK.format(model=self.model, models=""))
         parameters: dict[str, Any] = {"result_format": "message"}
         if max_tokens is not None:
             parameters["max_tokens"] = max_tokens

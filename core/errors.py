@@ -4,6 +4,7 @@
       InputError                 something the user sent or asked (never the operator's fault)
         AudioError               file can't be read, is empty, silent, too big, too long
         NeedsAudio / NeedsText   a command without the audio or words it needs
+        VoiceUnavailable         spoken answers asked of a model that can't speak, or in a voice it lacks
       ModelError                 the model service said no
         ModelAuthError           bad or missing key, no access to the model  (operator)
         QuotaExhausted           the free quota is used up                    (operator)
@@ -45,6 +46,10 @@ class NeedsAudio(InputError):
 
 
 class NeedsText(InputError):
+    pass
+
+
+class VoiceUnavailable(InputError):
     pass
 
 

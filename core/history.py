@@ -80,6 +80,13 @@ def m004_jobs(db: sqlite_utils.Database) -> None:
     db["jobs"].create_index(["platform", "state"])
 
 
+@migrations()
+def m005_chat_settings(db: sqlite_utils.Database) -> None:
+    """Per-chat choices made with chat commands: the voice answers are spoken in ('' = text)."""
+    db["chat_settings"].create({"platform": str, "chat_id": str, "voice": str, "updated": float},
+                               pk=("platform", "chat_id"), not_null={"voice"}, defaults={"voice": ""})
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: str          # "user" or "assistant"
@@ -236,6 +243,19 @@ class HistoryStore:
             row = self.db.execute("SELECT ref FROM recent_audio WHERE platform = ? AND chat_id = ? AND thread_id = ?",
                                   _key(chat)).fetchone()
             return row[0] if row else None
+        return await self._run(find)
+
+    async def set_voice(self, chat: ChatKey, voice: str | None) -> None:
+        """Speak this chat's answers in `voice`, or (None) answer in text."""
+        row = {"platform": chat.platform, "chat_id": chat.chat_id, "voice": voice or "", "updated": time.time()}
+        await self._run(lambda: self.db["chat_settings"].upsert(row, pk=("platform", "chat_id")))
+
+    async def voice(self, chat: ChatKey) -> str | None:
+        """The voice this chat's answers are spoken in, or None for text."""
+        def find() -> str | None:
+            rows = self.db.execute("SELECT voice FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                                   [chat.platform, chat.chat_id]).fetchall()
+            return (rows[0][0] or None) if rows else None
         return await self._run(find)
 
     async def claim_event(self, platform: str, event_id: str) -> bool:

@@ -14,6 +14,7 @@ database thread (HistoryStore.read/write), so there is still one file and one wr
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 import json
@@ -25,7 +26,7 @@ from typing import Any
 import sqlite_utils
 
 from .history import HistoryStore
-from .models import ChatKey, Reply, Sender, Task, Usage
+from .models import ChatKey, Reply, Sender, Speech, Task, Usage
 
 MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
 MAX_DELIVERIES = 6          # tries to hand an outcome to the platform before giving up on it
@@ -121,8 +122,11 @@ class Job:
         data = json.loads(self.outcome)
         if "failure" in data:
             return Failure(data["failure"]) if data["failure"] else None
+        spoken = data.get("speech")   # a spoken answer waits here, like its text, until delivered
+        speech = Speech(base64.b64decode(spoken["ogg"]), spoken["seconds"], spoken["voice"]) if spoken else None
         return Reply(text=data["text"], task=self.task, usage=Usage(*data.get("usage", (0, 0, 0))),
-                     duration=data.get("duration"), request_ids=tuple(data.get("request_ids", ())))
+                     duration=data.get("duration"), request_ids=tuple(data.get("request_ids", ())),
+                     speech=speech)
 
 
 def encode_outcome(outcome: Reply | Failure | None) -> str | None:
@@ -131,9 +135,11 @@ def encode_outcome(outcome: Reply | Failure | None) -> str | None:
     if isinstance(outcome, Failure):
         return json.dumps({"failure": outcome.text})
     u = outcome.usage
+    sp = outcome.speech
+    speech = {"ogg": base64.b64encode(sp.ogg).decode("ascii"), "seconds": sp.seconds, "voice": sp.voice} if sp else None
     return json.dumps({"text": outcome.text, "usage": [u.audio_tokens, u.input_tokens, u.output_tokens],
-                       "duration": outcome.duration, "request_ids": list(outcome.request_ids)},
-                      ensure_ascii=False)
+                       "duration": outcome.duration, "request_ids": list(outcome.request_ids),
+                       **({"speech": speech} if speech else {})}, ensure_ascii=False)
 
 
 def _job(row: dict[str, Any]) -> Job:

@@ -47,7 +47,23 @@ THROTTLED_OP = "DashScope rate-limited the call ({code}: {detail}) and the retry
 MODEL_DOWN_OP = "DashScope failed: {detail}"
 BAD_RESPONSE_OP = ("DashScope answered HTTP {status} with a body that is not DashScope JSON ({content_type}: "
                    "{snippet!r}): check DASHSCOPE_HTTP_BASE_URL and any proxy in between.")
-AUDIO_ITEM_TOO_BIG = "That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, over the 10 MB limit."
+AUDIO_ITEM_TOO_BIG = "That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, over the {limit_mb:.0f} MB limit."
+
+# spoken answers
+CANNOT_SPEAK = "The model {model} can't speak, so answers stay in text.{models}"
+SPEAKING_MODELS = " Models that speak: qwen3-omni-flash, qwen-omni-turbo."
+UNKNOWN_VOICE = "{model} has no voice {voice!r}. Voices: {voices}."
+VOICE_ON = "Answers here now come back spoken, in the voice {voice}. /voice off returns to text."
+VOICE_OFF = "Answers here are text again."
+NO_SPEECH = "{model} answered in text only this time; no spoken answer was written."
+VOICE_USAGE = "Use: voice on [VOICE] or voice off."
+BAD_KEY_COMPAT_OP = ("{service} refused the API key ({code}): check {variable} and its base URL. DashScope keys are "
+                     "per region: a Beijing key fails on dashscope-intl (DASHSCOPE_REGION=singapore), and the reverse.")
+FREE_TIER_ONLY_OP = ("DashScope says the free quota of {model} is used up ({code}: {detail}) and the account takes "
+                     "free quota only: turn off \"use free tier only\" for the model in Model Studio to pay as you go.")
+MODEL_NOT_FOUND_COMPAT_OP = ("{service} has no model {model} ({code}): check EARSHOT_MODEL against the models it serves.")
+BAD_RESPONSE_COMPAT_OP = ("{service} answered with a body that is not an OpenAI-compatible answer ({detail}): "
+                          "check {variable} and any proxy in between.")
 
 SLACK_FILE_UNAVAILABLE = "I couldn't fetch that file from Slack. Please share it again."
 SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "

@@ -48,6 +48,7 @@ class Request:
     team_id: str | None = None     # Slack workspace of the user
     chat_name: str | None = None   # Telegram public chat @username (without the @)
     retry: bool = False            # a durable job's later attempt (core.runner): not a new request to rate-limit
+    voice: str | None = None       # speak the answer in this voice (else the chat's /voice setting decides)
 
     @property
     def sender(self) -> Sender:
@@ -98,6 +99,16 @@ class Reply:
     usage: Usage = field(default_factory=Usage)
     duration: float | None = None    # seconds of audio the answer covers
     request_ids: tuple[str, ...] = ()
+    speech: Speech | None = None     # the answer spoken, when the chat asked for voice and the model speaks
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """A spoken answer, ready to send as a voice note."""
+
+    ogg: bytes                       # OGG/Opus
+    seconds: float
+    voice: str
 
 
 @dataclass(frozen=True, slots=True)

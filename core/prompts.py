@@ -44,6 +44,9 @@ _COMBINE = {
                "Reply to the speaker as in a conversation.",
 }
 
+# models that ignore a system prompt while speaking get it as a first user turn, answered with this
+ROLE_ACCEPTED = "Understood. I'll answer as earshot."
+
 FOLLOW_UP_NOTE = "Earlier turns of this chat follow; a voice note appears as a short description."
 
 

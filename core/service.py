@@ -5,18 +5,19 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import audio, ffmpeg, messages, prompts
+from . import audio, ffmpeg, messages, prompts, speech
 from .access import AccessPolicy, MeteredClient, UsageReport
-from .config import AUDIO_TOKENS_PER_SECOND, SECONDS_HEARD, Settings, limits_for
-from .dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
-from .errors import ModelAuthError, NeedsAudio, NeedsText
+from .catalog import ModelInfo
+from .config import Settings
+from .dashscope import ModelAnswer, audio_item, text_item
+from .errors import ModelAuthError, NeedsAudio, NeedsText, VoiceUnavailable
 from .history import HistoryStore, Turn
-from .models import ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Task, Usage
+from .model_client import ModelClient, has_key, make_client
+from .models import ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
 from .timestamps import mmss, shift
 
 if TYPE_CHECKING:
@@ -37,8 +38,22 @@ def estimate_tokens(text: str) -> int:
     return len(text.encode("utf-8")) // 3 + 4
 
 
-def audio_tokens(seconds: float) -> int:
-    return max(1, math.ceil(min(seconds, SECONDS_HEARD))) * AUDIO_TOKENS_PER_SECOND
+# tasks whose answer may come back spoken (the chat's /voice setting, or the CLI's --speak)
+SPOKEN = {Task.CHAT, Task.ASK}
+
+
+def choose_voice(settings: Settings, voice: str | None = None) -> str:
+    """The model's own spelling of `voice` (default EARSHOT_VOICE); VoiceUnavailable when the model can't
+    speak or has no such voice."""
+    info = settings.model_info
+    if not info.speaks:
+        raise VoiceUnavailable(messages.CANNOT_SPEAK.format(model=settings.model, models=messages.SPEAKING_MODELS))
+    wanted = (voice or settings.voice).strip()
+    match = next((v for v in info.voices if v.lower() == wanted.lower()), None)
+    if match is None:
+        raise VoiceUnavailable(messages.UNKNOWN_VOICE.format(model=settings.model, voice=wanted,
+                                                             voices=", ".join(info.voices)))
+    return match
 
 
 @dataclass
@@ -56,17 +71,16 @@ class Assistant:
     chats run in parallel, turns within one chat run in order.
     """
 
-    def __init__(self, settings: Settings, *, client: DashScopeClient | None = None,
+    def __init__(self, settings: Settings, *, client: ModelClient | None = None,
                  history: HistoryStore | None = None) -> None:
         self.settings = settings
         ffmpeg.choose(settings.ffmpeg)
-        self.limits = limits_for(settings.model)
-        key = settings.dashscope_api_key.get_secret_value() if settings.dashscope_api_key else ""
+        # the model's window, token rates and limits (core.catalog) drive chunking, budgets and history
+        self.model: ModelInfo = settings.model_info
+        self.limits = self.model
         # metered: every answer's token usage is charged to the request being served (core.access)
-        self._client = MeteredClient(client or DashScopeClient(
-            key, settings.dashscope_base_url, settings.model, timeout=settings.request_timeout,
-            retry_budget=settings.retry_budget, max_concurrency=settings.global_concurrency))
-        self._has_key = bool(key) or client is not None
+        self._client = MeteredClient(client or make_client(settings))
+        self._has_key = has_key(settings) or client is not None
         self.history = history or HistoryStore(settings.db_path)
         self.access = AccessPolicy(settings, self.history)
         self._locks: dict[ChatKey, asyncio.Lock] = {}
@@ -131,34 +145,82 @@ class Assistant:
         """The audio pipeline: decode, split, ask per chunk, combine. Touches no history."""
         assert request.audio is not None
         s = self.settings
+        voice = await self._voice_for(request)
         prepared = await asyncio.to_thread(audio.prepare, request.audio, max_bytes=s.max_file_bytes,
-                                           max_seconds=s.max_audio_seconds, timeout=s.ffmpeg_timeout)
+                                           max_seconds=s.max_audio_seconds, timeout=s.ffmpeg_timeout,
+                                           chunk_seconds=self.model.window)
         chunks = prepared.chunks
         # long recordings are costly: refuse one that today's budgets can't cover before asking anything
-        await self.access.afford(sum(audio_tokens(c.end - c.start) + PROMPT_RESERVE for c in chunks))
+        await self.access.afford(sum(self.audio_tokens(c.end - c.start) + PROMPT_RESERVE for c in chunks))
         if len(chunks) == 1:
-            calls = [await self._one_clip(request, chunks[0], progress if stream else None)]
+            calls = [await self._one_clip(request, chunks[0], progress if stream else None, voice)]
             text = calls[0].answer.text.strip()
         else:
             calls = await self._map(request, chunks, progress)
-            text, extra = await self._reduce(request, calls, progress if stream else None)
+            text, extra = await self._reduce(request, calls, progress if stream else None, voice)
             if extra:
                 calls.append(extra)
         usage = sum((c.answer.usage for c in calls), Usage())
         parts = tuple(c.part for c in calls if c.part is not None)
+        spoken = await self._speech(calls[-1].answer, voice) if voice else None
         return Reply(text=text, task=request.task, parts=parts, usage=usage, duration=prepared.duration,
-                     request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id))
+                     request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id),
+                     speech=spoken)
+
+    def audio_tokens(self, seconds: float) -> int:
+        """What the model charges to hear `seconds` of audio in one item."""
+        return self.model.audio_tokens(seconds)
+
+    # --- spoken answers ---------------------------------------------------------------------
+    def check_voice(self, voice: str | None = None) -> str:
+        """The voice to speak in (see choose_voice)."""
+        return choose_voice(self.settings, voice)
+
+    async def voice_on(self, chat: ChatKey, voice: str | None = None) -> str:
+        """/voice on [VOICE]: answers in this chat come back spoken; the voice chosen. Raises
+        VoiceUnavailable, storing nothing, when the model can't speak or lacks the voice."""
+        chosen = self.check_voice(voice)
+        await self.history.set_voice(chat, chosen)
+        return chosen
+
+    async def voice_off(self, chat: ChatKey) -> None:
+        """/voice off: answers in this chat are text again."""
+        await self.history.set_voice(chat, None)
+
+    async def voice(self, chat: ChatKey) -> str | None:
+        """The voice this chat's answers are spoken in, or None."""
+        return await self.history.voice(chat)
+
+    async def _voice_for(self, request: Request) -> str | None:
+        if request.task not in SPOKEN:
+            return None
+        if request.voice is not None:
+            return self.check_voice(request.voice)
+        stored = await self.history.voice(request.chat)
+        if stored is None or not self.model.speaks:
+            return None      # the chat chose a voice on a model since switched away from: answer in text
+        try:
+            return self.check_voice(stored)
+        except VoiceUnavailable:
+            return self.check_voice(None)
+
+    async def _speech(self, answer: ModelAnswer, voice: str) -> Speech | None:
+        if not answer.speech:
+            logger.warning("asked %s for speech and got none; answering in text", self.settings.model)
+            return None
+        ogg = await asyncio.to_thread(speech.to_ogg_opus, answer.speech, timeout=self.settings.ffmpeg_timeout)
+        return Speech(ogg, speech.seconds(answer.speech), voice)
 
     # --- one clip ---------------------------------------------------------------------------
     async def _one_clip(self, request: Request, chunk: audio.Chunk,
-                        progress: ProgressCallback | None) -> _Call:
+                        progress: ProgressCallback | None, voice: str | None = None) -> _Call:
         instruction = prompts.clip_instruction(request.task, request.text, voice_chat=self.limits.voice_chat)
-        content = [audio_item(chunk.data)] + ([text_item(instruction)] if instruction else [])
-        spent = audio_tokens(chunk.end - chunk.start) + estimate_tokens(instruction or "")
+        content = [audio_item(chunk.data, self.model.max_bytes)] + ([text_item(instruction)] if instruction else [])
+        spent = self.audio_tokens(chunk.end - chunk.start) + estimate_tokens(instruction or "")
         history = await self._history_for(request, spent)
         answer = await self._client.generate(
             self._messages(history, content), max_tokens=self.limits.max_output,
-            on_delta=_streamer(progress, 1, 1))
+            on_delta=_streamer(progress, 1, 1), **({"voice": voice} if voice else {}))
         return _Call(answer, Part(chunk.start, chunk.end, answer.text.strip()))
 
     # --- long audio: map over chunks, then stitch or combine -------------------------------
@@ -173,7 +235,7 @@ class Assistant:
         async def ask(chunk: audio.Chunk) -> _Call:
             nonlocal done
             async with gate:
-                content = [audio_item(chunk.data), text_item(instruction)]
+                content = [audio_item(chunk.data, self.model.max_bytes), text_item(instruction)]
                 answer = await self._client.generate(self._messages([], content),
                                                      max_tokens=self.limits.max_output)
             done += 1
@@ -193,8 +255,8 @@ class Assistant:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _reduce(self, request: Request, calls: list[_Call],
-                      progress: ProgressCallback | None) -> tuple[str, _Call | None]:
+    async def _reduce(self, request: Request, calls: list[_Call], progress: ProgressCallback | None,
+                      voice: str | None = None) -> tuple[str, _Call | None]:
         parts = [c.part for c in calls if c.part is not None]
         labelled = [(mmss(p.start), p.text) for p in parts]
         if not prompts.needs_combining(request.task):
@@ -203,7 +265,7 @@ class Assistant:
         history = await self._history_for(request, estimate_tokens(instruction))
         answer = await self._client.generate(
             self._messages(history, [text_item(instruction)]), max_tokens=self.limits.max_output,
-            on_delta=_streamer(progress, len(parts), len(parts)))
+            on_delta=_streamer(progress, len(parts), len(parts)), **({"voice": voice} if voice else {}))
         return answer.text.strip(), _Call(answer)
 
     # --- text follow-ups ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ TASK_WORDS: dict[str, Task] = {
     "transcribe": Task.TRANSCRIBE, "summarize": Task.SUMMARIZE, "summarise": Task.SUMMARIZE,
     "sentiment": Task.SENTIMENT, "events": Task.EVENTS, "ask": Task.ASK, "translate": Task.TRANSLATE,
 }
-STATE_WORDS = {"reset", "usage", "help"}
+STATE_WORDS = {"reset", "usage", "help", "voice"}
 DIGEST_WORDS = {"digest", "forget"}     # group digests (bots/slack/digests.py)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
@@ -53,7 +53,8 @@ def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
         return Command(word, arg, TASK_WORDS[word])
     if word in STATE_WORDS | DIGEST_WORDS:
         # a DM that merely starts with "help me…" is a question, not the help command
-        if strict and arg and not (word == "digest" and parse_digest(arg).action != "invalid"):
+        if strict and arg and not (word == "digest" and parse_digest(arg).action != "invalid") \
+                and not (word == "voice" and arg.split()[0].lower() in ("on", "off")):
             return None
         return Command(word, arg)
     return None if strict else Command(word, arg)

@@ -25,9 +25,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from core import messages
 from core.config import Settings
 from core.access import usage_text
-from core.errors import AccessRefused, EarshotError
+from core.errors import AccessRefused, EarshotError, VoiceUnavailable
 from core.jobs import Job, NewJob, Notice, Outcome, Undeliverable
-from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Sender, Task
+from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Sender, Speech, Task
 from core.runner import JobRunner
 from core.service import Assistant
 
@@ -55,6 +55,7 @@ type to follow up.
 • *In a channel:* @mention me with an audio file, or in a thread that has one.
 • `/earshot transcribe` · `summarize` · `sentiment` · `events` — about the latest audio here
 • `/earshot ask <question>` · `/earshot translate <language>`
+• `/earshot voice on [VOICE]` · `voice off` — answers spoken back as audio in the thread (models that speak)
 • `/earshot reset` forgets this conversation · `/earshot usage` shows today's tokens"""
 
 
@@ -210,8 +211,8 @@ class Handlers:
         if cmd.word in DIGEST_WORDS:
             await self.digests.on_command(ack, command, cmd)
             return
-        if cmd.word in ("reset", "usage"):
-            await ack(await self._chat_state(cmd.word, chat, sender) or "")    # local SQLite: well inside the 3 s
+        if cmd.word in ("reset", "usage", "voice"):
+            await ack(await self._chat_state(cmd.word, chat, sender, cmd.arg) or "")   # local SQLite: well inside 3 s
             return
         if cmd.task is None:
             await ack(f"I don't know `/earshot {render.escape(cmd.word)}`.\n\n{self.help}")
@@ -244,8 +245,8 @@ class Handlers:
             await self._say(dest, self.help, markdown=True)
         elif cmd.word in DIGEST_WORDS:
             await self.digests.in_chat(cmd, dest, sender)
-        elif cmd.word in ("reset", "usage"):
-            if (said := await self._chat_state(cmd.word, chat, sender)) is not None:
+        elif cmd.word in ("reset", "usage", "voice"):
+            if (said := await self._chat_state(cmd.word, chat, sender, cmd.arg)) is not None:
                 await self._say(dest, said)
         elif cmd.task is not None:
             task, arg = cmd.task, cmd.arg or None
@@ -266,9 +267,12 @@ class Handlers:
                 top = f"{who}`{asked}` · {render.escape(file.get('name') or file['id'])}"
             await self._answer(dest, chat, task, arg, file, sender, header=top, key=key)
 
-    async def _chat_state(self, word: str, chat: ChatKey, sender: Sender) -> str | None:
-        """What reset or usage says; None when a stranger was already told no."""
+    async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str = "") -> str | None:
+        """What reset, usage or voice says; None when a stranger was already told no."""
         try:
+            if word == "voice":
+                await self.assistant.check_access(chat, sender, spending=False)
+                return await self._voice(chat, arg)
             if word == "reset":
                 await self.assistant.check_access(chat, sender, spending=False)
                 await self.assistant.reset(chat)
@@ -277,6 +281,21 @@ class Handlers:
         except AccessRefused as err:
             return None if err.silent else err.user_message
         return usage_text(report)
+
+    async def _voice(self, chat: ChatKey, arg: str) -> str:
+        """voice on [VOICE] | voice off: answers here come back spoken too, or text only."""
+        words = arg.split()
+        action = words[0].lower() if words else ""
+        if action == "off":
+            await self.assistant.voice_off(chat)
+            return messages.VOICE_OFF
+        if action != "on":
+            return messages.VOICE_USAGE
+        try:
+            voice = await self.assistant.voice_on(chat, words[1] if len(words) > 1 else None)
+        except VoiceUnavailable as err:
+            return err.user_message
+        return messages.VOICE_ON.format(voice=voice).replace("/voice off", "`/earshot voice off`")
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
                       file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,
@@ -326,7 +345,26 @@ class Handlers:
         # a retried delivery goes on after the parts already posted
         posted = self._posted.setdefault(job.id, [0])
         await self._deliver(dest, payloads, status, posted=posted)
+        if isinstance(outcome, Reply) and outcome.speech is not None and posted[0] <= len(payloads):
+            await self._upload_speech(dest, outcome.speech)
+            posted[0] = len(payloads) + 1
         del self._posted[job.id]
+
+    async def _upload_speech(self, dest: Destination, speech: Speech) -> None:
+        """The spoken answer as an audio file in the thread, beside its text (files:write scope)."""
+        try:
+            await self.client.files_upload_v2(
+                channel=dest.channel, thread_ts=dest.thread_ts, content=speech.ogg, filename="answer.ogg",
+                title=f"earshot's answer ({speech.voice}, {round(speech.seconds)} s)")
+        except SlackApiError as err:
+            error = api_error(err)
+            scoped = scope_error(err, "refused the spoken answer")
+            log.error("uploading the spoken answer failed: %s", scoped.operator_message if scoped else error)
+            if error in _PASSING or err.response.status_code >= 500:
+                raise RuntimeError(f"Slack answered {error}") from None
+        except Exception as err:     # the text is out; a retry tries the audio again
+            log.error("uploading the spoken answer failed: %s", type(err).__name__)
+            raise RuntimeError(f"uploading to Slack failed: {type(err).__name__}") from None
 
     async def _report(self, dest: Destination, err: EarshotError, status: Status | None) -> None:
         if err.silent:   # refused again: the user has been told already

@@ -14,23 +14,23 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 from core import messages
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
 from core.access import usage_text
-from core.errors import AccessRefused, AudioError
+from core.errors import AccessRefused, AudioError, VoiceUnavailable
 from core.jobs import Job, NewJob, Notice, Outcome, Undeliverable
-from core.models import Audio, ChatKey, Progress, ProgressCallback, Task
+from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Task
 from core.runner import JobRunner
 from core.service import Assistant
 
 from .convert import PLATFORM, MediaRef, chat_key, command_of, is_addressed, media_of, sender_of, strip_mention, topic_id
 from .digests import COMMANDS as DIGEST_COMMANDS, TelegramDigests, help_text
 from .progress import EditThrottle, StatusMessage, Typing
-from .render import send_text, with_flood_control
+from .render import send_text, send_voice, with_flood_control
 
 log = logging.getLogger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 120.0
 
-HELP = """I listen to voice notes and audio files and answer about them, using Qwen-Audio.
+HELP = """I listen to voice notes and audio files and answer about them, using Qwen's audio models.
 
 • Send a voice note and I reply to it, as in a conversation.
 • Add a caption to ask about it: "what time did she say?"
@@ -42,6 +42,7 @@ HELP = """I listen to voice notes and audio files and answer about them, using Q
 /events – sounds, music and speech, with times
 /ask what did he promise? – a question about it
 /translate English – what's said, in another language
+/voice on – answers come back spoken (models that speak); /voice off – text again
 /reset – forget this conversation
 /usage – tokens used today, and what's left
 
@@ -54,6 +55,7 @@ COMMANDS = [
     ("events", "Sounds, music and speech, with times"),
     ("ask", "Ask a question about the audio: /ask <question>"),
     ("translate", "Translate what's said: /translate <language>"),
+    ("voice", "Spoken answers: /voice on [VOICE] or /voice off"),
     ("reset", "Forget this conversation"),
     ("usage", "Tokens used today, and what's left"),
     *DIGEST_COMMANDS,
@@ -115,6 +117,7 @@ class TelegramHandlers:
         app.add_handler(CommandHandler(["start", "help"], self._ordered(self.on_help)))
         app.add_handler(CommandHandler("reset", self._ordered(self.on_reset)))
         app.add_handler(CommandHandler("usage", self._ordered(self.on_usage)))
+        app.add_handler(CommandHandler("voice", self._ordered(self.on_voice)))
         self.digests.register(app, self._ordered)
         app.add_handler(CommandHandler(list(AUDIO_COMMANDS), self._ordered(self.on_audio_command)))
         media = (filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.VIDEO | filters.Document.ALL)
@@ -149,6 +152,25 @@ class TelegramHandlers:
             return
         await self.assistant.reset(chat_key(message))
         await self._say(message, RESET_DONE)
+
+    async def on_voice(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/voice on [VOICE] | /voice off: voice-chat replies and /ask answers spoken, or text."""
+        if not await self._admitted(message, spending=False):
+            return
+        args = [a.lower() for a in context.args or []]
+        chat = chat_key(message)
+        if args[:1] == ["off"]:
+            await self.assistant.voice_off(chat)
+            await self._say(message, messages.VOICE_OFF)
+        elif args[:1] == ["on"]:
+            try:
+                voice = await self.assistant.voice_on(chat, (context.args or [])[1] if len(args) > 1 else None)
+            except VoiceUnavailable as err:
+                await self._say(message, err.user_message)
+                return
+            await self._say(message, messages.VOICE_ON.format(voice=voice))
+        else:
+            await self._say(message, messages.VOICE_USAGE)
 
     async def on_usage(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         try:
@@ -264,7 +286,11 @@ class TelegramHandlers:
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
         chat_id, thread, reply_to = self._where(job)
         try:
-            await send_text(self._bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to)
+            if isinstance(outcome, Reply) and outcome.speech is not None:
+                await send_voice(self._bot, chat_id, outcome.speech, outcome.text, thread_id=thread,
+                                 reply_to=reply_to)
+            else:
+                await send_text(self._bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to)
         except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
             raise Undeliverable(f"Telegram refused: {err.message}") from err
         if not isinstance(outcome, Notice):

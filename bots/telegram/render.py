@@ -14,12 +14,15 @@ from datetime import timedelta
 from typing import TypeVar
 
 from telegram import Bot, Message, ReplyParameters
+
+from core.models import Speech
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 4096
+CAPTION_LIMIT = 1024
 SEPARATORS = ("\n\n", "\n", ". ", " ", "")
 FLOOD_ATTEMPTS = 4
 MAX_FLOOD_WAIT = 120.0   # longer than this and the user is better served by an error than by silence
@@ -127,3 +130,25 @@ async def send_text(bot: Bot, chat_id: int, text: str, *, thread_id: int | None 
         sent.append(await send_piece(bot, chat_id, piece, thread_id=thread_id,
                                      reply_to=reply_to if i == 0 else None))
     return sent
+
+
+async def send_voice(bot: Bot, chat_id: int, speech: Speech, text: str, *, thread_id: int | None = None,
+                     reply_to: int | None = None) -> list[Message]:
+    """A spoken answer as a voice note (OGG/Opus: Telegram shows a voice bubble for nothing else), with the
+    text as its caption, or in messages after it when longer than a caption may be."""
+    reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+    caption = text.strip() if _size(text.strip()) <= CAPTION_LIMIT else None
+
+    def send(body: str | None, mode: str | None) -> Callable[[], Awaitable[Message]]:
+        return lambda: bot.send_voice(chat_id, speech.ogg, filename="answer.ogg", duration=round(speech.seconds),
+                                      caption=body, parse_mode=mode if body else None,
+                                      message_thread_id=thread_id, reply_parameters=reply)
+    try:
+        voice = await with_flood_control(send(escape(caption) if caption else None, ParseMode.HTML))
+    except BadRequest as err:
+        if not (caption and is_format_error(err)):
+            raise
+        voice = await with_flood_control(send(caption, None))
+    if caption is not None:
+        return [voice]
+    return [voice, *await send_text(bot, chat_id, text, thread_id=thread_id, reply_to=voice.message_id)]

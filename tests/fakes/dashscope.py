@@ -116,6 +116,9 @@ class Call:
     finish_reason: str = "stop"            # "length" when max_tokens cut the reply short
     usage: dict[str, Any] = field(default_factory=dict)
     failure: Failure | None = None
+    api: str = "native"                    # "compat" (Qwen-Omni) or "vllm": see tests/fakes/compat.py
+    voice: str | None = None               # the voice a spoken answer was asked in
+    speech_bytes: int = 0                  # PCM bytes of the spoken answer sent
 
 
 # --- audio: making it (for tests) and hearing it (for the stand-in) --------------------------------
@@ -283,6 +286,8 @@ class FakeDashScope:
         self.max_in_flight = 0
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_post(PATH, self._handle)
+        from tests.fakes.compat import CompatRoutes
+        self.compat = CompatRoutes(self)       # the OpenAI-compatible endpoints, same host
 
     def fail(self, *failures: Failure) -> None:
         self.failures.extend(failures)

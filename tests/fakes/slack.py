@@ -100,6 +100,8 @@ class FakeSlack:
         self.responses: list[dict[str, Any]] = []       # bodies posted to response_urls
         self.downloads: list[str] = []                  # file ids served
         self.files: dict[str, dict[str, Any]] = {}
+        self.uploads: list[dict[str, Any]] = []         # files shared by the app: channel, thread_ts, data…
+        self._pending: dict[str, dict[str, Any]] = {}   # upload URLs handed out, not yet completed
         self.users: dict[str, dict[str, Any]] = {}      # users.info records; unknown ids are plain members
         self._blobs: dict[str, bytes] = {}
         # channel -> messages, oldest first
@@ -112,6 +114,7 @@ class FakeSlack:
         self.app.router.add_post("/api/{method}", self._api)
         self.app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         self.app.router.add_post("/commands/{rid}", self._response_url)
+        self.app.router.add_post("/upload/{file_id}", self._upload)
         self.app.router.add_get("/socket", self._socket)
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_acks: dict[str, dict[str, Any]] = {}    # envelope_id -> the app's ack message
@@ -254,6 +257,48 @@ class FakeSlack:
                                      "blocks": blocks, "at": time.monotonic()})
                 return self._ok(channel=post["channel"], ts=post["ts"], text=text)
         return self._error("message_not_found")
+
+    # ---- files_upload_v2: an upload URL, the bytes posted to it, then completion shares the file -------------
+    def _files_getUploadURLExternal(self, params: dict[str, Any]) -> web.Response:
+        try:
+            length = int(params.get("length") or 0)
+        except ValueError:
+            length = 0
+        if not params.get("filename") or length <= 0:
+            return self._error("invalid_arguments")
+        fid = f"F{next(self._ids):09d}"
+        self._pending[fid] = {"filename": params["filename"], "length": length, "data": None}
+        return self._ok(upload_url=f"{self.url}/upload/{fid}", file_id=fid)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL is pre-signed: no token; the body is the file, as long as announced."""
+        pending = self._pending.get(request.match_info["file_id"])
+        data = await request.read()
+        if pending is None:
+            return web.Response(status=404, text="not found")
+        if len(data) != pending["length"]:
+            return web.Response(status=400, text="length mismatch")
+        pending["data"] = data
+        return web.Response(status=200, text="OK - " + str(len(data)))
+
+    def _files_completeUploadExternal(self, params: dict[str, Any]) -> web.Response:
+        try:
+            files = json.loads(params.get("files") or "[]")
+        except ValueError:
+            return self._error("invalid_arguments")
+        if not files or any(f.get("id") not in self._pending or self._pending[f["id"]]["data"] is None
+                            for f in files):
+            return self._error("file_not_found")
+        done = []
+        for f in files:
+            pending = self._pending.pop(f["id"])
+            upload = {"id": f["id"], "title": f.get("title"), "filename": pending["filename"],
+                      "data": pending["data"], "channel": params.get("channel_id"),
+                      "thread_ts": params.get("thread_ts"), "initial_comment": params.get("initial_comment")}
+            self.uploads.append(upload)
+            done.append({"id": f["id"], "name": pending["filename"], "title": f.get("title"),
+                         "size": len(pending["data"])})
+        return self._ok(files=done)
 
     def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False) -> None:
         """A workspace member with a display name; admin/owner as users.info reports them."""

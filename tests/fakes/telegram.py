@@ -21,6 +21,7 @@ from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
 # tags Telegram's HTML parse mode accepts; anything else is "unsupported start tag"
 HTML_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code",
              "pre", "blockquote", "tg-emoji"}
@@ -93,6 +94,7 @@ class FakeTelegram:
         self.messages: dict[tuple[int, int], dict] = {}
         self.deleted: list[tuple[int, int]] = []
         self.edits: list[dict] = []               # {"t", "chat_id", "message_id", "text"}
+        self.voices: list[dict] = []              # voice notes sent: {"chat_id", "ogg", "caption", "message_id"}
         self.commands: list[dict] = []
         self.members: dict[tuple[int, int], str] = {}   # (chat, user) -> getChatMember status; default "member"
         self.webhook: dict | None = None
@@ -179,7 +181,7 @@ class FakeTelegram:
                 if c == chat_id and m["from"]["id"] == self.bot["id"]]
 
     def texts(self, chat_id: int) -> list[str]:
-        return [m["text"] for m in self.said(chat_id)]
+        return [m["text"] for m in self.said(chat_id) if "text" in m]
 
     def called(self, method: str) -> list[dict]:
         return [c["params"] for c in self.calls if c["method"].lower() == method.lower()]
@@ -254,7 +256,10 @@ class FakeTelegram:
         elif request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:
-                params[part.name] = (await part.read()).decode(errors="replace")
+                data = await part.read()
+                # an uploaded file stays bytes (sendVoice); other fields are text
+                params[part.name] = ({"filename": part.filename, "content_type": part.headers.get("Content-Type"),
+                                      "data": bytes(data)} if part.filename else data.decode(errors="replace"))
         elif request.can_read_body:
             params.update((await request.post()).items())
         for key in _JSON_PARAMS & params.keys():
@@ -374,6 +379,35 @@ class FakeTelegram:
         msg = self._new_bot_message(chat_id, text, params)
         if target is not None:
             msg["reply_to_message"] = target
+        return self._ok(msg)
+
+    async def _m_sendvoice(self, params: dict) -> web.Response:
+        """A voice note: Telegram shows a voice bubble only for OGG/Opus; the caption holds 1,024 characters."""
+        chat_id = int(params["chat_id"])
+        voice = params.get("voice")
+        if not isinstance(voice, dict) or not voice.get("data"):
+            return self._fail(400, "Bad Request: there is no voice in the request")
+        data = voice["data"]
+        if data[:4] != b"OggS" or b"OpusHead" not in data[:200]:
+            return self._fail(400, "Bad Request: VOICE_MESSAGE_INVALID: send OGG encoded with Opus")
+        caption = str(params.get("caption") or "")
+        if caption and params.get("parse_mode") and (problem := html_problem(caption)):
+            return self._fail(400, problem)
+        if visible_length(caption, params.get("parse_mode")) > CAPTION_LIMIT:
+            return self._fail(400, "Bad Request: message caption is too long")
+        reply = params.get("reply_parameters") or {}
+        reply_id = reply.get("message_id")
+        target = self.messages.get((chat_id, int(reply_id))) if reply_id else None
+        msg = self._new_bot_message(chat_id, "", params)
+        del msg["text"]
+        msg["voice"] = {"file_id": f"voice-{msg['message_id']}", "file_unique_id": f"v{msg['message_id']}",
+                        "duration": int(params.get("duration") or 0), "mime_type": "audio/ogg",
+                        "file_size": len(data)}
+        if caption:
+            msg["caption"] = caption
+        if target is not None:
+            msg["reply_to_message"] = target
+        self.voices.append({"chat_id": chat_id, "ogg": data, "caption": caption, "message_id": msg["message_id"]})
         return self._ok(msg)
 
     async def _m_editmessagetext(self, params: dict) -> web.Response:
