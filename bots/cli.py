@@ -1,25 +1,25 @@
-"""The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots."""
+"""The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots.
+
+Imports are paid per command: pydantic, httpx, SQLite and the model client load only when a command
+runs, the chat libraries (python-telegram-bot, slack-bolt, aiohttp) only for `earshot telegram` and
+`earshot slack`, so `earshot --help` and a one-shot transcript don't wait on them.
+"""
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 
 from core import messages
-from core.config import Settings
 from core.errors import EarshotError, InputError, ModelError
-from core.logs import setup_logging
 from core.models import Audio, ChatKey, Progress, Reply, Request, Task
-from core.service import Assistant
-from core.timestamps import mmss
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 app = typer.Typer(
     name="earshot",
@@ -44,6 +44,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from core.config import Settings
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -97,6 +100,7 @@ class _ProgressBar:
 
 
 async def _ask(settings: Settings, request: Request) -> Reply:
+    from core.service import Assistant
     bar = _ProgressBar()
     try:
         async with Assistant(settings) as assistant:
@@ -107,17 +111,20 @@ async def _ask(settings: Settings, request: Request) -> Reply:
 
 def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool) -> None:
     # one-shot commands stand alone: no chat history is sent with them
+    from core.logs import setup_logging
     settings = _settings(history_turns=0)
     setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets())
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text)
     reply = _until_done(_ask(settings, request))
     if as_json:
+        import json
         typer.echo(json.dumps(_as_json(reply, settings.model), ensure_ascii=False, indent=2))
     else:
         typer.echo(reply.text)
 
 
 def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
+    import asyncio
     try:
         return asyncio.run(work)
     except KeyboardInterrupt:
@@ -129,6 +136,9 @@ def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
 
 
 def _as_json(reply: Reply, model: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from core.timestamps import mmss
     return {
         "task": reply.task.value,
         "model": model,
@@ -191,6 +201,7 @@ def telegram(
     settings = _settings()
     if settings.telegram_bot_token is None:
         _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
+    from core.logs import setup_logging
     setup_logging(_log_level(settings, logging.INFO), settings.secrets())
     from bots.telegram import run
     _serve(lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
@@ -204,6 +215,7 @@ def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/even
         _fail("set SLACK_BOT_TOKEN to run the Slack app", EXIT_CONFIG)
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
+    from core.logs import setup_logging
     setup_logging(_log_level(settings, logging.INFO), settings.secrets())
     from bots.slack import run
     _serve(lambda: run(settings, port=port))
