@@ -113,7 +113,8 @@ def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool)
     # one-shot commands stand alone: no chat history is sent with them
     from core.logs import setup_logging
     settings = _settings(history_turns=0)
-    setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets(),
+                  settings.log_format)
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text)
     reply = _until_done(_ask(settings, request))
     if as_json:
@@ -202,7 +203,7 @@ def telegram(
     if settings.telegram_bot_token is None:
         _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
     from core.logs import setup_logging
-    setup_logging(_log_level(settings, logging.INFO), settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
     from bots.telegram import run
     _serve(lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
 
@@ -216,9 +217,38 @@ def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/even
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
     from core.logs import setup_logging
-    setup_logging(_log_level(settings, logging.INFO), settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
     from bots.slack import run
     _serve(lambda: run(settings, port=port))
+
+
+@app.command()
+def doctor(
+    webhook_url: Annotated[str | None, typer.Option(
+        help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting none.")] = None,
+) -> None:
+    """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
+    settings = _settings()
+    from core.logs import setup_logging
+    setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
+    from bots.doctor import doctor as check_all
+    if not check_all(settings, webhook_url=webhook_url, echo=typer.echo):
+        raise typer.Exit(EXIT_CONFIG)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+        typer.echo(f"earshot {version('earshot')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print earshot's version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _serve(run: Callable[[], None]) -> None:

@@ -11,10 +11,11 @@ import math
 import os
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import Sequence
 
-from . import messages
+from . import messages, metrics
 from .errors import AudioError
 
 # Caps for one ffmpeg child, so a hostile file can't eat the machine.
@@ -131,6 +132,14 @@ def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> b
     FfmpegError if it exits non-zero.
     """
     cmd = [executable(), *BASE_ARGS, *args]
+    started = time.perf_counter()
+    try:
+        return _run(cmd, input, timeout)
+    finally:
+        metrics.ffmpeg_seconds(time.perf_counter() - started)
+
+
+def _run(cmd: list[str], input: bytes | None, timeout: float) -> bytes:
     stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
     with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=child_env()) as proc:

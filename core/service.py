@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import audio, ffmpeg, messages, prompts
+from . import audio, ffmpeg, messages, metrics, prompts
 from .access import AccessPolicy, MeteredClient, UsageReport
 from .config import AUDIO_TOKENS_PER_SECOND, SECONDS_HEARD, Settings, limits_for
 from .dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
@@ -85,6 +85,7 @@ class Assistant:
         await self._client.aclose()
         await self.history.close()
 
+    @metrics.handled
     async def handle(self, request: Request, *, progress: ProgressCallback | None = None,
                      stream: bool = False) -> Reply:
         """Answer one turn. Raises core.errors.EarshotError subclasses with a user_message.
