@@ -109,6 +109,13 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
     assert tg.token not in log.read_text() and KEY not in log.read_text()
 
 
+async def container_health_check(port: int) -> subprocess.CompletedProcess:
+    """deploy/healthcheck.py, the image's HEALTHCHECK, pointed at `port`."""
+    script = Path(__file__).resolve().parents[1] / "deploy" / "healthcheck.py"
+    return await asyncio.to_thread(subprocess.run, [sys.executable, str(script), str(port)], capture_output=True,
+                                   text=True, timeout=30)
+
+
 def settings(slack_url: str, model_url: str, db: Path, **kw) -> Settings:
     return Settings(**({"dashscope_api_key": KEY, "dashscope_base_url": model_url + "/api/v1", "db_path": db,
                         "slack_bot_token": "xoxb-earshot-test", "slack_signing_secret": "health-secret",
@@ -124,11 +131,14 @@ async def test_slack_http_mode_serves_health_and_metrics_on_its_port(tmp_path: P
         try:
             base = f"http://127.0.0.1:{port}"
             assert await get(base + "/healthz") == (200, "ok\n")
+            assert (await container_health_check(port)).returncode == 0
             status, text = await get(base + "/metrics")
             assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
             (tmp_path / "earshot.db").unlink()
             status, text = await get(base + "/healthz")
             assert status == 503 and text.startswith("database: ") and "slack: " not in text
+            check = await container_health_check(port)
+            assert check.returncode == 1 and "database" in check.stdout
         finally:
             await server.stop()
 
