@@ -8,9 +8,11 @@ earshot transcribe:  `earshot transcribe note.ogg` of a 30 s Opus note as a chil
                      hides numpy and pandas from the child; no earshot code is changed.
 baseline:            `ffmpeg -i note.ogg -ac 1 -ar 16000 out.mp3` on the same file with the same ffmpeg
                      binary, as a child process.
-All three alternate in one run after a warm-up each; each figure is the median wall time.
+before:              with --before REV (default: the last revision that imported everything up front),
+                     `earshot --help` and `earshot transcribe` of that revision's code, exported from git.
+All alternate in one run after a warm-up each; each figure is the median wall time.
 
-    python -m bench.startup [--full] [--repeats N]
+    python -m bench.startup [--full] [--repeats N] [--before REV]
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from core import ffmpeg
 NAME = "startup"
 HELP_TARGET = 0.25      # seconds
 TRANSCRIBE_TARGET = 2.0  # × plain ffmpeg
+BEFORE = "9d8b8bf"       # the last revision that imported everything up front
 
 
 def _earshot() -> list[str]:
@@ -52,7 +55,19 @@ def _wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
-def run(repeats: int) -> dict[str, Any]:
+def _checkout(rev: str) -> Path:
+    """The project's files at git revision `rev`, exported once into the cache (not a worktree)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    where = CACHE / f"earshot-{sha}"
+    if not (where / "bots" / "cli.py").exists():
+        where.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "core", "bots"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    return where
+
+
+def run(repeats: int, before: str | None = None) -> dict[str, Any]:
     from tests.fakes.dashscope import FakeDashScope
     from tests.fakes.server import Threaded
 
@@ -62,7 +77,6 @@ def run(repeats: int) -> dict[str, Any]:
         env = {**os.environ, **bench_env(), "DASHSCOPE_API_KEY": "sk-bench",
                "DASHSCOPE_HTTP_BASE_URL": model.url + "/api/v1", "EARSHOT_DB": str(Path(tmp) / "e.db")}
         out = Path(tmp) / "out.mp3"
-        cases: dict[str, list[float]] = {"help": [], "transcribe": [], "installed": [], "ffmpeg": []}
         commands = {
             "help": (_earshot() + ["--help"], env),
             "transcribe": (_earshot() + ["transcribe", str(src)], env),
@@ -70,43 +84,46 @@ def run(repeats: int) -> dict[str, Any]:
             "ffmpeg": ([ffmpeg.executable(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
                         "-ac", "1", "-ar", "16000", str(out)], None),
         }
+        if before:
+            # the same console script, importing the older revision's code first (PYTHONPATH wins)
+            old = env | {"PYTHONPATH": str(_checkout(before))}
+            commands["before_help"] = (_earshot() + ["--help"], old)
+            commands["before_transcribe"] = (_earshot() + ["transcribe", str(src)], old)
+        cases: dict[str, list[float]] = {name: [] for name in commands}
         for cmd, e in commands.values():          # warm-up: page cache, .pyc files, the database
             _wall(cmd, e)
-        for _ in range(repeats):
+        for _ in range(repeats):                   # interleaved, so drift in the machine's load hits all alike
             for name, (cmd, e) in commands.items():
                 cases[name].append(_wall(cmd, e))
-    result = {name: median(xs) for name, xs in cases.items()}
-    result["transcribe_ratio"] = ratio(result["transcribe"], result["ffmpeg"])
-    result["installed_ratio"] = ratio(result["installed"], result["ffmpeg"])
-    print(f"  earshot --help {result['help'] * 1000:.0f} ms; earshot transcribe (30 s note) "
-          f"{result['transcribe'] * 1000:.0f} ms, as installed {result['installed'] * 1000:.0f} ms; "
-          f"plain ffmpeg {result['ffmpeg'] * 1000:.0f} ms; ratios {result['transcribe_ratio']:.2f}, "
-          f"{result['installed_ratio']:.2f} (median of {repeats})")
-    rows = [
-        row("CLI start-up: `earshot --help`", f"{result['help'] * 1000:.0f} ms", "—", None,
-            f"≤ {HELP_TARGET * 1000:.0f} ms", result["help"] <= HELP_TARGET),
-        row("CLI: `earshot transcribe` of a 30 s Opus note, instant model", f"{result['transcribe'] * 1000:.0f} ms",
-            f"{result['ffmpeg'] * 1000:.0f} ms (plain ffmpeg)", result["transcribe_ratio"],
-            f"≤ {TRANSCRIBE_TARGET:g}×", result["transcribe_ratio"] <= TRANSCRIBE_TARGET),
-        row("CLI: the same, as installed (no test extras: numpy absent)", f"{result['installed'] * 1000:.0f} ms",
-            f"{result['ffmpeg'] * 1000:.0f} ms (plain ffmpeg)", result["installed_ratio"],
-            f"≤ {TRANSCRIBE_TARGET:g}×", result["installed_ratio"] <= TRANSCRIBE_TARGET),
-    ]
-    return {"cases": {k: [round(x, 4) for x in v] for k, v in cases.items()}, "medians": result, "rows": rows}
+    m = {name: median(xs) for name, xs in cases.items()}
+    ms = {name: f"{v * 1000:.0f} ms" for name, v in m.items()}
+    plain = f"{ms['ffmpeg']} (plain ffmpeg)"
+    print(f"  median of {repeats}: " + ", ".join(f"{name} {v}" for name, v in ms.items()))
+    rows = [row("CLI start-up: `earshot --help`", ms["help"], "—", None, f"≤ {HELP_TARGET * 1000:.0f} ms",
+                m["help"] <= HELP_TARGET)]
+    if before:
+        rows.append(row(f"CLI start-up: `earshot --help`, before ({before})", ms["before_help"], "—", None,
+                        f"≤ {HELP_TARGET * 1000:.0f} ms", m["before_help"] <= HELP_TARGET))
+    for name, what in [("transcribe", "CLI: `earshot transcribe` of a 30 s Opus note, instant model"),
+                       ("installed", "CLI: the same as installed for users (no test extras, so no numpy)"),
+                       ("before_transcribe", f"CLI: `earshot transcribe` of the same note, before ({before})")]:
+        if name in m:
+            r = ratio(m[name], m["ffmpeg"])
+            rows.append(row(what, ms[name], plain, r, f"≤ {TRANSCRIBE_TARGET:g}×", r <= TRANSCRIBE_TARGET))
+    return {"before": before, "cases": {k: [round(x, 4) for x in v] for k, v in cases.items()}, "medians": m,
+            "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--full", action="store_true", help="more repeats (21) for steadier medians")
     p.add_argument("--repeats", type=int, help="runs of each command (default 9, 21 with --full)")
-    p.add_argument("--label", help="save as startup-LABEL (a prototype row) instead of startup")
+    p.add_argument("--before", metavar="REV", default=BEFORE,
+                   help=f"also time the CLI of this git revision, side by side (default {BEFORE}; '' for none)")
     args = p.parse_args(argv)
-    print(f"[7] CLI start-up ({ffmpeg.executable()}, {ROOT})")
-    result = run(args.repeats or (21 if args.full else 9))
-    if args.label:
-        for r in result["rows"]:
-            r["what"] += f" — {args.label}"
-    save(f"{NAME}-{args.label}" if args.label else NAME, result)
+    print(f"[7] CLI start-up ({ffmpeg.executable()})")
+    result = run(args.repeats or (21 if args.full else 9), args.before or None)
+    save(NAME, result)
     return result
 
 
