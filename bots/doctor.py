@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -229,7 +229,8 @@ def run_checks(settings: Settings, *, webhook_url: str | None = None) -> Iterato
         yield from check_slack(settings, http)
 
 
-def doctor(settings: Settings, *, webhook_url: str | None = None, echo=print) -> bool:
+def doctor(settings: Settings, *, webhook_url: str | None = None,
+           echo: Callable[[str], object] = print) -> bool:
     """Print one masked line per check; True when none failed."""
     mask = RedactingFilter(settings.secrets())
     ok = True

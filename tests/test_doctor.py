@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.dashscope import FakeDashScope
 from tests.fakes.server import Threaded
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import BOT_SCOPES, FakeSlack
 from tests.fakes.telegram import FakeTelegram
 
 EARSHOT = str(Path(sys.executable).with_name("earshot"))
@@ -28,9 +28,9 @@ def services():
 
 @pytest.fixture
 def env(services, tmp_path) -> dict[str, str]:
-    (ds, dss), (tg, tgs), (sl, sls) = services["ds"], services["tg"], services["sl"]
+    (_, dss), (tg, tgs), (sl, sls) = services["ds"], services["tg"], services["sl"]
     tgs.call(lambda: setattr(tg, "webhook", None))
-    sls.call(lambda: setattr(sl, "scopes", list(FakeSlack().scopes)))
+    sls.call(lambda: setattr(sl, "scopes", list(BOT_SCOPES)))
     e = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_"))}
     return e | {"DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": dss.url + "/api/v1",
                 "EARSHOT_DB": str(tmp_path / "data" / "earshot.db"),
