@@ -114,7 +114,7 @@ NO_LIMITS = {"EARSHOT_USER_DAILY_TOKENS": 10**12, "EARSHOT_CHAT_DAILY_TOKENS": 1
 
 def bench_env() -> dict[str, str]:
     """Environment for an earshot child process in a benchmark."""
-    return {k: str(v) for k, v in NO_LIMITS.items()}
+    return {k: str(v) for k, v in NO_LIMITS.items()} | {"EARSHOT_METRICS_PORT": "0"}
 
 
 def bench_settings(**kw: Any) -> Any:

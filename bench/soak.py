@@ -237,7 +237,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     "EARSHOT_DB": str(db), "EARSHOT_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
                     # budgets and the rate limit would refuse a soak's volume; they are not what is tested here
                     "EARSHOT_USER_DAILY_TOKENS": "0", "EARSHOT_CHAT_DAILY_TOKENS": "0",
-                    "EARSHOT_GLOBAL_DAILY_TOKENS": "0", "EARSHOT_USER_REQUESTS_PER_MINUTE": "0"}
+                    "EARSHOT_GLOBAL_DAILY_TOKENS": "0", "EARSHOT_USER_REQUESTS_PER_MINUTE": "0",
+                    "EARSHOT_METRICS_PORT": "0"}
             bot = BotProcess(tg, env, log)
             await bot.start()
             sampler = asyncio.create_task(bot.sample(0.5))

@@ -1,25 +1,25 @@
-"""The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots."""
+"""The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots.
+
+Imports are paid per command: pydantic, httpx, SQLite and the model client load only when a command
+runs, the chat libraries (python-telegram-bot, slack-bolt, aiohttp) only for `earshot telegram` and
+`earshot slack`, so `earshot --help` and a one-shot transcript don't wait on them.
+"""
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 
 from core import messages
-from core.config import Settings
 from core.errors import EarshotError, InputError, ModelError, VoiceUnavailable
-from core.logs import setup_logging
 from core.models import Audio, ChatKey, Progress, Reply, Request, Task
-from core.service import Assistant, choose_voice
-from core.timestamps import mmss
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 app = typer.Typer(
     name="earshot",
@@ -44,6 +44,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from core.config import Settings
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -97,6 +100,7 @@ class _ProgressBar:
 
 
 async def _ask(settings: Settings, request: Request) -> Reply:
+    from core.service import Assistant
     bar = _ProgressBar()
     try:
         async with Assistant(settings) as assistant:
@@ -108,8 +112,10 @@ async def _ask(settings: Settings, request: Request) -> Reply:
 def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool,
          speak: Path | None = None, voice: str | None = None) -> None:
     # one-shot commands stand alone: no chat history is sent with them
+    from core.logs import setup_logging
     settings = _settings(history_turns=0)
-    setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets())
+    setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets(),
+                  settings.log_format)
     chosen = _voice(settings, voice) if speak is not None else None
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen)
     reply = _until_done(_ask(settings, request))
@@ -121,6 +127,7 @@ def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool,
         except OSError as exc:
             _fail(f"could not write {speak}: {exc.strerror or exc}", EXIT_INPUT)
     if as_json:
+        import json
         typer.echo(json.dumps(_as_json(reply, settings.model), ensure_ascii=False, indent=2))
     else:
         typer.echo(reply.text)
@@ -129,6 +136,7 @@ def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool,
 def _voice(settings: Settings, voice: str | None) -> str:
     """The voice for --speak, checked before any audio is read or sent: a model that can't speak is a
     configuration problem (exit 4); a voice it lacks, a bad option (exit 1)."""
+    from core.service import choose_voice
     try:
         return choose_voice(settings, voice)
     except VoiceUnavailable as exc:
@@ -136,6 +144,7 @@ def _voice(settings: Settings, voice: str | None) -> str:
 
 
 def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
+    import asyncio
     try:
         return asyncio.run(work)
     except KeyboardInterrupt:
@@ -147,6 +156,9 @@ def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
 
 
 def _as_json(reply: Reply, model: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from core.timestamps import mmss
     return {
         "task": reply.task.value,
         "model": model,
@@ -214,7 +226,8 @@ def telegram(
     settings = _settings()
     if settings.telegram_bot_token is None:
         _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
-    setup_logging(_log_level(settings, logging.INFO), settings.secrets())
+    from core.logs import setup_logging
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
     from bots.telegram import run
     _serve(lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
 
@@ -227,9 +240,39 @@ def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/even
         _fail("set SLACK_BOT_TOKEN to run the Slack app", EXIT_CONFIG)
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
-    setup_logging(_log_level(settings, logging.INFO), settings.secrets())
+    from core.logs import setup_logging
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
     from bots.slack import run
     _serve(lambda: run(settings, port=port))
+
+
+@app.command()
+def doctor(
+    webhook_url: Annotated[str | None, typer.Option(
+        help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting none.")] = None,
+) -> None:
+    """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
+    settings = _settings()
+    from core.logs import setup_logging
+    setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
+    from bots.doctor import doctor as check_all
+    if not check_all(settings, webhook_url=webhook_url, echo=typer.echo):
+        raise typer.Exit(EXIT_CONFIG)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+        typer.echo(f"earshot {version('earshot')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print earshot's version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _serve(run: Callable[[], None]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from . import messages
+from . import messages, metrics
 from .config import Settings
 from .errors import AccessRefused
 from .history import HistoryStore
@@ -187,7 +187,9 @@ class MeteredClient:
         self._client = client
 
     async def generate(self, *args: Any, **kwargs: Any) -> Any:
-        answer = await self._client.generate(*args, **kwargs)
+        with metrics.model_call(str(getattr(self._client, "model", "unknown"))):
+            answer = await self._client.generate(*args, **kwargs)
+        metrics.tokens(answer.usage)
         if (spend := _current.get()) is not None:
             spend.spent = spend.spent + answer.usage
         return answer

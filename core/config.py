@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     db_path: Path = Field(default_factory=default_db_path, **_env("EARSHOT_DB"))
     # DEBUG, INFO, WARNING…; unset: INFO for the bots, quiet for one-shot commands (secrets are masked at any level)
     log_level: str | None = Field(None, **_env("EARSHOT_LOG_LEVEL"))
+    # "json": one JSON object per log line, for log collectors
+    log_format: Literal["text", "json"] = Field("text", **_env("EARSHOT_LOG_FORMAT"))
+    # /healthz and /metrics for processes with no HTTP port of their own (Telegram, Slack Socket Mode); 0 = off
+    metrics_port: int = Field(9464, ge=0, le=65535, **_env("EARSHOT_METRICS_PORT"))
 
     # bounds on what one request may cost us
     max_file_mb: float = Field(20.0, **_env("EARSHOT_MAX_FILE_MB"))

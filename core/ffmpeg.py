@@ -11,10 +11,11 @@ import math
 import os
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import Sequence
 
-from . import messages
+from . import messages, metrics
 from .errors import AudioError
 
 # Caps for one ffmpeg child, so a hostile file can't eat the machine.
@@ -53,7 +54,35 @@ class FfmpegError(Exception):
 
 
 def _works(exe: str) -> bool:
-    """True if `exe` runs and can encode MP3 (some minimal builds can't)."""
+    """True if `exe` runs and can encode MP3 (some minimal builds can't).
+
+    A yes is remembered per binary (path, size, mtime) in the user cache directory: asking costs an
+    ffmpeg start (~60 ms for a dynamically linked one), which each one-shot `earshot` command would pay."""
+    try:
+        st = os.stat(exe)
+        seen = f"{os.path.realpath(exe)} {st.st_size} {st.st_mtime_ns}\n"
+    except OSError:
+        return False
+    import platformdirs
+    memo = os.path.join(platformdirs.user_cache_dir("earshot", appauthor=False), "ffmpeg-encodes-mp3")
+    try:
+        with open(memo) as f:
+            if seen in f.readlines():
+                return True
+    except OSError:
+        pass
+    if not _encodes_mp3(exe):
+        return False
+    try:
+        os.makedirs(os.path.dirname(memo), exist_ok=True)
+        with open(memo, "a") as f:
+            f.write(seen)
+    except OSError:            # a read-only home: ask again next time
+        pass
+    return True
+
+
+def _encodes_mp3(exe: str) -> bool:
     try:
         out = subprocess.run([exe, *BASE_ARGS, "-encoders"], capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -131,6 +160,14 @@ def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> b
     FfmpegError if it exits non-zero.
     """
     cmd = [executable(), *BASE_ARGS, *args]
+    started = time.perf_counter()
+    try:
+        return _run(cmd, input, timeout)
+    finally:
+        metrics.ffmpeg_seconds(time.perf_counter() - started)
+
+
+def _run(cmd: list[str], input: bytes | None, timeout: float) -> bytes:
     stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
     with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=child_env()) as proc:

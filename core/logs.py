@@ -1,9 +1,12 @@
 """Logging set-up: secrets are masked in every record, whatever logger wrote it."""
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from collections.abc import Iterable
+from typing import Any
 
 # Telegram tokens travel in URL paths (/bot<token>/...), so mask that shape even when the token is unknown
 _TELEGRAM_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
@@ -34,11 +37,36 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: int, secrets: Iterable[str] = ()) -> None:
-    """Log to stderr; every handler gets the redacting filter, so no library can leak a secret."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the request's fields, the traceback.
+
+    The finished line is masked once more, so a secret can't slip through a field that isn't the message."""
+
+    converter = time.gmtime
+
+    def __init__(self, redact: RedactingFilter) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        fields = getattr(record, "earshot", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info or record.exc_text:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        return self._redact.redact(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def setup_logging(level: int, secrets: Iterable[str] = (), fmt: str = "text") -> None:
+    """Log to stderr, as text or (fmt="json") one JSON object per line; every handler gets the
+    redacting filter, so no library can leak a secret."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
+    redact = RedactingFilter(secrets)
+    handler.setFormatter(JsonFormatter(redact) if fmt == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(redact)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -31,6 +31,7 @@ class ModelAnswer:
 
 class ModelClient(Protocol):
     model: str
+    max_attempts: int
 
     async def generate(self, messages: list[dict], *, max_tokens: int | None = None,
                        on_delta: OnDelta | None = None, voice: str | None = None) -> ModelAnswer:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import audio, ffmpeg, messages, prompts, speech
+from . import audio, ffmpeg, messages, metrics, prompts, speech
 from .access import AccessPolicy, MeteredClient, UsageReport
 from .catalog import ModelInfo
 from .config import Settings
@@ -99,6 +99,7 @@ class Assistant:
         await self._client.aclose()
         await self.history.close()
 
+    @metrics.handled
     async def handle(self, request: Request, *, progress: ProgressCallback | None = None,
                      stream: bool = False) -> Reply:
         """Answer one turn. Raises core.errors.EarshotError subclasses with a user_message.

@@ -17,6 +17,8 @@ def _clean_environ(monkeypatch, tmp_path):
         if name.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EARSHOT_DB", str(tmp_path / "earshot.db"))
+    # no fixed port for /healthz and /metrics: tests (and other checkouts on the machine) run side by side
+    monkeypatch.setenv("EARSHOT_METRICS_PORT", "0")
 
 
 @pytest.fixture

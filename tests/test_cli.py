@@ -1,6 +1,7 @@
 """The `earshot` command as a user runs it: a subprocess against the DashScope stand-in."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -120,5 +121,8 @@ def test_usage_errors_and_help(env, clips):
     assert p.returncode == 2 and "--to" in p.stderr
     h = earshot(env, "--help")
     assert h.returncode == 0
-    for command in ("transcribe", "summarize", "sentiment", "events", "ask", "translate", "telegram", "slack"):
+    for command in ("transcribe", "summarize", "sentiment", "events", "ask", "translate", "telegram", "slack",
+                    "doctor"):
         assert command in h.stdout
+    v = earshot(env, "--version")
+    assert v.returncode == 0 and v.stdout.strip() == f"earshot {importlib.metadata.version('earshot')}"

@@ -106,7 +106,7 @@ def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[Run]:
 def base_env(tmp: Path, ds_url: str, db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_"))}
     return env | {"DASHSCOPE_API_KEY": DASHSCOPE_KEY, "DASHSCOPE_HTTP_BASE_URL": ds_url + "/api/v1",
-                  "EARSHOT_DB": str(db), "EARSHOT_LOG_LEVEL": "DEBUG", "TMPDIR": str(tmp / "scratch"),
+                  "EARSHOT_DB": str(db), "EARSHOT_LOG_LEVEL": "DEBUG", "EARSHOT_METRICS_PORT": "0", "TMPDIR": str(tmp / "scratch"),
                   "HOME": str(tmp), "PYTHONPATH": str(ROOT)}
 
 

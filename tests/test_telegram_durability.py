@@ -80,7 +80,8 @@ class Bot:
                                          "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"))}
         self.env |= {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg_url,
                      "DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": ds_url + "/api/v1",
-                     "EARSHOT_DB": str(db), "EARSHOT_USER_REQUESTS_PER_MINUTE": "0"}
+                     "EARSHOT_DB": str(db), "EARSHOT_USER_REQUESTS_PER_MINUTE": "0",
+                     "EARSHOT_METRICS_PORT": "0"}
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:

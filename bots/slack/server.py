@@ -21,6 +21,7 @@ from core.config import Settings
 from core.errors import EarshotError
 from core.service import Assistant
 
+from ..health import Health, HealthServer, PlatformProbe, serve_health
 from .app import build_app, check_token, require_credentials
 from .listeners import Handlers
 from .webapi import api_error
@@ -31,7 +32,22 @@ EVENTS_PATH = "/slack/events"
 DRAIN_SECONDS = 20.0           # how long shutdown waits for answers in progress
 
 
-def web_app(app: AsyncApp) -> web.Application:
+def connection_probe(app: AsyncApp, socket: AsyncSocketModeHandler | None = None) -> PlatformProbe:
+    """For /healthz: Slack answers auth.test with our token (and, in Socket Mode, the socket is up)."""
+    async def probe() -> str | None:
+        if socket is not None and not await socket.client.is_connected():
+            return "the Socket Mode connection is down"
+        try:
+            await app.client.auth_test()
+        except SlackApiError as err:
+            return f"auth.test failed ({api_error(err)})"
+        except Exception as err:
+            return f"the Web API does not answer ({type(err).__name__})"
+        return None
+    return probe
+
+
+def web_app(app: AsyncApp, health: Health | None = None) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         response = await app.async_dispatch(await to_bolt_request(request))
         if response.status == 401:
@@ -39,12 +55,15 @@ def web_app(app: AsyncApp) -> web.Application:
                         "if this repeats)", EVENTS_PATH)
         return await to_aiohttp_response(response)
 
-    async def health(_: web.Request) -> web.Response:
+    async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     web_application = web.Application(client_max_size=1024 * 1024)   # Slack's payloads are small
     web_application.router.add_post(EVENTS_PATH, events)
-    web_application.router.add_get("/healthz", health)
+    if health is None:
+        web_application.router.add_get("/healthz", ok)
+    else:
+        health.add_routes(web_application)    # /healthz and /metrics
     return web_application
 
 
@@ -67,7 +86,8 @@ class SlackServer:
             await check_token(app.client)
             await self._handlers.jobs.start()        # resumes what a previous process left unanswered
             self._handlers.digests.start()           # daily digests and retention
-            self._runner = web.AppRunner(web_app(app), access_log=None, shutdown_timeout=5)
+            health = Health(self._assistant.history, connection_probe(app), name="slack")
+            self._runner = web.AppRunner(web_app(app, health), access_log=None, shutdown_timeout=5)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
@@ -110,6 +130,7 @@ class SlackSocketMode:
             raise EarshotError(messages.SLACK_NO_CREDENTIALS)
         self.settings = settings
         self._handler: AsyncSocketModeHandler | None = None
+        self._health: HealthServer | None = None
 
     async def start(self) -> None:
         self._assistant = await Assistant(self.settings).__aenter__()
@@ -127,6 +148,8 @@ class SlackSocketMode:
             except SlackApiError as err:
                 raise EarshotError(messages.SLACK_BAD_APP_TOKEN.format(error=api_error(err))) from err
             await self._handler.connect_async()
+            self._health = await serve_health(self._assistant.history, connection_probe(app, self._handler),
+                                              name="slack", port=self.settings.metrics_port)
         except BaseException:
             if self._handler is not None:
                 await self._handler.close_async()
@@ -136,6 +159,9 @@ class SlackSocketMode:
         log.info("Slack app connected in Socket Mode")
 
     async def stop(self) -> None:
+        if self._health is not None:
+            await self._health.stop()
+            self._health = None
         if self._handler is not None:
             await self._handler.close_async()     # no new events
             await self._handlers.drain(DRAIN_SECONDS)

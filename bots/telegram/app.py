@@ -6,7 +6,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from telegram import Update
-from telegram.error import InvalidToken
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from core import messages
@@ -15,6 +15,7 @@ from core.errors import EarshotError
 from core.logs import RedactingFilter, setup_logging
 from core.service import Assistant
 
+from ..health import HealthServer, PlatformProbe, serve_health
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
 from .handlers import TelegramHandlers
 
@@ -51,11 +52,24 @@ def build_application(settings: Settings, assistant: Assistant) -> Application:
     return app
 
 
+def connection_probe(application: Application) -> PlatformProbe:
+    """For /healthz: updates are being fetched (or received) and Telegram answers getMe."""
+    async def probe() -> str | None:
+        if not application.running or (application.updater is not None and not application.updater.running):
+            return "not receiving updates"
+        try:
+            await application.bot.get_me()
+        except TelegramError as exc:
+            return f"the Bot API does not answer ({type(exc).__name__})"
+        return None
+    return probe
+
+
 def _guard_logs(settings: Settings) -> None:
     """Make sure no log line can carry the token, whoever configured logging."""
     root = logging.getLogger()
     if not root.handlers:
-        setup_logging(logging.INFO, settings.secrets())
+        setup_logging(logging.INFO, settings.secrets(), settings.log_format)
         return
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
@@ -75,16 +89,22 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     assistant = Assistant(settings)
     app = build_application(settings, assistant)
     set_up = app.post_init
+    health: HealthServer | None = None
 
     async def start(application: Application) -> None:
+        nonlocal health
         await assistant.__aenter__()
         if set_up:
             await set_up(application)
+        health = await serve_health(assistant.history, connection_probe(application), name="telegram",
+                                    port=settings.metrics_port)
         me = application.bot
         log.info("earshot is listening as @%s (%s)", me.username,
                  "webhook" if webhook_url else "long polling")
 
     async def stop(application: Application) -> None:
+        if health is not None:
+            await health.stop()
         await assistant.aclose()
 
     app.post_init = start

@@ -32,6 +32,9 @@ TEAM_ID = "T0EARSHOT"
 BOT_USER_ID = "U0EARSHOT"
 BOT_ID = "B0EARSHOT"
 APP_ID = "A0EARSHOT"
+# the bot scopes an app installed from deploy/slack-manifest.yml holds
+BOT_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
+              "groups:history", "im:history", "im:read", "mpim:history", "users:read")
 LOGIN_PAGE = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Slack</title></head>"
               "<body>Sign in to your workspace</body></html>")
 
@@ -103,6 +106,8 @@ class FakeSlack:
         self.uploads: list[dict[str, Any]] = []         # files shared by the app: channel, thread_ts, data…
         self._pending: dict[str, dict[str, Any]] = {}   # upload URLs handed out, not yet completed
         self.users: dict[str, dict[str, Any]] = {}      # users.info records; unknown ids are plain members
+        # what the bot token was granted; Slack names them in the x-oauth-scopes header of every answer
+        self.scopes: list[str] = list(BOT_SCOPES)
         self._blobs: dict[str, bytes] = {}
         # channel -> messages, oldest first
         self._history: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -193,11 +198,12 @@ class FakeSlack:
         if token != self.token:
             return self._error("invalid_auth")
         if method in self.failures:
-            return self._error(self.failures[method])
-        handler = getattr(self, "_" + method.replace(".", "_"), None)
-        if handler is None:
-            return self._error("unknown_method")
-        return handler(params)
+            response = self._error(self.failures[method])
+        else:
+            handler = getattr(self, "_" + method.replace(".", "_"), None)
+            response = self._error("unknown_method") if handler is None else handler(params)
+        response.headers["x-oauth-scopes"] = ",".join(self.scopes)
+        return response
 
     @staticmethod
     def _ok(**body: Any) -> web.Response:

@@ -98,6 +98,7 @@ class FakeTelegram:
         self.commands: list[dict] = []
         self.members: dict[tuple[int, int], str] = {}   # (chat, user) -> getChatMember status; default "member"
         self.webhook: dict | None = None
+        self.webhook_error: str | None = None      # getWebhookInfo's last_error_message, once a delivery failed
         self.latency = 0.0                        # seconds added to each bot call
         self._files: dict[str, tuple[str, bytes]] = {}
         self._flood: dict[str, list[int]] = {}    # method -> [times left, retry_after]
@@ -464,9 +465,15 @@ class FakeTelegram:
         return self._ok(True)
 
     async def _m_setwebhook(self, params: dict) -> web.Response:
-        self.webhook = {"url": params["url"], "secret_token": params.get("secret_token")}
+        self.webhook = {"url": params["url"], "secret_token": params.get("secret_token"),
+                        "allowed_updates": params.get("allowed_updates")}
         return self._ok(True)
 
     async def _m_getwebhookinfo(self, params: dict) -> web.Response:
-        return self._ok({"url": (self.webhook or {}).get("url", ""), "has_custom_certificate": False,
-                         "pending_update_count": len(self._updates)})
+        info: dict[str, Any] = {"url": (self.webhook or {}).get("url", ""), "has_custom_certificate": False,
+                                "pending_update_count": len(self._updates)}
+        if self.webhook:
+            info |= {"max_connections": 40, "allowed_updates": self.webhook.get("allowed_updates") or []}
+            if self.webhook_error:
+                info |= {"last_error_date": int(time.time()), "last_error_message": self.webhook_error}
+        return self._ok(info)

@@ -1,0 +1,244 @@
+"""`earshot doctor`: check ffmpeg, the database and every configured credential against its service.
+
+One line per check, ✓ or ✗; a ✗ line says what to change (the variable, the setting, the webhook to
+delete). Telegram and Slack are asked over plain HTTP (httpx), the way the bots' libraries ask, so the
+command stays quick and needs neither library. Secrets are never printed: every line is masked with the
+same filter as the logs before it is written.
+"""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from core import ffmpeg
+from core.config import Settings
+from core.errors import EarshotError
+from core.logs import RedactingFilter
+
+TIMEOUT = 15.0
+# the bot scopes the Slack app needs; deploy/slack-manifest.yml asks for exactly these
+SLACK_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
+                "groups:history", "im:history", "im:read", "mpim:history", "users:read")
+# ffmpeg encoders earshot uses: MP3 for what the model hears, Opus for spoken answers sent as voice notes
+ENCODERS = {"mp3": "libmp3lame", "opus": "libopus"}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool | None           # None: not configured, skipped
+    detail: str               # what was found, or (✗) what to change
+
+    def line(self) -> str:
+        mark = "–" if self.ok is None else "✓" if self.ok else "✗"
+        return f"{mark} {self.name}: {self.detail}"
+
+
+def _where(url: str) -> str:
+    """A URL's scheme and host only: paths and queries can carry secrets."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
+# --- ffmpeg ----------------------------------------------------------------------------------------
+def check_ffmpeg(settings: Settings) -> Check:
+    ffmpeg.choose(settings.ffmpeg)
+    try:
+        exe = ffmpeg.executable()
+        version = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True,
+                                 timeout=TIMEOUT, env=ffmpeg.child_env())
+        encoders = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True,
+                                  timeout=TIMEOUT, env=ffmpeg.child_env())
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("ffmpeg", False, f"cannot run {settings.ffmpeg!r} ({type(exc).__name__}): set EARSHOT_FFMPEG "
+                                      "to system (install ffmpeg), bundled, or the path of an ffmpeg")
+    name = " ".join(version.stdout.split()[:3]) or "ffmpeg"
+    missing = [kind for kind, encoder in ENCODERS.items() if encoder not in encoders.stdout]
+    if version.returncode != 0 or missing:
+        return Check("ffmpeg", False, f"{exe} ({name}) lacks the {' and '.join(missing) or 'expected'} encoder: "
+                                      "install a full ffmpeg build, or set EARSHOT_FFMPEG=bundled")
+    return Check("ffmpeg", True, f"{exe} ({name}); encodes {', '.join(ENCODERS)}")
+
+
+# --- the database ----------------------------------------------------------------------------------
+async def check_database(settings: Settings) -> Check:
+    from core.history import HistoryStore, migrations
+
+    where = settings.db_path
+    store = HistoryStore(where)
+
+    def probe(db: object) -> int:
+        conn = db.conn  # type: ignore[attr-defined]
+        conn.execute("BEGIN IMMEDIATE")      # takes the write lock: fails on a read-only file or directory
+        try:
+            conn.execute("CREATE TABLE earshot_doctor_probe (x)")
+        finally:
+            conn.execute("ROLLBACK")
+        return len(migrations.pending(db))  # type: ignore[arg-type]
+
+    try:
+        await store.open()                   # creates the file and applies migrations, as the bots do
+        pending = await store.read(probe)
+    except Exception as exc:
+        return Check("database", False, f"{where} is not usable ({type(exc).__name__}: {str(exc)[:150]}): "
+                                        "set EARSHOT_DB to a file in a writable directory")
+    finally:
+        await store.close()
+    if pending:
+        return Check("database", False, f"{where}: {pending} migration(s) not applied: run a bot once, or check "
+                                        "that this earshot is not older than the database")
+    return Check("database", True, f"{where} (writable, schema up to date)")
+
+
+# --- the model -------------------------------------------------------------------------------------
+async def check_model(settings: Settings) -> Check:
+    from core.catalog import Backend
+    from core.dashscope import text_item
+    from core.model_client import has_key, make_client
+
+    name = f"model {settings.model}"
+    if not has_key(settings):
+        return Check(name, False, "DASHSCOPE_API_KEY is not set: create a key in the Model Studio console "
+                                  "(Beijing or Singapore, matching DASHSCOPE_REGION)")
+    backend = settings.model_info.backend
+    base = {Backend.NATIVE: settings.native_base_url, Backend.COMPAT: settings.compat_base_url}.get(
+        backend, settings.openai_base_url or "")
+    client = make_client(settings.model_copy(update={"request_timeout": TIMEOUT, "retry_budget": 5}))
+    client.max_attempts = 2        # a health check, not a request worth waiting a minute for
+    try:
+        answer = await client.generate([{"role": "user", "content": [text_item("Say OK.")]}], max_tokens=1)
+    except EarshotError as exc:
+        return Check(name, False, f"{exc.operator_message} (asked {_where(base)})")
+    finally:
+        await client.aclose()
+    return Check(name, True, f"answers at {_where(base)} ({answer.usage.total} tokens for a one-token request)")
+
+
+# --- Telegram --------------------------------------------------------------------------------------
+def check_telegram(settings: Settings, http: httpx.Client, webhook_url: str | None) -> Iterator[Check]:
+    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
+        yield Check("Telegram", None, "TELEGRAM_BOT_TOKEN not set, skipped")
+        return
+    root = settings.telegram_api_base_url.rstrip("/")
+    api = f"{root}/bot{settings.telegram_bot_token.get_secret_value()}"
+
+    def call(method: str) -> tuple[dict | None, str | None]:
+        try:
+            resp = http.post(f"{api}/{method}")
+            body = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return None, f"no answer from {_where(root)} ({type(exc).__name__}): check TELEGRAM_API_BASE_URL " \
+                         "and the network"
+        if resp.status_code in (401, 404):
+            return None, f"TELEGRAM_BOT_TOKEN was refused ({resp.status_code} {body.get('description', '')}): " \
+                         "copy the token again from @BotFather (/token)"
+        if not body.get("ok"):
+            return None, f"{method} failed ({resp.status_code} {body.get('description', '')})"
+        return body.get("result") or {}, None
+
+    me, problem = call("getMe")
+    if me is None:
+        yield Check("Telegram getMe", False, problem or "")
+        return
+    yield Check("Telegram getMe", True, f"signed in as @{me.get('username')}")
+    info, problem = call("getWebhookInfo")
+    if info is None:
+        yield Check("Telegram webhook", False, problem or "")
+        return
+    current = str(info.get("url") or "")
+    if webhook_url is None:
+        if current:
+            yield Check("Telegram webhook", False,
+                        f"a webhook is set (to {_where(current)}/…) while `earshot telegram` polls: Telegram "
+                        "delivers nothing to a poller then. Delete it (curl -X POST "
+                        f"{root}/bot$TELEGRAM_BOT_TOKEN/deleteWebhook), or run `earshot telegram --webhook-url`")
+        else:
+            yield Check("Telegram webhook", True, "none set: long polling will receive updates")
+        return
+    if current != webhook_url:
+        yield Check("Telegram webhook", False,
+                    f"set to {_where(current) + '/…' if current else 'nothing'}, not to the --webhook-url given: "
+                    "start `earshot telegram --webhook-url` with that URL and it registers it")
+    elif info.get("last_error_message"):
+        yield Check("Telegram webhook", False, f"Telegram's last delivery failed: {info['last_error_message']} "
+                                               "(check the proxy in front of `earshot telegram` and its TLS)")
+    else:
+        yield Check("Telegram webhook", True, f"set to {_where(current)}/…, no delivery errors")
+
+
+# --- Slack -----------------------------------------------------------------------------------------
+def check_slack(settings: Settings, http: httpx.Client) -> Iterator[Check]:
+    if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
+        yield Check("Slack", None, "SLACK_BOT_TOKEN not set, skipped")
+        return
+    api = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+
+    def call(method: str, token: str) -> tuple[httpx.Response | None, dict, str | None]:
+        try:
+            resp = http.post(api + method, headers={"Authorization": f"Bearer {token}"})
+            body = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return None, {}, f"no answer from {_where(api)} ({type(exc).__name__}): check SLACK_API_URL and the network"
+        return resp, body, None if body.get("ok") else str(body.get("error") or resp.status_code)
+
+    resp, body, error = call("auth.test", settings.slack_bot_token.get_secret_value())
+    if resp is None or error:
+        fix = error if resp is None else (f"SLACK_BOT_TOKEN was refused ({error}): use the app's Bot User OAuth "
+                                          "Token (xoxb-…, OAuth & Permissions)")
+        yield Check("Slack auth.test", False, fix or "")
+        return
+    yield Check("Slack auth.test", True, f"signed in as {body.get('user')} in {body.get('team')}")
+    header = resp.headers.get("x-oauth-scopes")
+    if header is None:
+        yield Check("Slack scopes", False, "Slack did not list the token's scopes: is SLACK_BOT_TOKEN a bot token (xoxb-…)?")
+    else:
+        granted = {s.strip() for s in header.split(",") if s.strip()}
+        missing = [s for s in SLACK_SCOPES if s not in granted]
+        if missing:
+            yield Check("Slack scopes", False, f"the app lacks {', '.join(missing)}: add them under OAuth & "
+                                               "Permissions (or paste deploy/slack-manifest.yml) and reinstall the app")
+        else:
+            yield Check("Slack scopes", True, f"all {len(SLACK_SCOPES)} the app needs")
+    if settings.slack_app_token is not None and settings.slack_app_token.get_secret_value():
+        resp, body, error = call("apps.connections.open", settings.slack_app_token.get_secret_value())
+        if resp is None or error:
+            yield Check("Slack Socket Mode", False, error if resp is None else
+                        f"SLACK_APP_TOKEN was refused ({error}): create an app-level token (xapp-…) with the "
+                        "connections:write scope under Basic Information, and turn Socket Mode on")
+        else:
+            yield Check("Slack Socket Mode", True, "SLACK_APP_TOKEN opens a connection")
+    elif settings.slack_signing_secret is None or not settings.slack_signing_secret.get_secret_value():
+        yield Check("Slack mode", False, "set SLACK_SIGNING_SECRET (HTTP mode, from Basic Information) "
+                                         "or SLACK_APP_TOKEN (Socket Mode)")
+    else:
+        yield Check("Slack mode", True, "HTTP: SLACK_SIGNING_SECRET is set (Slack's requests are checked with it)")
+
+
+# --- all of it -------------------------------------------------------------------------------------
+async def _async_checks(settings: Settings) -> list[Check]:
+    return list(await asyncio.gather(check_database(settings), check_model(settings)))
+
+
+def run_checks(settings: Settings, *, webhook_url: str | None = None) -> Iterator[Check]:
+    """Every check, in order, as each finishes."""
+    yield check_ffmpeg(settings)
+    yield from asyncio.run(_async_checks(settings))
+    with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http:
+        yield from check_telegram(settings, http, webhook_url)
+        yield from check_slack(settings, http)
+
+
+def doctor(settings: Settings, *, webhook_url: str | None = None,
+           echo: Callable[[str], object] = print) -> bool:
+    """Print one masked line per check; True when none failed."""
+    mask = RedactingFilter(settings.secrets())
+    ok = True
+    for check in run_checks(settings, webhook_url=webhook_url):
+        ok = ok and check.ok is not False
+        echo(mask.redact(check.line()))
+    return ok

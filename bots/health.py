@@ -1,0 +1,126 @@
+"""GET /healthz and GET /metrics for the long-running processes (both bots share this).
+
+/healthz answers 200 "ok" when the platform connection and the database answer, else 503 with one line
+per reason, so a container runtime or load balancer can restart or route around the process. /metrics
+is the Prometheus text format of core.metrics. The Slack HTTP mode adds both routes to its own server;
+the Telegram bot and Slack Socket Mode serve them on EARSHOT_METRICS_PORT through HealthServer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from core import metrics
+from core.history import HistoryStore
+
+log = logging.getLogger(__name__)
+
+# None when the platform is reachable and we are connected; otherwise why not, in a few words
+PlatformProbe = Callable[[], Awaitable[str | None]]
+PROBE_TIMEOUT = 5.0
+# the platform is asked at most this often: health checks and scrapes must not spend its rate limits
+PLATFORM_CACHE_SECONDS = 15.0
+
+
+class Health:
+    """The two handlers, over the process's database and a probe of its platform connection."""
+
+    def __init__(self, history: HistoryStore, platform: PlatformProbe, *, name: str,
+                 cache_seconds: float = PLATFORM_CACHE_SECONDS) -> None:
+        metrics.enable()
+        self.history = history
+        self.platform = platform
+        self.name = name
+        self.cache_seconds = cache_seconds
+        self._platform_seen: tuple[float, str | None] | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+
+    async def problems(self) -> list[str]:
+        return [p for p in await asyncio.gather(self._database(), self._platform()) if p]
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        problems = await self.problems()
+        if problems:
+            return web.Response(status=503, text="\n".join(problems) + "\n")
+        return web.Response(text="ok\n")
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(metrics.refresh_jobs(self.history), PROBE_TIMEOUT)
+        except Exception as exc:     # the rest of the figures are still worth scraping
+            log.warning("could not count jobs for /metrics (%s)", type(exc).__name__)
+        body, content_type = metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def _database(self) -> str | None:
+        path = getattr(self.history, "path", None)
+        if isinstance(path, Path) and not path.exists():
+            return f"database: {path} is gone"
+        try:
+            await asyncio.wait_for(self.history.read(lambda db: db.execute("SELECT 1").fetchone()), PROBE_TIMEOUT)
+        except Exception as exc:
+            return f"database: does not answer ({type(exc).__name__}: {str(exc)[:120]})"
+        return None
+
+    async def _platform(self) -> str | None:
+        now = time.monotonic()
+        if self._platform_seen is not None and now - self._platform_seen[0] < self.cache_seconds:
+            return self._platform_seen[1]
+        try:
+            problem = await asyncio.wait_for(self.platform(), PROBE_TIMEOUT)
+        except Exception as exc:
+            problem = f"no answer ({type(exc).__name__})"
+        result = f"{self.name}: {problem}" if problem else None
+        self._platform_seen = (time.monotonic(), result)
+        return result
+
+
+class HealthServer:
+    """Serves a Health on a port of its own: `await start()`, later `await stop()`."""
+
+    def __init__(self, health: Health, *, port: int, host: str = "0.0.0.0") -> None:
+        self.health = health
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        self.health.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.port = self._runner.addresses[0][1]
+        log.info("health and metrics on http://%s:%d/healthz and /metrics", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def serve_health(history: HistoryStore, platform: PlatformProbe, *, name: str,
+                       port: int) -> HealthServer | None:
+    """EARSHOT_METRICS_PORT's server, started; None when the port is 0 (turned off)."""
+    if not port:
+        return None
+    server = HealthServer(Health(history, platform, name=name), port=port)
+    await server.start()
+    return server
+

@@ -1,0 +1,108 @@
+"""`earshot doctor` as an operator runs it: a subprocess against the DashScope, Telegram and Slack stand-ins."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.dashscope import FakeDashScope
+from tests.fakes.server import Threaded
+from tests.fakes.slack import BOT_SCOPES, FakeSlack
+from tests.fakes.telegram import FakeTelegram
+
+EARSHOT = str(Path(sys.executable).with_name("earshot"))
+KEY = "sk-doctor-test-key"
+SIGNING_SECRET = "doctor-signing-secret-8f3a"
+
+
+@pytest.fixture(scope="module")
+def services():
+    ds, tg, sl = FakeDashScope(api_key=KEY, inspect=False), FakeTelegram(), FakeSlack()
+    with Threaded(ds.app) as dss, Threaded(tg.app) as tgs, Threaded(sl.app) as sls:
+        sl.url = sls.url
+        yield {"ds": (ds, dss), "tg": (tg, tgs), "sl": (sl, sls)}
+
+
+@pytest.fixture
+def env(services, tmp_path) -> dict[str, str]:
+    (_, dss), (tg, tgs), (sl, sls) = services["ds"], services["tg"], services["sl"]
+    tgs.call(lambda: setattr(tg, "webhook", None))
+    sls.call(lambda: setattr(sl, "scopes", list(BOT_SCOPES)))
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_"))}
+    return e | {"DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": dss.url + "/api/v1",
+                "EARSHOT_DB": str(tmp_path / "data" / "earshot.db"),
+                "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url,
+                "SLACK_BOT_TOKEN": sl.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": sls.url + "/api/"}
+
+
+def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
+    """Exit status and {check name: its line}; fails the test if any secret shows."""
+    p = subprocess.run([EARSHOT, "doctor", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr
+    for secret in (KEY, SIGNING_SECRET, env.get("TELEGRAM_BOT_TOKEN"), env.get("SLACK_BOT_TOKEN"),
+                   env.get("SLACK_APP_TOKEN")):
+        if secret:
+            assert secret not in p.stdout + p.stderr
+    lines = {line[2:].split(":", 1)[0]: line for line in p.stdout.splitlines() if line.strip()}
+    return p.returncode, lines
+
+
+def test_every_check_passes_against_working_services(env, services):
+    code, lines = doctor(env)
+    assert code == 0, lines
+    assert set(lines) == {"ffmpeg", "database", "model qwen-audio-turbo-latest", "Telegram getMe", "Telegram webhook",
+                          "Slack auth.test", "Slack scopes", "Slack mode"}
+    assert all(line.startswith("✓") for line in lines.values()), lines
+    assert "mp3" in lines["ffmpeg"] and "opus" in lines["ffmpeg"]
+    assert "@earshot_test_bot" in lines["Telegram getMe"]
+    ds = services["ds"][0]
+    assert ds.calls[-1].parameters["max_tokens"] == 1       # the model check costs one output token
+
+
+def test_names_each_broken_thing_and_how_to_fix_it(env, services):
+    (tg, tgs), (sl, sls) = services["tg"], services["sl"]
+    tgs.call(lambda: setattr(tg, "webhook", {"url": "https://bot.example.org/hook/secret-path"}))
+    sls.call(lambda: sl.scopes.remove("files:read"))
+    code, lines = doctor(env | {"DASHSCOPE_API_KEY": "sk-wrong-key"})
+    assert code == 4
+    assert lines["model qwen-audio-turbo-latest"].startswith("✗") and "DASHSCOPE_API_KEY" in lines[
+        "model qwen-audio-turbo-latest"]
+    webhook = lines["Telegram webhook"]
+    assert webhook.startswith("✗") and "deleteWebhook" in webhook and "secret-path" not in webhook
+    assert lines["Slack scopes"].startswith("✗") and "files:read" in lines["Slack scopes"]
+    assert "chat:write" not in lines["Slack scopes"]
+    for fine in ("ffmpeg", "database", "Telegram getMe", "Slack auth.test"):
+        assert lines[fine].startswith("✓"), lines[fine]
+    assert "sk-wrong-key" not in "".join(lines.values())
+
+
+def test_refused_tokens_name_their_variables(env, tmp_path):
+    code, lines = doctor(env | {"TELEGRAM_BOT_TOKEN": "123456:WRONG-token-of-the-right-shape-xyz",
+                                "SLACK_BOT_TOKEN": "xoxb-wrong", "SLACK_SIGNING_SECRET": "",
+                                "SLACK_APP_TOKEN": "xapp-wrong"})
+    assert code == 4
+    assert lines["Telegram getMe"].startswith("✗") and "TELEGRAM_BOT_TOKEN" in lines["Telegram getMe"]
+    assert lines["Slack auth.test"].startswith("✗") and "SLACK_BOT_TOKEN" in lines["Slack auth.test"]
+
+
+def test_webhook_mode_expects_its_webhook_and_socket_mode_checks_the_app_token(env, services):
+    (tg, tgs), (sl, _) = services["tg"], services["sl"]
+    url = "https://bot.example.org/telegram"
+    tgs.call(lambda: setattr(tg, "webhook", {"url": url}))
+    code, lines = doctor(env | {"SLACK_APP_TOKEN": sl.app_token}, "--webhook-url", url)
+    assert code == 0, lines
+    assert lines["Slack Socket Mode"].startswith("✓")
+    code, lines = doctor(env | {"SLACK_APP_TOKEN": "xapp-wrong"}, "--webhook-url", url + "/other")
+    assert code == 4
+    assert lines["Telegram webhook"].startswith("✗")
+    assert lines["Slack Socket Mode"].startswith("✗") and "SLACK_APP_TOKEN" in lines["Slack Socket Mode"]
+
+
+def test_unusable_database_is_named(env, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    code, lines = doctor(env | {"EARSHOT_DB": str(tmp_path / "a-file" / "earshot.db")})
+    assert code == 4
+    assert lines["database"].startswith("✗") and "EARSHOT_DB" in lines["database"]
