@@ -13,9 +13,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from core import messages
+from core import messages, subtitles
 from core.config import Settings
 from core.errors import EarshotError, InputError, ModelError
+from core.links import fetcher_for, find_link
 from core.logs import setup_logging
 from core.models import Audio, ChatKey, Progress, Reply, Request, Task
 from core.service import Assistant
@@ -29,8 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-FileArg = Annotated[Path, typer.Argument(help="Audio or video file: ogg, opus, mp3, m4a, wav, flac, amr, 3gp, webm, mp4…",
-                                         show_default=False)]
+FileArg = Annotated[str, typer.Argument(help="Audio or video file (ogg, opus, mp3, m4a, wav, flac, amr, 3gp, webm, "
+                                             "mp4…), or an http(s) link to one.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the answer, per-part offsets and token usage as JSON.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what earshot is doing on stderr.")]
 
@@ -63,7 +64,11 @@ def _log_level(settings: Settings, default: int) -> int:
     return level
 
 
-def _read(path: Path, settings: Settings) -> Audio:
+def _read(file: str, settings: Settings) -> Audio:
+    if file.lower().startswith(("http://", "https://")):
+        url = find_link(file) or file
+        return _until_done(fetcher_for(settings).fetch(url))
+    path = Path(file)
     if not path.is_file():
         _fail(messages.FILE_NOT_FOUND.format(path=path), EXIT_INPUT)
     size = path.stat().st_size
@@ -105,19 +110,24 @@ async def _ask(settings: Settings, request: Request) -> Reply:
         bar.close()
 
 
-def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool) -> None:
+def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, fmt: str | None = None) -> None:
     # one-shot commands stand alone: no chat history is sent with them
     settings = _settings(history_turns=0)
     setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets())
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text)
     reply = _until_done(_ask(settings, request))
-    if as_json:
-        typer.echo(json.dumps(_as_json(reply, settings.model), ensure_ascii=False, indent=2))
+    if fmt in ("srt", "vtt"):
+        typer.echo(subtitles.render(reply, fmt), nl=False)
+    elif as_json or fmt == "json":
+        data = _as_json(reply, settings.model)
+        if task is Task.TRANSCRIBE:
+            data["cues"] = subtitles.cue_dicts(reply)
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         typer.echo(reply.text)
 
 
-def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
+def _until_done(work: Coroutine[Any, Any, Any]) -> Any:
     try:
         return asyncio.run(work)
     except KeyboardInterrupt:
@@ -137,13 +147,19 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
         "parts": [{"start": p.start, "end": p.end, "offset": mmss(p.start), "text": p.text} for p in reply.parts],
         "usage": {**asdict(reply.usage), "total": reply.usage.total},
         "request_ids": list(reply.request_ids),
+        "cached": reply.cached,      # answered from the answer cache: no model call, no tokens
     }
 
 
 @app.command()
-def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+               fmt: Annotated[str | None, typer.Option(
+                   "--format", help="text (default), srt or vtt (subtitles with true offsets), or json (cues).",
+                   show_default=False)] = None) -> None:
     """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
-    _run(Task.TRANSCRIBE, file, None, as_json, verbose)
+    if fmt is not None and fmt not in subtitles.FORMATS:
+        _fail(f"--format must be one of {', '.join(subtitles.FORMATS)}", 2)
+    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt)
 
 
 @app.command()

@@ -249,3 +249,17 @@ class HistoryStore:
         """Whether claim_event has recorded this event, without claiming it."""
         return await self._run(lambda: self.db.execute(
             "SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?", [platform, event_id]).fetchone() is not None)
+
+
+@migrations()
+def m005_answer_cache(db: sqlite_utils.Database) -> None:
+    """Answers kept by audio content (core.answer_cache). Each row names the chat whose audio put it there,
+    so forgetting that chat (forget_chat finds tables by their chat_id column) deletes it too."""
+    db["answer_cache"].create({
+        "key": str, "platform": str, "chat_id": str, "reply": str, "created": float,
+    }, pk="key", not_null={"platform", "chat_id", "reply", "created"})
+    db["answer_cache"].create_index(["created"])
+    db["audio_sources"].create({
+        "platform": str, "source_id": str, "chat_id": str, "digest": str, "created": float,
+    }, pk=("platform", "source_id"), not_null={"chat_id", "digest", "created"})
+    db["audio_sources"].create_index(["created"])

@@ -25,7 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from .history import HistoryStore
-from .models import ChatKey, Reply, Sender, Task, Usage
+from .models import ChatKey, Part, Reply, Sender, Task, Usage
 
 MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
 MAX_DELIVERIES = 6          # tries to hand an outcome to the platform before giving up on it
@@ -122,7 +122,8 @@ class Job:
         if "failure" in data:
             return Failure(data["failure"]) if data["failure"] else None
         return Reply(text=data["text"], task=self.task, usage=Usage(*data.get("usage", (0, 0, 0))),
-                     duration=data.get("duration"), request_ids=tuple(data.get("request_ids", ())))
+                     duration=data.get("duration"), request_ids=tuple(data.get("request_ids", ())),
+                     parts=tuple(Part(*p) for p in data.get("parts", ())), cached=bool(data.get("cached")))
 
 
 def encode_outcome(outcome: Reply | Failure | None) -> str | None:
@@ -132,7 +133,9 @@ def encode_outcome(outcome: Reply | Failure | None) -> str | None:
         return json.dumps({"failure": outcome.text})
     u = outcome.usage
     return json.dumps({"text": outcome.text, "usage": [u.audio_tokens, u.input_tokens, u.output_tokens],
-                       "duration": outcome.duration, "request_ids": list(outcome.request_ids)},
+                       "duration": outcome.duration, "request_ids": list(outcome.request_ids),
+                       # the parts' offsets: transcript files (core.subtitles) are made when it is delivered
+                       "parts": [[p.start, p.end, p.text] for p in outcome.parts], "cached": outcome.cached},
                       ensure_ascii=False)
 
 

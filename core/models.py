@@ -48,6 +48,7 @@ class Request:
     team_id: str | None = None     # Slack workspace of the user
     chat_name: str | None = None   # Telegram public chat @username (without the @)
     retry: bool = False            # a durable job's later attempt (core.runner): not a new request to rate-limit
+    audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
 
     @property
     def sender(self) -> Sender:
@@ -98,6 +99,7 @@ class Reply:
     usage: Usage = field(default_factory=Usage)
     duration: float | None = None    # seconds of audio the answer covers
     request_ids: tuple[str, ...] = ()
+    cached: bool = False             # answered from core.answer_cache: no model call, no tokens
 
 
 @dataclass(frozen=True, slots=True)
