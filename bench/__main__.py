@@ -12,10 +12,10 @@ import sys
 import time
 import traceback
 
-from bench import bitrate, history_store, long_audio, memory, pipeline, report, throughput
+from bench import answer_cache, bitrate, history_store, long_audio, memory, pipeline, report, throughput
 
 BENCHMARKS = {"pipeline": pipeline, "bitrate": bitrate, "throughput": throughput, "long_audio": long_audio,
-              "memory": memory, "history": history_store}
+              "memory": memory, "history": history_store, "answer_cache": answer_cache}
 
 
 def main() -> int:
