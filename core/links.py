@@ -19,9 +19,9 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 from email.message import Message
 from pathlib import PurePosixPath
+from typing import Any
 from urllib.parse import unquote
 
 import httpcore
@@ -56,10 +56,6 @@ def find_link(text: str | None) -> str | None:
         words = words[1:].split(">", 1)[0].split("|", 1)[0]
     match = _URL.match(words)
     return match.group(0).rstrip(".,;:!?)") if match else None
-
-
-def is_link(text: str | None) -> bool:
-    return bool(text) and find_link(text) is not None and not any(c.isspace() for c in text.strip())
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
