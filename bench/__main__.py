@@ -1,6 +1,6 @@
 """Run every benchmark in turn, then rewrite the table in BENCHMARKS.md and the plots.
 
-    python -m bench [--full] [--only pipeline,bitrate,throughput,long_audio,memory,history,models,startup]
+    python -m bench [--full] [--only pipeline,bitrate,throughput,long_audio,memory,history,models,startup,answer_cache]
 
 A benchmark that fails is reported and the rest still run; the exit status is 1 if any failed.
 """
@@ -12,10 +12,11 @@ import sys
 import time
 import traceback
 
-from bench import bitrate, history_store, long_audio, memory, models, pipeline, report, startup, throughput
+from bench import answer_cache, bitrate, history_store, long_audio, memory, models, pipeline, report, startup, throughput
 
 BENCHMARKS = {"pipeline": pipeline, "bitrate": bitrate, "throughput": throughput, "long_audio": long_audio,
-              "memory": memory, "history": history_store, "models": models, "startup": startup}
+              "memory": memory, "history": history_store, "models": models, "startup": startup,
+              "answer_cache": answer_cache}
 
 
 def main() -> int:

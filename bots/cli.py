@@ -29,8 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-FileArg = Annotated[Path, typer.Argument(help="Audio or video file: ogg, opus, mp3, m4a, wav, flac, amr, 3gp, webm, mp4…",
-                                         show_default=False)]
+FileArg = Annotated[str, typer.Argument(help="Audio or video file (ogg, opus, mp3, m4a, wav, flac, amr, 3gp, webm, "
+                                             "mp4…), or an http(s) link to one.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the answer, per-part offsets and token usage as JSON.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what earshot is doing on stderr.")]
 
@@ -66,7 +66,12 @@ def _log_level(settings: Settings, default: int) -> int:
     return level
 
 
-def _read(path: Path, settings: Settings) -> Audio:
+def _read(file: str, settings: Settings) -> Audio:
+    if file.lower().startswith(("http://", "https://")):
+        from core.links import fetcher_for, find_link
+        url = find_link(file) or file
+        return _until_done(fetcher_for(settings).fetch(url))
+    path = Path(file)
     if not path.is_file():
         _fail(messages.FILE_NOT_FOUND.format(path=path), EXIT_INPUT)
     size = path.stat().st_size
@@ -109,7 +114,7 @@ async def _ask(settings: Settings, request: Request) -> Reply:
         bar.close()
 
 
-def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool,
+def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, fmt: str | None = None,
          speak: Path | None = None, voice: str | None = None) -> None:
     # one-shot commands stand alone: no chat history is sent with them
     from core.logs import setup_logging
@@ -126,9 +131,17 @@ def _run(task: Task, file: Path, text: str | None, as_json: bool, verbose: bool,
             speak.write_bytes(reply.speech.ogg)
         except OSError as exc:
             _fail(f"could not write {speak}: {exc.strerror or exc}", EXIT_INPUT)
-    if as_json:
+    if fmt in ("srt", "vtt"):
+        from core import subtitles
+        typer.echo(subtitles.render(reply, fmt), nl=False)
+    elif as_json or fmt == "json":
         import json
-        typer.echo(json.dumps(_as_json(reply, settings.model), ensure_ascii=False, indent=2))
+
+        from core import subtitles
+        data = _as_json(reply, settings.model)
+        if task is Task.TRANSCRIBE:
+            data["cues"] = subtitles.cue_dicts(reply)
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         typer.echo(reply.text)
 
@@ -143,7 +156,7 @@ def _voice(settings: Settings, voice: str | None) -> str:
         _fail(exc.user_message, EXIT_INPUT if settings.model_info.speaks and voice else EXIT_CONFIG)
 
 
-def _until_done(work: Coroutine[Any, Any, Reply]) -> Reply:
+def _until_done(work: Coroutine[Any, Any, Any]) -> Any:
     import asyncio
     try:
         return asyncio.run(work)
@@ -167,13 +180,20 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
         "parts": [{"start": p.start, "end": p.end, "offset": mmss(p.start), "text": p.text} for p in reply.parts],
         "usage": {**asdict(reply.usage), "total": reply.usage.total},
         "request_ids": list(reply.request_ids),
+        "cached": reply.cached,      # answered from the answer cache: no model call, no tokens
     }
 
 
 @app.command()
-def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+               fmt: Annotated[str | None, typer.Option(
+                   "--format", help="text (default), srt or vtt (subtitles with true offsets), or json (cues).",
+                   show_default=False)] = None) -> None:
     """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
-    _run(Task.TRANSCRIBE, file, None, as_json, verbose)
+    from core.subtitles import FORMATS
+    if fmt is not None and fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt)
 
 
 @app.command()
@@ -204,7 +224,7 @@ def ask(file: FileArg,
                                                   "EARSHOT_VOICE, Cherry).", show_default=False)] = None,
         as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Answer a question about the audio (citing mm:ss); with no question, reply to it as a voice chat."""
-    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose, speak, voice)
+    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose, speak=speak, voice=voice)
 
 
 @app.command()

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     job_ttl: float = Field(86400.0, gt=0, **_env("EARSHOT_JOB_TTL"))
     # group digests: days a stored voice-note transcript is kept
     retention_days: float = Field(30.0, gt=0, **_env("EARSHOT_RETENTION_DAYS"))
+    # answers kept by audio content, so the same audio asked the same thing costs nothing (0 = off)
+    cache_days: float = Field(7.0, ge=0, **_env("EARSHOT_CACHE_DAYS"))
+    # links may reach private, loopback and other non-public addresses (self-hosted networks, tests)
+    url_allow_private: bool = Field(False, **_env("EARSHOT_URL_ALLOW_PRIVATE"))
+    # seconds a link's whole download may take, redirects included
+    url_timeout: float = Field(60.0, gt=0, **_env("EARSHOT_URL_TIMEOUT"))
 
     # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))

@@ -438,6 +438,8 @@ class DigestService:
         deleted = await self.store.purge(self.clock() - self.settings.retention_days * DAY)
         if deleted:
             log.info("deleted %d expired voice-note transcript(s)", deleted)
+        if self.assistant.cache.enabled and (cached := await self.assistant.cache.prune()):
+            log.info("deleted %d expired cached answer(s)", cached)   # EARSHOT_CACHE_DAYS, on the same sweep
         return deleted
 
 

@@ -87,6 +87,20 @@ def m005_chat_settings(db: sqlite_utils.Database) -> None:
                                pk=("platform", "chat_id"), not_null={"voice"}, defaults={"voice": ""})
 
 
+@migrations()
+def m006_answer_cache(db: sqlite_utils.Database) -> None:
+    """Answers kept by audio content (core.answer_cache). Each row names the chat whose audio put it there,
+    so forgetting that chat (forget_chat finds tables by their chat_id column) deletes it too."""
+    db["answer_cache"].create({
+        "key": str, "platform": str, "chat_id": str, "reply": str, "created": float,
+    }, pk="key", not_null={"platform", "chat_id", "reply", "created"})
+    db["answer_cache"].create_index(["created"])
+    db["audio_sources"].create({
+        "platform": str, "source_id": str, "chat_id": str, "digest": str, "created": float,
+    }, pk=("platform", "source_id"), not_null={"chat_id", "digest", "created"})
+    db["audio_sources"].create_index(["created"])
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: str          # "user" or "assistant"

@@ -26,7 +26,7 @@ from typing import Any
 import sqlite_utils
 
 from .history import HistoryStore
-from .models import ChatKey, Reply, Sender, Speech, Task, Usage
+from .models import ChatKey, Part, Reply, Sender, Speech, Task, Usage
 
 MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
 MAX_DELIVERIES = 6          # tries to hand an outcome to the platform before giving up on it
@@ -126,6 +126,7 @@ class Job:
         speech = Speech(base64.b64decode(spoken["ogg"]), spoken["seconds"], spoken["voice"]) if spoken else None
         return Reply(text=data["text"], task=self.task, usage=Usage(*data.get("usage", (0, 0, 0))),
                      duration=data.get("duration"), request_ids=tuple(data.get("request_ids", ())),
+                     parts=tuple(Part(*p) for p in data.get("parts", ())), cached=bool(data.get("cached")),
                      speech=speech)
 
 
@@ -139,6 +140,8 @@ def encode_outcome(outcome: Reply | Failure | None) -> str | None:
     speech = {"ogg": base64.b64encode(sp.ogg).decode("ascii"), "seconds": sp.seconds, "voice": sp.voice} if sp else None
     return json.dumps({"text": outcome.text, "usage": [u.audio_tokens, u.input_tokens, u.output_tokens],
                        "duration": outcome.duration, "request_ids": list(outcome.request_ids),
+                       # the parts' offsets: transcript files (core.subtitles) are made when it is delivered
+                       "parts": [[p.start, p.end, p.text] for p in outcome.parts], "cached": outcome.cached,
                        **({"speech": speech} if speech else {})}, ensure_ascii=False)
 
 

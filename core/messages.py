@@ -130,3 +130,15 @@ FORGOTTEN = ("Done: I've deleted everything I stored for this chat (transcripts,
              "settings), and digests are off.")
 DIGEST_CANT_HEAR = ("Heads-up: Telegram shows me voice notes in groups only if I'm an admin here or my privacy mode "
                     "is off (@BotFather → /setprivacy → Disable, then add me again).")
+
+# Audio by link (core.links)
+LINK_BAD = "That link isn't one I can fetch: send an http:// or https:// link to an audio or video file."
+LINK_PRIVATE = "I can't fetch that link: it points to a private or local network address."
+LINK_UNREACHABLE = "I couldn't fetch that link: {reason}."
+LINK_NOT_AUDIO = ("That link leads to a web page ({content_type}), not an audio file. "
+                  "Send a direct link to the file (it usually ends in .mp3, .m4a, .ogg, .wav…).")
+LINK_TOO_MANY_REDIRECTS = "I couldn't fetch that link: it redirects more than {limit} times."
+LINK_TIMEOUT = "That link took too long to download (over {seconds:.0f} s)."
+
+# Transcripts as files
+TRANSCRIPT_FILES = "The whole transcript, as text and as subtitles:"

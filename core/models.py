@@ -49,6 +49,7 @@ class Request:
     chat_name: str | None = None   # Telegram public chat @username (without the @)
     retry: bool = False            # a durable job's later attempt (core.runner): not a new request to rate-limit
     voice: str | None = None       # speak the answer in this voice (else the chat's /voice setting decides)
+    audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
 
     @property
     def sender(self) -> Sender:
@@ -100,6 +101,7 @@ class Reply:
     duration: float | None = None    # seconds of audio the answer covers
     request_ids: tuple[str, ...] = ()
     speech: Speech | None = None     # the answer spoken, when the chat asked for voice and the model speaks
+    cached: bool = False             # answered from core.answer_cache: no model call, no tokens
 
 
 @dataclass(frozen=True, slots=True)

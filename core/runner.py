@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[Job], Awaitable[Audio]]
 Deliver = Callable[[Job, Outcome], Awaitable[None]]
 Attend = Callable[[Job], AbstractAsyncContextManager[ProgressCallback | None]]
+AudioId = Callable[[Job], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Platform:
     deliver: Deliver                 # send a Reply, Failure or Notice; raise Undeliverable when hopeless
     attend: Attend | None = None     # around each attempt: typing, status message; yields a progress callback
     stream: bool = False             # ask for streamed partial answers (through the progress callback)
+    audio_id: AudioId | None = None  # the platform's stable id of the job's audio, so a cached answer skips the fetch
 
 
 def is_outage(err: EarshotError) -> bool:
@@ -93,8 +95,8 @@ class JobRunner:
         self._stopping = False
 
     def register(self, platform: str, *, fetch: Fetch, deliver: Deliver, attend: Attend | None = None,
-                 stream: bool = False) -> None:
-        self._platforms[platform] = Platform(fetch, deliver, attend, stream)
+                 stream: bool = False, audio_id: AudioId | None = None) -> None:
+        self._platforms[platform] = Platform(fetch, deliver, attend, stream, audio_id)
 
     # --- lifetime -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,12 +245,14 @@ class JobRunner:
     async def _answer(self, job: Job, platform: Platform) -> Reply:
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:
-            audio = await platform.fetch(job) if job.file_ref else None
+            # fetched inside handle: after the access checks, and not at all for a cached answer
+            fetch = (lambda: platform.fetch(job)) if job.file_ref else None
             s = job.sender
-            request = Request(job.chat, job.task, audio=audio, text=job.text, user_id=s.user_id,
+            request = Request(job.chat, job.task, text=job.text, user_id=s.user_id,
                               user_name=s.user_name, team_id=s.team_id, chat_name=s.chat_name,
-                              retry=job.attempts > 1)
-            return await self.assistant.handle(request, progress=progress, stream=platform.stream)
+                              retry=job.attempts > 1,
+                              audio_id=platform.audio_id(job) if platform.audio_id and job.file_ref else None)
+            return await self.assistant.handle(request, progress=progress, stream=platform.stream, fetch=fetch)
 
     async def _failed(self, job: Job, platform: Platform, permit: Permit, err: EarshotError) -> Job:
         error = self._redact(err.operator_message)

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 from . import audio, ffmpeg, messages, metrics, prompts, speech
 from .access import AccessPolicy, MeteredClient, UsageReport
+from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
 from .catalog import ModelInfo
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
 from .errors import ModelAuthError, NeedsAudio, NeedsText, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .model_client import ModelClient, has_key, make_client
-from .models import ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
+from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
 from .timestamps import mmss, shift
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ CONVERSATIONAL = {Task.CHAT, Task.ASK, Task.FOLLOW_UP}
 TIMED = {Task.EVENTS, Task.ASK, Task.SENTIMENT}
 # what a request may spend on words besides the history: prompts, the answer's own text, slack
 PROMPT_RESERVE = 400
+
+Fetch = Callable[[], Awaitable[Audio]]
 
 
 def estimate_tokens(text: str) -> int:
@@ -83,6 +86,7 @@ class Assistant:
         self._has_key = has_key(settings) or client is not None
         self.history = history or HistoryStore(settings.db_path)
         self.access = AccessPolicy(settings, self.history)
+        self.cache = AnswerCache(self.history, settings.cache_days)
         self._locks: dict[ChatKey, asyncio.Lock] = {}
 
     async def __aenter__(self) -> Assistant:
@@ -101,29 +105,31 @@ class Assistant:
 
     @metrics.handled
     async def handle(self, request: Request, *, progress: ProgressCallback | None = None,
-                     stream: bool = False) -> Reply:
+                     stream: bool = False, fetch: Fetch | None = None) -> Reply:
         """Answer one turn. Raises core.errors.EarshotError subclasses with a user_message.
 
         progress: awaited as chunks of long audio finish (Progress(done, total)), and, when
         stream=True, with Progress(..., partial=text so far) while the final answer is written.
+        fetch: how to get the audio when request.audio is None; called only after access is granted,
+        and not at all when the answer is cached under request.audio_id.
         """
-        # who may ask, how fast, how much: refused before anything is decoded or sent to the model
+        # who may ask, how fast, how much: refused before anything is downloaded, decoded or sent to the model
         async with self.access.admit(request):
-            self._check(request)
+            self._check(request, fetch is not None)
             lock = self._locks.setdefault(request.chat, asyncio.Lock())
             try:
                 async with lock:
-                    return await self._handle(request, progress, stream)
+                    return await self._handle(request, progress, stream, fetch)
             finally:
                 if not lock.locked() and self._locks.get(request.chat) is lock:
                     del self._locks[request.chat]  # idle chats hold no memory
 
-    def _check(self, request: Request) -> None:
+    def _check(self, request: Request, can_fetch: bool = False) -> None:
         """Refuse what can't work before spending anything."""
         if request.task is Task.FOLLOW_UP:
             if not (request.text or "").strip():
                 raise NeedsText(messages.NOTHING_TO_FOLLOW)
-        elif request.audio is None:
+        elif request.audio is None and not can_fetch:
             raise NeedsAudio(messages.NO_AUDIO_YET)
         if request.task is Task.ASK and not (request.text or "").strip():
             raise NeedsText(messages.NEED_QUESTION)
@@ -132,15 +138,49 @@ class Assistant:
         if not self._has_key:
             raise ModelAuthError(messages.NO_KEY_CLI)
 
-    async def _handle(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
+    async def _handle(self, request: Request, progress: ProgressCallback | None, stream: bool,
+                      fetch: Fetch | None = None) -> Reply:
         if request.task is Task.FOLLOW_UP:
             return await self._follow_up(request, progress if stream else None)
-        reply = await self._hear(request, progress, stream)
+        key, reply = None, None
+        if self._cacheable(request):
+            request, key = await self._cache_key(request, fetch)
+            reply = await self.cache.get(key, request.task)
+            if reply is not None:     # heard before: no download, no model call, no tokens
+                logger.info("%s in %s/%s answered from the cache", request.task.value, request.chat.platform,
+                            request.chat.chat_id)
+        if reply is None:
+            if request.audio is None:
+                assert fetch is not None
+                request = dataclasses.replace(request, audio=await fetch())
+            reply = await self._hear(request, progress, stream)
+            if key is not None:
+                await self.cache.put(key, request.chat, reply)
         await self.history.add_exchange(
             request.chat, request.user_id,
             prompts.describe_audio_turn(request.task, reply.duration or 0.0, request.text), reply.text,
             reply.usage, audio_seconds=reply.duration)
         return reply
+
+    def _cacheable(self, request: Request) -> bool:
+        """Only answers that stand alone: never voice chat, nor a question that may read the history."""
+        return self.cache.enabled and request.voice is None and (request.task in STANDALONE or (
+            request.task is Task.ASK and self.settings.history_turns == 0))
+
+    async def _cache_key(self, request: Request, fetch: Fetch | None) -> tuple[Request, str]:
+        """The answer's cache key; the audio is fetched only when its platform id isn't known yet."""
+        digest = None
+        if request.audio_id:
+            digest = await self.cache.digest_of(request.chat.platform, request.audio_id)
+        if digest is None:
+            if request.audio is None:
+                assert fetch is not None
+                request = dataclasses.replace(request, audio=await fetch())
+            assert request.audio is not None
+            digest = await asyncio.to_thread(audio_digest, request.audio.data)
+            if request.audio_id:
+                await self.cache.remember_source(request.chat, request.audio_id, digest)
+        return request, answer_key(digest, request.task, request.text, self.settings.model)
 
     async def _hear(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
         """The audio pipeline: decode, split, ask per chunk, combine. Touches no history."""

@@ -22,11 +22,12 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core import messages
+from core import messages, subtitles
 from core.config import Settings
 from core.access import usage_text
 from core.errors import AccessRefused, EarshotError, VoiceUnavailable
 from core.jobs import Job, NewJob, Notice, Outcome, Undeliverable
+from core.links import fetcher_for, find_link
 from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Sender, Speech, Task
 from core.runner import JobRunner
 from core.service import Assistant
@@ -50,8 +51,8 @@ _PASSING = {"ratelimited", "internal_error", "fatal_error", "service_unavailable
 _ANSWERED_MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
 HELP = """*earshot* listens to audio and answers about it.
-• *In a DM:* send a voice clip or an audio file (mp3, m4a, wav, ogg, flac…), maybe with a question; \
-type to follow up.
+• *In a DM:* send a voice clip or an audio file (mp3, m4a, wav, ogg, flac…) or a link to one, maybe with \
+a question; type to follow up.
 • *In a channel:* @mention me with an audio file, or in a thread that has one.
 • `/earshot transcribe` · `summarize` · `sentiment` · `events` — about the latest audio here
 • `/earshot ask <question>` · `/earshot translate <language>`
@@ -108,7 +109,9 @@ class Handlers:
         self._inflight: set[asyncio.Task[Any]] = set()
         # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash
         self.jobs = JobRunner(assistant)
-        self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend)
+        self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend,
+                           audio_id=self._audio_id)
+        self.links = fetcher_for(settings)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
         self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
         self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
@@ -158,6 +161,9 @@ class Handlers:
                                    key=key)
             elif event.get("files"):
                 await self._say(Destination(channel, thread_of(event)), messages.NOT_AUDIO)
+            elif (link := link_file(text)) is not None:     # a link to an audio file: handled like an upload
+                task, arg = task_for_text(link.pop("rest"))
+                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, link, sender, key=key)
             elif (cmd := parse_command(text, strict=True)) is not None:
                 await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key)
             elif text:
@@ -182,6 +188,8 @@ class Handlers:
             except EarshotError as err:
                 await self._report(dest, err, None)
                 return
+            if not audio_files(event) and (link := link_file(text)) is not None:
+                file, text = link, link.pop("rest")
             cmd = parse_command(text, strict=True)
             if cmd is not None and cmd.task is None:
                 await self._run_command(cmd, dest, chat, sender, key=key)
@@ -189,7 +197,8 @@ class Handlers:
             if file is None:
                 await self._say(dest, messages.NO_AUDIO_YET)
                 return
-            await self.assistant.remember_audio(chat_key(channel), file["id"])
+            if "id" in file:
+                await self.assistant.remember_audio(chat_key(channel), file["id"])
             task, arg = task_for_text(text)
             await self._answer(dest, chat, task, arg, file, sender, key=key)
 
@@ -311,7 +320,7 @@ class Handlers:
         if dest.response_url:
             self._response_urls[key] = dest.response_url
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
-        kept = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download")
+        kept = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download", "link")
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
             file_ref=json.dumps({k: file[k] for k in kept if k in file}) if file is not None else None))
@@ -323,8 +332,16 @@ class Handlers:
 
     async def _fetch(self, job: Job) -> Audio:
         assert job.file_ref is not None
+        ref = json.loads(job.file_ref)
+        if ref.get("link"):
+            return await self.links.fetch(ref["link"])
         return await download(self.client, json.loads(job.file_ref), token=self.client.token or "",
                               max_bytes=self.settings.max_file_bytes, http=self.http)
+
+    @staticmethod
+    def _audio_id(job: Job) -> str | None:
+        """A Slack file keeps its id wherever it is shared: its cached answer needs no download."""
+        return json.loads(job.file_ref).get("id") if job.file_ref else None
 
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
@@ -345,9 +362,18 @@ class Handlers:
         # a retried delivery goes on after the parts already posted
         posted = self._posted.setdefault(job.id, [0])
         await self._deliver(dest, payloads, status, posted=posted)
-        if isinstance(outcome, Reply) and outcome.speech is not None and posted[0] <= len(payloads):
-            await self._upload_speech(dest, outcome.speech)
-            posted[0] = len(payloads) + 1
+        # then the files, each once: a retried delivery goes on after the ones already uploaded
+        step = len(payloads)
+        if isinstance(outcome, Reply) and outcome.speech is not None:
+            step += 1
+            if posted[0] < step:
+                await self._upload_speech(dest, outcome.speech)
+                posted[0] = step
+        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, render.SECTION_LIMIT):
+            step += 1
+            if posted[0] < step:
+                await self._upload_transcript(job, dest, outcome)
+                posted[0] = step
         del self._posted[job.id]
 
     async def _upload_speech(self, dest: Destination, speech: Speech) -> None:
@@ -365,6 +391,22 @@ class Handlers:
         except Exception as err:     # the text is out; a retry tries the audio again
             log.error("uploading the spoken answer failed: %s", type(err).__name__)
             raise RuntimeError(f"uploading to Slack failed: {type(err).__name__}") from None
+
+    async def _upload_transcript(self, job: Job, dest: Destination, reply: Reply) -> None:
+        """A long transcript also as .txt and .srt files in the answer's thread (files_upload_v2)."""
+        original = json.loads(job.file_ref).get("name") if job.file_ref else None
+        uploads = [{"content": data, "filename": name, "title": name}
+                   for name, data in subtitles.transcript_files(reply, original)]
+        try:
+            await self.client.files_upload_v2(file_uploads=uploads, channel=dest.channel, thread_ts=dest.thread_ts,
+                                              initial_comment=messages.TRANSCRIPT_FILES)
+        except SlackApiError as err:
+            error = api_error(err)
+            scoped = scope_error(err, "refused to upload the transcript files")
+            log.error("uploading the transcript to Slack failed: %s", scoped.operator_message if scoped else error)
+            if error in _PASSING:
+                raise RuntimeError(f"Slack answered {error}") from None
+            raise Undeliverable(f"Slack answered {error}") from None
 
     async def _report(self, dest: Destination, err: EarshotError, status: Status | None) -> None:
         if err.silent:   # refused again: the user has been told already
@@ -484,6 +526,17 @@ class Handlers:
 
     def _tracked(self) -> "_Tracked":
         return _Tracked(self._inflight)
+
+
+def link_file(text: str) -> dict[str, Any] | None:
+    """A message that starts with a link, as a file reference to fetch (core.links); "rest": the words after it."""
+    link = find_link(text)
+    if link is None:
+        return None
+    words = text.strip()
+    rest = words.split(">", 1)[1] if words.startswith("<") else words[len(link):]
+    name = link.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return {"link": link, "name": name if "." in name else None, "rest": rest.strip()}
 
 
 class _Tracked:

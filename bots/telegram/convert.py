@@ -27,6 +27,7 @@ class MediaRef:
     file_name: str | None = None
     mime_type: str | None = None
     file_size: int | None = None
+    file_unique_id: str | None = None   # the same for a file forwarded anywhere: the answer cache's key
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -49,20 +50,31 @@ def media_of(message: Message | None) -> MediaRef | None:
         return None
     if message.voice:
         v = message.voice
-        return MediaRef(v.file_id, "voice", "voice.ogg", v.mime_type or "audio/ogg", v.file_size)
+        return MediaRef(v.file_id, "voice", "voice.ogg", v.mime_type or "audio/ogg", v.file_size, v.file_unique_id)
     if message.audio:
         a = message.audio
-        return MediaRef(a.file_id, "audio", a.file_name, a.mime_type, a.file_size)
+        return MediaRef(a.file_id, "audio", a.file_name, a.mime_type, a.file_size, a.file_unique_id)
     if message.video_note:
         n = message.video_note
-        return MediaRef(n.file_id, "video_note", "video_note.mp4", "video/mp4", n.file_size)
+        return MediaRef(n.file_id, "video_note", "video_note.mp4", "video/mp4", n.file_size, n.file_unique_id)
     if message.video:
         v = message.video
-        return MediaRef(v.file_id, "video", v.file_name, v.mime_type, v.file_size)
+        return MediaRef(v.file_id, "video", v.file_name, v.mime_type, v.file_size, v.file_unique_id)
     if message.document and is_audio_document(message.document.file_name, message.document.mime_type):
         d = message.document
-        return MediaRef(d.file_id, "document", d.file_name, d.mime_type, d.file_size)
+        return MediaRef(d.file_id, "document", d.file_name, d.mime_type, d.file_size, d.file_unique_id)
     return None
+
+
+def link_media(url: str) -> MediaRef:
+    """An audio link in a message, fetched like a file (core.links); named after the URL's last segment."""
+    name = PurePosixPath(url.split("?", 1)[0].split("#", 1)[0]).name
+    return MediaRef(url, "link", name if "." in name else None)
+
+
+def original_name(media: MediaRef) -> str | None:
+    """The name the user's file had; voice notes and round videos have none of their own."""
+    return None if media.kind in ("voice", "video_note") else media.file_name
 
 
 def topic_id(message: Message) -> int | None:

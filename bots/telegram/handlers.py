@@ -7,23 +7,25 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, InputFile, Message, ReplyParameters, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from core import messages
+from core import messages, subtitles
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
 from core.access import usage_text
 from core.errors import AccessRefused, AudioError, VoiceUnavailable
 from core.jobs import Job, NewJob, Notice, Outcome, Undeliverable
+from core.links import fetcher_for, find_link
 from core.models import Audio, ChatKey, Progress, ProgressCallback, Reply, Task
 from core.runner import JobRunner
 from core.service import Assistant
 
-from .convert import PLATFORM, MediaRef, chat_key, command_of, is_addressed, media_of, sender_of, strip_mention, topic_id
+from .convert import (PLATFORM, MediaRef, chat_key, command_of, is_addressed, link_media, media_of, original_name,
+                      sender_of, strip_mention, topic_id)
 from .digests import COMMANDS as DIGEST_COMMANDS, TelegramDigests, help_text
 from .progress import EditThrottle, StatusMessage, Typing
-from .render import send_text, send_voice, with_flood_control
+from .render import MESSAGE_LIMIT, send_text, send_voice, with_flood_control
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ HELP = """I listen to voice notes and audio files and answer about them, using Q
 
 • Send a voice note and I reply to it, as in a conversation.
 • Add a caption to ask about it: "what time did she say?"
+• Or send a link to an audio or video file.
 • Then write to follow up on what was said.
 • Commands act on the audio you reply to, or on the latest one here:
 /transcribe – word for word
@@ -107,7 +110,9 @@ class TelegramHandlers:
         self.capped = download_capped(settings)
         # requests become durable jobs: stored before work starts, resumed after a crash (core.runner)
         self.jobs = JobRunner(assistant)
-        self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True)
+        self.jobs.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True,
+                           audio_id=self._audio_id)
+        self.links = fetcher_for(settings)
         self._bot: Any = None
         self.digests = TelegramDigests(self)       # /digest, /forget, quiet listening in groups
         self.help = HELP + "\n\n" + help_text(settings.retention_days)
@@ -186,6 +191,9 @@ class TelegramHandlers:
             return
         name, arg = parsed
         media = media_of(message.reply_to_message)
+        if media is None and (link := find_link(arg)):      # "/transcribe https://…/talk.mp3"
+            media, arg = link_media(link), arg.split(None, 1)[1] if len(arg.split(None, 1)) > 1 else ""
+            await self.assistant.remember_audio(chat_key(message), media.dumps())
         if media is None:
             ref = await self.assistant.latest_audio(chat_key(message))
             media = MediaRef.loads(ref) if ref else None
@@ -221,6 +229,9 @@ class TelegramHandlers:
             return
         text = strip_mention(message.text, bot.username)
         media = media_of(message.reply_to_message)
+        if media is None and (link := find_link(text)):   # a link to an audio file: handled like an upload
+            media, text = link_media(link), " ".join(text.split()[1:])
+            await self.assistant.remember_audio(chat_key(message), media.dumps())
         if media is not None:  # words in reply to an audio message are a question about it
             await self._task(message, Task.ASK if text else Task.CHAT, media, text or None)
         elif text:
@@ -259,6 +270,11 @@ class TelegramHandlers:
         assert job.file_ref is not None
         return await self._download_media(self._bot, MediaRef.loads(job.file_ref))
 
+    @staticmethod
+    def _audio_id(job: Job) -> str | None:
+        """Telegram's file_unique_id: a forwarded voice note's cached answer needs no download."""
+        return MediaRef.loads(job.file_ref).file_unique_id if job.file_ref else None
+
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
         """Typing and a status message while the job works; a status left by a crashed process goes first."""
@@ -293,13 +309,30 @@ class TelegramHandlers:
                 await send_text(self._bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to)
         except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
             raise Undeliverable(f"Telegram refused: {err.message}") from err
+        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, MESSAGE_LIMIT):
+            await self._send_transcript_files(job, outcome)
         if not isinstance(outcome, Notice):
             log.info("chat %s: answered message %s (job %d)", chat_id, reply_to, job.id)
+
+    async def _send_transcript_files(self, job: Job, reply: Reply) -> None:
+        """A long transcript also as .txt and .srt documents, named after the user's file if it had a name."""
+        chat_id, thread, reply_to = self._where(job)
+        original = original_name(MediaRef.loads(job.file_ref)) if job.file_ref else None
+        where = ReplyParameters(reply_to, allow_sending_without_reply=True)
+        for i, (name, data) in enumerate(subtitles.transcript_files(reply, original)):
+            try:
+                await with_flood_control(lambda: self._bot.send_document(
+                    chat_id, InputFile(data, filename=name), message_thread_id=thread, reply_parameters=where,
+                    caption=messages.TRANSCRIPT_FILES if i == 0 else None))
+            except (Forbidden, BadRequest) as err:
+                raise Undeliverable(f"Telegram refused the transcript file: {err.message}") from err
 
     async def _download(self, message: Message, media: MediaRef) -> Audio:
         return await self._download_media(message.get_bot(), media)
 
     async def _download_media(self, bot: Any, media: MediaRef) -> Audio:
+        if media.kind == "link":
+            return await self.links.fetch(media.file_id)
         size = media.file_size or 0
         if self.capped and size > TELEGRAM_DOWNLOAD_LIMIT:
             raise AudioError(messages.TOO_BIG_TELEGRAM)

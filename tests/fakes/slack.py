@@ -22,6 +22,7 @@ import itertools
 import json
 import time
 import urllib.parse
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,7 @@ class FakeSlack:
         self.app.router.add_post("/commands/{rid}", self._response_url)
         self.app.router.add_post("/upload/{file_id}", self._upload)
         self.app.router.add_get("/socket", self._socket)
+        self._serve_uploads()
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_acks: dict[str, dict[str, Any]] = {}    # envelope_id -> the app's ack message
         self._acked: dict[str, asyncio.Event] = {}
@@ -354,6 +356,59 @@ class FakeSlack:
         return web.Response(text="ok")
 
     # ---- Socket Mode -------------------------------------------------------------------------------------
+    # ---- file uploads (files_upload_v2): transcripts as files -------------------------------------------
+    def _serve_uploads(self) -> None:
+        self.uploads: list[dict[str, Any]] = []          # files shared by files.completeUploadExternal, in order
+        self._pending_uploads: dict[str, dict[str, Any]] = {}   # file id -> announced, maybe uploaded
+        self.app.router.add_post("/upload/v1/{upload_id}", self._upload_bytes)
+
+    def _files_getUploadURLExternal(self, params: dict[str, Any]) -> web.Response:
+        filename, length = params.get("filename"), params.get("length")
+        if not filename or length in (None, ""):
+            return self._error("invalid_arguments")
+        if not str(length).isdigit() or int(length) < 1:
+            return self._error("invalid_length")
+        fid = f"F{next(self._ids):09d}"
+        upload_id = uuid.uuid4().hex
+        self._pending_uploads[fid] = {"file_id": fid, "filename": filename, "length": int(length),
+                                      "upload_id": upload_id, "data": None}
+        return self._ok(upload_url=f"{self.url}/upload/v1/{upload_id}", file_id=fid)
+
+    async def _upload_bytes(self, request: web.Request) -> web.Response:
+        upload_id = request.match_info["upload_id"]
+        pending = next((p for p in self._pending_uploads.values() if p["upload_id"] == upload_id), None)
+        if pending is None:
+            return web.Response(status=404, text="unknown upload")
+        data = await request.read()
+        if len(data) != pending["length"]:      # Slack checks the bytes against the announced length
+            return web.Response(status=400, text="length mismatch")
+        pending["data"] = data
+        return web.Response(status=200, text=f"OK - {len(data)}")
+
+    def _files_completeUploadExternal(self, params: dict[str, Any]) -> web.Response:
+        try:
+            files = json.loads(params["files"]) if isinstance(params.get("files"), str) else params.get("files")
+        except (KeyError, json.JSONDecodeError):
+            return self._error("invalid_arguments")
+        if not files:
+            return self._error("invalid_arguments")
+        channel = params.get("channel_id") or None
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts and not channel:
+            return self._error("invalid_arguments")
+        shared = []
+        for f in files:
+            pending = self._pending_uploads.get(f.get("id"))
+            if pending is None or pending["data"] is None:
+                return self._error("file_not_found")
+            record = {"id": pending["file_id"], "name": pending["filename"], "title": f.get("title") or
+                      pending["filename"], "size": pending["length"]}
+            self.uploads.append({**record, "data": pending["data"], "channel": channel, "thread_ts": thread_ts,
+                                 "initial_comment": params.get("initial_comment")})
+            del self._pending_uploads[pending["file_id"]]
+            shared.append(record)
+        return self._ok(files=shared)
+
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)

@@ -83,6 +83,11 @@ def _entities(text: str) -> list[dict]:
     return out
 
 
+def _upload_part(part: Any, data: bytes) -> dict:
+    """A file uploaded in a multipart body (InputFile): its name, type and bytes."""
+    return {"filename": part.filename, "content_type": part.headers.get("Content-Type"), "data": bytes(data)}
+
+
 class FakeTelegram:
     def __init__(self, token: str = "123456:TEST-earshot-token", *, username: str = "earshot_test_bot",
                  bot_id: int = 777000111) -> None:
@@ -121,11 +126,13 @@ class FakeTelegram:
              mime: str | None = None, file_name: str | None = None, file_size: int | None = None,
              duration: int = 3, chat_type: str = "private", thread_id: int | None = None,
              reply_to: int | None = None, username: str | None = None, chat_username: str | None = None,
-             date: float | None = None) -> int:
+             date: float | None = None, forward_of: tuple[int, int] | None = None) -> int:
         """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document.
 
         username / chat_username: the sender's and the (public) chat's @username, without the @.
-        date: when it was sent (Unix time), if not now."""
+        date: when it was sent (Unix time), if not now.
+        forward_of: (chat_id, message_id) of a message whose media this one forwards: the same file_id and
+        file_unique_id, as Telegram keeps them for a forwarded file."""
         user_id = user_id if user_id is not None else abs(chat_id)
         mid = next(self._ids)
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
@@ -157,6 +164,8 @@ class FakeTelegram:
                 msg["caption_entities"] = ents
         if kind is not None:
             msg[kind] = self._media(kind, mid, data or b"", mime, file_name, file_size, duration)
+        if forward_of is not None:
+            self._forwarded(msg, self.messages[forward_of])
         if reply_to is not None:
             msg["reply_to_message"] = self.messages[(chat_id, reply_to)]
         self.messages[(chat_id, mid)] = msg
@@ -212,6 +221,13 @@ class FakeTelegram:
             media.update(mime_type=mime or "application/octet-stream", file_name=file_name or "file.bin")
         return media
 
+    @staticmethod
+    def _forwarded(msg: dict, original: dict) -> None:
+        for kind in ("voice", "audio", "video_note", "video", "document"):
+            if kind in original:
+                msg[kind] = dict(original[kind])
+        msg["forward_origin"] = {"type": "user", "date": original["date"], "sender_user": original["from"]}
+
     def _deliver(self, update: dict) -> None:
         if self.webhook:
             asyncio.get_running_loop().create_task(self._post_webhook(update))
@@ -258,9 +274,8 @@ class FakeTelegram:
             reader = await request.multipart()
             async for part in reader:
                 data = await part.read()
-                # an uploaded file stays bytes (sendVoice); other fields are text
-                params[part.name] = ({"filename": part.filename, "content_type": part.headers.get("Content-Type"),
-                                      "data": bytes(data)} if part.filename else data.decode(errors="replace"))
+                # an uploaded file stays bytes (sendVoice, sendDocument); other fields are text
+                params[part.name] = _upload_part(part, data) if part.filename else data.decode(errors="replace")
         elif request.can_read_body:
             params.update((await request.post()).items())
         for key in _JSON_PARAMS & params.keys():
@@ -312,6 +327,35 @@ class FakeTelegram:
         if handler is None:
             return self._fail(404, "Not Found")
         return await handler(params)
+
+    # ---- sendDocument: transcripts as files ----------------------------------------------------
+    def documents(self, chat_id: int) -> list[dict]:
+        """Documents the bot sent to the chat, oldest first: {"file_name", "data", "caption", "reply_to"}."""
+        return [m["document_sent"] for (c, _), m in sorted(self.messages.items(), key=lambda kv: kv[0][1])
+                if c == chat_id and "document_sent" in m]
+
+    async def _m_senddocument(self, params: dict) -> web.Response:
+        chat_id = int(params["chat_id"])
+        upload = params.get("document")
+        if not isinstance(upload, dict):     # earshot uploads new files; a file_id or URL string isn't one
+            return self._fail(400, "Bad Request: there is no document in the request")
+        if not upload["data"]:
+            return self._fail(400, "Bad Request: file must be non-empty")
+        if len(upload["data"]) > 50 * 1024 * 1024:
+            return self._fail(413, "Request Entity Too Large")
+        caption = str(params.get("caption") or "")
+        if len(caption) > 1024:
+            return self._fail(400, "Bad Request: message caption is too long")
+        msg = self._new_bot_message(chat_id, "", params)
+        del msg["text"]
+        reply = (params.get("reply_parameters") or {}).get("message_id")
+        msg["document"] = {"file_id": f"doc-{msg['message_id']}-fid", "file_unique_id": f"d{msg['message_id']}",
+                           "file_name": upload["filename"], "file_size": len(upload["data"])}
+        msg["document_sent"] = {"file_name": upload["filename"], "data": upload["data"], "caption": caption,
+                                "reply_to": reply}
+        if caption:
+            msg["caption"] = caption
+        return self._ok({k: v for k, v in msg.items() if k != "document_sent"})
 
     async def _m_getme(self, params: dict) -> web.Response:
         return self._ok(self.bot)

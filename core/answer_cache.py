@@ -1,0 +1,105 @@
+"""Answers kept by what was heard, so the same audio asked the same thing is never paid for twice.
+
+The key is a hash of the audio bytes, the task, its text (question, language) and the model. A platform's
+own stable id for a file (Telegram's file_unique_id) maps to that hash, so a forwarded voice note is
+answered without even downloading it. Only answers that stand alone are kept: never voice chat or
+anything that read the chat's history. Rows live `EARSHOT_CACHE_DAYS` and carry the chat whose audio
+put them there, so forgetting a chat deletes them (HistoryStore.forget_chat).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import sqlite_utils
+
+from .history import HistoryStore
+from .models import ChatKey, Part, Reply, Task, Usage
+
+DAY = 86400.0
+# tasks whose answer depends on nothing but the audio and the request's own words
+STANDALONE = {Task.TRANSCRIBE, Task.SUMMARIZE, Task.SENTIMENT, Task.EVENTS, Task.TRANSLATE}
+# prunes at most this often per process: a DELETE per answer would be wasted work
+PRUNE_EVERY = 600.0
+
+
+def audio_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def answer_key(digest: str, task: Task, text: str | None, model: str) -> str:
+    """The same audio, task, words (spacing and case aside) and model give the same key."""
+    words = " ".join((text or "").split()).casefold()
+    return hashlib.sha256(json.dumps([digest, task.value, words, model]).encode()).hexdigest()
+
+
+def _encode(reply: Reply) -> str:
+    return json.dumps({"text": reply.text, "duration": reply.duration,
+                       "parts": [[p.start, p.end, p.text] for p in reply.parts]}, ensure_ascii=False)
+
+
+def _decode(raw: str, task: Task) -> Reply:
+    data = json.loads(raw)
+    return Reply(text=data["text"], task=task, parts=tuple(Part(*p) for p in data.get("parts", ())),
+                 usage=Usage(), duration=data.get("duration"), cached=True)
+
+
+class AnswerCache:
+    """Lookups and stores on the history database's own thread; `days` 0 turns it off."""
+
+    def __init__(self, history: HistoryStore, days: float) -> None:
+        self.history = history
+        self.ttl = days * DAY
+        self._pruned = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def _cutoff(self) -> float:
+        return time.time() - self.ttl
+
+    async def digest_of(self, platform: str, source_id: str) -> str | None:
+        """The content hash of a platform file seen before (and not expired), else None."""
+        def find(db: sqlite_utils.Database) -> str | None:
+            row = db.execute("SELECT digest FROM audio_sources WHERE platform = ? AND source_id = ? AND created >= ?",
+                             [platform, source_id, self._cutoff()]).fetchone()
+            return row[0] if row else None
+        return await self.history.read(find)
+
+    async def remember_source(self, chat: ChatKey, source_id: str, digest: str) -> None:
+        row = {"platform": chat.platform, "source_id": source_id, "chat_id": chat.chat_id, "digest": digest,
+               "created": time.time()}
+        await self.history.write(lambda db: db["audio_sources"].upsert(row, pk=("platform", "source_id")))
+
+    async def get(self, key: str, task: Task) -> Reply | None:
+        def find(db: sqlite_utils.Database) -> str | None:
+            row = db.execute("SELECT reply FROM answer_cache WHERE key = ? AND created >= ?",
+                             [key, self._cutoff()]).fetchone()
+            return row[0] if row else None
+        raw = await self.history.read(find)
+        return _decode(raw, task) if raw is not None else None
+
+    async def put(self, key: str, chat: ChatKey, reply: Reply) -> None:
+        now = time.time()
+        row = {"key": key, "platform": chat.platform, "chat_id": chat.chat_id, "reply": _encode(reply),
+               "created": now}
+        prune = now - self._pruned > PRUNE_EVERY
+        if prune:
+            self._pruned = now
+
+        def store(db: sqlite_utils.Database) -> None:
+            db["answer_cache"].upsert(row, pk="key")
+            if prune:
+                self._prune(db)
+        await self.history.write(store)
+
+    async def prune(self) -> int:
+        """Delete what has outlived EARSHOT_CACHE_DAYS; the count deleted."""
+        return await self.history.write(self._prune)
+
+    def _prune(self, db: sqlite_utils.Database) -> int:
+        cutoff = self._cutoff()
+        return (db.execute("DELETE FROM answer_cache WHERE created < ?", [cutoff]).rowcount
+                + db.execute("DELETE FROM audio_sources WHERE created < ?", [cutoff]).rowcount)
