@@ -50,6 +50,8 @@ BAD_RESPONSE_OP = ("DashScope answered HTTP {status} with a body that is not Das
 AUDIO_ITEM_TOO_BIG = "That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, over the 10 MB limit."
 
 SLACK_FILE_UNAVAILABLE = "I couldn't fetch that file from Slack. Please share it again."
+SLACK_FILE_EXTERNAL = ("I can't read that file: it is stored outside Slack (a linked or external file). "
+                       "Upload the audio to Slack itself and ask again.")
 SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
                         "(and SLACK_APP_TOKEN for Socket Mode).")
 SLACK_BAD_TOKEN = "Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page."

@@ -88,12 +88,18 @@ def is_audio_file(f: dict[str, Any]) -> bool:
     return _text(f.get("filetype")).lower() in AUDIO_FILETYPES or ext in AUDIO_FILETYPES
 
 
+def is_stub(f: dict[str, Any]) -> bool:
+    """A Slack Connect file: the event carries only its id; files.info says what it is."""
+    return _text(f.get("file_access")) == "check_file_info"
+
+
 def audio_files(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """The message's audio files that can be fetched (they have an id)."""
+    """The message's audio files that can be fetched (they have an id), and Slack Connect stubs,
+    which may be audio: files.info tells when they are fetched."""
     files = message.get("files")
     if not isinstance(files, list):
         return []
-    return [f for f in files if isinstance(f, dict) and _text(f.get("id")) and is_audio_file(f)]
+    return [f for f in files if isinstance(f, dict) and _text(f.get("id")) and (is_stub(f) or is_audio_file(f))]
 
 
 def is_from_bot(message: dict[str, Any]) -> bool:

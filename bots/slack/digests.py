@@ -71,7 +71,8 @@ class SlackDigests:
             sender = sender_of(event, body)
             name = await self._name(sender.user_id)
             fetch = functools.partial(download, self.h.client, token=self.h.client.token or "",
-                                      max_bytes=self.h.settings.max_file_bytes, http=self.h.http)
+                                      max_bytes=self.h.settings.max_file_bytes, http=self.h.http,
+                                      api_url=self.h.settings.slack_api_url)
             for f in files:
                 self.digests.listen(chat, functools.partial(fetch, f), sent=_sent(event), sender=sender,
                                     name=name, source_id=str(f.get("id") or ""))

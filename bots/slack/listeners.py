@@ -292,7 +292,8 @@ class Handlers:
         if dest.response_url:
             self._response_urls[key] = dest.response_url
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
-        kept = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download")
+        kept = ("id", "name", "mimetype", "filetype", "subtype", "size", "url_private", "url_private_download",
+                "mode", "file_access", "is_external")
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
             file_ref=json.dumps({k: file[k] for k in kept if k in file}) if file is not None else None))
@@ -305,7 +306,8 @@ class Handlers:
     async def _fetch(self, job: Job) -> Audio:
         assert job.file_ref is not None
         return await download(self.client, json.loads(job.file_ref), token=self.client.token or "",
-                              max_bytes=self.settings.max_file_bytes, http=self.http)
+                              max_bytes=self.settings.max_file_bytes, http=self.http,
+                              api_url=self.settings.slack_api_url)
 
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
