@@ -270,12 +270,13 @@ class AccessPolicy:
 
     # --- how much -------------------------------------------------------------------------------
     async def check(self, chat: ChatKey, sender: Sender, *, spending: bool = True, count: bool = False,
-                    quietly: bool = False) -> None:
+                    quietly: bool = False, rate: bool = True) -> None:
         """Raise AccessRefused unless this sender may ask now.
 
         spending=False checks only the allowed lists (for commands that cost nothing, like reset);
         count=True spends one request of the rate limit; quietly=True is for work nobody asked for
-        (background listening): no rate limit, and refusals are silent and not remembered as said.
+        (background listening): no rate limit, and refusals are silent and not remembered as said;
+        rate=False skips the rate limit (a job the adapter already counted when it accepted it).
         """
         if chat.platform in EXEMPT_PLATFORMS:
             return
@@ -283,10 +284,11 @@ class AccessPolicy:
         if not spending:
             return
         key = (chat.platform, sender.user_id or chat.chat_id)
-        if not quietly and (wait := self.rate.wait(key)) > 0:
+        rate = rate and not quietly
+        if rate and (wait := self.rate.wait(key)) > 0:
             limit = self.settings.user_requests_per_minute
             self._refuse(("rate", *key), wait, messages.RATE_LIMITED.format(limit=limit, wait=wait_words(wait)))
-        if count and not quietly:
+        if count and rate:
             self.rate.hit(key)   # before the first await below: concurrent requests can't all slip through
         for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
             if allowance.limit and allowance.used >= allowance.limit:
@@ -302,7 +304,8 @@ class AccessPolicy:
         quietly=True for background work nobody asked for: see `check`."""
         # a job tried again after an outage or a restart was rate-limited and counted when it first ran;
         # the allowed lists still apply, and `afford` still weighs its cost against today's budgets
-        await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly)
+        await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly,
+                         rate=not request.admitted)
         spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id)
         self._open.add(spend)
         token = _current.set(spend)

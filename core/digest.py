@@ -92,10 +92,17 @@ def parse_command(args: str | None) -> DigestCommand:
     return DigestCommand("invalid", problem=messages.DIGEST_USAGE)
 
 
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$")
+
+
 def zone_of(name: str) -> ZoneInfo | None:
+    """The IANA zone of that name, or None: a directory of the zone database ("Europe"), a name too long
+    for the file system, or anything not shaped like a zone name is no zone."""
+    if not name or len(name) > 64 or not _ZONE_NAME.match(name):
+        return None
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
@@ -244,7 +251,8 @@ class DigestService:
         days = _days(self.settings.retention_days)
         p, c = chat.platform, chat.chat_id
         if command.action == "invalid":
-            return (command.problem or messages.DIGEST_USAGE).format(prefix=prefix, zone=command.tz)
+            zone = command.tz if len(command.tz) <= 40 else command.tz[:40] + "…"
+            return (command.problem or messages.DIGEST_USAGE).format(prefix=prefix, zone=zone)
         if command.action == "on":
             await self.store.update(p, c, now, enabled=1)
             return messages.DIGEST_ON.format(prefix=prefix, days=days)

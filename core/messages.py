@@ -92,7 +92,8 @@ DIGEST_HELP = ("Digests: {prefix}digest on makes me listen quietly to this group
                "deletes everything I keep for this chat.")
 DIGEST_USAGE = ("Try {prefix}digest (since the last one), {prefix}digest 2h, 24h or 7d, {prefix}digest on, "
                 "{prefix}digest off, or {prefix}digest daily 09:00 (optionally with a time zone, like Europe/Berlin).")
-DIGEST_BAD_ZONE = "I don't know the time zone {zone}. Use a name like Europe/Berlin, America/New_York or UTC."
+DIGEST_BAD_ZONE = ("Unknown time zone: {zone}. Use a name like Europe/Berlin, America/New_York or UTC, "
+                   "for example: {prefix}digest daily 09:00 Europe/Berlin")
 DIGEST_ADMINS_ONLY = "Only this chat's admins can do that."
 DIGEST_ADMIN_UNKNOWN = "I couldn't check whether you're an admin here, so I left things as they were. Please try again."
 DIGEST_GROUPS_ONLY = "Digests are for group chats and channels: add me to one and use {prefix}digest on there."

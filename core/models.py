@@ -48,6 +48,7 @@ class Request:
     team_id: str | None = None     # Slack workspace of the user
     chat_name: str | None = None   # Telegram public chat @username (without the @)
     retry: bool = False            # a durable job's later attempt (core.runner): not a new request to rate-limit
+    admitted: bool = False         # the adapter applied the rate limit when it accepted it (core.runner jobs)
 
     @property
     def sender(self) -> Sender:

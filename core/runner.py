@@ -247,7 +247,7 @@ class JobRunner:
             s = job.sender
             request = Request(job.chat, job.task, audio=audio, text=job.text, user_id=s.user_id,
                               user_name=s.user_name, team_id=s.team_id, chat_name=s.chat_name,
-                              retry=job.attempts > 1)
+                              retry=job.attempts > 1, admitted=True)
             return await self.assistant.handle(request, progress=progress, stream=platform.stream)
 
     async def _failed(self, job: Job, platform: Platform, permit: Permit, err: EarshotError) -> Job:

@@ -279,11 +279,14 @@ class Assistant:
         """Tokens this chat has used today (UTC)."""
         return await self.history.usage_today(chat)
 
-    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True) -> None:
+    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True,
+                           count: bool = False) -> None:
         """Raise AccessRefused (maybe silent) if this sender may not ask now; adapters call it before
         downloading anything. handle() checks again, so skipping it costs bandwidth, never tokens.
-        spending=False: only whether they may use earshot at all (commands that cost nothing)."""
-        await self.access.check(chat, sender, spending=spending)
+        spending=False: only whether they may use earshot at all (commands that cost nothing);
+        count=True: this is the request itself, accepted as a job: it spends one of the sender's requests
+        a minute now, before anything is downloaded (the job's Request then says `admitted`)."""
+        await self.access.check(chat, sender, spending=spending, count=count and spending)
 
     async def usage_report(self, chat: ChatKey, sender: Sender) -> UsageReport:
         """/usage: today's tokens and what is left for the sender, the chat and everyone (admins: top

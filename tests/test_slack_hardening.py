@@ -76,3 +76,14 @@ async def test_slack_connect_stub_that_is_not_audio_is_explained(world: World) -
     assert await until(lambda: answers(world.slack, "couldn't read that as audio"))
     assert not world.slack.downloads and not world.model.calls
     assert messages.NOT_AUDIO
+
+
+async def test_bad_time_zone_is_answered_not_a_server_error(world: World) -> None:
+    from tests.fakes.slack import slash_body
+    for zone in ("Europe", "y" * 300):
+        r = await world.post(slash_body(f"digest daily 09:00 {zone}", channel=CHANNEL,
+                                        response_url=world.slack.response_url()))
+        assert r.status_code == 200 and "Unknown time zone" in r.text and "Europe/Berlin" in r.text, r.text
+    await world.event({"type": "app_mention", "channel": CHANNEL, "user": "U0ALICE", "ts": world.slack.ts(),
+                       "text": f"<@{BOT_USER_ID}> digest daily 09:00 Europe"})
+    assert await until(lambda: answers(world.slack, "Unknown time zone"))

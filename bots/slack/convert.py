@@ -53,7 +53,9 @@ def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
         return Command(word, arg, TASK_WORDS[word])
     if word in STATE_WORDS | DIGEST_WORDS:
         # a DM that merely starts with "help me…" is a question, not the help command
-        if strict and arg and not (word == "digest" and parse_digest(arg).action != "invalid"):
+        # ("digest daily 09:00 Mars/Base" is still the command: its answer says what a zone looks like)
+        if strict and arg and not (word == "digest" and (parse_digest(arg).action != "invalid"
+                                                         or arg.lower().startswith("daily "))):
             return None
         return Command(word, arg)
     return None if strict else Command(word, arg)

@@ -284,7 +284,7 @@ class Handlers:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
         try:
-            await self.assistant.check_access(chat, sender)   # before fetching the file
+            await self.assistant.check_access(chat, sender, count=True)   # before fetching the file
         except EarshotError as err:
             await self._report(dest, err, None)
             return
