@@ -332,12 +332,13 @@ class AccessPolicy:
                                                                wait=wait_words(self._to_midnight())))
         spend.held = tokens
 
-    async def report(self, chat: ChatKey, sender: Sender) -> UsageReport:
-        """Today's numbers for /usage; admins also get the top users and chats."""
+    async def report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
+        """Today's numbers for /usage; admins also get the top users and chats, in a private chat only
+        (in a group that would show everyone there what other chats used)."""
         await self._refuse_strangers(chat, sender)
         allowances = dict(await self._allowances(chat.platform, chat.chat_id, sender.user_id))
         since = day_start(self._clock())
-        admin = self.is_admin(chat, sender)
+        admin = private and self.is_admin(chat, sender)
 
         def read(db: sqlite_utils.Database) -> tuple[Usage, list, list]:
             here = db.execute(

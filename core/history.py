@@ -107,13 +107,19 @@ class HistoryStore:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # created private: it holds what people said
+        # private: it holds what people said (a file made earlier, or by another tool, is tightened too)
         os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists() and path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.enable_wal()
-        migrations.apply(self._db)
+        # the write lock first, waiting for it as long as the busy timeout: two processes opening a fresh
+        # or older file at once would otherwise both start migrating and one fail with "database is locked"
+        with self._write():
+            migrations.apply(self._db)
 
     async def close(self) -> None:
         if self._db is not None:

@@ -288,10 +288,10 @@ class Assistant:
         a minute now, before anything is downloaded (the job's Request then says `admitted`)."""
         await self.access.check(chat, sender, spending=spending, count=count and spending)
 
-    async def usage_report(self, chat: ChatKey, sender: Sender) -> UsageReport:
-        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins: top
-        users and chats). Raises AccessRefused for people not allowed to use earshot."""
-        return await self.access.report(chat, sender)
+    async def usage_report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
+        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins, in a
+        private chat: top users and chats). Raises AccessRefused for people not allowed to use earshot."""
+        return await self.access.report(chat, sender, private=private)
 
     async def remember_audio(self, chat: ChatKey, ref: str) -> None:
         """Remember an opaque platform reference (a file id) as the chat's latest audio."""

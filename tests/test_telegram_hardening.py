@@ -54,3 +54,26 @@ async def test_rate_limited_notes_are_not_downloaded_and_the_sender_is_told_once
         assert len(h.tg.called("getFile")) == 2, "only the notes within the limit are downloaded"
         assert sum("Slow down" in t for t in texts) == 1, texts
         assert sum("Hz@" in t for t in texts) == 2, texts
+
+
+async def test_an_existing_database_file_is_made_private(tmp_path) -> None:
+    db = tmp_path / "earshot.db"
+    db.touch(mode=0o644)
+    db.chmod(0o644)
+    async with bot_running(tmp_path) as h:
+        h.tg.push(31, text="/usage")
+        await h.said(31)
+        assert db.stat().st_mode & 0o777 == 0o600
+        assert all(p.stat().st_mode & 0o077 == 0 for p in tmp_path.glob("earshot.db*"))
+
+
+async def test_admin_usage_detail_only_in_private_chats(tmp_path) -> None:
+    async with bot_running(tmp_path, admin_users="@boss") as h:
+        h.tg.push(701, kind="voice", data=clip(440))
+        await h.said(701)
+        h.tg.push(GROUP_A, chat_type="supergroup", user_id=9, username="boss", text="/usage")
+        [public] = await h.said(GROUP_A)
+        assert "Top users" not in public["text"] and "701" not in public["text"], public["text"]
+        h.tg.push(9, username="boss", text="/usage")
+        [private] = await h.said(9)
+        assert "Top users today:" in private["text"] and "701" in private["text"]

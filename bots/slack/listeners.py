@@ -273,7 +273,7 @@ class Handlers:
                 await self.assistant.check_access(chat, sender, spending=False)
                 await self.assistant.reset(chat)
                 return "Done: I've forgotten our conversation here."
-            report = await self.assistant.usage_report(chat, sender)
+            report = await self.assistant.usage_report(chat, sender, private=chat.chat_id.startswith("D"))
         except AccessRefused as err:
             return None if err.silent else err.user_message
         return usage_text(report)

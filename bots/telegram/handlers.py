@@ -152,7 +152,8 @@ class TelegramHandlers:
 
     async def on_usage(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         try:
-            report = await self.assistant.usage_report(chat_key(message), sender_of(message))
+            report = await self.assistant.usage_report(chat_key(message), sender_of(message),
+                                                       private=message.chat.type == "private")
         except AccessRefused as err:
             await self._refused(message, err)
             return
