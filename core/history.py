@@ -20,6 +20,8 @@ from typing import TypeVar
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from . import messages
+from .errors import StorageError
 from .models import ChatKey, Usage
 
 T = TypeVar("T")
@@ -103,7 +105,17 @@ class HistoryStore:
         self._db: sqlite_utils.Database | None = None
 
     async def open(self) -> None:
-        await self._run(self._open)
+        """Open (and create or migrate) the file; StorageError with what to fix when it can't be used."""
+        try:
+            await self._run(self._open)
+        except (OSError, sqlite3.Error) as err:
+            if self._db is not None:
+                await self._run(self._db.close)
+                self._db = None
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            if isinstance(err, sqlite3.DatabaseError) and "not a database" in str(err):
+                reason = "the file is not an SQLite database (damaged, or another program's)"
+            raise StorageError(messages.DB_UNUSABLE.format(path=self.path, reason=reason)) from None
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,10 @@ SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIG
                         "(and SLACK_APP_TOKEN for Socket Mode).")
 SLACK_BAD_TOKEN = "Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
 
+DB_UNUSABLE = ("Can't use the database at {path}: {reason}. Set EARSHOT_DB to a writable SQLite file, "
+               "or to a new file in a writable directory.")
+TELEGRAM_UNREACHABLE = ("Can't reach the Telegram Bot API at {url} ({reason}): check the network, a proxy, "
+                        "or TELEGRAM_API_BASE_URL.")
 NO_TELEGRAM_TOKEN = "No Telegram bot token: set TELEGRAM_BOT_TOKEN (ask @BotFather for one)."
 BAD_TELEGRAM_TOKEN = "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)."
 SLACK_BAD_APP_TOKEN = ("Slack refused SLACK_APP_TOKEN ({error}): create an app-level token with the connections:write "

@@ -7,7 +7,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from telegram import Update
-from telegram.error import InvalidToken
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
 from core import messages
@@ -70,6 +70,22 @@ def build_application(settings: Settings, assistant: Assistant) -> Application:
     return app
 
 
+class _NoStartupTraceback(logging.Filter):
+    """PTB logs each failed start-up try (Telegram unreachable) with a 60-line traceback; one line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Network Retry Loop"):
+            err = record.exc_info[1]
+            said = record.getMessage()
+            record.msg, record.args = "%s (%s)", (said, err if isinstance(err, NetworkError) else type(err).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("telegram.ext").addFilter(_NoStartupTraceback())
+
+
 def _guard_logs(settings: Settings) -> None:
     """Make sure no log line can carry the token, whoever configured logging."""
     root = logging.getLogger()
@@ -120,3 +136,8 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     except InvalidToken:
         # PTB's exception text quotes the token: don't chain it into a traceback
         raise EarshotError(messages.BAD_TELEGRAM_TOKEN) from None
+    except NetworkError as err:
+        # only start-up lets it out (getMe, setWebhook); later PTB retries by itself
+        reason = RedactingFilter(settings.secrets()).redact(err.message)
+        raise EarshotError(messages.TELEGRAM_UNREACHABLE.format(url=settings.telegram_api_base_url,
+                                                                reason=reason)) from None
