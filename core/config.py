@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     job_ttl: float = Field(86400.0, gt=0, **_env("EARSHOT_JOB_TTL"))
     # group digests: days a stored voice-note transcript is kept
     retention_days: float = Field(30.0, gt=0, **_env("EARSHOT_RETENTION_DAYS"))
+    # chat history (turns, with the usage budgets count) and each chat's latest audio: days kept
+    history_days: float = Field(30.0, gt=0, **_env("EARSHOT_HISTORY_DAYS"))
 
     # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))

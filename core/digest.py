@@ -442,10 +442,17 @@ class DigestService:
             await self.store.update(chat.platform, chat.chat_id, self.clock(), last_scheduled=slot)
 
     async def purge(self) -> int:
-        """Delete transcripts older than EARSHOT_RETENTION_DAYS."""
-        deleted = await self.store.purge(self.clock() - self.settings.retention_days * DAY)
+        """Delete transcripts older than EARSHOT_RETENTION_DAYS, chat history older than
+        EARSHOT_HISTORY_DAYS, finished jobs and seen events after a week. Returns the transcripts deleted."""
+        from .jobs import KEEP_FINISHED, JobStore
+        now = self.clock()
+        deleted = await self.store.purge(now - self.settings.retention_days * DAY)
         if deleted:
             log.info("deleted %d expired voice-note transcript(s)", deleted)
+        pruned = await self.assistant.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
+        pruned["jobs"] = await JobStore(self.assistant.history, self.clock).prune()
+        if any(pruned.values()):
+            log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
         return deleted
 
 

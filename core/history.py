@@ -194,6 +194,20 @@ class HistoryStore:
             return deleted
         return await self._run(forget)
 
+    async def prune(self, history_before: float, events_before: float) -> dict[str, int]:
+        """Delete turns and latest-audio notes older than `history_before`, and seen events older than
+        `events_before` (they only recognise redeliveries and say a refusal once a day); counts by table."""
+        def prune() -> dict[str, int]:
+            with self._write():
+                return {
+                    "turns": self.db.execute("DELETE FROM turns WHERE created < ?", [history_before]).rowcount,
+                    "recent_audio": self.db.execute("DELETE FROM recent_audio WHERE created < ?",
+                                                    [history_before]).rowcount,
+                    "seen_events": self.db.execute("DELETE FROM seen_events WHERE created < ?",
+                                                   [events_before]).rowcount,
+                }
+        return await self._run(prune)
+
     # --- turns ----------------------------------------------------------------------------
     async def add_exchange(self, chat: ChatKey, user_id: str | None, user_text: str, answer: str,
                            usage: Usage, audio_seconds: float | None = None) -> None:
