@@ -320,16 +320,17 @@ class AccessPolicy:
             _current.reset(token)
             self._open.discard(spend)
 
-    async def afford(self, tokens: int) -> None:
-        """Called once the audio is decoded: refuse a request whose estimated cost doesn't fit today."""
+    async def afford(self, tokens: int, *, template: str = messages.TOO_COSTLY) -> None:
+        """Called once the cost is known (the audio decoded, a digest's notes packed): refuse a request
+        whose estimated cost doesn't fit today. template: the refusal, with need, whose, left and wait."""
         spend = _current.get()
         if spend is None or spend.platform in EXEMPT_PLATFORMS:
             return
         for kind, a in await self._allowances(spend.platform, spend.chat_id, spend.user_id, exclude=spend):
             if a.limit and a.used + tokens > a.limit:
                 whose = {"user": "you have", "chat": "this chat has", "global": "I have"}[kind]
-                raise AccessRefused(messages.TOO_COSTLY.format(need=tokens, whose=whose, left=a.left,
-                                                               wait=wait_words(self._to_midnight())))
+                raise AccessRefused(template.format(need=tokens, whose=whose, left=a.left,
+                                                    wait=wait_words(self._to_midnight())))
         spend.held = tokens
 
     async def report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:

@@ -112,6 +112,8 @@ DIGEST_IS_OFF = "Digests are off here, so I have nothing to sum up. An admin can
 DIGEST_NOTHING_NEW = "No voice notes since the last digest: nothing to sum up."
 DIGEST_NOTHING_YET = "I haven't heard any voice notes here yet: nothing to sum up."
 DIGEST_NOTHING_IN = "No voice notes in the last {period}: nothing to sum up."
+DIGEST_TOO_COSTLY = ("That digest would take about {need:,} tokens, and {whose} {left:,} left today. "
+                     "Ask for a shorter span, like {prefix}digest 2h, or try again after midnight UTC, in {wait}.")
 DIGEST_HEADER = "{title}: {notes}, {minutes}."
 DIGEST_TITLE = "Digest"
 DIGEST_TITLE_SINCE = "Digest since the last one"

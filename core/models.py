@@ -15,6 +15,7 @@ class Task(enum.StrEnum):
     EVENTS = "events"
     TRANSLATE = "translate"
     FOLLOW_UP = "follow_up"    # text only, answered from the chat's history
+    LISTEN = "listen"          # a group's voice note heard for digests: stored, never answered (core.digest)
 
 
 @dataclass(frozen=True, slots=True)

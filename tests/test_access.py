@@ -256,7 +256,9 @@ async def test_slack_admin_usage_lists_everyone(tmp_path, clip):
     async with slack_world(tmp_path, admin_users="U0BOSS") as w:
         await w.post(event_body(dm_clip(w.slack, w.slack.add_file(clip))))
         assert await until(lambda: answers(w.slack, "440Hz"))
-        admin = (await w.slash("usage", user="U0BOSS")).text
+        public = (await w.slash("usage", user="U0BOSS")).text           # in a channel: no one else's figures
+        assert "Top users" not in public and "U0ALICE" not in public and DM not in public, public
+        admin = (await w.slash("usage", user="U0BOSS", channel="D0BOSS")).text
         assert "Top users today:" in admin and "U0ALICE" in admin and DM in admin
         own = (await w.slash("usage", user="U0ALICE", channel=DM)).text
         assert "Top users" not in own and re.search(r"You: [1-9][\d,]* of 10,000 tokens used", own), own

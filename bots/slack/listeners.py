@@ -35,7 +35,7 @@ from . import render
 from .convert import (DIGEST_WORDS, PLATFORM, Command, audio_files, chat_key, is_dm, is_from_bot,
                       latest_audio, parse_command, sender_of, strip_mentions, task_for_text, thread_of)
 from .digests import SlackDigests, help_text
-from .files import download, scope_error
+from .files import download, file_ref, scope_error
 from .webapi import api_error, read
 
 log = logging.getLogger(__name__)
@@ -292,11 +292,9 @@ class Handlers:
         if dest.response_url:
             self._response_urls[key] = dest.response_url
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
-        kept = ("id", "name", "mimetype", "filetype", "subtype", "size", "url_private", "url_private_download",
-                "mode", "file_access", "is_external")
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
-            file_ref=json.dumps({k: file[k] for k in kept if k in file}) if file is not None else None))
+            file_ref=file_ref(file) if file is not None else None))
 
     # ---- jobs: called by the runner, in this process or in the next one after a crash ---------------------
     def _destination(self, job: Job) -> Destination:
