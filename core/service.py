@@ -263,7 +263,8 @@ class Assistant:
 
     async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer:
         """One text-only model call with the system prompt and no history. The caller keeps it within
-        `self.limits.max_input` (see estimate_tokens)."""
+        `self.limits.max_input` (see estimate_tokens) and charges it: inside `self.access.admit`, after
+        `afford` (core.digest does both for a digest's calls)."""
         if not self._has_key:
             raise ModelAuthError(messages.NO_KEY_CLI)
         return await self._client.generate(self._messages([], [text_item(instruction)]),

@@ -87,3 +87,21 @@ async def test_bad_time_zone_is_answered_not_a_server_error(world: World) -> Non
     await world.event({"type": "app_mention", "channel": CHANNEL, "user": "U0ALICE", "ts": world.slack.ts(),
                        "text": f"<@{BOT_USER_ID}> digest daily 09:00 Europe"})
     assert await until(lambda: answers(world.slack, "Unknown time zone"))
+
+
+async def test_digest_listening_keeps_the_token_home_too(world: World, clip: bytes) -> None:
+    """Nobody asks for a clip heard for digests: a file pointing elsewhere must not take the token along."""
+    from tests.fakes.slack import slash_body
+    world.slack.add_user("U0ALICE", "Alice", admin=True)
+    r = await world.post(slash_body("digest on", channel=CHANNEL, response_url=world.slack.response_url()))
+    assert r.status_code == 200
+    far = ElsewhereHost(clip)
+    async with Served(far.app) as other:
+        elsewhere = world.slack.add_file(clip, url=f"{other.url}/files-pri/T0-F9/clip.webm")
+        home = world.slack.add_file(clip)
+        for record in (elsewhere, home):
+            await world.event({"type": "message", "subtype": "file_share", "channel": CHANNEL,
+                               "channel_type": "channel", "user": "U0BOB", "text": "", "ts": world.slack.ts(),
+                               "files": [FakeSlack.event_file(record)]})
+        assert await until(lambda: world.slack.downloads == [home["id"]])
+    assert not _leaked(far, world.slack.token), far.requests

@@ -274,9 +274,6 @@ class TelegramHandlers:
         if not isinstance(outcome, Notice):
             log.info("chat %s: answered message %s (job %d)", chat_id, reply_to, job.id)
 
-    async def _download(self, message: Message, media: MediaRef) -> Audio:
-        return await self._download_media(message.get_bot(), media)
-
     async def _download_media(self, bot: Any, media: MediaRef) -> Audio:
         size = media.file_size or 0
         if self.capped and size > TELEGRAM_DOWNLOAD_LIMIT:
