@@ -270,17 +270,19 @@ class AccessPolicy:
 
     # --- how much -------------------------------------------------------------------------------
     async def check(self, chat: ChatKey, sender: Sender, *, spending: bool = True, count: bool = False,
-                    quietly: bool = False, rate: bool = True) -> None:
+                    quietly: bool = False, rate: bool = True, lists: bool = True) -> None:
         """Raise AccessRefused unless this sender may ask now.
 
         spending=False checks only the allowed lists (for commands that cost nothing, like reset);
         count=True spends one request of the rate limit; quietly=True is for work nobody asked for
         (background listening): no rate limit, and refusals are silent and not remembered as said;
-        rate=False skips the rate limit (a job the adapter already counted when it accepted it).
+        rate=False skips the rate limit (a job the adapter already counted when it accepted it);
+        lists=False skips the allowed lists (work an admin set up earlier, like a scheduled digest).
         """
         if chat.platform in EXEMPT_PLATFORMS:
             return
-        await self._refuse_strangers(chat, sender, quietly=quietly)
+        if lists:
+            await self._refuse_strangers(chat, sender, quietly=quietly)
         if not spending:
             return
         key = (chat.platform, sender.user_id or chat.chat_id)
@@ -298,14 +300,14 @@ class AccessPolicy:
                 self._refuse((kind, *key), BUDGET_QUIET, text)
 
     @contextlib.asynccontextmanager
-    async def admit(self, request: Request, *, quietly: bool = False) -> AsyncIterator[None]:
+    async def admit(self, request: Request, *, quietly: bool = False, lists: bool = True) -> AsyncIterator[None]:
         """Check, then meter the request while it runs (see `afford` and MeteredClient).
 
-        quietly=True for background work nobody asked for: see `check`."""
+        quietly=True for background work nobody asked for, lists=False for work set up earlier: see `check`."""
         # a job tried again after an outage or a restart was rate-limited and counted when it first ran;
         # the allowed lists still apply, and `afford` still weighs its cost against today's budgets
         await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly,
-                         rate=not request.admitted)
+                         rate=not request.admitted, lists=lists)
         spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id)
         self._open.add(spend)
         token = _current.set(spend)

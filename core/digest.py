@@ -293,7 +293,8 @@ class DigestService:
         batches = self._batches(notes, state.tz)
         asked = Request(whole, Task.SUMMARIZE, user_id=who.user_id, user_name=who.user_name, team_id=who.team_id,
                         chat_name=who.chat_name)
-        async with self.assistant.access.admit(asked, quietly=sender is None):
+        # a scheduled digest was set up by an admin: only the budgets apply, and refusing it tells nobody
+        async with self.assistant.access.admit(asked, quietly=sender is None, lists=sender is not None):
             await self.assistant.access.afford(self._estimate(batches),
                                                template=messages.DIGEST_TOO_COSTLY.replace("{prefix}", prefix))
             body, usage = await self._summarise(batches)

@@ -321,3 +321,26 @@ async def test_a_voice_note_not_yet_heard_survives_a_restart(model, tmp_path) ->
         await ears.runner.stop()
         digest = await second.digests.summary(GROUP)
     assert re.findall(r"(\d+)Hz@", digest.text) == ["440"] and ears.said == []
+
+
+async def test_scheduled_digests_obey_budgets_but_not_the_allowed_lists(model, tmp_path) -> None:
+    """An admin set the schedule up: a listed group isn't needed, but the day's budgets still hold."""
+    delivered: list[str] = []
+
+    async def deliver(chat: ChatKey, text: str) -> None:
+        delivered.append(text)
+
+    for budget, posts in ((0, 1), (100, 0)):
+        async with Assistant(settings_for(model, tmp_path / str(budget), allowed_users="42",
+                                          global_daily_tokens=budget)) as assistant:
+            d = assistant.digests
+            start = time.time()
+            clock = d.clock = Clock(start)
+            await d.respond(GROUP, parse_command("daily 09:00"))
+            await d.store.add_note(VoiceNote(GROUP.platform, GROUP.chat_id, start - 60, 5.0, "heard 440Hz@0.5s",
+                                             user_name="Ana"), start)
+            clock.now = start + 86400 + 1
+            calls = len(model.calls)
+            await d.tick("telegram", deliver)
+            assert len(delivered) == posts and len(model.calls) == calls + posts, (budget, delivered)
+            delivered.clear()
