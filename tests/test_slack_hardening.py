@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from aiohttp import web
 
+from bots.slack import SlackServer
+
 from core import messages
+from tests.fakes.dashscope import FakeDashScope
 from tests.fakes.server import Served
-from tests.fakes.slack import BOT_USER_ID, FakeSlack
-from tests.test_slack import CHANNEL, DM, World, answers, clip, dm_clip, world  # noqa: F401  (fixtures)
+from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body
+from tests.test_slack import CHANNEL, DM, World, answers, clip, dm_clip, make_settings, world  # noqa: F401
 from tests.waiting import until
 
 
@@ -79,7 +83,6 @@ async def test_slack_connect_stub_that_is_not_audio_is_explained(world: World) -
 
 
 async def test_bad_time_zone_is_answered_not_a_server_error(world: World) -> None:
-    from tests.fakes.slack import slash_body
     for zone in ("Europe", "y" * 300):
         r = await world.post(slash_body(f"digest daily 09:00 {zone}", channel=CHANNEL,
                                         response_url=world.slack.response_url()))
@@ -91,7 +94,6 @@ async def test_bad_time_zone_is_answered_not_a_server_error(world: World) -> Non
 
 async def test_digest_listening_keeps_the_token_home_too(world: World, clip: bytes) -> None:
     """Nobody asks for a clip heard for digests: a file pointing elsewhere must not take the token along."""
-    from tests.fakes.slack import slash_body
     world.slack.add_user("U0ALICE", "Alice", admin=True)
     r = await world.post(slash_body("digest on", channel=CHANNEL, response_url=world.slack.response_url()))
     assert r.status_code == 200
@@ -105,3 +107,21 @@ async def test_digest_listening_keeps_the_token_home_too(world: World, clip: byt
                                "files": [FakeSlack.event_file(record)]})
         assert await until(lambda: world.slack.downloads == [home["id"]])
     assert not _leaked(far, world.slack.token), far.requests
+
+
+async def test_rate_limited_clips_are_not_downloaded_and_the_sender_is_told_once(tmp_path, clip: bytes) -> None:
+    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
+    async with Served(slack.app) as s, Served(model.app) as m:
+        slack.url = s.url
+        settings = make_settings(s.url, m.url, tmp_path / "earshot.db", user_requests_per_minute=2)
+        server = SlackServer(settings, host="127.0.0.1", port=0)
+        port = await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                w = World(slack, model, server, http, settings)
+                for _ in range(5):
+                    await w.event(dm_clip(slack, slack.add_file(clip)))
+                assert await until(lambda: len(answers(slack, "440Hz")) == 2 and answers(slack, "Slow down"))
+        finally:
+            await server.stop()
+    assert len(slack.downloads) == 2 and len(answers(slack, "Slow down")) == 1
