@@ -7,6 +7,7 @@ processes (the Telegram bot, the Slack app, the CLI) safe on one file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -25,6 +26,7 @@ from .errors import StorageError
 from .models import ChatKey, Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 migrations = Migrations("earshot")
 
 
@@ -122,8 +124,14 @@ class HistoryStore:
         # private: it holds what people said (a file made earlier, or by another tool, is tightened too)
         os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-            if path.exists() and path.stat().st_mode & 0o077:
-                os.chmod(path, 0o600)
+            # another process closing the file last deletes -wal and -shm under our feet: fine
+            try:
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except FileNotFoundError:
+                pass
+            except PermissionError:     # another user's file: usable, but say it is readable by others
+                log.warning("could not make %s private (mode 0600): it belongs to another user", path)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA busy_timeout = 30000")
