@@ -272,23 +272,27 @@ class AccessPolicy:
 
     # --- how much -------------------------------------------------------------------------------
     async def check(self, chat: ChatKey, sender: Sender, *, spending: bool = True, count: bool = False,
-                    quietly: bool = False) -> None:
+                    quietly: bool = False, rate: bool = True, lists: bool = True) -> None:
         """Raise AccessRefused unless this sender may ask now.
 
         spending=False checks only the allowed lists (for commands that cost nothing, like reset);
         count=True spends one request of the rate limit; quietly=True is for work nobody asked for
-        (background listening): no rate limit, and refusals are silent and not remembered as said.
+        (background listening): no rate limit, and refusals are silent and not remembered as said;
+        rate=False skips the rate limit (a job the adapter already counted when it accepted it);
+        lists=False skips the allowed lists (work an admin set up earlier, like a scheduled digest).
         """
         if chat.platform in EXEMPT_PLATFORMS:
             return
-        await self._refuse_strangers(chat, sender, quietly=quietly)
+        if lists:
+            await self._refuse_strangers(chat, sender, quietly=quietly)
         if not spending:
             return
         key = (chat.platform, sender.user_id or chat.chat_id)
-        if not quietly and (wait := self.rate.wait(key)) > 0:
+        rate = rate and not quietly
+        if rate and (wait := self.rate.wait(key)) > 0:
             limit = self.settings.user_requests_per_minute
             self._refuse(("rate", *key), wait, messages.RATE_LIMITED.format(limit=limit, wait=wait_words(wait)))
-        if count and not quietly:
+        if count and rate:
             self.rate.hit(key)   # before the first await below: concurrent requests can't all slip through
         for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
             if allowance.limit and allowance.used >= allowance.limit:
@@ -298,13 +302,14 @@ class AccessPolicy:
                 self._refuse((kind, *key), BUDGET_QUIET, text)
 
     @contextlib.asynccontextmanager
-    async def admit(self, request: Request, *, quietly: bool = False) -> AsyncIterator[None]:
+    async def admit(self, request: Request, *, quietly: bool = False, lists: bool = True) -> AsyncIterator[None]:
         """Check, then meter the request while it runs (see `afford` and MeteredClient).
 
-        quietly=True for background work nobody asked for: see `check`."""
+        quietly=True for background work nobody asked for, lists=False for work set up earlier: see `check`."""
         # a job tried again after an outage or a restart was rate-limited and counted when it first ran;
         # the allowed lists still apply, and `afford` still weighs its cost against today's budgets
-        await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly)
+        await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly,
+                         rate=not request.admitted, lists=lists)
         spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id)
         self._open.add(spend)
         token = _current.set(spend)
@@ -319,24 +324,26 @@ class AccessPolicy:
             _current.reset(token)
             self._open.discard(spend)
 
-    async def afford(self, tokens: int) -> None:
-        """Called once the audio is decoded: refuse a request whose estimated cost doesn't fit today."""
+    async def afford(self, tokens: int, *, template: str = messages.TOO_COSTLY) -> None:
+        """Called once the cost is known (the audio decoded, a digest's notes packed): refuse a request
+        whose estimated cost doesn't fit today. template: the refusal, with need, whose, left and wait."""
         spend = _current.get()
         if spend is None or spend.platform in EXEMPT_PLATFORMS:
             return
         for kind, a in await self._allowances(spend.platform, spend.chat_id, spend.user_id, exclude=spend):
             if a.limit and a.used + tokens > a.limit:
                 whose = {"user": "you have", "chat": "this chat has", "global": "I have"}[kind]
-                raise AccessRefused(messages.TOO_COSTLY.format(need=tokens, whose=whose, left=a.left,
-                                                               wait=wait_words(self._to_midnight())))
+                raise AccessRefused(template.format(need=tokens, whose=whose, left=a.left,
+                                                    wait=wait_words(self._to_midnight())))
         spend.held = tokens
 
-    async def report(self, chat: ChatKey, sender: Sender) -> UsageReport:
-        """Today's numbers for /usage; admins also get the top users and chats."""
+    async def report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
+        """Today's numbers for /usage; admins also get the top users and chats, in a private chat only
+        (in a group that would show everyone there what other chats used)."""
         await self._refuse_strangers(chat, sender)
         allowances = dict(await self._allowances(chat.platform, chat.chat_id, sender.user_id))
         since = day_start(self._clock())
-        admin = self.is_admin(chat, sender)
+        admin = private and self.is_admin(chat, sender)
 
         def read(db: sqlite_utils.Database) -> tuple[Usage, list, list]:
             here = db.execute(

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     url_allow_private: bool = Field(False, **_env("EARSHOT_URL_ALLOW_PRIVATE"))
     # seconds a link's whole download may take, redirects included
     url_timeout: float = Field(60.0, gt=0, **_env("EARSHOT_URL_TIMEOUT"))
+    # chat history (turns, with the usage budgets count) and each chat's latest audio: days kept
+    history_days: float = Field(30.0, gt=0, **_env("EARSHOT_HISTORY_DAYS"))
 
     # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))

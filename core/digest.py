@@ -1,19 +1,20 @@
 """Group digests: listen quietly to a chat's voice notes, and sum them up on request or every day.
 
     digests = assistant.digests
-    if await digests.listening(chat):
-        digests.listen(chat, download, user_id=..., user_name=..., sent=..., source_id=...)
-    text = await digests.respond(chat, parse_command("2h"), prefix="/")
+    if await digests.listening(chat):     # and the sender passed the access checks, quietly
+        await runner.submit(digests.listen_job(chat, key=..., file_ref=..., sent=..., sender=..., name=...))
+    text = await digests.respond(chat, parse_command("2h"), prefix="/", sender=sender)
     digests.start_schedule("telegram", post)          # one scheduler per adapter, state in SQLite
 
-Transcripts go through the Assistant's own pipeline (decode, split, ask per chunk) without touching the
-chat's history. A digest packs the transcripts into as few model requests as fit the model's input
+Voice notes are heard as durable, bounded jobs (core.runner calls `hear`): through the Assistant's own
+pipeline (decode, split, ask per chunk), without touching the chat's history. A digest packs the transcripts into as few model requests as fit the model's input
 limit, summarises each batch, and combines the summaries (in rounds, if they don't fit one request).
 `clock` is injectable, so tests move time instead of waiting for it.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -27,7 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from . import messages, prompts
 from .digest_store import ChatDigest, DigestStore, VoiceNote
 from .errors import EarshotError
-from .models import Audio, ChatKey, Request, Sender, Task, Usage
+from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
+from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
 
 if TYPE_CHECKING:
     from .service import Assistant
@@ -39,7 +41,7 @@ TICK_SECONDS = 60.0               # the scheduler looks at least this often (a c
 PURGE_EVERY = 3600.0              # expired transcripts are deleted this often
 PART_TOKENS = 600                 # a batch's notes: short, so many of them fit one combining request
 SETTLE_SECONDS = 300.0            # a digest waits this long at most for voice notes still being transcribed
-CLOSE_GRACE = 10.0                # shutting down waits this long for transcriptions under way
+SETTLE_POLL = 0.1                 # how often a digest looks whether those notes are stored yet
 MAX_PERIOD = 366 * DAY
 
 _PERIOD = re.compile(r"^(\d{1,4})\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)$")
@@ -92,10 +94,17 @@ def parse_command(args: str | None) -> DigestCommand:
     return DigestCommand("invalid", problem=messages.DIGEST_USAGE)
 
 
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$")
+
+
 def zone_of(name: str) -> ZoneInfo | None:
+    """The IANA zone of that name, or None: a directory of the zone database ("Europe"), a name too long
+    for the file system, or anything not shaped like a zone name is no zone."""
+    if not name or len(name) > 64 or not _ZONE_NAME.match(name):
+        return None
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
@@ -159,17 +168,13 @@ class DigestService:
         self.settings = assistant.settings
         self.store = DigestStore(assistant.history)
         self.clock = clock
-        self._pending: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
         self._schedulers: list[asyncio.Task[None]] = []
         self._wakes: list[asyncio.Event] = []
         self._last_purge = -math.inf
 
     async def aclose(self) -> None:
-        """Stop the schedulers; give transcriptions under way a moment to finish, then stop them too."""
-        listening = [t for ts in self._pending.values() for t in ts]
-        if listening:
-            await asyncio.wait(listening, timeout=CLOSE_GRACE)
-        tasks = [*self._schedulers, *listening]
+        """Stop the schedulers (transcriptions are jobs: the adapters' runners stop those)."""
+        tasks = list(self._schedulers)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -180,71 +185,57 @@ class DigestService:
         """True if the chat has digests on, so its voice notes should be heard."""
         return (await self.store.chat(chat.platform, chat.chat_id)).enabled
 
-    def listen(self, chat: ChatKey, fetch: Callable[[], Awaitable[Audio]], *, sent: float,
-               sender: Sender = Sender(), name: str | None = None,
-               source_id: str | None = None) -> asyncio.Task[None]:
-        """Transcribe a voice note in the background and store it; nothing is said in the chat.
+    def listen_job(self, chat: ChatKey, *, key: str, file_ref: str, sent: float, sender: Sender = Sender(),
+                   name: str | None = None, source_id: str | None = None) -> NewJob:
+        """A voice note to transcribe in the background and store, as a durable job (core.runner) the
+        adapter submits once access and budgets allow it: nothing is downloaded before, nothing said after.
 
+        key: unique per note on the platform; file_ref: the adapter's own, as for any job's audio.
         sender: who sent it, as access rules and budgets see them; name: how the digest calls them.
-        Registered at once (before the download starts), so a digest asked for right after waits for it.
         """
         # real time, not self.clock: only the order of arrival matters, for notes sent in the same second
-        arrived = time.time()
-        task = asyncio.create_task(self._listen(chat, fetch, sent, arrived, sender, name, source_id),
-                                   name=f"earshot-listen-{chat.platform}-{chat.chat_id}")
-        pending = self._pending.setdefault((chat.platform, chat.chat_id), set())
-        pending.add(task)
+        note = {"sent": sent, "name": name, "source_id": source_id, "arrived": time.time()}
+        return NewJob(key=f"listen:{key}", chat=ChatKey(chat.platform, chat.chat_id), task=Task.LISTEN,
+                      message_ref=json.dumps(note), file_ref=file_ref, sender=sender)
 
-        def done(t: asyncio.Task[None]) -> None:
-            pending.discard(t)
-            if not pending and self._pending.get((chat.platform, chat.chat_id)) is pending:
-                del self._pending[(chat.platform, chat.chat_id)]
-        task.add_done_callback(done)
-        return task
-
-    async def _listen(self, chat: ChatKey, fetch: Callable[[], Awaitable[Audio]], sent: float, arrived: float,
-                      sender: Sender, name: str | None, source_id: str | None) -> None:
-        user_id = sender.user_id
-        try:
-            audio = await fetch()
-            reply = await self.assistant.transcribe_quietly(Request(
-                chat, Task.TRANSCRIBE, audio=audio, user_id=user_id, user_name=sender.user_name,
-                team_id=sender.team_id, chat_name=sender.chat_name))
-            now = self.clock()
-            note = VoiceNote(chat.platform, chat.chat_id, sent, reply.duration or 0.0, reply.text.strip(),
-                             user_id=user_id or "", user_name=name or user_id or "someone",
-                             thread_id=chat.thread_id or "", source_id=source_id or "", arrived=arrived)
-            if await self.store.add_note(note, now):
-                await self.store.record_usage(chat, user_id, reply.usage, now, role="listen",
-                                              audio_seconds=reply.duration)
-        except EarshotError as err:
-            if err.operator:
-                log.error("could not transcribe a voice note in %s %s: %s", chat.platform, chat.chat_id,
-                          err.operator_message)
-            else:
-                log.info("skipped a voice note in %s %s: %s", chat.platform, chat.chat_id, err.operator_message)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("could not transcribe a voice note in %s %s", chat.platform, chat.chat_id)
+    async def hear(self, job: Job, audio: Audio) -> Reply:
+        """The runner's work for a listening job: transcribe quietly (the chat's history is left alone;
+        the same allowed lists and budgets as any request apply), store the note and what it cost."""
+        note = json.loads(job.message_ref)
+        s = job.sender
+        reply = await self.assistant.transcribe_quietly(Request(
+            job.chat, Task.TRANSCRIBE, audio=audio, user_id=s.user_id, user_name=s.user_name,
+            team_id=s.team_id, chat_name=s.chat_name))
+        now = self.clock()
+        heard = VoiceNote(job.chat.platform, job.chat.chat_id, note["sent"], reply.duration or 0.0,
+                          reply.text.strip(), user_id=s.user_id or "",
+                          user_name=note.get("name") or s.user_id or "someone",
+                          source_id=note.get("source_id") or "", arrived=note.get("arrived") or now)
+        if await self.store.add_note(heard, now, job_id=job.id):
+            await self.store.record_usage(job.chat, s.user_id, reply.usage, now, role="listen",
+                                          audio_seconds=reply.duration)
+        return reply
 
     async def _settle(self, chat: ChatKey) -> None:
         """Wait for the chat's voice notes still being transcribed, so a digest includes them."""
-        pending = set(self._pending.get((chat.platform, chat.chat_id), ()))
-        if pending:
-            await asyncio.wait(pending, timeout=SETTLE_SECONDS)
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while await self.store.listening_jobs(chat.platform, chat.chat_id) and time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_POLL)
 
     # --- the commands -------------------------------------------------------------------------
-    async def respond(self, chat: ChatKey, command: DigestCommand, *, prefix: str = "/") -> str:
+    async def respond(self, chat: ChatKey, command: DigestCommand, *, prefix: str = "/",
+                      sender: Sender | None = None) -> str:
         """Carry out a parsed `digest …` or `forget` and say how it went. Admin checks are the adapter's.
 
         prefix: how the platform spells commands in the answer ("/" or "/earshot ").
+        sender: who asked; a digest is charged to them (see `summary`).
         """
         now = self.clock()
         days = _days(self.settings.retention_days)
         p, c = chat.platform, chat.chat_id
         if command.action == "invalid":
-            return (command.problem or messages.DIGEST_USAGE).format(prefix=prefix, zone=command.tz)
+            zone = command.tz if len(command.tz) <= 40 else command.tz[:40] + "…"
+            return (command.problem or messages.DIGEST_USAGE).format(prefix=prefix, zone=zone)
         if command.action == "on":
             await self.store.update(p, c, now, enabled=1)
             return messages.DIGEST_ON.format(prefix=prefix, days=days)
@@ -264,22 +255,23 @@ class DigestService:
         if command.action == "forget":
             await self.forget(chat)
             return messages.FORGOTTEN
-        return (await self.summary(chat, command.period, prefix=prefix)).text
+        return (await self.summary(chat, command.period, prefix=prefix, sender=sender or Sender())).text
 
     async def forget(self, chat: ChatKey) -> int:
-        """Delete everything stored for the chat, in every table; transcriptions under way are dropped."""
-        pending = list(self._pending.get((chat.platform, chat.chat_id), ()))
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        """Delete everything stored for the chat, in every table; transcriptions under way are dropped
+        (their jobs are deleted with the rest, so what they hear is not stored)."""
         return await self.assistant.history.forget_chat(chat.platform, chat.chat_id)
 
     # --- the digest ---------------------------------------------------------------------------
     async def summary(self, chat: ChatKey, period: float | None = None, *, prefix: str = "/",
-                      mark: bool = True) -> Digest:
+                      mark: bool = True, sender: Sender | None = None) -> Digest:
         """The digest of the chat's voice notes in the last `period` seconds, or since the last digest.
 
         mark: a digest "since the last one" moves that mark to now (scheduled digests mark after posting).
+        sender: who asked. A digest is charged like any request: it counts in their rate limit, its cost
+        is estimated before the first model call and refused (AccessRefused) when today's budgets can't
+        cover it, and what it spent counts against them. None: a scheduled digest, charged to the chat,
+        refused silently.
         """
         await self._settle(chat)
         now = self.clock()
@@ -296,9 +288,17 @@ class DigestService:
             else:
                 text = messages.DIGEST_NOTHING_NEW if state.last_note else messages.DIGEST_NOTHING_YET
             return Digest(text.format(prefix=prefix), until=now)
-        body, usage = await self._summarise(notes, state.tz)
-        await self.store.record_usage(ChatKey(chat.platform, chat.chat_id), None, usage, self.clock(),
-                                      role="digest")
+        whole = ChatKey(chat.platform, chat.chat_id)
+        who = sender or Sender()
+        batches = self._batches(notes, state.tz)
+        asked = Request(whole, Task.SUMMARIZE, user_id=who.user_id, user_name=who.user_name, team_id=who.team_id,
+                        chat_name=who.chat_name)
+        # a scheduled digest was set up by an admin: only the budgets apply, and refusing it tells nobody
+        async with self.assistant.access.admit(asked, quietly=sender is None, lists=sender is not None):
+            await self.assistant.access.afford(self._estimate(batches),
+                                               template=messages.DIGEST_TOO_COSTLY.replace("{prefix}", prefix))
+            body, usage = await self._summarise(batches)
+            await self.store.record_usage(whole, who.user_id, usage, self.clock(), role="digest")
         last_note = max(n.id for n in notes)
         if mark and not period:
             await self.store.update(chat.platform, chat.chat_id, now, last_digest=now, last_note=last_note)
@@ -315,7 +315,8 @@ class DigestService:
         limits = self.assistant.limits
         return limits.max_input - estimate_tokens(prompts.SYSTEM) - estimate_tokens(template) - PROMPT_RESERVE
 
-    async def _summarise(self, notes: list[VoiceNote], tz: str) -> tuple[str, Usage]:
+    def _batches(self, notes: list[VoiceNote], tz: str) -> list[list[str]]:
+        """The notes as dated lines, packed into as few requests as fit the model's input limit."""
         zone = zone_of(tz) or ZoneInfo("UTC")
         stamps = [datetime.fromtimestamp(n.sent, zone) for n in notes]
         one_day = stamps[0].date() == stamps[-1].date()
@@ -325,7 +326,19 @@ class DigestService:
             when = at.strftime("%H:%M" if one_day else "%a %d %b %H:%M")
             head = prompts.digest_line(when, note.user_name or note.user_id or "someone", note.seconds, "")
             lines.extend(head + piece for piece in _fit(note.text or "[nothing heard]", budget - _tokens(head)))
-        batches = _pack(lines, budget)
+        return _pack(lines, budget)
+
+    def _estimate(self, batches: list[list[str]]) -> int:
+        """Tokens the digest will cost at most, cautiously: every batch's request and answer, and the
+        requests combining the answers."""
+        from .service import PROMPT_RESERVE
+        call = _tokens(prompts.SYSTEM) + _tokens(max(prompts.DIGEST, prompts.DIGEST_PART, key=len)) + PROMPT_RESERVE
+        cost = sum(call + _tokens("\n\n".join(batch)) for batch in batches)
+        if len(batches) > 1:     # each part's answer is read once more to combine them, and answered
+            cost += 2 * len(batches) * PART_TOKENS + call
+        return cost
+
+    async def _summarise(self, batches: list[list[str]]) -> tuple[str, Usage]:
         usage = Usage()
         if len(batches) == 1:
             answer = await self.assistant.complete(prompts.digest_instruction(prompts.DIGEST, batches[0]))
@@ -434,10 +447,16 @@ class DigestService:
             await self.store.update(chat.platform, chat.chat_id, self.clock(), last_scheduled=slot)
 
     async def purge(self) -> int:
-        """Delete transcripts older than EARSHOT_RETENTION_DAYS."""
-        deleted = await self.store.purge(self.clock() - self.settings.retention_days * DAY)
+        """Delete transcripts older than EARSHOT_RETENTION_DAYS, chat history older than
+        EARSHOT_HISTORY_DAYS, finished jobs and seen events after a week. Returns the transcripts deleted."""
+        now = self.clock()
+        deleted = await self.store.purge(now - self.settings.retention_days * DAY)
         if deleted:
             log.info("deleted %d expired voice-note transcript(s)", deleted)
+        pruned = await self.assistant.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
+        pruned["jobs"] = await JobStore(self.assistant.history, self.clock).prune()
+        if any(pruned.values()):
+            log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
         if self.assistant.cache.enabled and (cached := await self.assistant.cache.prune()):
             log.info("deleted %d expired cached answer(s)", cached)   # EARSHOT_CACHE_DAYS, on the same sweep
         return deleted

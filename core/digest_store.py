@@ -92,9 +92,12 @@ class DigestStore:
         return await self._h.read(find)
 
     # --- voice notes --------------------------------------------------------------------------
-    async def add_note(self, note: VoiceNote, created: float) -> bool:
-        """Store a note; False if this message was stored already."""
+    async def add_note(self, note: VoiceNote, created: float, *, job_id: int | None = None) -> bool:
+        """Store a note; False if this message was stored already, or if `job_id` (the listening job it
+        came from) is gone: the chat was forgotten while it was being transcribed."""
         def insert(db: sqlite_utils.Database) -> bool:
+            if job_id is not None and db.execute("SELECT 1 FROM jobs WHERE id = ?", [job_id]).fetchone() is None:
+                return False
             cur = db.execute(
                 "INSERT OR IGNORE INTO voice_notes (platform, chat_id, thread_id, source_id, user_id, user_name, "
                 "sent, arrived, seconds, text, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -102,6 +105,12 @@ class DigestStore:
                  note.user_name, note.sent, note.arrived, note.seconds, note.text, created])
             return cur.rowcount == 1
         return await self._h.write(insert)
+
+    async def listening_jobs(self, platform: str, chat_id: str) -> int:
+        """Voice notes of the chat still waiting to be transcribed (core.runner jobs)."""
+        return await self._h.read(lambda db: db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE platform = ? AND chat_id = ? AND task = 'listen' "
+            "AND state IN ('queued', 'running')", [platform, chat_id]).fetchone()[0])
 
     async def notes(self, platform: str, chat_id: str, since: float, until: float, *,
                     after_id: int = 0) -> list[VoiceNote]:

@@ -14,6 +14,7 @@
         ModelInputError          the service rejected the audio or parameters
         BadModelResponse         a body we can't parse (a proxy's HTML page)
       AccessRefused              not on the allowed lists, over a budget, or too many requests
+      StorageError               the database can't be opened or used          (operator)
 """
 from __future__ import annotations
 
@@ -104,3 +105,12 @@ class AccessRefused(EarshotError):
     def __init__(self, user_message: str, operator_message: str | None = None, *, silent: bool = False) -> None:
         super().__init__(user_message, operator_message)
         self.silent = silent
+
+
+class StorageError(EarshotError):
+    """The database file can't be opened: a directory, not SQLite, or not writable. The operator fixes it."""
+
+    operator = True
+
+    def __init__(self, operator_message: str) -> None:
+        super().__init__(messages.MISCONFIGURED, operator_message)

@@ -7,6 +7,7 @@ processes (the Telegram bot, the Slack app, the CLI) safe on one file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -20,9 +21,12 @@ from typing import TypeVar
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from . import messages
+from .errors import StorageError
 from .models import ChatKey, Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 migrations = Migrations("earshot")
 
 
@@ -124,17 +128,39 @@ class HistoryStore:
         self._db: sqlite_utils.Database | None = None
 
     async def open(self) -> None:
-        await self._run(self._open)
+        """Open (and create or migrate) the file; StorageError with what to fix when it can't be used."""
+        try:
+            await self._run(self._open)
+        except (OSError, sqlite3.Error) as err:
+            if self._db is not None:
+                await self._run(self._db.close)
+                self._db = None
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            if isinstance(err, sqlite3.DatabaseError) and "not a database" in str(err):
+                reason = "the file is not an SQLite database (damaged, or another program's)"
+            raise StorageError(messages.DB_UNUSABLE.format(path=self.path, reason=reason)) from None
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # created private: it holds what people said
+        # private: it holds what people said (a file made earlier, or by another tool, is tightened too)
         os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            # another process closing the file last deletes -wal and -shm under our feet: fine
+            try:
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except FileNotFoundError:
+                pass
+            except PermissionError:     # another user's file: usable, but say it is readable by others
+                log.warning("could not make %s private (mode 0600): it belongs to another user", path)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.enable_wal()
-        migrations.apply(self._db)
+        # the write lock first, waiting for it as long as the busy timeout: two processes opening a fresh
+        # or older file at once would otherwise both start migrating and one fail with "database is locked"
+        with self._write():
+            migrations.apply(self._db)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -196,6 +222,20 @@ class HistoryStore:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")   # the WAL held the deleted rows too
             return deleted
         return await self._run(forget)
+
+    async def prune(self, history_before: float, events_before: float) -> dict[str, int]:
+        """Delete turns and latest-audio notes older than `history_before`, and seen events older than
+        `events_before` (they only recognise redeliveries and say a refusal once a day); counts by table."""
+        def prune() -> dict[str, int]:
+            with self._write():
+                return {
+                    "turns": self.db.execute("DELETE FROM turns WHERE created < ?", [history_before]).rowcount,
+                    "recent_audio": self.db.execute("DELETE FROM recent_audio WHERE created < ?",
+                                                    [history_before]).rowcount,
+                    "seen_events": self.db.execute("DELETE FROM seen_events WHERE created < ?",
+                                                   [events_before]).rowcount,
+                }
+        return await self._run(prune)
 
     # --- turns ----------------------------------------------------------------------------
     async def add_exchange(self, chat: ChatKey, user_id: str | None, user_text: str, answer: str,

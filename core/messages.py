@@ -66,10 +66,16 @@ BAD_RESPONSE_COMPAT_OP = ("{service} answered with a body that is not an OpenAI-
                           "check {variable} and any proxy in between.")
 
 SLACK_FILE_UNAVAILABLE = "I couldn't fetch that file from Slack. Please share it again."
+SLACK_FILE_EXTERNAL = ("I can't read that file: it is stored outside Slack (a linked or external file). "
+                       "Upload the audio to Slack itself and ask again.")
 SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
                         "(and SLACK_APP_TOKEN for Socket Mode).")
 SLACK_BAD_TOKEN = "Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
 
+DB_UNUSABLE = ("Can't use the database at {path}: {reason}. Set EARSHOT_DB to a writable SQLite file, "
+               "or to a new file in a writable directory.")
+TELEGRAM_UNREACHABLE = ("Can't reach the Telegram Bot API at {url} ({reason}): check the network, a proxy, "
+                        "or TELEGRAM_API_BASE_URL.")
 NO_TELEGRAM_TOKEN = "No Telegram bot token: set TELEGRAM_BOT_TOKEN (ask @BotFather for one)."
 BAD_TELEGRAM_TOKEN = "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)."
 SLACK_BAD_APP_TOKEN = ("Slack refused SLACK_APP_TOKEN ({error}): create an app-level token with the connections:write "
@@ -106,7 +112,8 @@ DIGEST_HELP = ("Digests: {prefix}digest on makes me listen quietly to this group
                "deletes everything I keep for this chat.")
 DIGEST_USAGE = ("Try {prefix}digest (since the last one), {prefix}digest 2h, 24h or 7d, {prefix}digest on, "
                 "{prefix}digest off, or {prefix}digest daily 09:00 (optionally with a time zone, like Europe/Berlin).")
-DIGEST_BAD_ZONE = "I don't know the time zone {zone}. Use a name like Europe/Berlin, America/New_York or UTC."
+DIGEST_BAD_ZONE = ("Unknown time zone: {zone}. Use a name like Europe/Berlin, America/New_York or UTC, "
+                   "for example: {prefix}digest daily 09:00 Europe/Berlin")
 DIGEST_ADMINS_ONLY = "Only this chat's admins can do that."
 DIGEST_ADMIN_UNKNOWN = "I couldn't check whether you're an admin here, so I left things as they were. Please try again."
 DIGEST_GROUPS_ONLY = "Digests are for group chats and channels: add me to one and use {prefix}digest on there."
@@ -121,6 +128,8 @@ DIGEST_IS_OFF = "Digests are off here, so I have nothing to sum up. An admin can
 DIGEST_NOTHING_NEW = "No voice notes since the last digest: nothing to sum up."
 DIGEST_NOTHING_YET = "I haven't heard any voice notes here yet: nothing to sum up."
 DIGEST_NOTHING_IN = "No voice notes in the last {period}: nothing to sum up."
+DIGEST_TOO_COSTLY = ("That digest would take about {need:,} tokens, and {whose} {left:,} left today. "
+                     "Ask for a shorter span, like {prefix}digest 2h, or try again after midnight UTC, in {wait}.")
 DIGEST_HEADER = "{title}: {notes}, {minutes}."
 DIGEST_TITLE = "Digest"
 DIGEST_TITLE_SINCE = "Digest since the last one"

@@ -15,6 +15,7 @@ class Task(enum.StrEnum):
     EVENTS = "events"
     TRANSLATE = "translate"
     FOLLOW_UP = "follow_up"    # text only, answered from the chat's history
+    LISTEN = "listen"          # a group's voice note heard for digests: stored, never answered (core.digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Request:
     retry: bool = False            # a durable job's later attempt (core.runner): not a new request to rate-limit
     voice: str | None = None       # speak the answer in this voice (else the chat's /voice setting decides)
     audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
+    admitted: bool = False         # the adapter applied the rate limit when it accepted it (core.runner jobs)
 
     @property
     def sender(self) -> Sender:

@@ -32,7 +32,7 @@ from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, 
 from .jobs import (MAX_DELIVERIES, MAX_FAULTS, Failure, Job, JobGone, JobState, JobStore, NewJob, Notice,
                    Outcome, Undeliverable)
 from .logs import RedactingFilter
-from .models import Audio, ChatKey, ProgressCallback, Reply, Request
+from .models import Audio, ChatKey, ProgressCallback, Reply, Request, Task
 from .service import Assistant
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,14 @@ def is_outage(err: EarshotError) -> bool:
     """The model service is down or overloaded, so waiting can help (unlike bad input or a bad key)."""
     return isinstance(err, (ModelUnavailable, ModelThrottled)) or (isinstance(err, BadModelResponse)
                                                                    and err.retryable)
+
+
+QUIET_LANE = "\0listening"
+
+
+def is_quiet(job: Job) -> bool:
+    """Work nobody asked for (listening for digests): nothing is said about it, success or failure."""
+    return job.task is Task.LISTEN
 
 
 def span_words(seconds: float) -> str:
@@ -161,9 +169,12 @@ class JobRunner:
                                                            or job.delivery_attempts >= MAX_DELIVERIES)):
             return
         self._scheduled.add(job.id)
-        self._queues.setdefault(job.chat, deque()).append(job.id)
-        if job.chat not in self._workers:
-            self._workers[job.chat] = asyncio.create_task(self._work(job.chat), name=f"earshot-jobs-{job.platform}")
+        # a group's voice notes heard for digests queue in a lane of their own: one at a time, so a burst
+        # holds one file in memory, and behind no answer (and no answer behind them)
+        lane = ChatKey(job.platform, job.chat.chat_id, QUIET_LANE) if is_quiet(job) else job.chat
+        self._queues.setdefault(lane, deque()).append(job.id)
+        if lane not in self._workers:
+            self._workers[lane] = asyncio.create_task(self._work(lane), name=f"earshot-jobs-{job.platform}")
 
     async def _work(self, chat: ChatKey) -> None:
         """One chat's jobs, one at a time: later turns build on earlier answers."""
@@ -191,13 +202,13 @@ class JobRunner:
         platform = self._platforms[job.platform]
         if not job.finished and job.faults >= MAX_FAULTS:
             log.error("job %d: giving up after %d crashes or errors (last: %s)", job.id, job.faults, job.last_error)
-            job = await self.store.finish(job.id, JobState.FAILED, Failure(messages.INTERNAL))
+            job = await self.store.finish(job.id, JobState.FAILED, self._said(job, Failure(messages.INTERNAL)))
         while not job.finished:
             permit = await self._turn(job, platform)
             if permit is None:
                 log.warning("job %d: no answer within %s; telling the user", job.id, span_words(self.ttl))
-                job = await self.store.finish(job.id, JobState.EXPIRED,
-                                              Failure(messages.JOB_EXPIRED.format(waited=span_words(self.ttl))))
+                job = await self.store.finish(job.id, JobState.EXPIRED, self._said(
+                    job, Failure(messages.JOB_EXPIRED.format(waited=span_words(self.ttl)))))
                 break
             job = await self._attempt(job, platform, permit)
         if job.delivered is None:
@@ -240,9 +251,12 @@ class JobRunner:
                 self.breaker.succeeded(permit)
                 log.info("job %d: %s in %s/%s answered in %.1f s (%d tokens)", job.id, job.task.value,
                          job.platform, job.chat.chat_id, time.monotonic() - started, reply.usage.total)
-                return await self.store.finish(job.id, JobState.DONE, reply)
+                return await self.store.finish(job.id, JobState.DONE, self._said(job, reply))
 
     async def _answer(self, job: Job, platform: Platform) -> Reply:
+        if is_quiet(job):
+            assert job.file_ref is not None
+            return await self.assistant.digests.hear(job, await platform.fetch(job))
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:
             # fetched inside handle: after the access checks, and not at all for a cached answer
@@ -250,7 +264,7 @@ class JobRunner:
             s = job.sender
             request = Request(job.chat, job.task, text=job.text, user_id=s.user_id,
                               user_name=s.user_name, team_id=s.team_id, chat_name=s.chat_name,
-                              retry=job.attempts > 1,
+                              retry=job.attempts > 1, admitted=True,
                               audio_id=platform.audio_id(job) if platform.audio_id and job.file_ref else None)
             return await self.assistant.handle(request, progress=progress, stream=platform.stream, fetch=fetch)
 
@@ -268,21 +282,24 @@ class JobRunner:
             self.breaker.released(permit)
         if err.operator:
             log.error("job %d: %s", job.id, error)
+        elif is_quiet(job):
+            log.info("job %d: skipped a voice note: %s", job.id, error)
         else:
             log.info("job %d: told the user: %s", job.id, err.user_message)
-        outcome = None if getattr(err, "silent", False) else Failure(err.user_message)
+        outcome = None if getattr(err, "silent", False) else self._said(job, Failure(err.user_message))
         return await self.store.finish(job.id, JobState.FAILED, outcome, error)
 
     async def _faulted(self, job: Job, err: Exception) -> Job:
         log.error("job %d: unexpected %s", job.id, type(err).__name__, exc_info=err)
         error = self._redact(f"{type(err).__name__}: {err}")
         if job.faults + 1 >= MAX_FAULTS:
-            return await self.store.finish(job.id, JobState.FAILED, Failure(messages.INTERNAL), error)
+            return await self.store.finish(job.id, JobState.FAILED, self._said(job, Failure(messages.INTERNAL)),
+                                           error)
         return await self.store.wait(job.id, self.clock() + self._backoff(job), error, fault=True)
 
     async def _tell_waiting(self, job: Job, platform: Platform) -> Job:
         """Once per job: the model is down, the answer will come when it is back."""
-        if job.notified:
+        if job.notified or is_quiet(job):
             return job
         try:
             await platform.deliver(job, Notice(messages.MODEL_WAITING))
@@ -311,6 +328,11 @@ class JobRunner:
                     continue
             # right after the send: a crash before this commit is the one way an answer goes out twice
             job = await self.store.mark_delivered(job.id)
+
+    @staticmethod
+    def _said(job: Job, outcome: Reply | Failure) -> Reply | Failure | None:
+        """What the user is to be told: nothing at all for quiet work."""
+        return None if is_quiet(job) else outcome
 
     def _backoff(self, job: Job) -> float:
         """Exponential in the job's attempts, with jitter so waiting jobs don't return in step."""

@@ -366,7 +366,8 @@ class Assistant:
 
     async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer:
         """One text-only model call with the system prompt and no history. The caller keeps it within
-        `self.limits.max_input` (see estimate_tokens)."""
+        `self.limits.max_input` (see estimate_tokens) and charges it: inside `self.access.admit`, after
+        `afford` (core.digest does both for a digest's calls)."""
         if not self._has_key:
             raise ModelAuthError(messages.NO_KEY_CLI)
         return await self._client.generate(self._messages([], [text_item(instruction)]),
@@ -382,16 +383,19 @@ class Assistant:
         """Tokens this chat has used today (UTC)."""
         return await self.history.usage_today(chat)
 
-    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True) -> None:
+    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True,
+                           count: bool = False) -> None:
         """Raise AccessRefused (maybe silent) if this sender may not ask now; adapters call it before
         downloading anything. handle() checks again, so skipping it costs bandwidth, never tokens.
-        spending=False: only whether they may use earshot at all (commands that cost nothing)."""
-        await self.access.check(chat, sender, spending=spending)
+        spending=False: only whether they may use earshot at all (commands that cost nothing);
+        count=True: this is the request itself, accepted as a job: it spends one of the sender's requests
+        a minute now, before anything is downloaded (the job's Request then says `admitted`)."""
+        await self.access.check(chat, sender, spending=spending, count=count and spending)
 
-    async def usage_report(self, chat: ChatKey, sender: Sender) -> UsageReport:
-        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins: top
-        users and chats). Raises AccessRefused for people not allowed to use earshot."""
-        return await self.access.report(chat, sender)
+    async def usage_report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
+        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins, in a
+        private chat: top users and chats). Raises AccessRefused for people not allowed to use earshot."""
+        return await self.access.report(chat, sender, private=private)
 
     async def remember_audio(self, chat: ChatKey, ref: str) -> None:
         """Remember an opaque platform reference (a file id) as the chat's latest audio."""

@@ -16,7 +16,9 @@ from core import messages
 from core.config import Settings
 from core.digest import DigestCommand, last_slot, next_slot, parse_command
 from core.digest_store import VoiceNote
+from core.jobs import Job
 from core.models import Audio, ChatKey, Sender
+from core.runner import JobRunner
 from core.service import Assistant
 from tests.fakes.dashscope import MARKER, MODELS, TEXT_ONLY_MARKER, FakeDashScope, tone_audio
 
@@ -122,7 +124,8 @@ async def test_nothing_to_sum_up_is_said_plainly(assistant: Assistant, model: Fa
 async def test_a_long_stretch_is_summarised_in_parts_within_the_input_limit(tmp_path, model) -> None:
     """So much text that one round of batch notes doesn't fit one request either: merged in rounds."""
     model.reply = echo_long(2400)
-    settings = settings_for(model, tmp_path, model="qwen-audio-turbo")     # the smallest input limit
+    settings = settings_for(model, tmp_path, model="qwen-audio-turbo",     # the smallest input limit
+                            global_daily_tokens=0, chat_daily_tokens=0, user_daily_tokens=0)   # ~170k tokens
     async with Assistant(settings) as assistant:
         d = assistant.digests
         now = time.time()
@@ -150,26 +153,47 @@ async def test_a_long_stretch_is_summarised_in_parts_within_the_input_limit(tmp_
 
 # --- listening ---------------------------------------------------------------------------------
 
+class Listener:
+    """A job runner for the chat's voice notes, as an adapter registers one: files by reference."""
+
+    def __init__(self, assistant: Assistant) -> None:
+        self.files: dict[str, bytes] = {}
+        self.said: list[object] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.runner = JobRunner(assistant)
+        self.runner.register("telegram", fetch=self._fetch, deliver=self._deliver)
+
+    async def _fetch(self, job: Job) -> Audio:
+        await self.gate.wait()
+        return Audio(self.files[job.file_ref or ""], "voice.ogg")
+
+    async def _deliver(self, job: Job, outcome: object) -> None:
+        self.said.append(outcome)
+
+    async def hear(self, chat: ChatKey, hz: int, who: str, n: int, sent: float | None = None) -> None:
+        self.files[f"f{n}"] = tone_audio((0, 0.5), (hz, 1.0), (0, 0.5), fmt="ogg")
+        await self.runner.submit(self.runner.assistant.digests.listen_job(
+            chat, key=f"{chat.chat_id}:{n}", file_ref=f"f{n}", sent=sent or time.time(),
+            sender=Sender(user_id=str(n)), name=who, source_id=f"m{n}"))
+
+
 async def test_listening_stores_transcripts_quietly_and_digest_waits_for_them(assistant, model) -> None:
     d = assistant.digests
     await d.respond(GROUP, parse_command("on"))
-    gate = asyncio.Event()
-    clips = [tone_audio((0, 0.5), (hz, 1.0), (0, 0.5), fmt="ogg") for hz in (440, 550)]
-
-    def fetch(data: bytes):
-        async def get() -> Audio:
-            await gate.wait()          # downloads still under way when the digest is asked for
-            return Audio(data, "voice.ogg")
-        return get
+    ears = Listener(assistant)
+    await ears.runner.start()
+    ears.gate.clear()                  # downloads still under way when the digest is asked for
     now = time.time()
-    for i, (who, data) in enumerate(zip(("Ana", "Bo"), clips)):
-        d.listen(GROUP, fetch(data), sent=now - 60 + i, sender=Sender(user_id=str(i)), name=who,
-                 source_id=f"m{i}")
+    for i, (who, hz) in enumerate(zip(("Ana", "Bo"), (440, 550))):
+        await ears.hear(GROUP, hz, who, i, sent=now - 60 + i)
     asking = asyncio.create_task(d.summary(GROUP))
     await asyncio.sleep(0.2)
     assert not asking.done()
-    gate.set()
+    ears.gate.set()
     digest = await asking
+    await ears.runner.stop()
+    assert ears.said == [], "listening says nothing in the chat"
     assert re.findall(r"(\d+)Hz@", digest.text) == ["440", "550"]
     assert digest.text.startswith("Digest: 2 voice notes, 1 minute.")
     assert await assistant.history.recent_turns(GROUP, 10) == [], "listening must not become chat history"
@@ -265,10 +289,11 @@ async def test_a_quiet_day_posts_nothing(model, tmp_path) -> None:
 
 async def test_forget_leaves_no_row_for_the_chat_in_any_table(assistant, model, tmp_path) -> None:
     d = assistant.digests
+    ears = Listener(assistant)
+    await ears.runner.start()
     for chat in (GROUP, OTHER):
         await d.respond(chat, parse_command("daily 10:00"))
-        await d.listen(chat, _clip(440), sent=time.time(), sender=Sender(user_id="42"), name="Ana",
-                       source_id="1")
+        await ears.hear(chat, 440, "Ana", 1)
         await d.summary(chat)
         await assistant.remember_audio(ChatKey(chat.platform, chat.chat_id, "9"), "file-1")
     assert rows_mentioning(tmp_path / "earshot.db", GROUP.chat_id)
@@ -279,11 +304,43 @@ async def test_forget_leaves_no_row_for_the_chat_in_any_table(assistant, model, 
     assert {"voice_notes", "digest_chats", "turns", "recent_audio"} <= set(
         rows_mentioning(tmp_path / "earshot.db", OTHER.chat_id)), "other chats keep theirs"
     assert not await d.listening(GROUP)
+    await ears.runner.stop()
 
 
-def _clip(hz: int):
-    data = tone_audio((0, 0.5), (hz, 1.0), (0, 0.5), fmt="ogg")
+async def test_a_voice_note_not_yet_heard_survives_a_restart(model, tmp_path) -> None:
+    """Listening is a durable job: stored before anything is fetched, heard by the next process."""
+    async with Assistant(settings_for(model, tmp_path)) as first:
+        await first.digests.respond(GROUP, parse_command("on"))
+        ears = Listener(first)                     # never started: the process dies before the job runs
+        await ears.hear(GROUP, 440, "Ana", 1)
+    async with Assistant(settings_for(model, tmp_path)) as second:
+        ears = Listener(second)
+        ears.files["f1"] = tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg")
+        await ears.runner.start()
+        await ears.runner.drained()
+        await ears.runner.stop()
+        digest = await second.digests.summary(GROUP)
+    assert re.findall(r"(\d+)Hz@", digest.text) == ["440"] and ears.said == []
 
-    async def get() -> Audio:
-        return Audio(data, "voice.ogg")
-    return get
+
+async def test_scheduled_digests_obey_budgets_but_not_the_allowed_lists(model, tmp_path) -> None:
+    """An admin set the schedule up: a listed group isn't needed, but the day's budgets still hold."""
+    delivered: list[str] = []
+
+    async def deliver(chat: ChatKey, text: str) -> None:
+        delivered.append(text)
+
+    for budget, posts in ((0, 1), (100, 0)):
+        async with Assistant(settings_for(model, tmp_path / str(budget), allowed_users="42",
+                                          global_daily_tokens=budget)) as assistant:
+            d = assistant.digests
+            start = time.time()
+            clock = d.clock = Clock(start)
+            await d.respond(GROUP, parse_command("daily 09:00"))
+            await d.store.add_note(VoiceNote(GROUP.platform, GROUP.chat_id, start - 60, 5.0, "heard 440Hz@0.5s",
+                                             user_name="Ana"), start)
+            clock.now = start + 86400 + 1
+            calls = len(model.calls)
+            await d.tick("telegram", deliver)
+            assert len(delivered) == posts and len(model.calls) == calls + posts, (budget, delivered)
+            delivered.clear()

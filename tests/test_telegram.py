@@ -395,7 +395,12 @@ def free_port() -> int:
 
 
 RUNNER = """
-import logging, sys
+import hmac, logging, sys
+_compare = hmac.compare_digest
+def _spy(a, b):
+    print("secret compared in constant time", flush=True)
+    return _compare(a, b)
+hmac.compare_digest = _spy
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 from core.config import Settings
 from bots.telegram import run
@@ -448,3 +453,5 @@ def test_process_runs_answers_and_stops_cleanly_on_sigterm(mode, tmp_path):
         assert any("440Hz" in t for t in tgs.call(tg.texts, 201)), out[-3000:]
         assert tg.token not in out and tg.token.split(":")[1] not in out
         assert "earshot is listening as @earshot_test_bot" in out
+        if mode == "webhook":   # the forged secret was checked with hmac.compare_digest, in constant time
+            assert "secret compared in constant time" in out

@@ -53,7 +53,9 @@ def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
         return Command(word, arg, TASK_WORDS[word])
     if word in STATE_WORDS | DIGEST_WORDS:
         # a DM that merely starts with "help me…" is a question, not the help command
-        if strict and arg and not (word == "digest" and parse_digest(arg).action != "invalid") \
+        # ("digest daily 09:00 Mars/Base" is still the command: its answer says what a zone looks like)
+        if strict and arg and not (word == "digest" and (parse_digest(arg).action != "invalid"
+                                                         or arg.lower().startswith("daily "))) \
                 and not (word == "voice" and arg.split()[0].lower() in ("on", "off")):
             return None
         return Command(word, arg)
@@ -89,12 +91,18 @@ def is_audio_file(f: dict[str, Any]) -> bool:
     return _text(f.get("filetype")).lower() in AUDIO_FILETYPES or ext in AUDIO_FILETYPES
 
 
+def is_stub(f: dict[str, Any]) -> bool:
+    """A Slack Connect file: the event carries only its id; files.info says what it is."""
+    return _text(f.get("file_access")) == "check_file_info"
+
+
 def audio_files(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """The message's audio files that can be fetched (they have an id)."""
+    """The message's audio files that can be fetched (they have an id), and Slack Connect stubs,
+    which may be audio: files.info tells when they are fetched."""
     files = message.get("files")
     if not isinstance(files, list):
         return []
-    return [f for f in files if isinstance(f, dict) and _text(f.get("id")) and is_audio_file(f)]
+    return [f for f in files if isinstance(f, dict) and _text(f.get("id")) and (is_stub(f) or is_audio_file(f))]
 
 
 def is_from_bot(message: dict[str, Any]) -> bool:

@@ -3,7 +3,6 @@ scheduled posts. Thin glue over core.digest: who is an admin (users.info), who s
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from core.models import ChatKey, Sender
 
 from . import render
 from .convert import PLATFORM, Command, audio_files, chat_key, is_dm, is_from_bot, sender_of
-from .files import download, scope_error
+from .files import file_ref, scope_error
 from .webapi import api_error, read
 
 if TYPE_CHECKING:
@@ -69,12 +68,17 @@ class SlackDigests:
             return
         async with self.h._handling(body):
             sender = sender_of(event, body)
+            try:   # strangers and senders over a budget: skipped quietly, nothing downloaded
+                await self.h.assistant.access.check(chat, sender, quietly=True)
+            except AccessRefused:
+                log.debug("not listening to a clip in %s: refused", channel)
+                return
             name = await self._name(sender.user_id)
-            fetch = functools.partial(download, self.h.client, token=self.h.client.token or "",
-                                      max_bytes=self.h.settings.max_file_bytes, http=self.h.http)
             for f in files:
-                self.digests.listen(chat, functools.partial(fetch, f), sent=_sent(event), sender=sender,
-                                    name=name, source_id=str(f.get("id") or ""))
+                # a durable job: the runner fetches the file (files.info first for stubs) and stores the note
+                await self.h.jobs.submit(self.digests.listen_job(
+                    chat, key=f"{channel}:{event.get('ts')}:{f['id']}", file_ref=file_ref(f), sent=_sent(event),
+                    sender=sender, name=name, source_id=str(f.get("id") or "")))
 
     # --- commands ---------------------------------------------------------------------------------
     async def on_command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command) -> None:
@@ -92,7 +96,7 @@ class SlackDigests:
             return
         await ack(messages.DIGEST_WORKING if digest.action == "summary" else "")
         with self.h._tracked():
-            await self._run(Destination(channel, None, command.get("response_url") or None), digest)
+            await self._run(Destination(channel, None, command.get("response_url") or None), digest, sender)
 
     async def in_chat(self, cmd: Command, dest: Destination, sender: Sender) -> None:
         """`digest …` or `forget` typed to earshot in a mention (or a DM, where it only explains)."""
@@ -102,7 +106,7 @@ class SlackDigests:
             if refusal:                # "": a stranger already told no
                 await self.h._say(dest, refusal)
             return
-        await self._run(dest, digest)
+        await self._run(dest, digest, sender)
 
     async def _refusal(self, channel: str, digest: DigestCommand, sender: Sender) -> str | None:
         """Why this can't be done here or by this person; None when it can."""
@@ -119,9 +123,9 @@ class SlackDigests:
             return messages.DIGEST_ADMIN_UNKNOWN if admin is None else messages.DIGEST_ADMINS_ONLY
         return None
 
-    async def _run(self, dest: Destination, digest: DigestCommand) -> None:
+    async def _run(self, dest: Destination, digest: DigestCommand, sender: Sender) -> None:
         try:
-            text = await self.digests.respond(chat_key(dest.channel), digest, prefix=PREFIX)
+            text = await self.digests.respond(chat_key(dest.channel), digest, prefix=PREFIX, sender=sender)
         except EarshotError as err:
             await self.h._report(dest, err, None)
             return

@@ -36,7 +36,7 @@ from . import render
 from .convert import (DIGEST_WORDS, PLATFORM, Command, audio_files, chat_key, is_dm, is_from_bot,
                       latest_audio, parse_command, sender_of, strip_mentions, task_for_text, thread_of)
 from .digests import SlackDigests, help_text
-from .files import download, scope_error
+from .files import download, file_ref, scope_error
 from .webapi import api_error, read
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class Handlers:
                 await self.assistant.check_access(chat, sender, spending=False)
                 await self.assistant.reset(chat)
                 return "Done: I've forgotten our conversation here."
-            report = await self.assistant.usage_report(chat, sender)
+            report = await self.assistant.usage_report(chat, sender, private=chat.chat_id.startswith("D"))
         except AccessRefused as err:
             return None if err.silent else err.user_message
         return usage_text(report)
@@ -312,7 +312,7 @@ class Handlers:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
         try:
-            await self.assistant.check_access(chat, sender)   # before fetching the file
+            await self.assistant.check_access(chat, sender, count=True)   # before fetching the file
         except EarshotError as err:
             await self._report(dest, err, None)
             return
@@ -320,10 +320,9 @@ class Handlers:
         if dest.response_url:
             self._response_urls[key] = dest.response_url
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
-        kept = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download", "link")
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
-            file_ref=json.dumps({k: file[k] for k in kept if k in file}) if file is not None else None))
+            file_ref=file_ref(file) if file is not None else None))
 
     # ---- jobs: called by the runner, in this process or in the next one after a crash ---------------------
     def _destination(self, job: Job) -> Destination:
@@ -336,7 +335,8 @@ class Handlers:
         if ref.get("link"):
             return await self.links.fetch(ref["link"])
         return await download(self.client, json.loads(job.file_ref), token=self.client.token or "",
-                              max_bytes=self.settings.max_file_bytes, http=self.http)
+                              max_bytes=self.settings.max_file_bytes, http=self.http,
+                              api_url=self.settings.slack_api_url)
 
     @staticmethod
     def _audio_id(job: Job) -> str | None:

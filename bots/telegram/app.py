@@ -1,12 +1,13 @@
 """Building and running the python-telegram-bot Application: long polling, or a webhook."""
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from urllib.parse import urlsplit
 
 from telegram import Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from core import messages
@@ -24,6 +25,24 @@ log = logging.getLogger(__name__)
 # updates handled at once: different chats run concurrently (ChatLocks keep each chat in order)
 CONCURRENT_UPDATES = 256
 ALLOWED_UPDATES = [Update.MESSAGE]
+
+
+class SecretToken(str):
+    """The webhook secret. PTB checks a request's header with `header != secret`; Python asks the right
+    operand first when it is a subclass of the left's type, so the check runs in constant time here."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str):
+            return NotImplemented
+        return hmac.compare_digest(self.encode(), other.encode("utf-8", "surrogatepass"))
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = str.__hash__
 
 
 def build_application(settings: Settings, assistant: Assistant) -> Application:
@@ -63,6 +82,22 @@ def connection_probe(application: Application) -> PlatformProbe:
             return f"the Bot API does not answer ({type(exc).__name__})"
         return None
     return probe
+
+
+class _NoStartupTraceback(logging.Filter):
+    """PTB logs each failed start-up try (Telegram unreachable) with a 60-line traceback; one line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Network Retry Loop"):
+            err = record.exc_info[1]
+            said = record.getMessage()
+            record.msg, record.args = "%s (%s)", (said, err if isinstance(err, NetworkError) else type(err).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("telegram.ext").addFilter(_NoStartupTraceback())
 
 
 def _guard_logs(settings: Settings) -> None:
@@ -114,10 +149,15 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     try:
         if webhook_url:
             app.run_webhook(listen=listen, port=port, url_path=urlsplit(webhook_url).path.lstrip("/"),
-                            webhook_url=webhook_url, secret_token=secrets.token_urlsafe(32),
+                            webhook_url=webhook_url, secret_token=SecretToken(secrets.token_urlsafe(32)),
                             allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
         else:
             app.run_polling(allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
     except InvalidToken:
         # PTB's exception text quotes the token: don't chain it into a traceback
         raise EarshotError(messages.BAD_TELEGRAM_TOKEN) from None
+    except NetworkError as err:
+        # only start-up lets it out (getMe, setWebhook); later PTB retries by itself
+        reason = RedactingFilter(settings.secrets()).redact(err.message)
+        raise EarshotError(messages.TELEGRAM_UNREACHABLE.format(url=settings.telegram_api_base_url,
+                                                                reason=reason)) from None

@@ -45,8 +45,10 @@ def is_audio_document(file_name: str | None, mime_type: str | None) -> bool:
 
 
 def media_of(message: Message | None) -> MediaRef | None:
-    """The audio a message carries (voice, audio, round video, video, audio document), or None."""
-    if message is None:
+    """The audio a message carries (voice, audio, round video, video, audio document), or None.
+
+    A GIF is none of them: Telegram sends it as `animation` plus a silent video/mp4 `document`."""
+    if message is None or message.animation is not None:
         return None
     if message.voice:
         v = message.voice
@@ -89,7 +91,13 @@ def chat_key(message: Message) -> ChatKey:
 
 
 def sender_of(message: Message) -> Sender:
-    """Who sent it, as access rules and budgets see them: the user's id and @username, the chat's @username."""
+    """Who sent it, as access rules and budgets see them: the user's id and @username, the chat's @username.
+
+    A message on behalf of a chat (an anonymous group admin, whose `from` is GroupAnonymousBot in every
+    group; or a channel) is the chat's own: its sender_chat is the identity."""
+    if message.sender_chat is not None:
+        return Sender(user_id=str(message.sender_chat.id), user_name=message.sender_chat.username,
+                      chat_name=message.chat.username)
     user = message.from_user
     return Sender(user_id=str(user.id) if user else None, user_name=user.username if user else None,
                   chat_name=message.chat.username)

@@ -16,7 +16,7 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 from core import messages
 from core.digest import FORGET, DigestCommand, parse_command
 from core.digest import help_text as digest_help
-from core.errors import EarshotError
+from core.errors import AccessRefused, EarshotError
 from core.models import ChatKey
 
 from .convert import PLATFORM, MediaRef, chat_key, command_of, sender_of, topic_id
@@ -78,7 +78,8 @@ class TelegramDigests:
             return
         try:
             async with Typing(bot, message.chat_id, topic_id(message)):
-                text = await self.digests.respond(chat_key(message), command, prefix=PREFIX)
+                text = await self.digests.respond(chat_key(message), command, prefix=PREFIX,
+                                                  sender=sender_of(message))
         except EarshotError as err:
             if err.operator:
                 log.error("digest in chat %s: %s", message.chat_id, err.operator_message)
@@ -117,17 +118,24 @@ class TelegramDigests:
 
     # --- listening --------------------------------------------------------------------------------
     async def overhear(self, message: Message, media: MediaRef) -> None:
-        """A voice note in a group with digests on: transcribed in the background, nothing said."""
+        """A voice note in a group with digests on: transcribed in the background (a durable job), nothing
+        said. Strangers and senders over a budget are skipped quietly, before anything is downloaded."""
         if message.chat.type not in GROUPS or media.kind not in HEARD_KINDS:
             return
         chat = chat_key(message)
         if not await self.digests.listening(chat):
             return
+        sender = sender_of(message)
+        try:
+            await self.h.assistant.access.check(chat, sender, quietly=True)
+        except AccessRefused:
+            log.debug("not listening to a voice note in chat %s: refused", message.chat_id)
+            return
         who = message.sender_chat or message.from_user
         name = getattr(who, "title", None) or getattr(who, "full_name", None) or "someone"
-        self.digests.listen(chat, functools.partial(self.h._download, message, media),
-                            sent=message.date.timestamp(), sender=sender_of(message), name=name,
-                            source_id=str(message.message_id))
+        await self.h.jobs.submit(self.digests.listen_job(
+            chat, key=f"{message.chat_id}:{message.message_id}", file_ref=media.dumps(),
+            sent=message.date.timestamp(), sender=sender, name=name, source_id=str(message.message_id)))
 
     # --- scheduled digests ------------------------------------------------------------------------
     @staticmethod

@@ -179,7 +179,8 @@ class TelegramHandlers:
 
     async def on_usage(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         try:
-            report = await self.assistant.usage_report(chat_key(message), sender_of(message))
+            report = await self.assistant.usage_report(chat_key(message), sender_of(message),
+                                                       private=message.chat.type == "private")
         except AccessRefused as err:
             await self._refused(message, err)
             return
@@ -202,6 +203,8 @@ class TelegramHandlers:
     # --- audio and text -------------------------------------------------------------------------
     async def on_media(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         bot = context.bot
+        if message.animation is not None:
+            return                # a GIF: nothing to hear, and not the chat's latest audio
         media = media_of(message)
         addressed = is_addressed(message, bot.id, bot.username)
         if media is None:  # a document that isn't audio
@@ -241,7 +244,8 @@ class TelegramHandlers:
 
     # --- the one path to the core ---------------------------------------------------------------
     async def _task(self, message: Message, task: Task, media: MediaRef | None, text: str | None) -> None:
-        if not await self._admitted(message):   # before downloading anything or showing "typing"
+        # before downloading anything or showing "typing"; counted in the rate limit here, at the door
+        if not await self._admitted(message, count=True):
             return
         if task is Task.ASK and not text:
             await self._say(message, messages.NEED_QUESTION)
@@ -327,9 +331,6 @@ class TelegramHandlers:
             except (Forbidden, BadRequest) as err:
                 raise Undeliverable(f"Telegram refused the transcript file: {err.message}") from err
 
-    async def _download(self, message: Message, media: MediaRef) -> Audio:
-        return await self._download_media(message.get_bot(), media)
-
     async def _download_media(self, bot: Any, media: MediaRef) -> Audio:
         if media.kind == "link":
             return await self.links.fetch(media.file_id)
@@ -347,10 +348,11 @@ class TelegramHandlers:
         data = await file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT)
         return Audio(bytes(data), filename=media.file_name, mime_type=media.mime_type)
 
-    async def _admitted(self, message: Message, *, spending: bool = True) -> bool:
+    async def _admitted(self, message: Message, *, spending: bool = True, count: bool = False) -> bool:
         """False, having said so once, when the sender may not use the bot now (core.access)."""
         try:
-            await self.assistant.check_access(chat_key(message), sender_of(message), spending=spending)
+            await self.assistant.check_access(chat_key(message), sender_of(message), spending=spending,
+                                              count=count)
         except AccessRefused as err:
             await self._refused(message, err)
             return False

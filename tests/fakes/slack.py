@@ -133,14 +133,17 @@ class FakeSlack:
         return f"{int(time.time())}.{next(self._clock):06d}"
 
     def add_file(self, data: bytes, *, name: str = "clip.webm", mimetype: str = "audio/webm",
-                 filetype: str = "webm", subtype: str | None = "slack_audio") -> dict[str, Any]:
-        """Host a file; returns its full files.info record."""
+                 filetype: str = "webm", subtype: str | None = "slack_audio", url: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+        """Host a file; returns its full files.info record. url: where its URLs point instead (a remote
+        file's, or another host's); extra: more fields (mode, is_external…)."""
         fid = f"F{next(self._ids):09d}"
         self._blobs[fid] = data
-        url = f"{self.url}/files-pri/{TEAM_ID}-{fid}/{urllib.parse.quote(name)}"
+        url = url or f"{self.url}/files-pri/{TEAM_ID}-{fid}/{urllib.parse.quote(name)}"
         record = {"id": fid, "name": name, "title": name, "mimetype": mimetype, "filetype": filetype,
                   "size": len(data), "url_private": url, "url_private_download": url + "?download=1",
-                  "created": int(time.time()), "user": "U0ALICE"}
+                  "created": int(time.time()), "user": "U0ALICE", "mode": "hosted", "is_external": False,
+                  **extra}
         if subtype:
             record["subtype"] = subtype
         self.files[fid] = record
@@ -150,6 +153,12 @@ class FakeSlack:
     def event_file(record: dict[str, Any]) -> dict[str, Any]:
         """The slim file entry events often carry: no URLs, so the app must ask files.info."""
         return {k: record[k] for k in ("id", "name", "mimetype")}
+
+    @staticmethod
+    def connect_stub(record: dict[str, Any]) -> dict[str, Any]:
+        """What a Slack Connect (shared) channel's event carries for a file: its id alone; files.info
+        describes it to an app allowed to see it."""
+        return {"id": record["id"], "mode": "file_access", "file_access": "check_file_info"}
 
     def add_message(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         """Put a message in a channel's history (a thread reply if it has thread_ts)."""
@@ -324,7 +333,9 @@ class FakeSlack:
 
     def _files_info(self, params: dict[str, Any]) -> web.Response:
         record = self.files.get(params.get("file", ""))
-        return self._ok(file=record) if record else self._error("file_not_found")
+        if not record:
+            return self._error("file_not_found")
+        return self._ok(file=record, comments=[], response_metadata={"next_cursor": ""})
 
     def _conversations_history(self, params: dict[str, Any]) -> web.Response:
         history = self._history.get(params.get("channel", ""), [])

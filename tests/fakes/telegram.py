@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+ANONYMOUS_ADMIN_ID = 1087968824           # GroupAnonymousBot: the "from" of every anonymous admin's message
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 # tags Telegram's HTML parse mode accepts; anything else is "unsupported start tag"
@@ -126,8 +127,13 @@ class FakeTelegram:
              mime: str | None = None, file_name: str | None = None, file_size: int | None = None,
              duration: int = 3, chat_type: str = "private", thread_id: int | None = None,
              reply_to: int | None = None, username: str | None = None, chat_username: str | None = None,
-             date: float | None = None, forward_of: tuple[int, int] | None = None) -> int:
-        """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document.
+             date: float | None = None, forward_of: tuple[int, int] | None = None,
+             anonymous_admin: bool = False) -> int:
+        """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document,
+        or animation (a GIF: Telegram sends it as `animation` plus a video/mp4 `document`, same file).
+
+        anonymous_admin: sent by a group admin posting as the group (from GroupAnonymousBot, with
+        sender_chat the group itself), as Telegram does for anonymous admins.
 
         username / chat_username: the sender's and the (public) chat's @username, without the @.
         date: when it was sent (Unix time), if not now.
@@ -149,8 +155,13 @@ class FakeTelegram:
             sender["username"] = username
             if chat_type == "private":
                 chat["username"] = username
+        if anonymous_admin:
+            sender = {"id": ANONYMOUS_ADMIN_ID, "is_bot": True, "first_name": "Group",
+                      "username": "GroupAnonymousBot"}
         msg: dict[str, Any] = {"message_id": mid, "date": int(time.time() if date is None else date), "chat": chat,
                                "from": sender}
+        if anonymous_admin:
+            msg["sender_chat"] = {k: v for k, v in chat.items() if k != "is_forum"}
         if thread_id is not None:
             msg["message_thread_id"] = thread_id
             msg["is_topic_message"] = True
@@ -162,7 +173,11 @@ class FakeTelegram:
             msg["caption"] = caption
             if ents := _entities(caption):
                 msg["caption_entities"] = ents
-        if kind is not None:
+        if kind == "animation":
+            gif = self._media("animation", mid, data or b"", mime, file_name, file_size, duration)
+            msg["animation"] = gif
+            msg["document"] = {k: v for k, v in gif.items() if k not in ("width", "height", "duration")}
+        elif kind is not None:
             msg[kind] = self._media(kind, mid, data or b"", mime, file_name, file_size, duration)
         if forward_of is not None:
             self._forwarded(msg, self.messages[forward_of])
@@ -217,6 +232,9 @@ class FakeTelegram:
             media["length"] = 240
         elif kind == "video":
             media.update(width=320, height=240, mime_type=mime or "video/mp4")
+        elif kind == "animation":
+            media.update(width=320, height=240, duration=duration, mime_type=mime or "video/mp4",
+                         file_name=file_name or "funny.gif.mp4")
         elif kind == "document":
             media.update(mime_type=mime or "application/octet-stream", file_name=file_name or "file.bin")
         return media
