@@ -15,8 +15,17 @@ from hypothesis import strategies as st
 from core import audio, ffmpeg, messages
 from core.errors import AudioError
 from core.models import Audio
-from tests.audio_fixtures import (FFMPEG, decode_pcm, is_mp3, make_clip, make_long_silence,
-                                  make_video_without_audio, mp3_header, tone_spans, tones)
+from tests.audio_fixtures import (
+    FFMPEG,
+    decode_pcm,
+    is_mp3,
+    make_clip,
+    make_long_silence,
+    make_video_without_audio,
+    mp3_header,
+    tone_spans,
+    tones,
+)
 
 MB = 1 << 20
 

@@ -13,12 +13,35 @@ import httpx
 import pytest
 
 from core.dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
-from core.errors import (AudioError, BadModelResponse, ContentRejected, ModelAuthError, ModelError,
-                         ModelInputError, ModelThrottled, ModelUnavailable, QuotaExhausted)
+from core.errors import (
+    AudioError,
+    BadModelResponse,
+    ContentRejected,
+    ModelAuthError,
+    ModelError,
+    ModelInputError,
+    ModelThrottled,
+    ModelUnavailable,
+    QuotaExhausted,
+)
 from core.models import Usage
-from tests.fakes.dashscope import (ACCESS_DENIED, ARREARAGE, BAD_PARAMETER, CONTENT, FREE_QUOTA,
-                                   FREE_TIER_ONLY, HANG, HTML, SERVER_ERROR, TEXT_ONLY_MARKER, THROTTLED,
-                                   UNAVAILABLE, FakeDashScope, Failure, tone_audio)
+from tests.fakes.dashscope import (
+    ACCESS_DENIED,
+    ARREARAGE,
+    BAD_PARAMETER,
+    CONTENT,
+    FREE_QUOTA,
+    FREE_TIER_ONLY,
+    HANG,
+    HTML,
+    SERVER_ERROR,
+    TEXT_ONLY_MARKER,
+    THROTTLED,
+    UNAVAILABLE,
+    Failure,
+    FakeDashScope,
+    tone_audio,
+)
 from tests.fakes.server import Served, Threaded
 
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"

@@ -4,10 +4,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bots.slack import SlackServer, SlackSocketMode
 from core.config import Settings
+from tests.conftest import free_port
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack
@@ -25,25 +24,9 @@ EARSHOT = str(Path(sys.executable).with_name("earshot"))
 KEY = "sk-health-test-key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def get(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return resp.status, await resp.text()
-
-
-async def until_async(check, timeout: float) -> None:
-    """Like tests.waiting.until, for a check that must await (an HTTP request)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -80,7 +63,7 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
                 except aiohttp.ClientError:
                     assert proc.poll() is None, log.read_text()[-3000:]
                     return False
-            await until_async(healthy, 30)
+            await until(healthy, 30)
             tg.push(1001, kind="voice", data=tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg"), mime="audio/ogg")
             await until(lambda: tg.texts(1001), 30)
 

@@ -4,7 +4,6 @@ own temp file; the next good request is served. ffmpeg's limits are checked on l
 loader and the adapters' payload parsing are fuzzed."""
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import math
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 from telegram import Message, Update
 
 from bots.slack import convert as slack
@@ -36,6 +36,7 @@ from tests import hostile_corpus as corpus
 from tests.audio_fixtures import make_clip
 from tests.fakes.dashscope import FakeDashScope
 from tests.hostile_corpus import Canary, Case
+from tests.waiting import until
 
 MB = 1 << 20
 TIMEOUT = 15.0                     # ffmpeg's budget per file here; no file in the corpus should need 2 s
@@ -282,7 +283,8 @@ TELEGRAM_SUBSET = [("empty", "voice"), ("text-as-ogg", "voice"), ("png-as-mp3", 
 
 async def test_telegram_answers_each_bad_file_and_then_the_good_one(cases: dict[str, Case], canary: Canary,
                                                                     tmp_path: Path):
-    from tests.test_telegram import bot_running, clip   # the real bot against the Bot API stand-in
+    from tests.conftest import bot_running  # the real bot against the Bot API stand-in
+    from tests.test_telegram import clip
 
     async with bot_running(tmp_path, user_requests_per_minute=0, ffmpeg_timeout=TIMEOUT,
                            max_audio_seconds=corpus.MAX_SECONDS) as bot:
@@ -301,9 +303,8 @@ async def test_telegram_answers_each_bad_file_and_then_the_good_one(cases: dict[
             return {m["reply_to_message"]["message_id"]: html.unescape(m["text"])
                     for m in bot.tg.said(chat) if m.get("reply_to_message")}
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (set(sent) | {good}) <= _settled(answers()):
-            await asyncio.sleep(0.05)
+        await until(lambda: (set(sent) | {good}) <= _settled(answers()), 60, "an answer to every file")
+        await bot.idle()                    # every job done and delivered: the answers are final
         got = answers()
         for mid, case in sent.items():
             if case.expect is None:
@@ -323,7 +324,8 @@ def _settled(answers: dict[int, str]) -> set[int]:
 async def test_an_unreadable_update_does_not_stop_the_bot(tmp_path: Path):
     """One update the Telegram library can't parse used to be fetched again forever, and every update
     in its batch with it. Now it is skipped and the rest are served."""
-    from tests.test_telegram import bot_running, clip
+    from tests.conftest import bot_running
+    from tests.test_telegram import clip
 
     async with bot_running(tmp_path, user_requests_per_minute=0) as bot:
         bot.tg._deliver({"update_id": 1, "message": {"message_id": 5, "text": "no date, no chat"}})
@@ -331,7 +333,7 @@ async def test_an_unreadable_update_does_not_stop_the_bot(tmp_path: Path):
         bot.tg._deliver({"update_id": 3, "message": {"message_id": 6, "date": 1, "chat": {"id": "x"},
                                                      "voice": {"file_id": 7}}})
         bot.tg.push(101, kind="voice", data=clip(440))
-        [answer] = await bot.said(101, timeout=20)
+        [answer] = await bot.said(101, within=20)
         assert "440Hz" in answer["text"]
 
 

@@ -18,16 +18,31 @@ import pytest
 from core import messages
 from core.catalog import Backend, model_info
 from core.config import Settings
-from core.errors import (BadModelResponse, ContentRejected, ModelAuthError, ModelInputError, QuotaExhausted,
-                         VoiceUnavailable)
+from core.errors import (
+    BadModelResponse,
+    ContentRejected,
+    ModelAuthError,
+    ModelInputError,
+    QuotaExhausted,
+    VoiceUnavailable,
+)
 from core.models import Audio, ChatKey, Request, Task
 from core.openai_compat import OpenAICompatClient
 from core.service import Assistant
 from tests.audio_fixtures import decode_pcm, make_clip
 from tests.conftest import MODEL_KEY
 from tests.fakes.compat import SPOKEN_HZ
-from tests.fakes.dashscope import (ARREARAGE, CONTENT, FREE_TIER_ONLY, HTML, THROTTLED, FakeDashScope, Failure,
-                                  find_tones, tone_audio)
+from tests.fakes.dashscope import (
+    ARREARAGE,
+    CONTENT,
+    FREE_TIER_ONLY,
+    HTML,
+    THROTTLED,
+    Failure,
+    FakeDashScope,
+    find_tones,
+    tone_audio,
+)
 
 CHAT = ChatKey("telegram", "7")
 MP3 = None    # filled lazily: a short MP3 clip

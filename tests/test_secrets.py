@@ -9,12 +9,10 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,12 @@ from typing import Any
 import httpx
 
 from core import messages
+from tests.conftest import free_port
 from tests.fakes.dashscope import Failure, FakeDashScope, tone_audio
 from tests.fakes.server import Threaded
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
 from tests.fakes.telegram import FakeTelegram
+from tests.waiting import until_sync as wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EARSHOT = [sys.executable, "-c", "from bots.cli import main; main()"]
@@ -52,21 +52,6 @@ BAD_KEY = Failure(401, "InvalidApiKey", "Invalid API-key provided.")
 
 def leaks(where: str, text: str) -> list[str]:
     return [f"{where}: …{text[max(0, i - 60):i + 80]}…" for n in NEEDLES if (i := text.find(n)) >= 0]
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := pred():
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or pred}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Run:

@@ -274,6 +274,7 @@ class FakeDashScope:
 
     def __init__(self, api_key: str = "sk-test-key", *, inspect: bool = True, latency: float = 0.0) -> None:
         self.api_key = api_key
+        self.url = ""                                   # set once served
         self.inspect = inspect                 # False: skip decoding (load tests); answers name byte counts
         self.latency = latency                 # seconds before each answer
         self.chunk_delay = 0.0                 # seconds between stream events
