@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str], *, append: bool = False,
+          **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a process with its output (both streams) going to `log`. Blocking: from a coroutine, run it
+    with asyncio.to_thread."""
+    with open(log, "ab" if append else "wb") as out:
+        return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                **popen)
 
 
 # --- the stand-ins ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from dataclasses import replace
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -417,7 +418,7 @@ def test_stand_in_streams_cumulatively_when_asked_and_runs_threaded():
     assert lines[:3] == ["id:1", "event:result", ":HTTP_STATUS/200"]
     choices = [json.loads(ln[5:])["output"]["choices"][0] for ln in lines if ln.startswith("data:")]
     texts = [c["message"]["content"][0]["text"] for c in choices]
-    assert len(texts) >= 3 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))   # not incremental
+    assert len(texts) >= 3 and all(b.startswith(a) for a, b in pairwise(texts))   # not incremental
     assert texts[-1] == fake.calls[0].reply
     assert [c["finish_reason"] for c in choices] == ["null"] * (len(choices) - 1) + ["stop"]
 

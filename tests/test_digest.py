@@ -183,7 +183,7 @@ async def test_listening_stores_transcripts_quietly_and_digest_waits_for_them(as
     await ears.runner.start()
     ears.gate.clear()                  # downloads still under way when the digest is asked for
     now = time.time()
-    for i, (who, hz) in enumerate(zip(("Ana", "Bo"), (440, 550))):
+    for i, (who, hz) in enumerate(zip(("Ana", "Bo"), (440, 550), strict=True)):
         await ears.hear(GROUP, hz, who, i, sent=now - 60 + i)
     await until(lambda: ears.fetching)   # the first download is held at the gate: nothing is transcribed
     asking = asyncio.create_task(d.summary(GROUP))

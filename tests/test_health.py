@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bots.slack import SlackServer, SlackSocketMode
 from core.config import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack
@@ -53,9 +53,7 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
         env |= {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url, "DASHSCOPE_API_KEY": KEY,
                 "DASHSCOPE_HTTP_BASE_URL": dss.url + "/api/v1", "EARSHOT_DB": str(db),
                 "EARSHOT_METRICS_PORT": str(port), "EARSHOT_LOG_FORMAT": "json"}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([EARSHOT, "telegram"], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
+        proc = await asyncio.to_thread(spawn, [EARSHOT, "telegram"], log, env)
         try:
             async def healthy() -> bool:
                 try:
@@ -94,7 +92,7 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
 
 async def container_health_check(port: int) -> subprocess.CompletedProcess:
     """deploy/healthcheck.py, the image's HEALTHCHECK, pointed at `port`."""
-    script = Path(__file__).resolve().parents[1] / "deploy" / "healthcheck.py"
+    script = Path(__file__).parents[1] / "deploy" / "healthcheck.py"     # __file__ is absolute
     return await asyncio.to_thread(subprocess.run, [sys.executable, str(script), str(port)], capture_output=True,
                                    text=True, timeout=30)
 

@@ -478,7 +478,8 @@ def test_strip_mention_keeps_every_other_word(before: str, after: str, handle: s
 
 # --- fuzz: Slack payloads ---------------------------------------------------------------------------------
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=8), inner, max_size=3)),
                      max_leaves=8)
 _slack_file = st.fixed_dictionaries({}, optional={
     "id": st.one_of(st.text(min_size=1, max_size=8), _json), "name": st.one_of(st.text(max_size=12), _json),
@@ -489,7 +490,8 @@ _slack_event = st.fixed_dictionaries({}, optional={
     "type": st.sampled_from(["message", "app_mention"]), "subtype": st.one_of(st.none(), st.text(max_size=12), _json),
     "channel": st.one_of(st.sampled_from(["D0ALICE01", "C0GENERAL"]), _json),
     "channel_type": st.one_of(st.sampled_from(["im", "channel"]), _json),
-    "user": _json, "text": st.one_of(st.text(max_size=30), _json), "ts": st.one_of(st.sampled_from(["1.5", "x"]), _json),
+    "user": _json, "text": st.one_of(st.text(max_size=30), _json),
+    "ts": st.one_of(st.sampled_from(["1.5", "x"]), _json),
     "thread_ts": _json, "bot_id": _json, "bot_profile": _json,
     "files": st.one_of(st.lists(st.one_of(_slack_file, _json), max_size=3), _json)})
 

@@ -120,7 +120,8 @@ async def test_vllm_stand_in_wants_raw_base64_and_hears_30_seconds(model):
     try:
         msgs = lambda data: [{"role": "user", "content": [_audio_part(data)]}]   # noqa: E731
         with pytest.raises(openai.BadRequestError, match="Incorrect padding"):
-            await sdk.chat.completions.create(model="Qwen/Qwen2-Audio-7B-Instruct", messages=msgs("data:;base64," + b64))
+            await sdk.chat.completions.create(model="Qwen/Qwen2-Audio-7B-Instruct",
+                                              messages=msgs("data:;base64," + b64))
         answer = await sdk.chat.completions.create(model="Qwen/Qwen2-Audio-7B-Instruct", messages=msgs(b64))
         assert heard(answer.choices[0].message.content) == [440]          # non-streamed works on vLLM
         long = base64.b64encode(tone_audio((0, 1), (440, 1), (0, 31))).decode()

@@ -91,7 +91,8 @@ def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[Run]:
 def base_env(tmp: Path, ds_url: str, db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_"))}
     return env | {"DASHSCOPE_API_KEY": DASHSCOPE_KEY, "DASHSCOPE_HTTP_BASE_URL": ds_url + "/api/v1",
-                  "EARSHOT_DB": str(db), "EARSHOT_LOG_LEVEL": "DEBUG", "EARSHOT_METRICS_PORT": "0", "TMPDIR": str(tmp / "scratch"),
+                  "EARSHOT_DB": str(db), "EARSHOT_LOG_LEVEL": "DEBUG", "EARSHOT_METRICS_PORT": "0",
+                  "TMPDIR": str(tmp / "scratch"),
                   "HOME": str(tmp), "PYTHONPATH": str(ROOT)}
 
 
@@ -152,7 +153,7 @@ def drive_slack_socket(slack: FakeSlack, s: Threaded) -> list[str]:
              "user": "U0ALICE", "text": "", "ts": s.call(slack.ts), "files": [FakeSlack.event_file(record)]}
 
     def envelope(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return asyncio.run_coroutine_threadsafe(slack.send_envelope(kind, payload, timeout=10), s.loop).result(15)
+        return asyncio.run_coroutine_threadsafe(slack.send_envelope(kind, payload, within=10), s.loop).result(15)
 
     acks = [envelope("events_api", json.loads(event_body(event)))]
     wait_until(lambda: any("440Hz" in (p["text"] or "") for p in s.call(lambda: list(slack.posts))),

@@ -148,7 +148,7 @@ async def test_bad_input_costs_nothing(assistant, fake):
 
 
 async def test_model_errors_reach_the_caller_typed(fake, tmp_path, short_ogg):
-    async with Assistant(settings_for(fake, tmp_path, retry_budget=2).model_copy(update={"dashscope_api_key": None})) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2, dashscope_api_key=None)) as a:
         with pytest.raises(ModelAuthError):
             await a.handle(Request(CHAT, Task.CHAT, Audio(short_ogg)))
     assert fake.calls == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -306,7 +307,7 @@ async def test_long_audio_gets_a_status_message_that_becomes_the_answer(world: W
     status = done[0]
     assert status["edits"] >= 1 and status["thread_ts"] == event["ts"]
     assert any("Listening" in u["text"] for u in world.slack.updates) or status["edits"] >= 1
-    gaps = [b["at"] - a["at"] for a, b in zip(world.slack.updates, world.slack.updates[1:])]
+    gaps = [b["at"] - a["at"] for a, b in pairwise(world.slack.updates)]
     # progress edits at most ~1/s; the answer itself may follow at once
     assert all(g >= 0.9 for g in gaps[:-1]), gaps
     marks = [status["text"].find(f"{hz}Hz") for hz in (440, 660, 880)]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -140,7 +141,7 @@ async def test_long_audio_shows_progress_then_the_answer(tmp_path):
     assert len(statuses) == 1 and statuses[0]["text"] == "Listening… part 1 of 3"
     edits = [e for e in bot.tg.edits if e["chat_id"] == 108]
     assert [e["text"] for e in edits][:2] == ["Listening… part 2 of 3", "Listening… part 3 of 3"]
-    gaps = [b["t"] - a["t"] for a, b in zip(edits, edits[1:])]
+    gaps = [b["t"] - a["t"] for a, b in pairwise(edits)]
     assert all(g >= 0.9 for g in gaps), gaps                              # about one edit a second
     assert bot.tg.deleted and bot.tg.texts(108) == texts                 # the status message is gone
 

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bots.telegram.progress import STREAM_TAIL
-from tests.conftest import free_port
+from tests.conftest import free_port, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram
@@ -89,10 +89,9 @@ class Bot:
     async def start(self) -> None:
         """Start it and wait until it listens: polling, or its webhook registered."""
         ready = len(self.tg.called("getUpdates")) + len(self.tg.called("setWebhook"))
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", "from bots.cli import main; main()", "telegram",
-                                          *self.args], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
+        self.proc = await asyncio.to_thread(
+            spawn, [sys.executable, "-c", "from bots.cli import main; main()", "telegram", *self.args], self.log,
+            self.env, append=True, cwd=ROOT)
         await until(lambda: len(self.tg.called("getUpdates")) + len(self.tg.called("setWebhook")) > ready
                     or self.proc.poll() is not None, 30)
         assert self.proc.poll() is None, self.log.read_text()[-3000:]

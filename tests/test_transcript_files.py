@@ -44,7 +44,7 @@ def check_cues(srt: str) -> None:
     assert cues[-1][1] <= LENGTH
     heard = [(int(hz), start + float(t)) for start, _, text in cues for hz, t in MARKER.findall(text)]
     assert [hz for hz, _ in heard] == [hz for hz, _ in TONES]
-    for (_, at), (_, truth) in zip(heard, TONES):
+    for (_, at), (_, truth) in zip(heard, TONES, strict=True):
         assert at == pytest.approx(truth, abs=0.3)
 
 
