@@ -11,9 +11,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bots.slack import SlackServer, SlackSocketMode
-from core.config import Settings
-from tests.conftest import free_port, spawn
+from bots.slack import SlackSocketMode
+from tests.conftest import free_port, serving, settings_for, slack_running, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack
@@ -97,41 +96,27 @@ async def container_health_check(port: int) -> subprocess.CompletedProcess:
                                    text=True, timeout=30)
 
 
-def settings(slack_url: str, model_url: str, db: Path, **kw) -> Settings:
-    return Settings(**({"dashscope_api_key": KEY, "dashscope_base_url": model_url + "/api/v1", "db_path": db,
-                        "slack_bot_token": "xoxb-earshot-test", "slack_signing_secret": "health-secret",
-                        "slack_api_url": slack_url + "/api/"} | kw))
-
-
 async def test_slack_http_mode_serves_health_and_metrics_on_its_port(tmp_path: Path) -> None:
-    slack, model = FakeSlack(), FakeDashScope(api_key=KEY)
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        server = SlackServer(settings(s.url, m.url, tmp_path / "earshot.db"), host="127.0.0.1", port=0)
-        port = await server.start()
-        try:
-            base = f"http://127.0.0.1:{port}"
-            assert await get(base + "/healthz") == (200, "ok\n")
-            assert (await container_health_check(port)).returncode == 0
-            status, text = await get(base + "/metrics")
-            assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
-            (tmp_path / "earshot.db").unlink()
-            status, text = await get(base + "/healthz")
-            assert status == 503 and text.startswith("database: ") and "slack: " not in text
-            check = await container_health_check(port)
-            assert check.returncode == 1 and "database" in check.stdout
-        finally:
-            await server.stop()
+    async with slack_running(tmp_path, ds=FakeDashScope(api_key=KEY)) as world:
+        port = world.server.port
+        base = f"http://127.0.0.1:{port}"
+        assert await get(base + "/healthz") == (200, "ok\n")
+        assert (await container_health_check(port)).returncode == 0
+        status, text = await get(base + "/metrics")
+        assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
+        (tmp_path / "earshot.db").unlink()
+        status, text = await get(base + "/healthz")
+        assert status == 503 and text.startswith("database: ") and "slack: " not in text
+        check = await container_health_check(port)
+        assert check.returncode == 1 and "database" in check.stdout
 
 
 async def test_socket_mode_health_names_a_failing_platform(tmp_path: Path) -> None:
-    slack, model = FakeSlack(), FakeDashScope(api_key=KEY)
     port = free_port()
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
+    async with serving(FakeSlack()) as slack, serving(FakeDashScope(api_key=KEY)) as model:
         slack.failures["auth.test"] = "fatal_error"          # Slack is having trouble: we start, but are unwell
-        app = SlackSocketMode(settings(s.url, m.url, tmp_path / "earshot.db", slack_app_token=slack.app_token,
-                                       slack_signing_secret=None, metrics_port=port))
+        app = SlackSocketMode(settings_for(model, tmp_path, slack=slack, slack_app_token=slack.app_token,
+                                           slack_signing_secret=None, metrics_port=port))
         await app.start()
         try:
             status, text = await get(f"http://127.0.0.1:{port}/healthz")

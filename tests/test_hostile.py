@@ -34,6 +34,7 @@ from core.models import Audio, ChatKey, Request, Task
 from core.service import Assistant
 from tests import hostile_corpus as corpus
 from tests.audio_fixtures import make_clip
+from tests.conftest import settings_for
 from tests.fakes.dashscope import FakeDashScope
 from tests.hostile_corpus import Canary, Case
 from tests.waiting import until
@@ -246,9 +247,8 @@ ASSISTANT_SUBSET = ["empty", "pdf-as-wav", "video-without-audio", "truncated-ogg
 
 
 def assistant_settings(model: FakeDashScope, tmp_path: Path, **kw: Any) -> Settings:
-    return Settings(dashscope_api_key="sk-test", dashscope_base_url=model.url + "/api/v1",
-                    db_path=tmp_path / "earshot.db", retry_budget=2, ffmpeg_timeout=TIMEOUT,
-                    max_audio_seconds=corpus.MAX_SECONDS, user_requests_per_minute=0, **kw)
+    return settings_for(model, tmp_path, retry_budget=2, ffmpeg_timeout=TIMEOUT,
+                        max_audio_seconds=corpus.MAX_SECONDS, user_requests_per_minute=0, **kw)
 
 
 @pytest.mark.parametrize("name", ASSISTANT_SUBSET)

@@ -20,8 +20,8 @@ from core.jobs import MAX_FAULTS, Failure, Job, JobState, NewJob, Notice, Outcom
 from core.models import Audio, ChatKey, Reply, Sender, Task
 from core.runner import JobRunner, span_words
 from core.service import Assistant
+from tests.conftest import serving, settings_for
 from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope, tone_audio
-from tests.fakes.server import Served
 from tests.waiting import job_rows, until
 
 PLATFORM = "test"
@@ -171,11 +171,9 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    ds = Outage(api_key="sk-test-key")
-    async with Served(ds.app) as served:
+    async with serving(Outage()) as ds:
         # one quick client attempt per job attempt: the runner's patience is what these tests are about
-        settings = Settings(dashscope_api_key="sk-test-key", dashscope_base_url=served.url + "/api/v1",
-                            db_path=tmp_path / "earshot.db", retry_budget=0.2)
+        settings = settings_for(ds, tmp_path, retry_budget=0.2)
         async with Assistant(settings) as assistant:
             w = World(ds, settings, assistant, Recorder(Audio(CLIP, "voice.ogg", "audio/ogg")))
             try:

@@ -30,7 +30,7 @@ from core.models import Audio, ChatKey, Request, Task
 from core.openai_compat import OpenAICompatClient
 from core.service import Assistant
 from tests.audio_fixtures import decode_pcm, make_clip
-from tests.conftest import MODEL_KEY
+from tests.conftest import MODEL_KEY, settings_for
 from tests.fakes.compat import SPOKEN_HZ
 from tests.fakes.dashscope import (
     ARREARAGE,
@@ -60,8 +60,7 @@ def heard(text: str) -> list[int]:
 
 
 def omni_settings(model, tmp_path, name="qwen3-omni-flash", **kw) -> Settings:
-    return Settings(dashscope_api_key=MODEL_KEY, dashscope_base_url=model.url + "/api/v1", model=name,
-                    db_path=tmp_path / "earshot.db", retry_budget=3, **kw)
+    return settings_for(model, tmp_path, model=name, retry_budget=3, **kw)
 
 
 def vllm_settings(model, tmp_path, name="Qwen/Qwen2-Audio-7B-Instruct", **kw) -> Settings:
