@@ -7,7 +7,8 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from bots.telegram.app import ALLOWED_UPDATES
 from core.config import Settings
 from core.service import Assistant
 from tests.fakes.dashscope import FakeDashScope, tone_audio
-from tests.fakes.server import Served
+from tests.fakes.server import Served, Threaded
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
 from tests.fakes.telegram import FakeTelegram
 from tests.waiting import settled, until
@@ -102,6 +103,44 @@ def settings_for(model: FakeDashScope, tmp_path: Path, /, *, telegram: FakeTeleg
         values |= {"slack_bot_token": slack.token, "slack_signing_secret": SLACK_SECRET,
                    "slack_api_url": slack.url + "/api/"}
     return Settings(**(values | kw))
+
+
+# --- the command line: `earshot` in a child process, against a stand-in served from a thread -----------
+
+EARSHOT = str(Path(sys.executable).with_name("earshot"))
+
+
+@pytest.fixture
+def threaded_model() -> Iterator[FakeDashScope]:
+    """The DashScope stand-in served from a thread, so it keeps answering while a test waits on a process."""
+    fake = FakeDashScope(api_key="sk-cli-test")
+    with Threaded(fake.app) as served:
+        fake.url = served.url
+        yield fake
+
+
+@pytest.fixture
+def earshot_env(threaded_model: FakeDashScope, tmp_path: Path) -> dict[str, str]:
+    return cli_env(threaded_model, tmp_path)
+
+
+def cli_env(model: FakeDashScope, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment `earshot` runs in: pointed at the model stand-in, a database of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE", "EARSHOT"))}
+    return env | {"DASHSCOPE_API_KEY": model.api_key, "DASHSCOPE_HTTP_BASE_URL": model.url + "/api/v1",
+                  "EARSHOT_DB": str(tmp_path / "cli.db"), "EARSHOT_RETRY_BUDGET": "2", **extra}
+
+
+def earshot(env: dict[str, str], *args: Any) -> subprocess.CompletedProcess[str]:
+    """Run the `earshot` command and wait for it."""
+    return subprocess.run([EARSHOT, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def one_clean_line(stderr: str) -> str:
+    """The one line a failing command printed, checking it is one, with no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
 
 
 # --- Telegram: the real python-telegram-bot application, polling the stand-in ------------------------

@@ -4,12 +4,9 @@ errors, chunks that follow each model's window, and spoken answers."""
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import imageio_ffmpeg
 import openai
@@ -30,7 +27,7 @@ from core.models import Audio, ChatKey, Request, Task
 from core.openai_compat import OpenAICompatClient
 from core.service import Assistant
 from tests.audio_fixtures import decode_pcm, make_clip
-from tests.conftest import MODEL_KEY, settings_for
+from tests.conftest import MODEL_KEY, cli_env, earshot, settings_for
 from tests.fakes.compat import SPOKEN_HZ
 from tests.fakes.dashscope import (
     ARREARAGE,
@@ -39,7 +36,6 @@ from tests.fakes.dashscope import (
     HTML,
     THROTTLED,
     Failure,
-    FakeDashScope,
     find_tones,
     tone_audio,
 )
@@ -290,49 +286,29 @@ async def test_a_chat_with_voice_on_gets_an_ogg_opus_answer_and_voice_off_text(m
 
 # --- the command line -------------------------------------------------------------------------------
 
-@pytest.fixture
-def threaded():
-    from tests.fakes.server import Threaded
-    f = FakeDashScope(api_key="sk-cli-test")
-    with Threaded(f.app) as served:
-        f.url = served.url
-        yield f
 
-
-def cli_env(fake, tmp_path, **extra: str) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE", "EARSHOT"))}
-    e.update(DASHSCOPE_API_KEY="sk-cli-test", DASHSCOPE_HTTP_BASE_URL=fake.url + "/api/v1",
-             EARSHOT_DB=str(tmp_path / "cli.db"), EARSHOT_RETRY_BUDGET="2", **extra)
-    return e
-
-
-def earshot(env, *args) -> subprocess.CompletedProcess:
-    exe = str(Path(sys.executable).with_name("earshot"))
-    return subprocess.run([exe, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_cli_speak_writes_a_playable_ogg_opus_file(threaded, tmp_path):
+def test_cli_speak_writes_a_playable_ogg_opus_file(threaded_model, tmp_path):
     note = tmp_path / "note.ogg"
     make_clip(note, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
     out = tmp_path / "out.ogg"
-    p = earshot(cli_env(threaded, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note, "What is it?",
+    p = earshot(cli_env(threaded_model, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note, "What is it?",
                 "--speak", out, "--voice", "serena")
     assert p.returncode == 0, p.stderr
-    assert heard(p.stdout) == [440] and threaded.calls[-1].voice == "Serena"
+    assert heard(p.stdout) == [440] and threaded_model.calls[-1].voice == "Serena"
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out), "-f", "null", "-"],
                            capture_output=True, text=True)
     assert probe.returncode == 0 and "Audio: opus" in probe.stderr and "Input #0, ogg" in probe.stderr
 
 
-def test_cli_speak_on_a_model_that_cannot_speak_is_one_line_and_exit_4(threaded, tmp_path):
+def test_cli_speak_on_a_model_that_cannot_speak_is_one_line_and_exit_4(threaded_model, tmp_path):
     note = tmp_path / "note.ogg"
     make_clip(note, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
-    p = earshot(cli_env(threaded, tmp_path), "ask", note, "--speak", tmp_path / "x.ogg")
+    p = earshot(cli_env(threaded_model, tmp_path), "ask", note, "--speak", tmp_path / "x.ogg")
     assert p.returncode == 4 and "can't speak" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = earshot(cli_env(threaded, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note,
+    p = earshot(cli_env(threaded_model, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note,
                 "--speak", tmp_path / "x.ogg", "--voice", "Tina")
     assert p.returncode == 1 and "Cherry, Serena, Ethan, Chelsie" in p.stderr
-    assert not threaded.calls and not (tmp_path / "x.ogg").exists()        # nothing sent, nothing written
+    assert not threaded_model.calls and not (tmp_path / "x.ogg").exists()        # nothing sent, nothing written
 
 
 async def test_vllm_errors_are_typed_too(model):
