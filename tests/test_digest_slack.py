@@ -2,7 +2,6 @@
 slack-sdk client against the Slack stand-in, the real Assistant against the DashScope stand-in."""
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from bots.slack import render
 from core import messages
 from tests.conftest import World, slack_running
-from tests.fakes.dashscope import tone_audio
+from tests.fakes.dashscope import heard, tone_audio
 from tests.fakes.slack import BOT_USER_ID, FakeSlack, event_body
 from tests.test_digest import Clock, rows_mentioning
 from tests.waiting import job_rows, until
@@ -45,6 +44,7 @@ class Channel(World):
         async def stored() -> bool:
             return len(await store.notes("slack", CHANNEL, 0, float("inf"))) >= n
         await until(stored, 20, f"{n} clips stored")
+        await self.idle()                # a note is stored a moment before its job is marked done
 
     def posted(self) -> list[str]:
         """What the channel shows of each post: its blocks' text (else its plain text)."""
@@ -68,10 +68,6 @@ async def channel(tmp_path: Path) -> AsyncIterator[Channel]:
     slack.add_user(CHEN, "Chen")
     async with slack_running(tmp_path, sl=slack) as w:
         yield Channel(w.slack, w.model, w.server, w.http, w.settings)
-
-
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
 
 
 async def test_clips_are_heard_quietly_and_summed_up_in_order(channel: Channel) -> None:

@@ -3,7 +3,6 @@ asks the DashScope stand-in, which names the tones it heard (and repeats the one
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from bots.telegram.handlers import COMMANDS
 from core import messages
 from core.service import Assistant
 from tests.conftest import Harness, bot_running
-from tests.fakes.dashscope import FakeDashScope, tone_audio
+from tests.fakes.dashscope import FakeDashScope, heard, tone_audio
 from tests.fakes.telegram import FakeTelegram
 from tests.test_digest import Clock, echo_long, rows_mentioning
 from tests.waiting import until
@@ -35,10 +34,6 @@ def clip(*segments: tuple[float, float], fmt: str = "ogg") -> bytes:
 
 def short(hz: int, fmt: str = "ogg") -> bytes:
     return clip((0, 0.5), (hz, 1.0), (0, 0.5), fmt=fmt)
-
-
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
 
 
 @dataclass
@@ -74,12 +69,14 @@ class Group:
         return got
 
     async def stored(self, n: int, within: float = 20.0) -> None:
-        """Wait until n voice notes of the group are stored."""
+        """Wait until n voice notes of the group are stored and every update and job is done with (a note
+        is stored a moment before its job is marked done)."""
         store = self.assistant.digests.store
 
         async def stored() -> bool:
             return len(await store.notes("telegram", str(GROUP), 0, float("inf"))) >= n
         await until(stored, within, f"{n} voice notes stored")
+        await self.bot.idle()
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,6 @@ errors, chunks that follow each model's window, and spoken answers."""
 from __future__ import annotations
 
 import base64
-import re
 import subprocess
 from dataclasses import replace
 
@@ -37,6 +36,7 @@ from tests.fakes.dashscope import (
     THROTTLED,
     Failure,
     find_tones,
+    heard,
     tone_audio,
 )
 
@@ -49,10 +49,6 @@ def mp3() -> bytes:
     if MP3 is None:
         MP3 = tone_audio((0, 0.3), (440, 1.0), (0, 0.5))
     return MP3
-
-
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
 
 
 def omni_settings(model, tmp_path, name="qwen3-omni-flash", **kw) -> Settings:

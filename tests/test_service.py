@@ -12,7 +12,7 @@ from core.models import Audio, ChatKey, Progress, Request, Task, Usage
 from core.service import Assistant
 from tests.audio_fixtures import make_clip
 from tests.conftest import settings_for
-from tests.fakes.dashscope import FREE_QUOTA, TEXT_ONLY_MARKER, FakeDashScope
+from tests.fakes.dashscope import FREE_QUOTA, TEXT_ONLY_MARKER, FakeDashScope, heard
 
 CHAT = ChatKey("telegram", "42")
 SHORT = [(440, 0.5, 1.0), (660, 2.0, 1.0)]
@@ -39,10 +39,6 @@ def fake(model: FakeDashScope) -> FakeDashScope:
 async def assistant(fake, tmp_path):
     async with Assistant(settings_for(fake, tmp_path, retry_budget=2)) as a:
         yield a
-
-
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
 
 
 async def test_voice_chat_sends_the_audio_alone(assistant, fake, short_ogg):

@@ -51,6 +51,11 @@ MODELS: dict[str, tuple[int, int]] = {"qwen-audio-turbo": (6000, 1500),
 MARKER = re.compile(r"\b(\d+)Hz@(\d+(?:\.\d+)?)s")
 
 
+def heard(text: str) -> list[int]:
+    """The tones (Hz) an answer of this stand-in says it heard, in order."""
+    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
+
+
 @dataclass(frozen=True)
 class Failure:
     """One scripted misbehaviour, consumed by the next authenticated request.
