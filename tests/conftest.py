@@ -77,20 +77,6 @@ async def model() -> AsyncIterator[FakeDashScope]:
         yield fake
 
 
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    """The Telegram Bot API stand-in."""
-    async with serving(FakeTelegram()) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    """The Slack Web API stand-in (files, posts, Socket Mode)."""
-    async with serving(FakeSlack()) as fake:
-        yield fake
-
-
 def settings_for(model: FakeDashScope, tmp_path: Path, /, *, telegram: FakeTelegram | None = None,
                  slack: FakeSlack | None = None, **kw: Any) -> Settings:
     """earshot's settings pointing at the served stand-ins: the model (with the key it answers to), and
