@@ -310,7 +310,7 @@ def jpeg() -> bytes:
 
 PDF = (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] "
        b"/Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
-TEXT = "Meeting notes: call Anna on Friday about the budget.\n".encode() * 80
+TEXT = b"Meeting notes: call Anna on Friday about the budget.\n" * 80
 HTML = (b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
         + b"<p>Please sign in to continue.</p>" * 100 + b"</body></html>")
 

@@ -3,14 +3,10 @@ allowed lists in every form, one refusal then silence, daily budgets, the rate l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from pathlib import Path
 
-import httpx
 import pytest
 
-from bots.slack import SlackServer
 from core import messages
 from core.access import AccessPolicy, Allowance, RateLimiter, UsageReport, usage_text, wait_words
 from core.config import Settings
@@ -18,13 +14,11 @@ from core.errors import AccessRefused, AudioError, ModelInputError
 from core.history import HistoryStore
 from core.models import Audio, ChatKey, Request, Sender, Task, Usage
 from core.service import Assistant
+from tests.conftest import BOT, CHANNEL, DM, Harness, answers, bot_running, dm_clip, settings_for, slack_running
 from tests.fakes.dashscope import BAD_PARAMETER, Failure, FakeDashScope, tone_audio
-from tests.fakes.server import Served
-from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
-from tests.test_slack import CHANNEL, DM, SECRET, answers, clip, dm_clip, make_settings  # noqa: F401
-from tests.test_telegram import BOT, Harness, bot_running
-from tests.waiting import until
+from tests.fakes.slack import FakeSlack, event_body
 from tests.test_telegram import clip as tg_clip
+from tests.waiting import until
 
 LONG_ANSWER = "word " * 600          # ~750 output tokens: one answer spends more than a small budget
 # 70 s with a tone in each 30 s part
@@ -36,9 +30,10 @@ def refusal_prefix(template: str) -> str:
     return template.split("{")[0]
 
 
-async def quiet(bot: Harness, chat_id: int, count: int, seconds: float = 0.8) -> list[str]:
-    """Let pending updates be handled, then the chat's texts, checking the bot said exactly `count` things."""
-    await bot.idle(seconds)
+async def quiet(bot: Harness, chat_id: int, count: int) -> list[str]:
+    """Once every update pushed so far is handled and its jobs are done, the chat's texts, checking the bot
+    said exactly `count` things."""
+    await bot.idle()
     texts = bot.tg.texts(chat_id)
     assert len(texts) == count, texts
     return texts
@@ -154,7 +149,7 @@ async def test_rate_limit_per_user(tmp_path):
     async with bot_running(tmp_path, user_requests_per_minute=2) as bot:
         for _ in range(4):
             bot.tg.push(601, kind="voice", data=tg_clip(440))
-        texts = await quiet(bot, 601, 3, seconds=1.5)
+        texts = await quiet(bot, 601, 3)
         # refused at the door, before any download, so the refusal may come before the answers
         [refused] = [t for t in texts if "440Hz" not in t]
         assert sum("440Hz" in t for t in texts) == 2
@@ -184,40 +179,8 @@ async def test_admin_usage_sees_everyone_and_others_see_their_own(tmp_path):
 
 # --- Slack --------------------------------------------------------------------------------------
 
-class SlackWorld:
-    def __init__(self, slack: FakeSlack, model: FakeDashScope, http) -> None:
-        self.slack, self.model, self.http = slack, model, http
-
-    async def post(self, body: bytes):
-        r = await self.http.post("/slack/events", content=body, headers=signed_headers(SECRET, body))
-        assert r.status_code == 200, r.text
-        return r
-
-    async def slash(self, text: str, *, user: str = "U0ALICE", channel: str = CHANNEL, team: str | None = None):
-        body = slash_body(text, channel=channel, user=user, response_url=self.slack.response_url())
-        if team:
-            body = body.replace(b"team_id=T0EARSHOT", b"team_id=" + team.encode())
-        return await self.post(body)
-
-
-def slack_world(tmp_path: Path, **kw):
-    @contextlib.asynccontextmanager
-    async def run():
-        slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
-        async with Served(slack.app) as s, Served(model.app) as m:
-            slack.url = s.url
-            server = SlackServer(make_settings(s.url, m.url, tmp_path / "earshot.db", **kw), host="127.0.0.1", port=0)
-            port = await server.start()
-            try:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                    yield SlackWorld(slack, model, http)
-            finally:
-                await server.stop()
-    return run()
-
-
 async def test_slack_user_ids_allowed_others_refused_once_in_the_ack(tmp_path, clip):
-    async with slack_world(tmp_path, allowed_users="U0ALICE") as w:
+    async with slack_running(tmp_path, allowed_users="U0ALICE") as w:
         record = w.slack.add_file(clip)
         w.slack.add_message(CHANNEL, {"subtype": "file_share", "user": "U0ALICE", "text": "",
                                       "files": [FakeSlack.event_file(record)]})
@@ -227,7 +190,7 @@ async def test_slack_user_ids_allowed_others_refused_once_in_the_ack(tmp_path, c
         assert again.text == "", again.text
         bob = dm_clip(w.slack, w.slack.add_file(clip))
         await w.post(event_body({**bob, "user": "U0BOB", "channel": "D0BOB"}))
-        await asyncio.sleep(0.5)
+        await w.idle()
         assert not w.slack.posts and not w.model.calls and not w.slack.downloads
 
         await w.post(event_body(dm_clip(w.slack, record)))             # Alice is answered
@@ -236,7 +199,7 @@ async def test_slack_user_ids_allowed_others_refused_once_in_the_ack(tmp_path, c
 
 
 async def test_slack_team_id_admits_a_workspace_not_its_guests(tmp_path, clip):
-    async with slack_world(tmp_path, allowed_chats="T0EARSHOT") as w:
+    async with slack_running(tmp_path, allowed_chats="T0EARSHOT") as w:
         record = w.slack.add_file(clip)
         await w.post(event_body({**dm_clip(w.slack, record), "user": "U0CAROL"}))   # the envelope's team
         assert await until(lambda: answers(w.slack, "440Hz"))
@@ -248,12 +211,12 @@ async def test_slack_team_id_admits_a_workspace_not_its_guests(tmp_path, clip):
         assert refusal and "U0GUEST" in refusal[0]["text"]
         await w.post(event_body({**mention, "ts": w.slack.ts()}))
         assert (await w.slash("transcribe", user="U0GUEST", team="T0OTHER")).text == ""
-        await asyncio.sleep(0.5)
+        await w.idle()
         assert len(answers(w.slack, "only answer people")) == 1 and len(w.model.calls) == 1
 
 
 async def test_slack_admin_usage_lists_everyone(tmp_path, clip):
-    async with slack_world(tmp_path, admin_users="U0BOSS") as w:
+    async with slack_running(tmp_path, admin_users="U0BOSS") as w:
         await w.post(event_body(dm_clip(w.slack, w.slack.add_file(clip))))
         assert await until(lambda: answers(w.slack, "440Hz"))
         public = (await w.slash("usage", user="U0BOSS")).text           # in a channel: no one else's figures
@@ -266,13 +229,8 @@ async def test_slack_admin_usage_lists_everyone(tmp_path, clip):
 
 # --- the core -------------------------------------------------------------------------------------
 
-def core_settings(model: FakeDashScope, tmp_path: Path, **kw) -> Settings:
-    return Settings(dashscope_api_key="sk-test", dashscope_base_url=model.url + "/api/v1",
-                    db_path=tmp_path / "earshot.db", retry_budget=1, **kw)
-
-
 async def test_strangers_are_refused_before_decoding_and_the_terminal_is_never_refused(model, tmp_path):
-    async with Assistant(core_settings(model, tmp_path, allowed_users="1")) as a:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=1, allowed_users="1")) as a:
         garbage = Request(ChatKey("telegram", "2"), Task.CHAT, Audio(b"not audio at all"), user_id="2")
         with pytest.raises(AccessRefused) as first:
             await a.handle(garbage)
@@ -286,7 +244,7 @@ async def test_strangers_are_refused_before_decoding_and_the_terminal_is_never_r
 
 async def test_tokens_spent_before_a_failure_still_count(model, tmp_path):
     data = THREE_PARTS
-    async with Assistant(core_settings(model, tmp_path, chunk_concurrency=1)) as a:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=1, chunk_concurrency=1)) as a:
         chat = ChatKey("telegram", "5")
         model.fail(Failure(None), BAD_PARAMETER)                        # the first part is heard, the second refused
         with pytest.raises(ModelInputError):
@@ -301,7 +259,7 @@ async def test_tokens_spent_before_a_failure_still_count(model, tmp_path):
 async def test_requests_in_flight_hold_what_they_will_cost(model, tmp_path):
     model.latency = 1.0
     data = tone_audio((0, 2), (440, 1), (0, 30), (660, 1), (0, 6), fmt="ogg")   # 40 s: ~1,800 tokens estimated
-    async with Assistant(core_settings(model, tmp_path, user_daily_tokens=3000)) as a:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=1, user_daily_tokens=3000)) as a:
         first = asyncio.create_task(a.handle(Request(ChatKey("telegram", "6"), Task.TRANSCRIBE, Audio(data),
                                                      user_id="6")))
         await until(lambda: model.calls, 10)

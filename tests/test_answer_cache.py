@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import Settings
 from core.errors import AccessRefused
 from core.models import Audio, ChatKey, Request, Task
 from core.service import Assistant
-from tests.conftest import MODEL_KEY
-from tests.test_telegram import bot_running, clip
+from tests.conftest import bot_running, settings_for
+from tests.test_telegram import clip
 
 
 async def test_a_voice_note_forwarded_to_a_second_chat_is_answered_with_no_model_call(tmp_path):
@@ -30,14 +29,9 @@ async def test_a_voice_note_forwarded_to_a_second_chat_is_answered_with_no_model
         assert len(bot.ds.calls) == 2
 
 
-def _settings(model, tmp_path, **kw) -> Settings:
-    return Settings(dashscope_api_key=MODEL_KEY, dashscope_base_url=model.url + "/api/v1",
-                    db_path=tmp_path / "earshot.db", **kw)
-
-
 async def test_a_hit_costs_nothing_and_counts_against_no_budget(model, tmp_path):
     audio = Audio(clip(440), "a.ogg")
-    async with Assistant(_settings(model, tmp_path)) as assistant:
+    async with Assistant(settings_for(model, tmp_path)) as assistant:
         one, two = ChatKey("cli", "one"), ChatKey("cli", "two")
         paid = await assistant.handle(Request(one, Task.TRANSCRIBE, audio=audio))
         free = await assistant.handle(Request(two, Task.TRANSCRIBE, audio=Audio(audio.data, "other-name.ogg")))
@@ -53,7 +47,7 @@ async def test_a_hit_costs_nothing_and_counts_against_no_budget(model, tmp_path)
 
 async def test_voice_chat_and_questions_with_history_are_never_cached(model, tmp_path):
     audio = Audio(clip(660), "a.ogg")
-    async with Assistant(_settings(model, tmp_path)) as assistant:
+    async with Assistant(settings_for(model, tmp_path)) as assistant:
         chat = ChatKey("telegram", "7")
         for _ in range(2):
             await assistant.handle(Request(chat, Task.CHAT, audio=audio))
@@ -63,7 +57,7 @@ async def test_voice_chat_and_questions_with_history_are_never_cached(model, tmp
 
 async def test_forgetting_a_chat_deletes_what_its_audio_put_in_the_cache(model, tmp_path):
     audio = Audio(clip(770), "a.ogg")
-    async with Assistant(_settings(model, tmp_path)) as assistant:
+    async with Assistant(settings_for(model, tmp_path)) as assistant:
         await assistant.handle(Request(ChatKey("telegram", "1"), Task.SUMMARIZE, audio=audio, audio_id="u1"))
         await assistant.history.forget_chat("telegram", "1")
         again = await assistant.handle(Request(ChatKey("telegram", "2"), Task.SUMMARIZE, audio=audio))
@@ -72,11 +66,11 @@ async def test_forgetting_a_chat_deletes_what_its_audio_put_in_the_cache(model, 
 
 async def test_cache_days_zero_turns_it_off_and_old_answers_expire(model, tmp_path):
     audio = Audio(clip(880), "a.ogg")
-    async with Assistant(_settings(model, tmp_path, cache_days=0)) as assistant:
+    async with Assistant(settings_for(model, tmp_path, cache_days=0)) as assistant:
         for _ in range(2):
             assert not (await assistant.handle(Request(ChatKey("cli", "x"), Task.EVENTS, audio=audio))).cached
     assert len(model.calls) == 2
-    async with Assistant(_settings(model, tmp_path)) as assistant:
+    async with Assistant(settings_for(model, tmp_path)) as assistant:
         await assistant.handle(Request(ChatKey("cli", "x"), Task.EVENTS, audio=audio))
         await assistant.history.write(lambda db: db.execute("UPDATE answer_cache SET created = created - 8 * 86400"))
         assert await assistant.cache.prune() == 1
@@ -86,7 +80,7 @@ async def test_cache_days_zero_turns_it_off_and_old_answers_expire(model, tmp_pa
 
 async def test_access_is_checked_before_a_cached_answer_is_given(model, tmp_path):
     audio = Audio(clip(990), "a.ogg")
-    async with Assistant(_settings(model, tmp_path, allowed_users=("1",))) as assistant:
+    async with Assistant(settings_for(model, tmp_path, allowed_users=("1",))) as assistant:
         await assistant.handle(Request(ChatKey("telegram", "1"), Task.TRANSCRIBE, audio=audio, user_id="1"))
         with pytest.raises(AccessRefused):
             await assistant.handle(Request(ChatKey("telegram", "2"), Task.TRANSCRIBE, audio=audio, user_id="2"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,17 @@ from hypothesis import strategies as st
 from core import audio, ffmpeg, messages
 from core.errors import AudioError
 from core.models import Audio
-from tests.audio_fixtures import (FFMPEG, decode_pcm, is_mp3, make_clip, make_long_silence,
-                                  make_video_without_audio, mp3_header, tone_spans, tones)
+from tests.audio_fixtures import (
+    FFMPEG,
+    decode_pcm,
+    is_mp3,
+    make_clip,
+    make_long_silence,
+    make_video_without_audio,
+    mp3_header,
+    tone_spans,
+    tones,
+)
 
 MB = 1 << 20
 
@@ -241,7 +251,7 @@ def test_sound_without_pauses_splits_into_full_chunks_without_a_sliver():
     prepared = prepare(make_clip(None, [], total_s=60.0, fmt="ogg", noise_dbfs=-20.0))
     spans = [(c.start, c.end) for c in prepared.chunks]
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(60.0, abs=0.05)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] == b[0] for a, b in pairwise(spans))
     assert all(end - start <= audio.MAX_CHUNK_SECONDS for start, end in spans)
     assert spans[-1][1] - spans[-1][0] >= audio.MIN_TAIL_SECONDS
 
@@ -262,7 +272,7 @@ def test_split_covers_everything_in_bounded_pieces(total, gaps, seed):
     spans = audio.split(segment)
     duration = len(segment.raw_data) / 32000
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(duration)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] == b[0] for a, b in pairwise(spans))
     assert all(0 < end - start <= audio.MAX_CHUNK_SECONDS for start, end in spans)
     if len(spans) > 1:
         assert spans[-1][1] - spans[-1][0] >= audio.MIN_TAIL_SECONDS - audio.FRAME_SECONDS

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.audio_fixtures import make_clip
-from tests.fakes.dashscope import FREE_QUOTA, HTML, FakeDashScope
-from tests.fakes.server import Threaded
+from tests.conftest import earshot, one_clean_line
+from tests.fakes.dashscope import FREE_QUOTA, HTML
 
 EARSHOT = str(Path(sys.executable).with_name("earshot"))
 
@@ -29,42 +27,18 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture
-def fake():
-    f = FakeDashScope(api_key="sk-cli-test")
-    with Threaded(f.app) as served:
-        f.url = served.url
-        yield f
 
 
-@pytest.fixture
-def env(fake, tmp_path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE", "EARSHOT"))}
-    e.update(DASHSCOPE_API_KEY="sk-cli-test", DASHSCOPE_HTTP_BASE_URL=fake.url + "/api/v1",
-             EARSHOT_DB=str(tmp_path / "cli.db"), EARSHOT_RETRY_BUDGET="2")
-    return e
-
-
-def earshot(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([EARSHOT, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
-
-
-def one_clean_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
-
-
-def test_transcribe_prints_the_answer(env, fake, clips):
-    p = earshot(env, "transcribe", clips["voice.ogg"])
+def test_transcribe_prints_the_answer(earshot_env, threaded_model, clips):
+    p = earshot(earshot_env, "transcribe", clips["voice.ogg"])
     assert p.returncode == 0, p.stderr
     assert re.findall(r"(\d+)Hz@", p.stdout) == ["440", "660"]
     assert p.stderr == ""
-    assert fake.calls[0].items[0].format == "mp3"
+    assert threaded_model.calls[0].items[0].format == "mp3"
 
 
-def test_json_gives_parts_offsets_and_usage(env, clips):
-    p = earshot(env, "transcribe", clips["long.m4a"], "--json")
+def test_json_gives_parts_offsets_and_usage(earshot_env, clips):
+    p = earshot(earshot_env, "transcribe", clips["long.m4a"], "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert [part["offset"] for part in out["parts"]][0] == "00:00" and len(out["parts"]) == 2
@@ -73,56 +47,56 @@ def test_json_gives_parts_offsets_and_usage(env, clips):
     assert out["task"] == "transcribe" and out["duration"] == pytest.approx(45.0, abs=0.2)
 
 
-def test_every_task_runs(env, fake, clips):
+def test_every_task_runs(earshot_env, threaded_model, clips):
     for args in (["summarize"], ["sentiment"], ["events"], ["ask"], ["ask", "--", "what rings?"],
                  ["translate", "--to", "French"]):
         cmd = [args[0], clips["voice.ogg"], *args[1:]]
-        p = earshot(env, *cmd)
+        p = earshot(earshot_env, *cmd)
         assert p.returncode == 0, (args, p.stderr)
         assert p.stdout.strip()
-    assert any("French" in t for c in fake.calls for t in c.texts)
-    assert any("what rings?" in t for c in fake.calls for t in c.texts)
+    assert any("French" in t for c in threaded_model.calls for t in c.texts)
+    assert any("what rings?" in t for c in threaded_model.calls for t in c.texts)
 
 
-def test_wrong_key_says_so(env, clips):
-    p = earshot({**env, "DASHSCOPE_API_KEY": "sk-wrong"}, "transcribe", clips["voice.ogg"])
+def test_wrong_key_says_so(earshot_env, clips):
+    p = earshot({**earshot_env, "DASHSCOPE_API_KEY": "sk-wrong"}, "transcribe", clips["voice.ogg"])
     assert p.returncode == 4
     assert "DASHSCOPE_API_KEY" in one_clean_line(p.stderr)
     assert "sk-wrong" not in p.stderr
 
 
-def test_missing_key_says_so(env, clips, fake):
-    env = {k: v for k, v in env.items() if k != "DASHSCOPE_API_KEY"}
-    p = earshot(env, "summarize", clips["voice.ogg"])
+def test_missing_key_says_so(earshot_env, clips, threaded_model):
+    earshot_env = {k: v for k, v in earshot_env.items() if k != "DASHSCOPE_API_KEY"}
+    p = earshot(earshot_env, "summarize", clips["voice.ogg"])
     assert p.returncode == 4 and "DASHSCOPE_API_KEY" in one_clean_line(p.stderr)
-    assert fake.calls == []
+    assert threaded_model.calls == []
 
 
-def test_not_audio_is_one_line_and_costs_nothing(env, fake, tmp_path):
+def test_not_audio_is_one_line_and_costs_nothing(earshot_env, threaded_model, tmp_path):
     f = tmp_path / "notes.ogg"
     f.write_text("shopping list: milk, eggs\n" * 50)
-    p = earshot(env, "transcribe", f)
+    p = earshot(earshot_env, "transcribe", f)
     assert p.returncode == 1 and one_clean_line(p.stderr)
-    assert earshot(env, "transcribe", tmp_path / "nope.ogg").returncode == 1
-    assert fake.calls == []
+    assert earshot(earshot_env, "transcribe", tmp_path / "nope.ogg").returncode == 1
+    assert threaded_model.calls == []
 
 
-def test_service_failures_are_one_line(env, fake, clips):
-    fake.fail(FREE_QUOTA)
-    p = earshot(env, "transcribe", clips["voice.ogg"])
+def test_service_failures_are_one_line(earshot_env, threaded_model, clips):
+    threaded_model.fail(FREE_QUOTA)
+    p = earshot(earshot_env, "transcribe", clips["voice.ogg"])
     assert p.returncode == 4 and "quota" in one_clean_line(p.stderr).lower()
-    fake.fail(HTML, HTML, HTML, HTML, HTML, HTML)
-    p = earshot(env, "transcribe", clips["voice.ogg"])
+    threaded_model.fail(HTML, HTML, HTML, HTML, HTML, HTML)
+    p = earshot(earshot_env, "transcribe", clips["voice.ogg"])
     assert p.returncode == 3 and one_clean_line(p.stderr)
 
 
-def test_usage_errors_and_help(env, clips):
-    p = earshot(env, "translate", clips["voice.ogg"])
+def test_usage_errors_and_help(earshot_env, clips):
+    p = earshot(earshot_env, "translate", clips["voice.ogg"])
     assert p.returncode == 2 and "--to" in p.stderr
-    h = earshot(env, "--help")
+    h = earshot(earshot_env, "--help")
     assert h.returncode == 0
     for command in ("transcribe", "summarize", "sentiment", "events", "ask", "translate", "telegram", "slack",
                     "doctor"):
         assert command in h.stdout
-    v = earshot(env, "--version")
+    v = earshot(earshot_env, "--version")
     assert v.returncode == 0 and v.stdout.strip() == f"earshot {importlib.metadata.version('earshot')}"

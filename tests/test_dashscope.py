@@ -8,17 +8,41 @@ import json
 import logging
 import time
 from dataclasses import replace
+from itertools import pairwise
 
 import httpx
 import pytest
 
 from core.dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
-from core.errors import (AudioError, BadModelResponse, ContentRejected, ModelAuthError, ModelError,
-                         ModelInputError, ModelThrottled, ModelUnavailable, QuotaExhausted)
+from core.errors import (
+    AudioError,
+    BadModelResponse,
+    ContentRejected,
+    ModelAuthError,
+    ModelError,
+    ModelInputError,
+    ModelThrottled,
+    ModelUnavailable,
+    QuotaExhausted,
+)
 from core.models import Usage
-from tests.fakes.dashscope import (ACCESS_DENIED, ARREARAGE, BAD_PARAMETER, CONTENT, FREE_QUOTA,
-                                   FREE_TIER_ONLY, HANG, HTML, SERVER_ERROR, TEXT_ONLY_MARKER, THROTTLED,
-                                   UNAVAILABLE, FakeDashScope, Failure, tone_audio)
+from tests.fakes.dashscope import (
+    ACCESS_DENIED,
+    ARREARAGE,
+    BAD_PARAMETER,
+    CONTENT,
+    FREE_QUOTA,
+    FREE_TIER_ONLY,
+    HANG,
+    HTML,
+    SERVER_ERROR,
+    TEXT_ONLY_MARKER,
+    THROTTLED,
+    UNAVAILABLE,
+    Failure,
+    FakeDashScope,
+    tone_audio,
+)
 from tests.fakes.server import Served, Threaded
 
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"
@@ -394,7 +418,7 @@ def test_stand_in_streams_cumulatively_when_asked_and_runs_threaded():
     assert lines[:3] == ["id:1", "event:result", ":HTTP_STATUS/200"]
     choices = [json.loads(ln[5:])["output"]["choices"][0] for ln in lines if ln.startswith("data:")]
     texts = [c["message"]["content"][0]["text"] for c in choices]
-    assert len(texts) >= 3 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))   # not incremental
+    assert len(texts) >= 3 and all(b.startswith(a) for a, b in pairwise(texts))   # not incremental
     assert texts[-1] == fake.calls[0].reply
     assert [c["finish_reason"] for c in choices] == ["null"] * (len(choices) - 1) + ["stop"]
 

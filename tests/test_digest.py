@@ -13,14 +13,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core import messages
-from core.config import Settings
 from core.digest import DigestCommand, last_slot, next_slot, parse_command
 from core.digest_store import VoiceNote
 from core.jobs import Job
 from core.models import Audio, ChatKey, Sender
 from core.runner import JobRunner
 from core.service import Assistant
+from tests.conftest import settings_for
 from tests.fakes.dashscope import MARKER, MODELS, TEXT_ONLY_MARKER, FakeDashScope, tone_audio
+from tests.waiting import until
 
 GROUP = ChatKey("telegram", "-100555000111")
 OTHER = ChatKey("telegram", "-100999")
@@ -36,14 +37,9 @@ class Clock:
         return self.now
 
 
-def settings_for(fake: FakeDashScope, tmp_path: Path, **kw) -> Settings:
-    return Settings(dashscope_api_key="sk-test", dashscope_base_url=fake.url + "/api/v1",
-                    db_path=tmp_path / "earshot.db", retry_budget=2, **kw)
-
-
 @pytest.fixture
 async def assistant(model, tmp_path):
-    async with Assistant(settings_for(model, tmp_path)) as a:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as a:
         yield a
 
 
@@ -124,7 +120,7 @@ async def test_nothing_to_sum_up_is_said_plainly(assistant: Assistant, model: Fa
 async def test_a_long_stretch_is_summarised_in_parts_within_the_input_limit(tmp_path, model) -> None:
     """So much text that one round of batch notes doesn't fit one request either: merged in rounds."""
     model.reply = echo_long(2400)
-    settings = settings_for(model, tmp_path, model="qwen-audio-turbo",     # the smallest input limit
+    settings = settings_for(model, tmp_path, retry_budget=2, model="qwen-audio-turbo",     # the smallest input limit
                             global_daily_tokens=0, chat_daily_tokens=0, user_daily_tokens=0)   # ~170k tokens
     async with Assistant(settings) as assistant:
         d = assistant.digests
@@ -161,10 +157,12 @@ class Listener:
         self.said: list[object] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.fetching = 0                  # downloads begun (and maybe held at the gate)
         self.runner = JobRunner(assistant)
         self.runner.register("telegram", fetch=self._fetch, deliver=self._deliver)
 
     async def _fetch(self, job: Job) -> Audio:
+        self.fetching += 1
         await self.gate.wait()
         return Audio(self.files[job.file_ref or ""], "voice.ogg")
 
@@ -185,11 +183,13 @@ async def test_listening_stores_transcripts_quietly_and_digest_waits_for_them(as
     await ears.runner.start()
     ears.gate.clear()                  # downloads still under way when the digest is asked for
     now = time.time()
-    for i, (who, hz) in enumerate(zip(("Ana", "Bo"), (440, 550))):
+    for i, (who, hz) in enumerate(zip(("Ana", "Bo"), (440, 550), strict=True)):
         await ears.hear(GROUP, hz, who, i, sent=now - 60 + i)
+    await until(lambda: ears.fetching)   # the first download is held at the gate: nothing is transcribed
     asking = asyncio.create_task(d.summary(GROUP))
-    await asyncio.sleep(0.2)
-    assert not asking.done()
+    # a digest that didn't wait would be made from what is stored now (nothing): the tones it names below
+    # show it waited for both notes
+    assert not asking.done() and not model.calls
     ears.gate.set()
     digest = await asking
     await ears.runner.stop()
@@ -203,7 +203,7 @@ async def test_listening_stores_transcripts_quietly_and_digest_waits_for_them(as
 
 
 async def test_retention_purges_old_transcripts(model, tmp_path) -> None:
-    async with Assistant(settings_for(model, tmp_path, retention_days=30)) as assistant:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=2, retention_days=30)) as assistant:
         d = assistant.digests
         clock = d.clock = Clock(time.time())
         await d.respond(GROUP, parse_command("on"))
@@ -225,8 +225,16 @@ async def test_retention_purges_old_transcripts(model, tmp_path) -> None:
 
 # --- the schedule ------------------------------------------------------------------------------
 
+def posted_for(d, now: float):
+    """A check: has the schedule marked the group's latest slot before `now` as posted?"""
+    async def marked() -> bool:
+        state = await d.store.chat(GROUP.platform, GROUP.chat_id)
+        return state.last_scheduled >= last_slot(state.daily, state.tz, now)
+    return marked
+
+
 async def test_daily_digest_fires_at_its_time_in_its_zone_and_survives_a_restart(model, tmp_path) -> None:
-    settings = settings_for(model, tmp_path)
+    settings = settings_for(model, tmp_path, retry_budget=2)
     tokyo = ZoneInfo("Asia/Tokyo")
     start = datetime(2030, 5, 6, 8, 0, tzinfo=tokyo).timestamp()
     delivered: list[tuple[ChatKey, str]] = []
@@ -243,17 +251,17 @@ async def test_daily_digest_fires_at_its_time_in_its_zone_and_survives_a_restart
         assert "09:00 (Asia/Tokyo)" in said and "Mon 06 May" in said
         await d.store.add_note(VoiceNote(GROUP.platform, GROUP.chat_id, start - 60, 5.0, "heard 440Hz@0.5s",
                                          user_name="Ana"), start)
-        d.start_schedule("telegram", deliver)
-        await asyncio.sleep(0.2)
+        assert await d.tick("telegram", deliver) == start + 3600     # a pass of the schedule: due at 09:00
         assert not delivered, "not before 09:00 Tokyo time"
+        d.start_schedule("telegram", deliver)
         clock.now = start + 3600 + 1          # 09:00:01 in Tokyo (00:00:01 UTC)
         d.wake()
         await asyncio.wait_for(posted.wait(), 10)
         [(chat, text)] = delivered
         assert chat == ChatKey("telegram", GROUP.chat_id, "7"), "posted in the topic it was set up in"
         assert "440Hz" in text and text.startswith("Digest: 1 voice note, 1 minute.")
-        d.wake()
-        await asyncio.sleep(0.2)
+        await until(posted_for(d, clock.now))         # the scheduler marked today's slot done
+        await d.tick("telegram", deliver)            # a pass after that one, which must post nothing
         assert len(delivered) == 1, "one digest per day"
         await d.store.add_note(VoiceNote(GROUP.platform, GROUP.chat_id, clock.now + 60, 5.0,
                                          "heard 660Hz@0.5s", user_name="Bo"), clock.now)
@@ -265,14 +273,15 @@ async def test_daily_digest_fires_at_its_time_in_its_zone_and_survives_a_restart
         d.clock = Clock(start + 3600 + 86400 + 1800)
         d.start_schedule("telegram", deliver)
         await asyncio.wait_for(posted.wait(), 10)
-        await asyncio.sleep(0.2)
+        await until(posted_for(d, d.clock()))
+        await d.tick("telegram", deliver)
     assert len(delivered) == 2
     assert "660Hz" in delivered[1][1] and "440Hz" not in delivered[1][1]
     assert delivered[1][1].startswith("Digest since the last one: 1 voice note")
 
 
 async def test_a_quiet_day_posts_nothing(model, tmp_path) -> None:
-    async with Assistant(settings_for(model, tmp_path)) as assistant:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as assistant:
         d = assistant.digests
         clock = d.clock = Clock(datetime(2030, 5, 6, 8, 0, tzinfo=ZoneInfo("UTC")).timestamp())
         await d.respond(GROUP, parse_command("daily 09:00"))
@@ -309,11 +318,11 @@ async def test_forget_leaves_no_row_for_the_chat_in_any_table(assistant, model, 
 
 async def test_a_voice_note_not_yet_heard_survives_a_restart(model, tmp_path) -> None:
     """Listening is a durable job: stored before anything is fetched, heard by the next process."""
-    async with Assistant(settings_for(model, tmp_path)) as first:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as first:
         await first.digests.respond(GROUP, parse_command("on"))
         ears = Listener(first)                     # never started: the process dies before the job runs
         await ears.hear(GROUP, 440, "Ana", 1)
-    async with Assistant(settings_for(model, tmp_path)) as second:
+    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as second:
         ears = Listener(second)
         ears.files["f1"] = tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg")
         await ears.runner.start()
@@ -331,7 +340,7 @@ async def test_scheduled_digests_obey_budgets_but_not_the_allowed_lists(model, t
         delivered.append(text)
 
     for budget, posts in ((0, 1), (100, 0)):
-        async with Assistant(settings_for(model, tmp_path / str(budget), allowed_users="42",
+        async with Assistant(settings_for(model, tmp_path / str(budget), retry_budget=2, allowed_users="42",
                                           global_daily_tokens=budget)) as assistant:
             d = assistant.digests
             start = time.time()

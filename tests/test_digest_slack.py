@@ -2,62 +2,49 @@
 slack-sdk client against the Slack stand-in, the real Assistant against the DashScope stand-in."""
 from __future__ import annotations
 
-import asyncio
-import re
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
-from bots.slack import SlackServer, render
+from bots.slack import render
 from core import messages
-from tests.fakes.dashscope import FakeDashScope, tone_audio
-from tests.fakes.server import Served
-from tests.fakes.slack import BOT_USER_ID, FakeSlack, event_body, signed_headers, slash_body
+from tests.conftest import World, slack_running
+from tests.fakes.dashscope import heard, tone_audio
+from tests.fakes.slack import BOT_USER_ID, FakeSlack, event_body
 from tests.test_digest import Clock, rows_mentioning
-from tests.test_slack import SECRET, make_settings
+from tests.waiting import job_rows, until
 
 CHANNEL = "C0DIGEST7"
 ANA, BO, CHEN = "U0ANA", "U0BO", "U0CHEN"        # Ana is a workspace admin
 
 
-@dataclass
-class Channel:
-    slack: FakeSlack
-    model: FakeDashScope
-    server: SlackServer
-    http: httpx.AsyncClient
-    db: Path
+class Channel(World):
+    """The Slack app with a channel whose members are Ana (an admin), Bo and Chen."""
+
+    @property
+    def db(self) -> Path:
+        return self.settings.db_path
 
     async def command(self, text: str, user: str, channel: str = CHANNEL) -> str:
-        body = slash_body(text, channel=channel, user=user, response_url=self.slack.response_url())
-        r = await self.http.post("/slack/events", content=body, headers=signed_headers(SECRET, body))
-        assert r.status_code == 200, r.text
-        return r.text
+        return (await self.slash(text, user=user, channel=channel)).text
 
     async def clip(self, user: str, hz: int, **extra: Any) -> dict[str, Any]:
         record = self.slack.add_file(tone_audio((0, 0.5), (hz, 1.0), (0, 0.5), fmt="webm"), name=f"{hz}.webm")
         event = {"type": "message", "subtype": "file_share", "channel": CHANNEL, "channel_type": "channel",
                  "user": user, "text": "", "ts": self.slack.ts(), "files": [FakeSlack.event_file(record)], **extra}
-        body = event_body(event)
-        r = await self.http.post("/slack/events", content=body, headers=signed_headers(SECRET, body))
-        assert r.status_code == 200
+        await self.event(event)
         return event
 
     async def stored(self, n: int) -> None:
         store = self.server._handlers.assistant.digests.store
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            if len(await store.notes("slack", CHANNEL, 0, float("inf"))) >= n:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{n} clips were not stored in time")
+        async def stored() -> bool:
+            return len(await store.notes("slack", CHANNEL, 0, float("inf"))) >= n
+        await until(stored, 20, f"{n} clips stored")
+        await self.idle()                # a note is stored a moment before its job is marked done
 
     def posted(self) -> list[str]:
         """What the channel shows of each post: its blocks' text (else its plain text)."""
@@ -65,10 +52,9 @@ class Channel:
                 for p in self.slack.said(CHANNEL)]
 
     async def posts(self, n: int) -> list[str]:
-        end = time.monotonic() + 20
-        while time.monotonic() < end and len(self.slack.said(CHANNEL)) < n:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        """The channel's posts once there are n and every job is done; checking there are no more."""
+        await until(lambda: len(self.slack.said(CHANNEL)) >= n, 20, f"{n} posts in the channel")
+        await self.idle()
         got = self.posted()
         assert len(got) == n, got
         return got
@@ -76,21 +62,12 @@ class Channel:
 
 @pytest.fixture
 async def channel(tmp_path: Path) -> AsyncIterator[Channel]:
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
+    slack = FakeSlack()
     slack.add_user(ANA, "Ana", admin=True)
     slack.add_user(BO, "Bo")
     slack.add_user(CHEN, "Chen")
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        server = SlackServer(make_settings(s.url, m.url, tmp_path / "earshot.db"), host="127.0.0.1", port=0)
-        port = await server.start()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield Channel(slack, model, server, http, tmp_path / "earshot.db")
-        await server.stop()
-
-
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
+    async with slack_running(tmp_path, sl=slack) as w:
+        yield Channel(w.slack, w.model, w.server, w.http, w.settings)
 
 
 async def test_clips_are_heard_quietly_and_summed_up_in_order(channel: Channel) -> None:
@@ -119,8 +96,8 @@ async def test_clips_are_heard_quietly_and_summed_up_in_order(channel: Channel) 
     assert rows_mentioning(c.db, CHANNEL) == {}
     calls = len(c.model.calls)
     await c.clip(BO, 770)                                          # not listening any more
-    await asyncio.sleep(0.5)
-    assert len(c.model.calls) == calls
+    await c.idle()                              # its listener is done, and any job it made
+    assert len(c.model.calls) == calls and not [r for r in job_rows(c.db) if r["chat_id"] == CHANNEL]
 
 
 async def test_digest_in_a_mention_and_in_a_dm(channel: Channel) -> None:
@@ -131,7 +108,7 @@ async def test_digest_in_a_mention_and_in_a_dm(channel: Channel) -> None:
     ts = c.slack.ts()
     body = event_body({"type": "app_mention", "channel": CHANNEL, "user": CHEN, "ts": ts,
                        "text": f"<@{BOT_USER_ID}> digest 2h"})
-    await c.http.post("/slack/events", content=body, headers=signed_headers(SECRET, body))
+    await c.post(body)
     _, digest = await c.posts(2)
     assert "Digest of the last 2 hours: 1 voice note" in digest and heard(digest) == [440]
     assert c.slack.said(CHANNEL)[1]["thread_ts"] == ts

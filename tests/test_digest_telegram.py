@@ -2,9 +2,7 @@
 asks the DashScope stand-in, which names the tones it heard (and repeats the ones it is sent as text)."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,17 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-
-from bots.telegram import build_application
-from bots.telegram.app import ALLOWED_UPDATES
 from bots.telegram.handlers import COMMANDS
 from core import messages
-from core.config import Settings
 from core.service import Assistant
-from tests.fakes.dashscope import FakeDashScope, tone_audio
-from tests.fakes.server import Served
+from tests.conftest import Harness, bot_running
+from tests.fakes.dashscope import FakeDashScope, heard, tone_audio
 from tests.fakes.telegram import FakeTelegram
 from tests.test_digest import Clock, echo_long, rows_mentioning
+from tests.waiting import until
 
 GROUP = -1001234567890
 ANA, BO, CHEN = 501, 502, 503          # Ana created the group; Bo and Chen are members
@@ -41,62 +36,55 @@ def short(hz: int, fmt: str = "ogg") -> bytes:
     return clip((0, 0.5), (hz, 1.0), (0, 0.5), fmt=fmt)
 
 
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
-
-
 @dataclass
 class Group:
-    tg: FakeTelegram
-    ds: FakeDashScope
-    assistant: Assistant
-    db: Path
+    bot: Harness
+
+    @property
+    def tg(self) -> FakeTelegram:
+        return self.bot.tg
+
+    @property
+    def ds(self) -> FakeDashScope:
+        return self.bot.ds
+
+    @property
+    def assistant(self) -> Assistant:
+        return self.bot.assistant
+
+    @property
+    def db(self) -> Path:
+        return self.bot.db
 
     def push(self, user: int, **kw) -> int:
         return self.tg.push(GROUP, user_id=user, chat_type="supergroup", **kw)
 
-    async def said(self, n: int, timeout: float = 20.0, chat: int = GROUP) -> list[dict]:
-        """Wait for the bot's n-th message in the chat; then make sure no more follow at once."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and len(self.tg.said(chat)) < n:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)
+    async def said(self, n: int, within: float = 20.0, chat: int = GROUP) -> list[dict]:
+        """Wait for the bot's n-th message in the chat; then, once all it was sent is handled and done,
+        make sure no more followed."""
+        await self.bot.said(chat, n, within)
+        await self.bot.idle()
         got = self.tg.said(chat)
         assert len(got) == n, [m["text"][:80] for m in got]
         return got
 
-    async def stored(self, n: int, timeout: float = 20.0) -> None:
-        """Wait until n voice notes of the group are stored."""
+    async def stored(self, n: int, within: float = 20.0) -> None:
+        """Wait until n voice notes of the group are stored and every update and job is done with (a note
+        is stored a moment before its job is marked done)."""
         store = self.assistant.digests.store
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if len(await store.notes("telegram", str(GROUP), 0, float("inf"))) >= n:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{n} voice notes were not stored in time")
+
+        async def stored() -> bool:
+            return len(await store.notes("telegram", str(GROUP), 0, float("inf"))) >= n
+        await until(stored, within, f"{n} voice notes stored")
+        await self.bot.idle()
 
 
 @contextlib.asynccontextmanager
 async def group_running(tmp_path: Path, *, ds: FakeDashScope | None = None, **kw) -> AsyncIterator[Group]:
-    tg, ds = FakeTelegram(), ds or FakeDashScope(api_key="sk-test-key")
+    tg = FakeTelegram()
     tg.set_member(GROUP, ANA, "creator")
-    async with Served(tg.app) as tgs, Served(ds.app) as dss:
-        settings = Settings(dashscope_api_key="sk-test-key", dashscope_base_url=dss.url + "/api/v1",
-                            db_path=tmp_path / "earshot.db", telegram_bot_token=tg.token,
-                            telegram_api_base_url=tgs.url, **kw)
-        async with Assistant(settings) as assistant:
-            app = build_application(settings, assistant)
-            async with app:
-                await app.post_init(app)
-                await app.start()
-                await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
-                try:
-                    yield Group(tg, ds, assistant, settings.db_path)
-                finally:
-                    await app.updater.stop()
-                    await app.stop()
-                    if app.post_stop:
-                        await app.post_stop(app)
+    async with bot_running(tmp_path, ds=ds, tg=tg, **kw) as bot:
+        yield Group(bot)
 
 
 def replies_to(msg: dict) -> int | None:
@@ -172,9 +160,7 @@ async def test_two_hours_of_long_voice_notes_fit_the_models_input_limit(tmp_path
                    date=now - 7000 + 1500 * i)
         await g.stored(6)
         g.push(CHEN, text="/digest 2h")
-        end = time.monotonic() + 60
-        while time.monotonic() < end and not any("490Hz" in m["text"] for m in g.tg.said(GROUP)):
-            await asyncio.sleep(0.05)
+        await until(lambda: any("490Hz" in m["text"] for m in g.tg.said(GROUP)), 60, "the whole digest")
         digest = "\n".join(m["text"] for m in g.tg.said(GROUP)[1:])    # a long answer comes in pieces
     assert all(c.status == 200 for c in g.ds.calls), [(c.status, c.code) for c in g.ds.calls]
     summing = [c for c in g.ds.calls if not c.items]

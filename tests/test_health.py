@@ -4,17 +4,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bots.slack import SlackServer, SlackSocketMode
-from core.config import Settings
+from bots.slack import SlackSocketMode
+from tests.conftest import free_port, serving, settings_for, slack_running, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack
@@ -25,25 +23,9 @@ EARSHOT = str(Path(sys.executable).with_name("earshot"))
 KEY = "sk-health-test-key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def get(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return resp.status, await resp.text()
-
-
-async def until_async(check, timeout: float) -> None:
-    """Like tests.waiting.until, for a check that must await (an HTTP request)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -70,9 +52,7 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
         env |= {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url, "DASHSCOPE_API_KEY": KEY,
                 "DASHSCOPE_HTTP_BASE_URL": dss.url + "/api/v1", "EARSHOT_DB": str(db),
                 "EARSHOT_METRICS_PORT": str(port), "EARSHOT_LOG_FORMAT": "json"}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([EARSHOT, "telegram"], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
+        proc = await asyncio.to_thread(spawn, [EARSHOT, "telegram"], log, env)
         try:
             async def healthy() -> bool:
                 try:
@@ -80,7 +60,7 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
                 except aiohttp.ClientError:
                     assert proc.poll() is None, log.read_text()[-3000:]
                     return False
-            await until_async(healthy, 30)
+            await until(healthy, 30)
             tg.push(1001, kind="voice", data=tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg"), mime="audio/ogg")
             await until(lambda: tg.texts(1001), 30)
 
@@ -111,46 +91,32 @@ async def test_telegram_bot_serves_health_metrics_and_json_request_logs(tmp_path
 
 async def container_health_check(port: int) -> subprocess.CompletedProcess:
     """deploy/healthcheck.py, the image's HEALTHCHECK, pointed at `port`."""
-    script = Path(__file__).resolve().parents[1] / "deploy" / "healthcheck.py"
+    script = Path(__file__).parents[1] / "deploy" / "healthcheck.py"     # __file__ is absolute
     return await asyncio.to_thread(subprocess.run, [sys.executable, str(script), str(port)], capture_output=True,
                                    text=True, timeout=30)
 
 
-def settings(slack_url: str, model_url: str, db: Path, **kw) -> Settings:
-    return Settings(**({"dashscope_api_key": KEY, "dashscope_base_url": model_url + "/api/v1", "db_path": db,
-                        "slack_bot_token": "xoxb-earshot-test", "slack_signing_secret": "health-secret",
-                        "slack_api_url": slack_url + "/api/"} | kw))
-
-
 async def test_slack_http_mode_serves_health_and_metrics_on_its_port(tmp_path: Path) -> None:
-    slack, model = FakeSlack(), FakeDashScope(api_key=KEY)
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        server = SlackServer(settings(s.url, m.url, tmp_path / "earshot.db"), host="127.0.0.1", port=0)
-        port = await server.start()
-        try:
-            base = f"http://127.0.0.1:{port}"
-            assert await get(base + "/healthz") == (200, "ok\n")
-            assert (await container_health_check(port)).returncode == 0
-            status, text = await get(base + "/metrics")
-            assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
-            (tmp_path / "earshot.db").unlink()
-            status, text = await get(base + "/healthz")
-            assert status == 503 and text.startswith("database: ") and "slack: " not in text
-            check = await container_health_check(port)
-            assert check.returncode == 1 and "database" in check.stdout
-        finally:
-            await server.stop()
+    async with slack_running(tmp_path, ds=FakeDashScope(api_key=KEY)) as world:
+        port = world.server.port
+        base = f"http://127.0.0.1:{port}"
+        assert await get(base + "/healthz") == (200, "ok\n")
+        assert (await container_health_check(port)).returncode == 0
+        status, text = await get(base + "/metrics")
+        assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
+        (tmp_path / "earshot.db").unlink()
+        status, text = await get(base + "/healthz")
+        assert status == 503 and text.startswith("database: ") and "slack: " not in text
+        check = await container_health_check(port)
+        assert check.returncode == 1 and "database" in check.stdout
 
 
 async def test_socket_mode_health_names_a_failing_platform(tmp_path: Path) -> None:
-    slack, model = FakeSlack(), FakeDashScope(api_key=KEY)
     port = free_port()
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
+    async with serving(FakeSlack()) as slack, serving(FakeDashScope(api_key=KEY)) as model:
         slack.failures["auth.test"] = "fatal_error"          # Slack is having trouble: we start, but are unwell
-        app = SlackSocketMode(settings(s.url, m.url, tmp_path / "earshot.db", slack_app_token=slack.app_token,
-                                       slack_signing_secret=None, metrics_port=port))
+        app = SlackSocketMode(settings_for(model, tmp_path, slack=slack, slack_app_token=slack.app_token,
+                                           slack_signing_secret=None, metrics_port=port))
         await app.start()
         try:
             status, text = await get(f"http://127.0.0.1:{port}/healthz")

@@ -29,7 +29,8 @@ async def test_turns_come_back_in_order_per_chat(store):
     await store.add_exchange(B, "u", "other", "chat", Usage())
     await store.add_exchange(A_TOPIC, "u", "topic", "turn", Usage())
     turns = await store.recent_turns(A, 4)
-    assert [(t.role, t.text) for t in turns] == [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]
+    assert [(t.role, t.text) for t in turns] == [("user", "q1"), ("assistant", "a1"),
+                                                 ("user", "q2"), ("assistant", "a2")]
     assert [t.text for t in await store.recent_turns(A_TOPIC, 10)] == ["topic", "turn"]
 
 

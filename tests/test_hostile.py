@@ -4,7 +4,6 @@ own temp file; the next good request is served. ffmpeg's limits are checked on l
 loader and the adapters' payload parsing are fuzzed."""
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import math
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 from telegram import Message, Update
 
 from bots.slack import convert as slack
@@ -34,8 +34,10 @@ from core.models import Audio, ChatKey, Request, Task
 from core.service import Assistant
 from tests import hostile_corpus as corpus
 from tests.audio_fixtures import make_clip
+from tests.conftest import settings_for
 from tests.fakes.dashscope import FakeDashScope
 from tests.hostile_corpus import Canary, Case
+from tests.waiting import until
 
 MB = 1 << 20
 TIMEOUT = 15.0                     # ffmpeg's budget per file here; no file in the corpus should need 2 s
@@ -245,9 +247,8 @@ ASSISTANT_SUBSET = ["empty", "pdf-as-wav", "video-without-audio", "truncated-ogg
 
 
 def assistant_settings(model: FakeDashScope, tmp_path: Path, **kw: Any) -> Settings:
-    return Settings(dashscope_api_key="sk-test", dashscope_base_url=model.url + "/api/v1",
-                    db_path=tmp_path / "earshot.db", retry_budget=2, ffmpeg_timeout=TIMEOUT,
-                    max_audio_seconds=corpus.MAX_SECONDS, user_requests_per_minute=0, **kw)
+    return settings_for(model, tmp_path, retry_budget=2, ffmpeg_timeout=TIMEOUT,
+                        max_audio_seconds=corpus.MAX_SECONDS, user_requests_per_minute=0, **kw)
 
 
 @pytest.mark.parametrize("name", ASSISTANT_SUBSET)
@@ -282,7 +283,8 @@ TELEGRAM_SUBSET = [("empty", "voice"), ("text-as-ogg", "voice"), ("png-as-mp3", 
 
 async def test_telegram_answers_each_bad_file_and_then_the_good_one(cases: dict[str, Case], canary: Canary,
                                                                     tmp_path: Path):
-    from tests.test_telegram import bot_running, clip   # the real bot against the Bot API stand-in
+    from tests.conftest import bot_running  # the real bot against the Bot API stand-in
+    from tests.test_telegram import clip
 
     async with bot_running(tmp_path, user_requests_per_minute=0, ffmpeg_timeout=TIMEOUT,
                            max_audio_seconds=corpus.MAX_SECONDS) as bot:
@@ -301,9 +303,8 @@ async def test_telegram_answers_each_bad_file_and_then_the_good_one(cases: dict[
             return {m["reply_to_message"]["message_id"]: html.unescape(m["text"])
                     for m in bot.tg.said(chat) if m.get("reply_to_message")}
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (set(sent) | {good}) <= _settled(answers()):
-            await asyncio.sleep(0.05)
+        await until(lambda: (set(sent) | {good}) <= _settled(answers()), 60, "an answer to every file")
+        await bot.idle()                    # every job done and delivered: the answers are final
         got = answers()
         for mid, case in sent.items():
             if case.expect is None:
@@ -323,7 +324,8 @@ def _settled(answers: dict[int, str]) -> set[int]:
 async def test_an_unreadable_update_does_not_stop_the_bot(tmp_path: Path):
     """One update the Telegram library can't parse used to be fetched again forever, and every update
     in its batch with it. Now it is skipped and the rest are served."""
-    from tests.test_telegram import bot_running, clip
+    from tests.conftest import bot_running
+    from tests.test_telegram import clip
 
     async with bot_running(tmp_path, user_requests_per_minute=0) as bot:
         bot.tg._deliver({"update_id": 1, "message": {"message_id": 5, "text": "no date, no chat"}})
@@ -331,7 +333,7 @@ async def test_an_unreadable_update_does_not_stop_the_bot(tmp_path: Path):
         bot.tg._deliver({"update_id": 3, "message": {"message_id": 6, "date": 1, "chat": {"id": "x"},
                                                      "voice": {"file_id": 7}}})
         bot.tg.push(101, kind="voice", data=clip(440))
-        [answer] = await bot.said(101, timeout=20)
+        [answer] = await bot.said(101, within=20)
         assert "440Hz" in answer["text"]
 
 
@@ -476,7 +478,8 @@ def test_strip_mention_keeps_every_other_word(before: str, after: str, handle: s
 
 # --- fuzz: Slack payloads ---------------------------------------------------------------------------------
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=8), inner, max_size=3)),
                      max_leaves=8)
 _slack_file = st.fixed_dictionaries({}, optional={
     "id": st.one_of(st.text(min_size=1, max_size=8), _json), "name": st.one_of(st.text(max_size=12), _json),
@@ -487,7 +490,8 @@ _slack_event = st.fixed_dictionaries({}, optional={
     "type": st.sampled_from(["message", "app_mention"]), "subtype": st.one_of(st.none(), st.text(max_size=12), _json),
     "channel": st.one_of(st.sampled_from(["D0ALICE01", "C0GENERAL"]), _json),
     "channel_type": st.one_of(st.sampled_from(["im", "channel"]), _json),
-    "user": _json, "text": st.one_of(st.text(max_size=30), _json), "ts": st.one_of(st.sampled_from(["1.5", "x"]), _json),
+    "user": _json, "text": st.one_of(st.text(max_size=30), _json),
+    "ts": st.one_of(st.sampled_from(["1.5", "x"]), _json),
     "thread_ts": _json, "bot_id": _json, "bot_profile": _json,
     "files": st.one_of(st.lists(st.one_of(_slack_file, _json), max_size=3), _json)})
 

@@ -6,6 +6,7 @@ would have been sent. test_telegram_durability.py does the same through the real
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from core.jobs import MAX_FAULTS, Failure, Job, JobState, NewJob, Notice, Outcom
 from core.models import Audio, ChatKey, Reply, Sender, Task
 from core.runner import JobRunner, span_words
 from core.service import Assistant
+from tests.conftest import serving, settings_for
 from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope, tone_audio
-from tests.fakes.server import Served
 from tests.waiting import job_rows, until
 
 PLATFORM = "test"
@@ -90,7 +91,7 @@ def test_a_probe_that_says_nothing_lets_the_next_caller_probe_at_once():
 async def test_breaker_wakes_waiters_when_it_changes():
     b = CircuitBreaker(threshold=1, cooldown=30)
     waiter = asyncio.create_task(b.wait_for_change(30))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)                         # one turn of the loop: the waiter is waiting
     b.failed(b.allow())
     await asyncio.wait_for(waiter, 1)
 
@@ -106,6 +107,7 @@ class Recorder:
         self.sent: list[tuple[str, Outcome]] = []
         self.gate: asyncio.Event | None = None       # set: fetch waits for it
         self.fetching = asyncio.Event()
+        self.cancelled = asyncio.Event()             # a fetch was cancelled (its process "died")
         self.refuse: Exception | None = None         # raised by the next deliver of a final outcome
 
     def register(self, runner: JobRunner) -> None:
@@ -115,7 +117,11 @@ class Recorder:
         self.fetched.append(job.id)
         self.fetching.set()
         if self.gate is not None:
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
         return self.audio
 
     async def deliver(self, job: Job, outcome: Outcome) -> None:
@@ -165,11 +171,9 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    ds = Outage(api_key="sk-test-key")
-    async with Served(ds.app) as served:
+    async with serving(Outage()) as ds:
         # one quick client attempt per job attempt: the runner's patience is what these tests are about
-        settings = Settings(dashscope_api_key="sk-test-key", dashscope_base_url=served.url + "/api/v1",
-                            db_path=tmp_path / "earshot.db", retry_budget=0.2)
+        settings = settings_for(ds, tmp_path, retry_budget=0.2)
         async with Assistant(settings) as assistant:
             w = World(ds, settings, assistant, Recorder(Audio(CLIP, "voice.ogg", "audio/ogg")))
             try:
@@ -233,7 +237,7 @@ async def test_a_job_left_running_by_a_dead_process_resumes_and_is_answered_once
     first.store.requeue = _never                       # type: ignore[method-assign]
     for task in list(first._workers.values()):
         task.cancel()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(world.platform.cancelled.wait(), 5)
     assert job_rows(world.settings.db_path)[0]["state"] == "running"
     world.platform.gate = None
     second = await world.runner()
@@ -325,10 +329,11 @@ async def test_outage_the_user_is_told_once_then_answered_when_the_model_is_back
         await runner.submit(job(n))
     await until(lambda: all(world.platform.of(f"m{n}", Notice) for n in range(21, 25)))
     assert runner.breaker.state is not BreakerState.CLOSED
-    world.ds.max_in_flight, calls = 0, len(world.ds.calls)
-    await asyncio.sleep(1.2)
-    # the breaker lets one probe through at a time, a few per second at most, not one per job per backoff
-    assert world.ds.max_in_flight <= 1 and len(world.ds.calls) - calls <= 6
+    world.ds.max_in_flight, calls, since = 0, len(world.ds.calls), time.monotonic()
+    await until(lambda: len(world.ds.calls) - calls >= 3)
+    # the breaker lets one probe through at a time, at least a cooldown (0.2 s) apart: three probes take two
+    # cooldowns or more, where five jobs each retrying on their own backoff (0.05 s) would take a fraction
+    assert world.ds.max_in_flight <= 1 and time.monotonic() - since >= 0.35
     world.ds.down = False
     await until(lambda: all(world.platform.of(f"m{n}", Reply) for n in range(20, 25)))
     await runner.drained()
@@ -387,32 +392,20 @@ async def test_shutdown_leaves_unfinished_jobs_for_the_next_start(world: World):
 # --- Slack: the ack goes out only once the job is stored ---------------------------------------------
 
 async def test_slack_acks_an_event_only_after_its_job_is_stored(tmp_path: Path):
-    import httpx
+    from tests.conftest import dm_clip, slack_running
+    from tests.fakes.slack import event_body
 
-    from bots.slack import SlackServer
-    from tests.fakes.slack import FakeSlack, event_body, signed_headers
-    from tests.test_slack import SECRET, dm_clip, make_settings
-
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test", latency=0.5)
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        db = tmp_path / "earshot.db"
-        server = SlackServer(make_settings(s.url, m.url, db), host="127.0.0.1", port=0)
-        port = await server.start()
-        try:
-            record = slack.add_file(CLIP, name="voice.ogg", mimetype="audio/ogg")
-            event = dm_clip(slack, record)
-            body = event_body(event, event_id="Ev0DURABLE1")
-            async with httpx.AsyncClient(timeout=10) as http:
-                r = await http.post(f"http://127.0.0.1:{port}/slack/events", content=body,
-                                    headers=signed_headers(SECRET, body))
-            assert r.status_code == 200
-            [row] = job_rows(db)                       # committed before Slack heard "got it"
-            assert row["platform"] == "slack" and row["key"] == f"{event['channel']}:{event['ts']}"
-            assert not model.calls or model.in_flight  # the model work comes after the ack
-            await until(lambda: [p for p in slack.posts if "440Hz" in (p["text"] or "")])
-        finally:
-            await server.stop()
+    db = tmp_path / "earshot.db"
+    async with slack_running(tmp_path, ds=FakeDashScope(latency=0.5)) as world:
+        slack, model = world.slack, world.model
+        record = slack.add_file(CLIP, name="voice.ogg", mimetype="audio/ogg")
+        event = dm_clip(slack, record)
+        r = await world.post(event_body(event, event_id="Ev0DURABLE1"))
+        assert r.status_code == 200
+        [row] = job_rows(db)                       # committed before Slack heard "got it"
+        assert row["platform"] == "slack" and row["key"] == f"{event['channel']}:{event['ts']}"
+        assert not model.calls or model.in_flight  # the model work comes after the ack
+        await until(lambda: [p for p in slack.posts if "440Hz" in (p["text"] or "")])
     [row] = job_rows(db)
     assert row["state"] == "done" and row["delivered"]
 

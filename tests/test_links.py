@@ -78,7 +78,8 @@ class RoutedNetwork(httpcore.AnyIOBackend):
         super().__init__()
         self.dials: list[tuple[str, int]] = []
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ASYNC109
+        # (httpcore's network backend interface names it `timeout`)
         self.dials.append((host, port))
         return await super().connect_tcp("127.0.0.1" if host == PUBLIC_IP else host, port, timeout=timeout,
                                          local_address=local_address, socket_options=socket_options)

@@ -1,18 +1,13 @@
 """A link in Telegram or a Slack DM is fetched and answered like an upload; access comes before the fetch."""
 from __future__ import annotations
 
-import httpx
 import pytest
 from aiohttp import web
 
-from bots.slack import SlackServer
-
 from core import messages
-from tests.fakes.dashscope import FakeDashScope, tone_audio
+from tests.conftest import DM, bot_running, slack_running
+from tests.fakes.dashscope import tone_audio
 from tests.fakes.server import Served
-from tests.fakes.slack import FakeSlack, event_body, signed_headers
-from tests.test_slack import DM, SECRET, make_settings
-from tests.test_telegram import bot_running
 from tests.waiting import until
 
 CLIP = tone_audio((0, 0.5), (660, 1.0), (0, 0.5), fmt="mp3")
@@ -63,21 +58,10 @@ async def test_telegram_checks_access_before_fetching_a_link(tmp_path, origin):
 
 
 async def test_slack_dm_link_is_fetched_and_answered(tmp_path, origin):
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        server = SlackServer(make_settings(s.url, m.url, tmp_path / "e.db", url_allow_private=True),
-                             host="127.0.0.1", port=0)
-        port = await server.start()
-        try:
-            event = {"type": "message", "channel": DM, "channel_type": "im", "user": "U0ALICE",
-                     "text": f"<{origin.url}/memo.mp3> summarize", "ts": slack.ts()}
-            body = event_body(event)
-            async with httpx.AsyncClient() as http:
-                r = await http.post(f"http://127.0.0.1:{port}/slack/events", content=body,
-                                    headers=signed_headers(SECRET, body))
-            assert r.status_code == 200
-            await until(lambda: any("660Hz" in t for t in slack.texts()), timeout=20)
-            assert origin.hits == 1 and "summar" in " ".join(model.calls[-1].texts).lower()
-        finally:
-            await server.stop()
+    async with slack_running(tmp_path, url_allow_private=True) as world:
+        slack, model = world.slack, world.model
+        event = {"type": "message", "channel": DM, "channel_type": "im", "user": "U0ALICE",
+                 "text": f"<{origin.url}/memo.mp3> summarize", "ts": slack.ts()}
+        await world.event(event)
+        await until(lambda: any("660Hz" in t for t in slack.texts()), within=20)
+        assert origin.hits == 1 and "summar" in " ".join(model.calls[-1].texts).lower()

@@ -4,12 +4,8 @@ errors, chunks that follow each model's window, and spoken answers."""
 from __future__ import annotations
 
 import base64
-import os
-import re
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import imageio_ffmpeg
 import openai
@@ -18,16 +14,31 @@ import pytest
 from core import messages
 from core.catalog import Backend, model_info
 from core.config import Settings
-from core.errors import (BadModelResponse, ContentRejected, ModelAuthError, ModelInputError, QuotaExhausted,
-                         VoiceUnavailable)
+from core.errors import (
+    BadModelResponse,
+    ContentRejected,
+    ModelAuthError,
+    ModelInputError,
+    QuotaExhausted,
+    VoiceUnavailable,
+)
 from core.models import Audio, ChatKey, Request, Task
 from core.openai_compat import OpenAICompatClient
 from core.service import Assistant
 from tests.audio_fixtures import decode_pcm, make_clip
-from tests.conftest import MODEL_KEY
+from tests.conftest import MODEL_KEY, cli_env, earshot, settings_for
 from tests.fakes.compat import SPOKEN_HZ
-from tests.fakes.dashscope import (ARREARAGE, CONTENT, FREE_TIER_ONLY, HTML, THROTTLED, FakeDashScope, Failure,
-                                  find_tones, tone_audio)
+from tests.fakes.dashscope import (
+    ARREARAGE,
+    CONTENT,
+    FREE_TIER_ONLY,
+    HTML,
+    THROTTLED,
+    Failure,
+    find_tones,
+    heard,
+    tone_audio,
+)
 
 CHAT = ChatKey("telegram", "7")
 MP3 = None    # filled lazily: a short MP3 clip
@@ -40,13 +51,8 @@ def mp3() -> bytes:
     return MP3
 
 
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
-
-
 def omni_settings(model, tmp_path, name="qwen3-omni-flash", **kw) -> Settings:
-    return Settings(dashscope_api_key=MODEL_KEY, dashscope_base_url=model.url + "/api/v1", model=name,
-                    db_path=tmp_path / "earshot.db", retry_budget=3, **kw)
+    return settings_for(model, tmp_path, model=name, retry_budget=3, **kw)
 
 
 def vllm_settings(model, tmp_path, name="Qwen/Qwen2-Audio-7B-Instruct", **kw) -> Settings:
@@ -105,7 +111,8 @@ async def test_vllm_stand_in_wants_raw_base64_and_hears_30_seconds(model):
     try:
         msgs = lambda data: [{"role": "user", "content": [_audio_part(data)]}]   # noqa: E731
         with pytest.raises(openai.BadRequestError, match="Incorrect padding"):
-            await sdk.chat.completions.create(model="Qwen/Qwen2-Audio-7B-Instruct", messages=msgs("data:;base64," + b64))
+            await sdk.chat.completions.create(model="Qwen/Qwen2-Audio-7B-Instruct",
+                                              messages=msgs("data:;base64," + b64))
         answer = await sdk.chat.completions.create(model="Qwen/Qwen2-Audio-7B-Instruct", messages=msgs(b64))
         assert heard(answer.choices[0].message.content) == [440]          # non-streamed works on vLLM
         long = base64.b64encode(tone_audio((0, 1), (440, 1), (0, 31))).decode()
@@ -275,49 +282,29 @@ async def test_a_chat_with_voice_on_gets_an_ogg_opus_answer_and_voice_off_text(m
 
 # --- the command line -------------------------------------------------------------------------------
 
-@pytest.fixture
-def threaded():
-    from tests.fakes.server import Threaded
-    f = FakeDashScope(api_key="sk-cli-test")
-    with Threaded(f.app) as served:
-        f.url = served.url
-        yield f
 
-
-def cli_env(fake, tmp_path, **extra: str) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE", "EARSHOT"))}
-    e.update(DASHSCOPE_API_KEY="sk-cli-test", DASHSCOPE_HTTP_BASE_URL=fake.url + "/api/v1",
-             EARSHOT_DB=str(tmp_path / "cli.db"), EARSHOT_RETRY_BUDGET="2", **extra)
-    return e
-
-
-def earshot(env, *args) -> subprocess.CompletedProcess:
-    exe = str(Path(sys.executable).with_name("earshot"))
-    return subprocess.run([exe, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_cli_speak_writes_a_playable_ogg_opus_file(threaded, tmp_path):
+def test_cli_speak_writes_a_playable_ogg_opus_file(threaded_model, tmp_path):
     note = tmp_path / "note.ogg"
     make_clip(note, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
     out = tmp_path / "out.ogg"
-    p = earshot(cli_env(threaded, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note, "What is it?",
+    p = earshot(cli_env(threaded_model, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note, "What is it?",
                 "--speak", out, "--voice", "serena")
     assert p.returncode == 0, p.stderr
-    assert heard(p.stdout) == [440] and threaded.calls[-1].voice == "Serena"
+    assert heard(p.stdout) == [440] and threaded_model.calls[-1].voice == "Serena"
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out), "-f", "null", "-"],
                            capture_output=True, text=True)
     assert probe.returncode == 0 and "Audio: opus" in probe.stderr and "Input #0, ogg" in probe.stderr
 
 
-def test_cli_speak_on_a_model_that_cannot_speak_is_one_line_and_exit_4(threaded, tmp_path):
+def test_cli_speak_on_a_model_that_cannot_speak_is_one_line_and_exit_4(threaded_model, tmp_path):
     note = tmp_path / "note.ogg"
     make_clip(note, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
-    p = earshot(cli_env(threaded, tmp_path), "ask", note, "--speak", tmp_path / "x.ogg")
+    p = earshot(cli_env(threaded_model, tmp_path), "ask", note, "--speak", tmp_path / "x.ogg")
     assert p.returncode == 4 and "can't speak" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = earshot(cli_env(threaded, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note,
+    p = earshot(cli_env(threaded_model, tmp_path, EARSHOT_MODEL="qwen-omni-turbo"), "ask", note,
                 "--speak", tmp_path / "x.ogg", "--voice", "Tina")
     assert p.returncode == 1 and "Cherry, Serena, Ethan, Chelsie" in p.stderr
-    assert not threaded.calls and not (tmp_path / "x.ogg").exists()        # nothing sent, nothing written
+    assert not threaded_model.calls and not (tmp_path / "x.ogg").exists()        # nothing sent, nothing written
 
 
 async def test_vllm_errors_are_typed_too(model):

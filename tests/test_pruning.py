@@ -4,11 +4,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from core.config import Settings
 from core.jobs import JobState, JobStore, NewJob
 from core.models import Audio, ChatKey, Reply, Request, Task
 from core.service import Assistant
-from tests.conftest import MODEL_KEY
+from tests.conftest import settings_for
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 
 DAY = 86400.0
@@ -42,8 +41,7 @@ async def _some_of_everything(a: Assistant, n: int) -> None:
 
 async def test_the_hourly_tick_prunes_history_jobs_and_seen_events(model: FakeDashScope, tmp_path: Path) -> None:
     db = tmp_path / "earshot.db"
-    settings = Settings(dashscope_api_key=MODEL_KEY, dashscope_base_url=model.url + "/api/v1", db_path=db,
-                        history_days=10)
+    settings = settings_for(model, tmp_path, history_days=10)
     async with Assistant(settings) as a:
         await _some_of_everything(a, 1)
         _age(db, 12)                       # past the 10 days of history and the week jobs and events keep

@@ -9,12 +9,10 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,12 @@ from typing import Any
 import httpx
 
 from core import messages
+from tests.conftest import free_port
 from tests.fakes.dashscope import Failure, FakeDashScope, tone_audio
 from tests.fakes.server import Threaded
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
 from tests.fakes.telegram import FakeTelegram
+from tests.waiting import until_sync as wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EARSHOT = [sys.executable, "-c", "from bots.cli import main; main()"]
@@ -52,21 +52,6 @@ BAD_KEY = Failure(401, "InvalidApiKey", "Invalid API-key provided.")
 
 def leaks(where: str, text: str) -> list[str]:
     return [f"{where}: …{text[max(0, i - 60):i + 80]}…" for n in NEEDLES if (i := text.find(n)) >= 0]
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := pred():
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or pred}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Run:
@@ -106,7 +91,8 @@ def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[Run]:
 def base_env(tmp: Path, ds_url: str, db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_"))}
     return env | {"DASHSCOPE_API_KEY": DASHSCOPE_KEY, "DASHSCOPE_HTTP_BASE_URL": ds_url + "/api/v1",
-                  "EARSHOT_DB": str(db), "EARSHOT_LOG_LEVEL": "DEBUG", "EARSHOT_METRICS_PORT": "0", "TMPDIR": str(tmp / "scratch"),
+                  "EARSHOT_DB": str(db), "EARSHOT_LOG_LEVEL": "DEBUG", "EARSHOT_METRICS_PORT": "0",
+                  "TMPDIR": str(tmp / "scratch"),
                   "HOME": str(tmp), "PYTHONPATH": str(ROOT)}
 
 
@@ -167,7 +153,7 @@ def drive_slack_socket(slack: FakeSlack, s: Threaded) -> list[str]:
              "user": "U0ALICE", "text": "", "ts": s.call(slack.ts), "files": [FakeSlack.event_file(record)]}
 
     def envelope(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return asyncio.run_coroutine_threadsafe(slack.send_envelope(kind, payload, timeout=10), s.loop).result(15)
+        return asyncio.run_coroutine_threadsafe(slack.send_envelope(kind, payload, within=10), s.loop).result(15)
 
     acks = [envelope("events_api", json.loads(event_body(event)))]
     wait_until(lambda: any("440Hz" in (p["text"] or "") for p in s.call(lambda: list(slack.posts))),

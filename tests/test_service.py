@@ -7,13 +7,12 @@ import re
 import pytest
 
 from core import messages
-from core.config import Settings
 from core.errors import AudioError, ModelAuthError, ModelThrottled, NeedsAudio, NeedsText
 from core.models import Audio, ChatKey, Progress, Request, Task, Usage
 from core.service import Assistant
 from tests.audio_fixtures import make_clip
-from tests.fakes.dashscope import FREE_QUOTA, TEXT_ONLY_MARKER, FakeDashScope
-from tests.fakes.server import Served
+from tests.conftest import settings_for
+from tests.fakes.dashscope import FREE_QUOTA, TEXT_ONLY_MARKER, FakeDashScope, heard
 
 CHAT = ChatKey("telegram", "42")
 SHORT = [(440, 0.5, 1.0), (660, 2.0, 1.0)]
@@ -32,26 +31,14 @@ def long_ogg() -> bytes:
 
 
 @pytest.fixture
-async def fake():
-    f = FakeDashScope(api_key="sk-test")
-    async with Served(f.app) as served:
-        f.url = served.url
-        yield f
-
-
-def settings_for(fake, tmp_path, **kw) -> Settings:
-    return Settings(dashscope_api_key="sk-test", dashscope_base_url=fake.url + "/api/v1",
-                    db_path=tmp_path / "earshot.db", retry_budget=2, **kw)
+def fake(model: FakeDashScope) -> FakeDashScope:
+    return model
 
 
 @pytest.fixture
 async def assistant(fake, tmp_path):
-    async with Assistant(settings_for(fake, tmp_path)) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2)) as a:
         yield a
-
-
-def heard(text: str) -> list[int]:
-    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
 
 
 async def test_voice_chat_sends_the_audio_alone(assistant, fake, short_ogg):
@@ -101,7 +88,7 @@ async def test_long_summary_maps_then_combines_with_one_text_call(assistant, fak
 
 async def test_chunks_run_concurrently_within_bounds(fake, tmp_path, long_ogg):
     fake.latency = 0.3
-    async with Assistant(settings_for(fake, tmp_path, chunk_concurrency=2)) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2, chunk_concurrency=2)) as a:
         await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(long_ogg)))
     assert fake.max_in_flight == 2  # in parallel, but never more than the bound
 
@@ -119,7 +106,7 @@ async def test_follow_up_carries_history_and_reset_clears_it(assistant, fake, sh
 
 
 async def test_history_is_trimmed_to_the_input_limit(fake, tmp_path, short_ogg):
-    async with Assistant(settings_for(fake, tmp_path, history_turns=200)) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2, history_turns=200)) as a:
         for i in range(12):
             await a.history.add_exchange(CHAT, "u", f"question {i} " + "word " * 400, "answer " * 400,
                                          usage=Usage())
@@ -133,7 +120,7 @@ async def test_history_is_trimmed_to_the_input_limit(fake, tmp_path, short_ogg):
 
 async def test_chats_run_in_parallel_turns_within_a_chat_in_order(fake, tmp_path, short_ogg):
     fake.latency = 0.3
-    async with Assistant(settings_for(fake, tmp_path)) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2)) as a:
         await asyncio.gather(*(a.handle(Request(ChatKey("telegram", str(i)), Task.CHAT, Audio(short_ogg)))
                                for i in range(6)))
         assert fake.max_in_flight >= 3
@@ -157,12 +144,12 @@ async def test_bad_input_costs_nothing(assistant, fake):
 
 
 async def test_model_errors_reach_the_caller_typed(fake, tmp_path, short_ogg):
-    async with Assistant(settings_for(fake, tmp_path).model_copy(update={"dashscope_api_key": None})) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2, dashscope_api_key=None)) as a:
         with pytest.raises(ModelAuthError):
             await a.handle(Request(CHAT, Task.CHAT, Audio(short_ogg)))
     assert fake.calls == []
     fake.fail(FREE_QUOTA)
-    async with Assistant(settings_for(fake, tmp_path)) as a:
+    async with Assistant(settings_for(fake, tmp_path, retry_budget=2)) as a:
         with pytest.raises(Exception) as e:
             await a.handle(Request(CHAT, Task.CHAT, Audio(short_ogg)))
     assert e.value.operator and not isinstance(e.value, ModelThrottled)

@@ -2,89 +2,29 @@
 Slack stand-in, the real Assistant talking to the DashScope stand-in. Nothing of earshot's is mocked."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from bots.slack import SlackServer, convert, render
 from bots.slack.listeners import Handlers
 from core import messages
 from core.config import Settings
 from core.errors import EarshotError
+from tests.conftest import CHANNEL, DM, World, answers, dm_clip, free_port, serving, settings_for
+from tests.conftest import SLACK_SECRET as SECRET
 from tests.fakes.dashscope import FakeDashScope, tone_audio
-from tests.fakes.server import Served
-from tests.waiting import until
 from tests.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlack, event_body, signed_headers, slash_body
-
-SECRET = "test-signing-secret-8c1f"
-DM = "D0ALICE01"
-CHANNEL = "C0GENERAL"
-
-
-@dataclass
-class World:
-    slack: FakeSlack
-    model: FakeDashScope
-    server: SlackServer
-    http: httpx.AsyncClient
-    settings: Settings
-
-    async def post(self, body: bytes, **kw: Any) -> httpx.Response:
-        return await self.http.post("/slack/events", content=body, headers=signed_headers(SECRET, body, **kw))
-
-    async def event(self, event: dict[str, Any], **kw: Any) -> httpx.Response:
-        r = await self.post(event_body(event, event_id=kw.pop("event_id", None)), **kw)
-        assert r.status_code == 200, r.text
-        return r
-
-
-@pytest.fixture(scope="module")
-def clip() -> bytes:
-    """A Slack-style webm voice clip: a 440 Hz tone at 0.5 s."""
-    return tone_audio((0, 0.5), (440, 1.0), (0, 0.7), fmt="webm")
-
-
-def make_settings(slack_url: str, model_url: str, db: Path, **kw: Any) -> Settings:
-    values: dict[str, Any] = dict(dashscope_api_key="sk-test", dashscope_base_url=model_url + "/api/v1",
-                                  db_path=db, slack_bot_token="xoxb-earshot-test",
-                                  slack_signing_secret=SECRET,
-                                  slack_api_url=slack_url + "/api/")
-    return Settings(**(values | kw))
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        settings = make_settings(s.url, m.url, tmp_path / "earshot.db")
-        server = SlackServer(settings, host="127.0.0.1", port=0)
-        port = await server.start()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield World(slack, model, server, http, settings)
-        await server.stop()
-
-
-
-
-
-def answers(slack: FakeSlack, pattern: str) -> list[dict[str, Any]]:
-    return [p for p in slack.posts if re.search(pattern, (p["text"] or "") + str(p["blocks"]))]
-
-
-def dm_clip(slack: FakeSlack, record: dict[str, Any], text: str = "") -> dict[str, Any]:
-    return {"type": "message", "subtype": "file_share", "channel": DM, "channel_type": "im",
-            "user": "U0ALICE", "text": text, "ts": slack.ts(), "files": [FakeSlack.event_file(record)]}
-
+from tests.waiting import until, until_sync
 
 # ---- the HTTP endpoint --------------------------------------------------------------------------------
 
@@ -209,7 +149,7 @@ async def test_answer_that_slack_fails_to_take_is_posted_once_it_recovers(world:
     await world.event(dm_clip(world.slack, world.slack.add_file(clip)))
     assert await until(lambda: world.slack.calls_to("chat.postMessage"))
     del world.slack.failures["chat.postMessage"]
-    got = await until(lambda: answers(world.slack, r"440Hz@0\.\ds"), timeout=15)
+    got = await until(lambda: answers(world.slack, r"440Hz@0\.\ds"), within=15)
     assert len(got) == 1, "the failed post was retried, and only once it went through"
     assert len(world.model.calls) == 1, "a retried delivery does not ask the model again"
 
@@ -282,7 +222,7 @@ async def test_own_and_other_bots_messages_and_unaddressed_channels_are_ignored(
         {"type": "reaction_added", "user": "U0ALICE", "reaction": "wave"},
     ):
         await world.event({"ts": world.slack.ts(), **event})
-    await asyncio.sleep(0.8)
+    await world.idle()      # each listener was done when its request returned; no job is left either
     assert not world.slack.posts and not world.model.calls and not world.slack.downloads
 
 
@@ -300,7 +240,7 @@ async def test_retried_event_is_answered_once_even_after_a_restart(world: World,
         r = await world.http.post(f"http://127.0.0.1:{port}/slack/events", content=body,
                                   headers=signed_headers(SECRET, body, retry=2))
         assert r.status_code == 200
-        await asyncio.sleep(0.8)
+        await world.idle()  # the listener was done when the request returned; any job it made is done too
     finally:
         await again.stop()
         world.server = SlackServer(world.settings, host="127.0.0.1", port=0)
@@ -344,8 +284,8 @@ async def test_long_answer_is_split_and_escaped(world: World, clip: bytes) -> No
     record = world.slack.add_file(clip)
     event = dm_clip(world.slack, record)
     await world.event(event)
-    posts = await until(lambda: len(world.slack.posts) >= 4 and world.slack.posts)
-    await asyncio.sleep(0.3)
+    await until(lambda: len(world.slack.posts) >= 4)
+    await world.idle()                  # the answer's job delivered: every part of it is posted
     posts = world.slack.posts
     sections = [b["text"]["text"] for p in posts for b in p["blocks"]]
     assert len(posts) >= 4 and all(len(s) <= 3000 for s in sections)
@@ -367,7 +307,7 @@ async def test_long_audio_gets_a_status_message_that_becomes_the_answer(world: W
     status = done[0]
     assert status["edits"] >= 1 and status["thread_ts"] == event["ts"]
     assert any("Listening" in u["text"] for u in world.slack.updates) or status["edits"] >= 1
-    gaps = [b["at"] - a["at"] for a, b in zip(world.slack.updates, world.slack.updates[1:])]
+    gaps = [b["at"] - a["at"] for a, b in pairwise(world.slack.updates)]
     # progress edits at most ~1/s; the answer itself may follow at once
     assert all(g >= 0.9 for g in gaps[:-1]), gaps
     marks = [status["text"].find(f"{hz}Hz") for hz in (440, 660, 880)]
@@ -412,9 +352,9 @@ def test_missing_credentials_are_one_clear_line(tmp_path: Path) -> None:
 
 
 async def test_wrong_bot_token_stops_startup(tmp_path: Path) -> None:
-    slack = FakeSlack(token="xoxb-the-real-one")
-    async with Served(slack.app) as s:
-        settings = make_settings(s.url, "http://127.0.0.1:9", tmp_path / "db")
+    async with serving(FakeSlack(token="xoxb-the-real-one")) as slack:
+        settings = settings_for(FakeDashScope(), tmp_path, slack=slack, slack_bot_token="xoxb-wrong",
+                                dashscope_base_url="http://127.0.0.1:9/api/v1")
         server = SlackServer(settings, host="127.0.0.1", port=0)
         with pytest.raises(EarshotError) as err:
             await server.start()
@@ -498,7 +438,6 @@ def test_manifest_declares_what_the_app_listens_to() -> None:
 def test_earshot_slack_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     import os
     import signal
-    import socket
     import subprocess
     import sys
 
@@ -507,9 +446,7 @@ def test_earshot_slack_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
     slack = FakeSlack()
     with Threaded(slack.app) as s:
         slack.url = s.url
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DASHSCOPE_", "EARSHOT_"))}
         env |= {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET,
                 "SLACK_API_URL": s.url + "/api/", "DASHSCOPE_API_KEY": "sk-test",
@@ -522,13 +459,12 @@ def test_earshot_slack_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
                                     cwd=Path(__file__).parent.parent)
             try:
                 url = f"http://127.0.0.1:{port}"
-                end = time.monotonic() + 20
-                while time.monotonic() < end and proc.poll() is None:
+                def up() -> bool:
                     try:
-                        if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                            break
+                        return proc.poll() is not None or httpx.get(url + "/healthz", timeout=1).status_code == 200
                     except httpx.HTTPError:
-                        time.sleep(0.1)
+                        return False
+                until_sync(up, 20, "the Slack app's health check")
                 body = slash_body("help", response_url=slack.response_url())
                 r = httpx.post(url + "/slack/events", content=body, headers=signed_headers(SECRET, body),
                                timeout=5)
@@ -550,15 +486,13 @@ async def test_socket_mode_answers_events_and_commands(tmp_path: Path, clip: byt
 
     from bots.slack import SlackSocketMode
 
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        wrong = SlackSocketMode(make_settings(s.url, m.url, tmp_path / "db", slack_app_token="xapp-wrong"))
+    async with serving(FakeSlack()) as slack, serving(FakeDashScope()) as model:
+        wrong = SlackSocketMode(settings_for(model, tmp_path, slack=slack, slack_app_token="xapp-wrong"))
         with pytest.raises(EarshotError, match="SLACK_APP_TOKEN"):
             await wrong.start()
         # Socket Mode needs no signing secret
-        app = SlackSocketMode(make_settings(s.url, m.url, tmp_path / "db", slack_app_token=slack.app_token,
-                                            slack_signing_secret=None))
+        app = SlackSocketMode(settings_for(model, tmp_path, slack=slack, slack_app_token=slack.app_token,
+                                           slack_signing_secret=None))
         await app.start()
         try:
             assert await until(lambda: slack.sockets, 5)

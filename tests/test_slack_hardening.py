@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from aiohttp import web
 
-from bots.slack import SlackServer
-
 from core import messages
-from tests.fakes.dashscope import FakeDashScope
+from tests.conftest import CHANNEL, World, answers, dm_clip, slack_running
 from tests.fakes.server import Served
 from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body
-from tests.test_slack import CHANNEL, DM, World, answers, clip, dm_clip, make_settings, world  # noqa: F401
 from tests.waiting import until
 
 
@@ -110,18 +106,10 @@ async def test_digest_listening_keeps_the_token_home_too(world: World, clip: byt
 
 
 async def test_rate_limited_clips_are_not_downloaded_and_the_sender_is_told_once(tmp_path, clip: bytes) -> None:
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        settings = make_settings(s.url, m.url, tmp_path / "earshot.db", user_requests_per_minute=2)
-        server = SlackServer(settings, host="127.0.0.1", port=0)
-        port = await server.start()
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                w = World(slack, model, server, http, settings)
-                for _ in range(5):
-                    await w.event(dm_clip(slack, slack.add_file(clip)))
-                assert await until(lambda: len(answers(slack, "440Hz")) == 2 and answers(slack, "Slow down"))
-        finally:
-            await server.stop()
+    async with slack_running(tmp_path, user_requests_per_minute=2) as w:
+        slack = w.slack
+        for _ in range(5):
+            await w.event(dm_clip(slack, slack.add_file(clip)))
+        assert await until(lambda: len(answers(slack, "440Hz")) == 2 and answers(slack, "Slow down"))
+        await w.idle()
     assert len(slack.downloads) == 2 and len(answers(slack, "Slow down")) == 1

@@ -2,34 +2,29 @@
 the real Assistant asks the DashScope stand-in, which says which tones it heard."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bots.telegram import build_application
-from bots.telegram.app import ALLOWED_UPDATES
 from bots.telegram.handlers import COMMANDS, HELP, RESET_DONE
 from bots.telegram.render import MESSAGE_LIMIT, escape, split_text
 from core import messages
 from core.config import Settings
-from core.service import Assistant
+from tests.conftest import BOT, Harness, bot_running, free_port, reply_to
 from tests.fakes.dashscope import FakeDashScope, tone_audio
-from tests.fakes.server import Served, Threaded
+from tests.fakes.server import Threaded
 from tests.fakes.telegram import FakeTelegram, html_problem, visible_length
+from tests.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
-BOT = "@earshot_test_bot"
 
 
 # --- audio -----------------------------------------------------------------------------------
@@ -46,66 +41,6 @@ def clip(hz: int = 440, fmt: str = "ogg") -> bytes:
     if (hz, fmt) not in _cache:
         _cache[(hz, fmt)] = tone(hz, fmt)
     return _cache[(hz, fmt)]
-
-
-# --- harness ---------------------------------------------------------------------------------
-
-class Harness:
-    def __init__(self, tg: FakeTelegram, ds: FakeDashScope, app) -> None:
-        self.tg, self.ds, self.app = tg, ds, app
-
-    async def said(self, chat_id: int, n: int = 1, timeout: float = 20.0,
-                   where: Callable[[dict], bool] = lambda m: True) -> list[dict]:
-        """Wait until the bot has at least n matching messages in the chat."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [m for m in self.tg.said(chat_id) if where(m)]
-            if len(got) >= n:
-                return got
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"bot said {self.tg.texts(chat_id)} in chat {chat_id}, wanted {n}")
-
-    async def idle(self, seconds: float = 0.6) -> None:
-        """Let everything pushed so far be fetched and handled."""
-        deadline = time.monotonic() + 10
-        while self.tg.pending_updates and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(seconds)
-
-
-def settings_for(tg_url: str, ds_url: str, tmp_path: Path, tg: FakeTelegram, **kw) -> Settings:
-    return Settings(dashscope_api_key=kw.pop("dashscope_api_key", "sk-test-key"),
-                    dashscope_base_url=ds_url + "/api/v1", db_path=tmp_path / "earshot.db",
-                    telegram_bot_token=tg.token, telegram_api_base_url=tg_url, **kw)
-
-
-@contextlib.asynccontextmanager
-async def bot_running(tmp_path: Path, *, ds: FakeDashScope | None = None, **kw) -> AsyncIterator[Harness]:
-    tg, ds = FakeTelegram(), ds or FakeDashScope(api_key="sk-test-key")
-    async with Served(tg.app) as tgs, Served(ds.app) as dss:
-        settings = settings_for(tgs.url, dss.url, tmp_path, tg, **kw)
-        async with Assistant(settings) as assistant:
-            app = build_application(settings, assistant)
-            async with app:
-                await app.post_init(app)
-                await app.start()
-                await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
-                try:
-                    yield Harness(tg, ds, app)
-                finally:
-                    await app.updater.stop()
-                    await app.stop()
-                    await app.post_stop(app)   # the job runner; run_polling calls it, a bare start/stop doesn't
-
-
-@pytest.fixture
-async def bot(tmp_path) -> AsyncIterator[Harness]:
-    async with bot_running(tmp_path) as h:
-        yield h
-
-
-def reply_to(msg: dict) -> int | None:
-    return (msg.get("reply_to_message") or {}).get("message_id")
 
 
 # --- private chats ---------------------------------------------------------------------------
@@ -198,7 +133,7 @@ async def test_long_audio_shows_progress_then_the_answer(tmp_path):
     async with bot_running(tmp_path, ds=ds, chunk_concurrency=1) as bot:
         data = tone_audio((0, 2), (440, 1), (0, 30), (660, 1), (0, 30), (880, 1), (0, 5), fmt="ogg")  # 70 s
         mid = bot.tg.push(108, kind="voice", data=data, duration=70)
-        answer = await bot.said(108, where=lambda m: "880Hz" in m["text"], timeout=30)
+        answer = await bot.said(108, where=lambda m: "880Hz" in m["text"], within=30)
         assert reply_to(answer[0]) == mid
         texts = [answer[0]["text"]]
         assert all(f in texts[0] for f in ("440Hz", "660Hz", "880Hz"))
@@ -206,7 +141,7 @@ async def test_long_audio_shows_progress_then_the_answer(tmp_path):
     assert len(statuses) == 1 and statuses[0]["text"] == "Listening… part 1 of 3"
     edits = [e for e in bot.tg.edits if e["chat_id"] == 108]
     assert [e["text"] for e in edits][:2] == ["Listening… part 2 of 3", "Listening… part 3 of 3"]
-    gaps = [b["t"] - a["t"] for a, b in zip(edits, edits[1:])]
+    gaps = [b["t"] - a["t"] for a, b in pairwise(edits)]
     assert all(g >= 0.9 for g in gaps), gaps                              # about one edit a second
     assert bot.tg.deleted and bot.tg.texts(108) == texts                 # the status message is gone
 
@@ -217,7 +152,7 @@ async def test_slow_answer_is_streamed_into_a_preview_then_sent_whole(tmp_path):
     ds.reply, ds.chunk_delay = (lambda call: words), 0.3
     async with bot_running(tmp_path, ds=ds) as bot:
         mid = bot.tg.push(116, kind="voice", data=clip(440))
-        [answer] = await bot.said(116, where=lambda m: m["text"] == words, timeout=15)
+        [answer] = await bot.said(116, where=lambda m: m["text"] == words, within=15)
         previews = [p["text"] for p in bot.tg.called("sendMessage") if p["text"].endswith(" …")]
         edits = [e["text"] for e in bot.tg.edits if e["chat_id"] == 116]
     assert previews and previews[0].startswith("one two") and edits, (previews, edits)
@@ -232,7 +167,7 @@ async def test_very_long_answer_is_split_and_always_sends(tmp_path):
     async with bot_running(tmp_path, ds=ds) as bot:
         mid = bot.tg.push(109, kind="voice", data=clip(440))
         await bot.said(109, where=lambda m: "markdown_" in m["text"])
-        await bot.idle(0.3)
+        await bot.idle()
         said = bot.tg.said(109)
     assert len(said) >= 3, [len(m["text"]) for m in said]
     assert reply_to(said[0]) == mid and all(reply_to(m) is None for m in said[1:])
@@ -348,7 +283,7 @@ async def test_thirty_chats_at_once(tmp_path, capsys):
         for c in chats:
             bot.tg.push(c, kind="voice", data=data)
         for c in chats:
-            await bot.said(c, timeout=15)
+            await bot.said(c, within=15)
         wall = time.monotonic() - start
     assert all(bot.tg.texts(c) for c in chats)
     with capsys.disabled():
@@ -388,12 +323,6 @@ def test_stand_in_checks_html_like_telegram():
 
 # --- the process: webhook mode, SIGTERM, no token in the logs --------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 RUNNER = """
 import hmac, logging, sys
 _compare = hmac.compare_digest
@@ -407,15 +336,6 @@ from bots.telegram import run
 url = sys.argv[1] if len(sys.argv) > 1 else None
 run(Settings(), webhook_url=url, port=int(sys.argv[2]) if url else 8443, listen="127.0.0.1")
 """
-
-
-def wait_until(pred: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := pred():
-            return got
-        time.sleep(0.05)
-    return None
 
 
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
@@ -435,15 +355,15 @@ def test_process_runs_answers_and_stops_cleanly_on_sigterm(mode, tmp_path):
                 proc.kill()
             return proc.communicate(timeout=10)[0].decode()[-3000:]
         try:
-            assert wait_until(lambda: tg.commands, 20), output()
+            assert until_sync(lambda: tg.commands, 20), output()
             if mode == "webhook":
-                assert wait_until(lambda: tg.webhook, 10) and tg.webhook["url"] == hook
+                assert until_sync(lambda: tg.webhook, 10) and tg.webhook["url"] == hook
                 assert len(tg.webhook["secret_token"]) >= 32
                 forged = httpx.post(hook, json={"update_id": 1, "message": {}}, timeout=5,
                                     headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
                 assert forged.status_code == 403
             tgs.call(tg.push, 201, kind="voice", data=clip(440))
-            assert wait_until(lambda: ds.calls, 20), output()
+            assert until_sync(lambda: ds.calls, 20), output()
             proc.send_signal(signal.SIGTERM)          # mid-answer: the answer must still go out
             out = proc.communicate(timeout=20)[0].decode()
         finally:

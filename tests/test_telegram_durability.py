@@ -15,15 +15,17 @@ from typing import Any
 from aiohttp import web
 
 from bots.telegram.progress import STREAM_TAIL
+from tests.conftest import free_port, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram
-from tests.waiting import job_rows, until as _until
+from tests.waiting import job_rows, settled
+from tests.waiting import until as _until
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+async def until(predicate: Callable[[], Any], within: float = 30.0) -> Any:
     """As tests.waiting.until, with longer to wait: a bot process of its own starts and recovers slower."""
-    return await _until(predicate, timeout)
+    return await _until(predicate, within)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,10 +89,9 @@ class Bot:
     async def start(self) -> None:
         """Start it and wait until it listens: polling, or its webhook registered."""
         ready = len(self.tg.called("getUpdates")) + len(self.tg.called("setWebhook"))
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", "from bots.cli import main; main()", "telegram",
-                                          *self.args], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
+        self.proc = await asyncio.to_thread(
+            spawn, [sys.executable, "-c", "from bots.cli import main; main()", "telegram", *self.args], self.log,
+            self.env, append=True, cwd=ROOT)
         await until(lambda: len(self.tg.called("getUpdates")) + len(self.tg.called("setWebhook")) > ready
                     or self.proc.poll() is not None, 30)
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -137,7 +138,7 @@ async def test_killed_while_the_model_answers_then_restarted_answers_exactly_onc
             ds.latency = 0.2
             await bot.start()
             [answer] = await until(lambda: answers(tg, 501))
-            await asyncio.sleep(1.0)                                # a second answer would show by now
+            await until(lambda: settled(db, 1))     # its job is done and delivered: nothing more will be sent
         finally:
             await bot.stop()
     assert len(answers(tg, 501)) == 1 and "440Hz" in answer["text"]
@@ -161,7 +162,7 @@ async def test_killed_right_after_fetching_updates_loses_none_and_repeats_none(t
             await until(lambda: bot.proc is not None and bot.proc.poll() is not None)
             await bot.start()
             await until(lambda: all(answers(tg, c) for c in chats))
-            await asyncio.sleep(1.0)
+            await until(lambda: settled(db, len(chats)))      # every job done and delivered: no more answers
         finally:
             await bot.stop()
     assert [len(answers(tg, c)) for c in chats] == [1] * len(chats)
@@ -188,10 +189,7 @@ class WebhookWatching(Watching):
 
 
 async def test_webhook_answers_telegram_only_once_the_job_is_stored(tmp_path: Path):
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     db = tmp_path / "earshot.db"
     tg, ds = WebhookWatching(db), FakeDashScope(api_key=KEY, latency=0.2, inspect=False)
     chats = list(range(700, 708))

@@ -3,7 +3,8 @@ limit at the door."""
 from __future__ import annotations
 
 from core import messages
-from tests.test_telegram import Harness, bot, bot_running, clip  # noqa: F401  (fixtures)
+from tests.conftest import Harness, bot_running
+from tests.test_telegram import clip
 
 GROUP_A, GROUP_B = -1001111, -1002222
 
@@ -49,7 +50,7 @@ async def test_rate_limited_notes_are_not_downloaded_and_the_sender_is_told_once
         for hz in (440, 550, 660, 770, 880, 990):
             h.tg.push(chat, kind="voice", data=clip(hz))
         await h.said(chat, 3)
-        await h.idle(1.0)
+        await h.idle()
         texts = h.tg.texts(chat)
         assert len(h.tg.called("getFile")) == 2, "only the notes within the limit are downloaded"
         assert sum("Slow down" in t for t in texts) == 1, texts

@@ -8,10 +8,9 @@ import pytest
 
 from core import subtitles
 from core.models import Part, Reply, Task
+from tests.conftest import DM, World, bot_running
 from tests.fakes.dashscope import MARKER, tone_audio
 from tests.fakes.slack import FakeSlack
-from tests.test_slack import DM, World, world  # noqa: F401  (the Slack app fixture)
-from tests.test_telegram import bot_running
 from tests.waiting import until
 
 # (Hz, second it starts) over 6 minutes of silence
@@ -45,7 +44,7 @@ def check_cues(srt: str) -> None:
     assert cues[-1][1] <= LENGTH
     heard = [(int(hz), start + float(t)) for start, _, text in cues for hz, t in MARKER.findall(text)]
     assert [hz for hz, _ in heard] == [hz for hz, _ in TONES]
-    for (_, at), (_, truth) in zip(heard, TONES):
+    for (_, at), (_, truth) in zip(heard, TONES, strict=True):
         assert at == pytest.approx(truth, abs=0.3)
 
 
@@ -53,8 +52,8 @@ async def test_telegram_sends_a_long_transcript_as_txt_and_srt(tmp_path, recordi
     async with bot_running(tmp_path) as bot:
         mid = bot.tg.push(401, kind="audio", data=recording, file_name="standup.ogg", mime="audio/ogg",
                           duration=int(LENGTH), caption="/transcribe")
-        await bot.said(401, timeout=60)
-        await until(lambda: len(bot.tg.documents(401)) == 2, timeout=30)
+        await bot.said(401, within=60)
+        await until(lambda: len(bot.tg.documents(401)) == 2, within=30)
         txt, srt = bot.tg.documents(401)
         assert (txt["file_name"], srt["file_name"]) == ("standup.txt", "standup.srt")
         assert txt["reply_to"] == mid and srt["reply_to"] == mid
@@ -68,7 +67,7 @@ async def test_slack_uploads_a_long_transcript_into_the_thread(world: World, rec
     event = {"type": "message", "subtype": "file_share", "channel": DM, "channel_type": "im", "user": "U0ALICE",
              "text": "transcribe", "ts": world.slack.ts(), "files": [FakeSlack.event_file(record)]}
     await world.event(event)
-    await until(lambda: len(world.slack.uploads) == 2, timeout=60)
+    await until(lambda: len(world.slack.uploads) == 2, within=60)
     txt, srt = world.slack.uploads
     assert (txt["name"], srt["name"]) == ("standup.txt", "standup.srt")
     assert txt["channel"] == DM and txt["thread_ts"] == event["ts"]

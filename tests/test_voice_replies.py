@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
-import httpx
 import imageio_ffmpeg
 
-from bots.slack import SlackServer
 from core import messages
-from tests.fakes.dashscope import FakeDashScope, tone_audio
-from tests.fakes.server import Served
+from tests.conftest import CHANNEL, answers, bot_running, reply_to, slack_running
+from tests.fakes.dashscope import tone_audio
 from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body
-from tests.test_slack import CHANNEL, World, answers, make_settings
-from tests.test_telegram import bot_running, clip, reply_to
+from tests.test_telegram import clip
 from tests.waiting import until
 
 
@@ -59,37 +56,28 @@ async def test_telegram_voice_on_a_model_that_cannot_speak_says_so(tmp_path):
 
 
 async def test_slack_voice_on_uploads_the_spoken_answer_into_the_thread(tmp_path):
-    slack, model = FakeSlack(), FakeDashScope(api_key="sk-test")
-    async with Served(slack.app) as s, Served(model.app) as m:
-        slack.url = s.url
-        settings = make_settings(s.url, m.url, tmp_path / "earshot.db", model="qwen-omni-turbo")
-        server = SlackServer(settings, host="127.0.0.1", port=0)
-        port = await server.start()
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                world = World(slack, model, server, http, settings)
-                r = await world.post(slash_body("voice on Serena", channel=CHANNEL,
-                                                response_url=slack.response_url()))
-                assert r.status_code == 200 and "Serena" in r.text
+    async with slack_running(tmp_path, model="qwen-omni-turbo") as world:
+        slack, model = world.slack, world.model
+        r = await world.post(slash_body("voice on Serena", channel=CHANNEL,
+                                        response_url=slack.response_url()))
+        assert r.status_code == 200 and "Serena" in r.text
 
-                async def mention(hz: int) -> str:
-                    record = slack.add_file(tone_audio((0, 0.5), (hz, 1.0), (0, 0.7), fmt="webm"))
-                    ts = slack.ts()
-                    await world.event({"type": "app_mention", "channel": CHANNEL, "user": "U0ALICE", "ts": ts,
-                                       "text": f"<@{BOT_USER_ID}>", "files": [FakeSlack.event_file(record)]})
-                    return ts
+        async def mention(hz: int) -> str:
+            record = slack.add_file(tone_audio((0, 0.5), (hz, 1.0), (0, 0.7), fmt="webm"))
+            ts = slack.ts()
+            await world.event({"type": "app_mention", "channel": CHANNEL, "user": "U0ALICE", "ts": ts,
+                               "text": f"<@{BOT_USER_ID}>", "files": [FakeSlack.event_file(record)]})
+            return ts
 
-                ts = await mention(440)
-                [upload] = await until(lambda: slack.uploads)
-                assert upload["channel"] == CHANNEL and upload["thread_ts"] == ts
-                assert plays_as_opus(upload["data"]) and model.calls[-1].voice == "Serena"
-                [text] = answers(slack, "440Hz")
-                assert text["thread_ts"] == ts                       # the words too, in the same thread
+        ts = await mention(440)
+        [upload] = await until(lambda: slack.uploads)
+        assert upload["channel"] == CHANNEL and upload["thread_ts"] == ts
+        assert plays_as_opus(upload["data"]) and model.calls[-1].voice == "Serena"
+        [text] = answers(slack, "440Hz")
+        assert text["thread_ts"] == ts                       # the words too, in the same thread
 
-                r = await world.post(slash_body("voice off", channel=CHANNEL, response_url=slack.response_url()))
-                assert messages.VOICE_OFF in r.text
-                await mention(660)
-                await until(lambda: answers(slack, "660Hz"))
-                assert len(slack.uploads) == 1 and model.calls[-1].voice is None
-        finally:
-            await server.stop()
+        r = await world.post(slash_body("voice off", channel=CHANNEL, response_url=slack.response_url()))
+        assert messages.VOICE_OFF in r.text
+        await mention(660)
+        await until(lambda: answers(slack, "660Hz"))
+        assert len(slack.uploads) == 1 and model.calls[-1].voice is None

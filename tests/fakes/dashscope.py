@@ -51,6 +51,11 @@ MODELS: dict[str, tuple[int, int]] = {"qwen-audio-turbo": (6000, 1500),
 MARKER = re.compile(r"\b(\d+)Hz@(\d+(?:\.\d+)?)s")
 
 
+def heard(text: str) -> list[int]:
+    """The tones (Hz) an answer of this stand-in says it heard, in order."""
+    return [int(m) for m in re.findall(r"(\d+)Hz@", text)]
+
+
 @dataclass(frozen=True)
 class Failure:
     """One scripted misbehaviour, consumed by the next authenticated request.
@@ -274,6 +279,7 @@ class FakeDashScope:
 
     def __init__(self, api_key: str = "sk-test-key", *, inspect: bool = True, latency: float = 0.0) -> None:
         self.api_key = api_key
+        self.url = ""                                   # set once served
         self.inspect = inspect                 # False: skip decoding (load tests); answers name byte counts
         self.latency = latency                 # seconds before each answer
         self.chunk_delay = 0.0                 # seconds between stream events

@@ -27,7 +27,7 @@ class Served:
         self.app = app
         self.url = ""
 
-    async def __aenter__(self) -> "Served":
+    async def __aenter__(self) -> Served:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         sock = _loopback_socket()
@@ -62,7 +62,7 @@ class Threaded:
             return fn(*args, **kwargs)
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
-    def __enter__(self) -> "Threaded":
+    def __enter__(self) -> Threaded:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("stand-in server did not start")

@@ -437,12 +437,12 @@ class FakeSlack:
         return ws
 
     async def send_envelope(self, kind: str, payload: dict[str, Any], *,
-                            timeout: float = 5.0) -> dict[str, Any]:
+                            within: float = 5.0) -> dict[str, Any]:
         """Deliver an events_api / slash_commands envelope over the open socket; returns the app's ack."""
         envelope = f"env-{next(self._ids)}"
         self._acked[envelope] = asyncio.Event()
         await self.sockets[-1].send_json({"envelope_id": envelope, "type": kind, "payload": payload,
                                           "accepts_response_payload": kind != "events_api",
                                           "retry_attempt": 0, "retry_reason": ""})
-        await asyncio.wait_for(self._acked[envelope].wait(), timeout)
+        await asyncio.wait_for(self._acked[envelope].wait(), within)
         return self.socket_acks[envelope]

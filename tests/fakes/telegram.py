@@ -112,6 +112,8 @@ class FakeTelegram:
         self._updates: list[dict] = []
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(500)
+        self.url = ""                             # set once served
+        self.pushed = 0                           # updates sent to the bot so far
         self._new = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -247,6 +249,7 @@ class FakeTelegram:
         msg["forward_origin"] = {"type": "user", "date": original["date"], "sender_user": original["from"]}
 
     def _deliver(self, update: dict) -> None:
+        self.pushed += 1
         if self.webhook:
             asyncio.get_running_loop().create_task(self._post_webhook(update))
             return
