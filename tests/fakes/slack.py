@@ -35,7 +35,7 @@ BOT_ID = "B0EARSHOT"
 APP_ID = "A0EARSHOT"
 # the bot scopes an app installed from deploy/slack-manifest.yml holds
 BOT_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
-              "groups:history", "im:history", "im:read", "mpim:history", "users:read")
+              "groups:history", "im:history", "im:read", "mpim:history", "reactions:read", "users:read")
 LOGIN_PAGE = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Slack</title></head>"
               "<body>Sign in to your workspace</body></html>")
 
