@@ -9,8 +9,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.error import BadRequest
 from telegram.request import HTTPXRequest
 
-from bots.telegram.buttons import (CALLBACK_LIMIT, LANGUAGES, ButtonPress, callback_data, parse_callback,
-                                   task_keyboard)
+from bots.telegram.buttons import CALLBACK_LIMIT, LANGUAGES, ButtonPress, callback_data, parse_callback, task_keyboard
 from core.audio_refs import AudioRefs, MemoryAudioRefStore
 from core.models import ChatKey, Task
 from tests.fakes.server import Served
