@@ -10,7 +10,9 @@ from telegram.error import BadRequest
 from telegram.request import HTTPXRequest
 
 from bots.telegram.buttons import CALLBACK_LIMIT, LANGUAGES, ButtonPress, callback_data, parse_callback, task_keyboard
+from core import messages
 from core.audio_refs import AudioRefs, MemoryAudioRefStore
+from core.errors import AudioExpired
 from core.models import ChatKey, Task
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram, reply_markup_problem
@@ -103,6 +105,35 @@ async def test_a_tap_arrives_as_a_real_callback_query_and_its_answer_stops_the_s
     assert fake.unanswered_callbacks() == []
     with pytest.raises(BadRequest, match="(?i)query is too old"):
         await query.answer("again")
+
+
+async def test_a_tap_on_expired_audio_is_answered_with_the_reason_and_loses_its_buttons(tg) -> None:
+    fake, bot = tg
+    refs = AudioRefs(MemoryAudioRefStore(), keep_seconds=3600)
+    fake.push(501, kind="voice", data=b"OggS")
+    token = await refs.mint(ChatKey("telegram", "501"), "voice-ref")
+    answer = await bot.send_message(501, "transcript", reply_markup=task_keyboard(token, Task.TRANSCRIBE))
+    await refs.forget_chat("telegram", "501")                                    # /forget
+    fake.push_callback(501, answer.message_id, callback_data(token, Task.SUMMARIZE))
+    query = (await tapped(bot)).callback_query
+    press = parse_callback(query.data)
+    with pytest.raises(AudioExpired) as gone:
+        await refs.resolve(press.token, ChatKey("telegram", "501"))
+    assert await query.answer(gone.value.user_message, show_alert=True)         # fits the 200 characters
+    await bot.edit_message_reply_markup(501, answer.message_id, reply_markup=None)
+    assert fake.unanswered_callbacks() == [] and fake.markup_of(501, answer.message_id) is None
+    assert fake.callback_answers[query.id]["text"] == messages.AUDIO_EXPIRED
+
+
+async def test_a_bot_that_asks_for_messages_only_never_sees_a_tap(tg) -> None:
+    fake, bot = tg
+    fake.push(501, kind="voice", data=b"OggS")
+    answer = await bot.send_message(501, "summary", reply_markup=task_keyboard(TOKEN, Task.SUMMARIZE))
+    fake.push_callback(501, answer.message_id, callback_data(TOKEN, Task.TRANSCRIBE))
+    updates = await bot.get_updates(timeout=0, allowed_updates=[Update.MESSAGE])
+    assert [u.callback_query for u in updates] == [None]
+    updates = await bot.get_updates(timeout=0, allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY])
+    assert updates[-1].callback_query is not None
 
 
 async def test_a_group_member_may_tap_a_button_under_someone_elses_answer(tg) -> None:

@@ -295,6 +295,8 @@ class FakeTelegram:
 
     async def _post_webhook(self, update: dict) -> None:
         assert self.webhook is not None
+        if not self._allowed(update, self.webhook.get("allowed_updates")):
+            return
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {}
@@ -432,7 +434,8 @@ class FakeTelegram:
         deadline = time.monotonic() + float(params.get("timeout") or 0)
         async with self._new:
             while True:
-                ready = [u for u in self._updates if u["update_id"] >= offset]
+                ready = [u for u in self._updates if u["update_id"] >= offset
+                         and self._allowed(u, params.get("allowed_updates"))]
                 left = deadline - time.monotonic()
                 if ready or left <= 0 or self._closing:
                     return self._ok(ready[:limit])
@@ -604,6 +607,12 @@ class FakeTelegram:
         self.callback_queries[query_id] = query
         self._deliver({"update_id": next(self._update_ids), "callback_query": query})
         return query_id
+
+    @staticmethod
+    def _allowed(update: dict, allowed: list[str] | None) -> bool:
+        """allowed_updates, as getUpdates and setWebhook take it: a bot that asked for messages only is never
+        sent a callback_query (an empty or absent list: every usual kind)."""
+        return not allowed or any(kind in update for kind in allowed)
 
     def unanswered_callbacks(self) -> list[str]:
         """Query ids no answerCallbackQuery was made for: the user still sees a spinner on the button."""
