@@ -18,6 +18,10 @@ REGION_HOSTS = {"beijing": "https://dashscope.aliyuncs.com", "singapore": "https
 COMPAT_PATH = "/compatible-mode/v1"
 DEFAULT_TELEGRAM_BASE = "https://api.telegram.org"
 DEFAULT_SLACK_API = "https://slack.com/api/"
+# the languages offered by one tap under an answer (Telegram buttons, Slack menu, Home tab): (code, name as prompted)
+QUICK_LANGUAGES: tuple[tuple[str, str], ...] = (
+    ("en", "English"), ("es", "Spanish"), ("fr", "French"), ("de", "German"), ("zh", "Chinese"), ("ru", "Russian"),
+)
 
 
 def origin(url: str) -> str:
@@ -112,6 +116,8 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, **_env("SLACK_SIGNING_SECRET"))
     slack_app_token: SecretStr | None = Field(None, **_env("SLACK_APP_TOKEN"))
     slack_api_url: str = Field(DEFAULT_SLACK_API, **_env("SLACK_API_URL"))
+    # the reaction (emoji name, without colons) that asks for a message's transcript in its thread
+    slack_reaction: str = Field("memo", min_length=1, **_env("EARSHOT_SLACK_REACTION"))
 
     @field_validator("allowed_users", "allowed_chats", "admin_users", mode="before")
     @classmethod
@@ -121,6 +127,11 @@ class Settings(BaseSettings):
         if isinstance(value, (list, tuple, set, frozenset)):
             return tuple(dict.fromkeys(normalise_id(v) for v in value if str(v).strip() not in ("", "@")))
         return value
+
+    @field_validator("slack_reaction", mode="before")
+    @classmethod
+    def _emoji_name(cls, value: object) -> object:
+        return value.strip().strip(":") if isinstance(value, str) else value
 
     @field_validator("dashscope_region", mode="before")
     @classmethod

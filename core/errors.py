@@ -5,6 +5,7 @@
         AudioError               file can't be read, is empty, silent, too big, too long
         NeedsAudio / NeedsText   a command without the audio or words it needs
         VoiceUnavailable         spoken answers asked of a model that can't speak, or in a voice it lacks
+        AudioExpired             a button or link to audio no longer kept (retention, forget)
       ModelError                 the model service said no
         ModelAuthError           bad or missing key, no access to the model  (operator)
         QuotaExhausted           the free quota is used up                    (operator)
@@ -52,6 +53,11 @@ class NeedsText(InputError):
 
 class VoiceUnavailable(InputError):
     pass
+
+
+class AudioExpired(InputError):
+    def __init__(self, user_message: str = messages.AUDIO_EXPIRED, operator_message: str | None = None) -> None:
+        super().__init__(user_message, operator_message)
 
 
 class ModelError(EarshotError):

@@ -31,6 +31,9 @@ NO_AUDIO_YET = "There's no audio here yet. Send a voice note or an audio file, t
 NEED_QUESTION = "What should I ask about the audio? For example: ask what did she say about Friday?"
 NEED_LANGUAGE = "Which language? For example: translate English"
 NOTHING_TO_FOLLOW = "Send me a voice note or an audio file first."
+# a button under an answer whose audio is no longer kept (retention, /forget)
+AUDIO_EXPIRED = ("I no longer keep that audio (it expired, or this chat asked me to forget it). "
+                 "Send it again to ask about it.")
 
 # For the operator (logs, CLI stderr): what the model service said and what to fix.
 BAD_KEY_OP = ("The DashScope API key was refused ({code}): check DASHSCOPE_API_KEY. Keys are per region: "

@@ -420,7 +420,9 @@ def test_manifest_declares_what_the_app_listens_to() -> None:
             "im:history", "mpim:history", "users:read"} <= scopes
     events = m["settings"]["event_subscriptions"]
     assert events["request_url"].endswith("/slack/events")
-    assert set(events["bot_events"]) == {"app_mention", "message.im", "message.channels", "message.groups"}
+    # reaction_added and app_home_opened: the :memo: reaction and the Home tab (tests/test_native_slack.py)
+    assert set(events["bot_events"]) == {"app_mention", "message.im", "message.channels", "message.groups",
+                                         "reaction_added", "app_home_opened"}
     assert m["settings"]["interactivity"]["is_enabled"] is True
     assert m["settings"]["socket_mode_enabled"] is False
 

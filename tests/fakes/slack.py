@@ -35,7 +35,7 @@ BOT_ID = "B0EARSHOT"
 APP_ID = "A0EARSHOT"
 # the bot scopes an app installed from deploy/slack-manifest.yml holds
 BOT_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
-              "groups:history", "im:history", "im:read", "mpim:history", "users:read")
+              "groups:history", "im:history", "im:read", "mpim:history", "reactions:read", "users:read")
 LOGIN_PAGE = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Slack</title></head>"
               "<body>Sign in to your workspace</body></html>")
 
@@ -82,6 +82,110 @@ def slash_body(text: str, *, channel: str = "C0GENERAL", user: str = "U0ALICE", 
     }).encode()
 
 
+# ---- interactivity: payloads Slack posts to the app's request URL, and the Block Kit limits it checks ----------
+
+HOME_BLOCK_LIMIT = 100
+ID_LIMIT = 255                    # block_id, action_id
+_ELEMENT_TEXT_LIMIT = 75          # a button's or an option's label
+_OPTION_VALUE_LIMIT = 150
+_BUTTON_VALUE_LIMIT = 2000
+
+
+def interactive_body(payload: dict[str, Any]) -> bytes:
+    """An interaction as Slack posts it: form-encoded, the JSON in one `payload` field."""
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def _user(user: str) -> dict[str, Any]:
+    return {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID}
+
+
+def shortcut_payload(callback_id: str, message: dict[str, Any], *, channel: str, user: str = "U0ALICE",
+                     response_url: str = "") -> dict[str, Any]:
+    """A message shortcut (`message_action`) used on `message` (the full message, files and all)."""
+    return {"type": "message_action", "token": "verification-token-unused", "action_ts": f"{time.time():.6f}",
+            "team": {"id": TEAM_ID, "domain": "earshot-test"}, "user": _user(user),
+            "channel": {"id": channel, "name": "general"}, "is_enterprise_install": False, "enterprise": None,
+            "callback_id": callback_id, "trigger_id": f"{next(_event_ids)}.trigger", "response_url": response_url,
+            "message_ts": message["ts"], "message": message}
+
+
+def _element_action(block: dict[str, Any], element: dict[str, Any], value: str | None) -> dict[str, Any]:
+    """The entry of `actions` Slack sends for an element used: a button's value, a menu's chosen option."""
+    action: dict[str, Any] = {"type": element["type"], "action_id": element["action_id"],
+                              "block_id": block["block_id"], "action_ts": f"{time.time():.6f}"}
+    if element["type"] == "button":
+        action |= {"text": element["text"], **({"value": element["value"]} if "value" in element else {})}
+        return action
+    options = element.get("options") or []
+    chosen = next((o for o in options if o["value"] == value), None)
+    if chosen is None:
+        raise AssertionError(f"no option {value!r} in {element['action_id']}")
+    action["selected_option"] = chosen
+    if "placeholder" in element:
+        action["placeholder"] = element["placeholder"]
+    return action
+
+
+def _find_element(blocks: list[dict[str, Any]], action_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    for block in blocks:
+        for element in [*(block.get("elements") or []), *([block["accessory"]] if "accessory" in block else [])]:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                if "block_id" not in block:       # Slack fills in a block_id the app left out
+                    block["block_id"] = uuid.uuid4().hex[:5]
+                return block, element
+    raise AssertionError(f"no element {action_id!r} in these blocks")
+
+
+def block_problems(blocks: list[dict[str, Any]]) -> list[str]:
+    """What Slack says is wrong with blocks (ids, labels, values, options), each with its json-pointer."""
+    problems: list[str] = []
+    block_ids: set[str] = set()
+    for n, block in enumerate(blocks):
+        where = f"/blocks/{n}"
+        block_id = block.get("block_id")
+        if block_id is not None:
+            if not isinstance(block_id, str) or not 0 < len(block_id) <= ID_LIMIT:
+                problems.append(f"must be at most 255 characters [json-pointer:{where}/block_id]")
+            elif block_id in block_ids:
+                problems.append(f"duplicate block_id [json-pointer:{where}/block_id]")
+            block_ids.add(str(block_id))
+        if block.get("type") == "header" and len((block.get("text") or {}).get("text", "")) > 150:
+            problems.append(f"must be less than 151 characters [json-pointer:{where}/text/text]")
+        elements = [*(block.get("elements") or []), *([block["accessory"]] if "accessory" in block else [])]
+        if block.get("type") == "actions" and not 0 < len(elements) <= 25:
+            problems.append(f"must have 1 to 25 elements [json-pointer:{where}/elements]")
+        action_ids: set[str] = set()
+        for e, element in enumerate(elements):
+            if not isinstance(element, dict) or "action_id" not in element:
+                continue
+            at = f"{where}/elements/{e}"
+            action_id = element["action_id"]
+            if not isinstance(action_id, str) or not 0 < len(action_id) <= ID_LIMIT:
+                problems.append(f"must be at most 255 characters [json-pointer:{at}/action_id]")
+            elif action_id in action_ids:
+                problems.append(f"duplicate action_id [json-pointer:{at}/action_id]")
+            action_ids.add(str(action_id))
+            if element.get("type") == "button":
+                label = (element.get("text") or {}).get("text", "")
+                if not 0 < len(label) <= _ELEMENT_TEXT_LIMIT:
+                    problems.append(f"must be 1 to 75 characters [json-pointer:{at}/text/text]")
+                if len(str(element.get("value", ""))) > _BUTTON_VALUE_LIMIT:
+                    problems.append(f"must be at most 2000 characters [json-pointer:{at}/value]")
+            options = element.get("options")
+            if options is not None:
+                if not 0 < len(options) <= 100:
+                    problems.append(f"must have 1 to 100 options [json-pointer:{at}/options]")
+                for o, option in enumerate(options):
+                    if not 0 < len((option.get("text") or {}).get("text", "")) <= _ELEMENT_TEXT_LIMIT \
+                            or not 0 < len(str(option.get("value", ""))) <= _OPTION_VALUE_LIMIT:
+                        problems.append(f"invalid option [json-pointer:{at}/options/{o}]")
+                initial = element.get("initial_option")
+                if initial is not None and initial not in options:
+                    problems.append(f"initial_option must be one of the options [json-pointer:{at}/initial_option]")
+    return problems
+
+
 @dataclass
 class ApiCall:
     method: str
@@ -123,6 +227,8 @@ class FakeSlack:
         self.app.router.add_post("/upload/{file_id}", self._upload)
         self.app.router.add_get("/socket", self._socket)
         self._serve_uploads()
+        self.home_views: dict[str, dict[str, Any]] = {}    # user -> the Home tab view published for them
+        self.ephemerals: list[dict[str, Any]] = []          # chat.postEphemeral calls that were shown
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_acks: dict[str, dict[str, Any]] = {}    # envelope_id -> the app's ack message
         self._acked: dict[str, asyncio.Event] = {}
@@ -248,6 +354,8 @@ class FakeSlack:
                                                  errors=[f"must be less than 3001 characters {where}"])
         if blocks is not None and len(blocks) > 50:
             return text, blocks, self._error("invalid_blocks")
+        if blocks and (problems := block_problems(blocks)):
+            return text, blocks, self._error("invalid_blocks", errors=problems)
         return text, blocks, None
 
     def _chat_postMessage(self, params: dict[str, Any]) -> web.Response:
@@ -260,7 +368,8 @@ class FakeSlack:
         self.posts.append(post)
         self._history[params["channel"]].append({"type": "message", "ts": ts, "text": text, "bot_id": BOT_ID,
                                                  "user": BOT_USER_ID, **({"thread_ts": post["thread_ts"]}
-                                                                         if post["thread_ts"] else {})})
+                                                                         if post["thread_ts"] else {}),
+                                                 **({"blocks": blocks} if blocks else {})})
         return self._ok(channel=params["channel"], ts=ts, message={"text": text, "ts": ts, "bot_id": BOT_ID})
 
     def _chat_update(self, params: dict[str, Any]) -> web.Response:
@@ -339,7 +448,7 @@ class FakeSlack:
 
     def _conversations_history(self, params: dict[str, Any]) -> web.Response:
         history = self._history.get(params.get("channel", ""), [])
-        top = [m for m in history if m.get("thread_ts", m["ts"]) == m["ts"]]
+        top = self._history_window([m for m in history if m.get("thread_ts", m["ts"]) == m["ts"]], params)
         limit = int(params.get("limit") or 100)
         return self._ok(messages=list(reversed(top))[:limit], has_more=len(top) > limit)   # newest first
 
@@ -446,3 +555,153 @@ class FakeSlack:
                                           "retry_attempt": 0, "retry_reason": ""})
         await asyncio.wait_for(self._acked[envelope].wait(), within)
         return self.socket_acks[envelope]
+
+    # ---- interactivity: shortcuts, buttons, reactions, the Home tab --------------------------------------------
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        """A message as Slack includes it in payloads (blocks, files, reactions and all)."""
+        found = next((m for m in self._history.get(channel, []) if m["ts"] == ts), None)
+        if found is None:
+            raise AssertionError(f"no message {ts} in {channel}")
+        return found
+
+    def shortcut(self, callback_id: str, channel: str, ts: str, *, user: str = "U0ALICE") -> bytes:
+        """The body Slack posts when `user` picks a message shortcut on the message at `ts`."""
+        payload = shortcut_payload(callback_id, self.message(channel, ts), channel=channel, user=user,
+                                   response_url=self.response_url())
+        return interactive_body(payload)
+
+    def press(self, channel: str, ts: str, action_id: str, *, value: str | None = None,
+              user: str = "U0ALICE") -> bytes:
+        """The `block_actions` body Slack posts when `user` uses an element of the app's message at `ts`
+        (value: the option a menu is set to). Only elements the message has can be used."""
+        message = self.message(channel, ts)
+        block, element = _find_element(message.get("blocks") or [], action_id)
+        container = {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False}
+        if message.get("thread_ts"):
+            container["thread_ts"] = message["thread_ts"]
+        payload = {"type": "block_actions", "user": _user(user), "api_app_id": APP_ID,
+                   "token": "verification-token-unused", "container": container,
+                   "trigger_id": f"{next(_event_ids)}.trigger", "team": {"id": TEAM_ID, "domain": "earshot-test"},
+                   "enterprise": None, "is_enterprise_install": False, "channel": {"id": channel, "name": "general"},
+                   "message": message, "state": {"values": {}}, "response_url": self.response_url(),
+                   "actions": [_element_action(block, element, value)]}
+        return interactive_body(payload)
+
+    def press_home(self, user: str, action_id: str, *, value: str | None = None) -> bytes:
+        """The `block_actions` body Slack posts when `user` uses an element of their Home tab."""
+        view = self.home_views.get(user)
+        if view is None:
+            raise AssertionError(f"no Home tab published for {user}")
+        block, element = _find_element(view["blocks"], action_id)
+        state = {block["block_id"]: {action_id: {"type": element["type"],
+                                                 "selected_option": element.get("initial_option")}}}
+        payload = {"type": "block_actions", "user": _user(user), "api_app_id": APP_ID,
+                   "token": "verification-token-unused",
+                   "container": {"type": "view", "view_id": view["id"]}, "trigger_id": f"{next(_event_ids)}.trigger",
+                   "team": {"id": TEAM_ID, "domain": "earshot-test"}, "enterprise": None,
+                   "is_enterprise_install": False, "view": {**view, "state": {"values": state}},
+                   "actions": [_element_action(block, element, value)]}
+        return interactive_body(payload)
+
+    def react(self, channel: str, ts: str, name: str = "memo", *, user: str = "U0ALICE") -> dict[str, Any]:
+        """`user` adds a reaction to a message: recorded on it (reactions.get shows it); returns the
+        `reaction_added` event to wrap with event_body."""
+        message = self.message(channel, ts)
+        reactions = message.setdefault("reactions", [])
+        entry = next((r for r in reactions if r["name"] == name), None)
+        if entry is None:
+            entry = {"name": name, "users": [], "count": 0}
+            reactions.append(entry)
+        if user not in entry["users"]:
+            entry["users"].append(user)
+            entry["count"] += 1
+        event = {"type": "reaction_added", "user": user, "reaction": name,
+                 "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": self.ts()}
+        if message.get("user"):
+            event["item_user"] = message["user"]
+        return event
+
+    def home_opened(self, user: str, *, tab: str = "home") -> dict[str, Any]:
+        """The `app_home_opened` event when `user` opens the app: with the view, once one was published."""
+        event: dict[str, Any] = {"type": "app_home_opened", "user": user, "channel": f"D0{user[1:]}", "tab": tab,
+                                 "event_ts": self.ts()}
+        if tab == "home" and user in self.home_views:
+            event["view"] = self.home_views[user]
+        return event
+
+    @staticmethod
+    def _history_window(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """conversations.history's latest / oldest / inclusive: how an app fetches one message by its ts."""
+        inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+        latest, oldest = params.get("latest"), params.get("oldest")
+        out = []
+        for m in messages:
+            ts = float(m["ts"])
+            if latest and (ts > float(latest) or (ts == float(latest) and not inclusive)):
+                continue
+            if oldest and (ts < float(oldest) or (ts == float(oldest) and not inclusive)):
+                continue
+            out.append(m)
+        return out
+
+    def _lacks(self, scope: str) -> web.Response | None:
+        if scope in self.scopes:
+            return None
+        return self._error("missing_scope", needed=scope, provided=",".join(self.scopes))
+
+    def _reactions_get(self, params: dict[str, Any]) -> web.Response:
+        if refused := self._lacks("reactions:read"):
+            return refused
+        channel, ts = params.get("channel", ""), params.get("timestamp", "")
+        if not channel or not ts:
+            return self._error("invalid_arguments")
+        message = next((m for m in self._history.get(channel, []) if m["ts"] == ts), None)
+        if message is None:
+            return self._error("message_not_found")
+        return self._ok(type="message", channel=channel, message=message)
+
+    def _chat_postEphemeral(self, params: dict[str, Any]) -> web.Response:
+        text, blocks, refused = self._check_message(params)
+        if refused:
+            return refused
+        user = params.get("user", "")
+        if not user.startswith(("U", "W")):
+            return self._error("user_not_found")
+        self.ephemerals.append({"channel": params["channel"], "user": user, "text": text, "blocks": blocks,
+                                "thread_ts": params.get("thread_ts")})
+        return self._ok(message_ts=self.ts())
+
+    def _views_publish(self, params: dict[str, Any]) -> web.Response:
+        user = params.get("user_id", "")
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except json.JSONDecodeError:
+                return self._error("invalid_arguments", response_metadata={"messages": ["[ERROR] invalid json"]})
+        if not user.startswith(("U", "W")):
+            return self._error("user_not_found")
+        if not isinstance(view, dict) or view.get("type") != "home" or not isinstance(view.get("blocks"), list):
+            return self._error("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] a view published to the Home tab must have type home and blocks "
+                             "[json-pointer:/view]"]})
+        problems = [] if len(view["blocks"]) <= HOME_BLOCK_LIMIT else [
+            "[ERROR] must be at most 100 items [json-pointer:/view/blocks]"]
+        problems += [f"[ERROR] {p.replace('json-pointer:', 'json-pointer:/view')}"
+                     for p in block_problems(view["blocks"])]
+        if len(str(view.get("private_metadata", ""))) > 3000 or len(str(view.get("callback_id", ""))) > 255:
+            problems.append("[ERROR] too long [json-pointer:/view]")
+        if problems:
+            return self._error("invalid_arguments", response_metadata={"messages": problems})
+        current = self.home_views.get(user)
+        if params.get("hash") and current is not None and params["hash"] != current["hash"]:
+            return self._error("hash_conflict")
+        published = {"id": current["id"] if current else f"V{next(self._ids):09d}", "team_id": TEAM_ID,
+                     "type": "home", "blocks": view["blocks"], "private_metadata": view.get("private_metadata", ""),
+                     "callback_id": view.get("callback_id", ""), "state": {"values": {}},
+                     "hash": f"{time.time():.6f}.{uuid.uuid4().hex[:8]}", "clear_on_close": False,
+                     "notify_on_close": False, "root_view_id": None, "app_id": APP_ID,
+                     "external_id": view.get("external_id", ""), "app_installed_team_id": TEAM_ID, "bot_id": BOT_ID}
+        published["root_view_id"] = published["id"]
+        self.home_views[user] = published
+        return self._ok(view=published)

@@ -84,6 +84,39 @@ def _entities(text: str) -> list[dict]:
     return out
 
 
+# methods that take an inline keyboard, checked as Telegram checks it before anything is sent
+MARKUP_METHODS = {"sendmessage", "sendvoice", "senddocument", "editmessagetext", "editmessagereplymarkup"}
+CALLBACK_DATA_LIMIT = 64              # bytes
+ANSWER_TEXT_LIMIT = 200               # characters of an answerCallbackQuery notification
+_BUTTON_ACTIONS = ("callback_data", "url", "switch_inline_query", "switch_inline_query_current_chat",
+                   "callback_game", "pay", "web_app", "login_url", "copy_text", "switch_inline_query_chosen_chat")
+
+
+def reply_markup_problem(markup: Any) -> str | None:
+    """Telegram's complaint about an inline keyboard, or None: each button has text and exactly one action,
+    and callback_data is 1-64 bytes."""
+    if not markup or not isinstance(markup, dict) or "inline_keyboard" not in markup:
+        return None                   # no markup, or a reply keyboard earshot doesn't send
+    rows = markup["inline_keyboard"]
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        return "Bad Request: can't parse reply keyboard markup JSON object"
+    for row in rows:
+        for button in row:
+            if not isinstance(button, dict) or not isinstance(button.get("text"), str):
+                return "Bad Request: can't parse inline keyboard button: Field \"text\" must be of type String"
+            if not button["text"].strip():
+                return "Bad Request: BUTTON_TEXT_EMPTY"
+            actions = [a for a in _BUTTON_ACTIONS if a in button]
+            if not actions:
+                return ("Bad Request: can't parse inline keyboard button: Text buttons are unallowed in the "
+                        "inline keyboard")
+            if "callback_data" in button:
+                data = button["callback_data"]
+                if not isinstance(data, str) or not 1 <= len(data.encode()) <= CALLBACK_DATA_LIMIT:
+                    return "Bad Request: BUTTON_DATA_INVALID"
+    return None
+
+
 def _upload_part(part: Any, data: bytes) -> dict:
     """A file uploaded in a multipart body (InputFile): its name, type and bytes."""
     return {"filename": part.filename, "content_type": part.headers.get("Content-Type"), "data": bytes(data)}
@@ -122,6 +155,9 @@ class FakeTelegram:
         self.app.on_shutdown.append(self._wake_pollers)
         self.app.on_cleanup.append(self._close)
         self._closing = False
+        self.callback_queries: dict[str, dict] = {}    # query id -> the callback_query pushed
+        self.callback_answers: dict[str, dict] = {}    # query id -> answerCallbackQuery's parameters
+        self.markup_edits: list[dict] = []            # editMessageReplyMarkup calls that changed a message
 
     # ---- what tests do ------------------------------------------------------------------
     def push(self, chat_id: int, *, user_id: int | None = None, text: str | None = None,
@@ -262,6 +298,8 @@ class FakeTelegram:
 
     async def _post_webhook(self, update: dict) -> None:
         assert self.webhook is not None
+        if not self._allowed(update, self.webhook.get("allowed_updates")):
+            return
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {}
@@ -320,6 +358,8 @@ class FakeTelegram:
                                "from": self.bot, "text": text}
         if params.get("parse_mode"):
             msg["parse_mode_used"] = params["parse_mode"]
+        if params.get("reply_markup"):
+            msg["reply_markup"] = params["reply_markup"]
         if params.get("message_thread_id"):
             msg["message_thread_id"] = int(params["message_thread_id"])
             msg["is_topic_message"] = True
@@ -347,7 +387,12 @@ class FakeTelegram:
         handler = getattr(self, f"_m_{m}", None)
         if handler is None:
             return self._fail(404, "Not Found")
-        return await handler(params)
+        if m in MARKUP_METHODS and (problem := reply_markup_problem(params.get("reply_markup"))):
+            return self._fail(400, problem)
+        response = await handler(params)
+        if m == "editmessagetext" and response.status == 200:
+            self._keep_edited_markup(params)
+        return response
 
     # ---- sendDocument: transcripts as files ----------------------------------------------------
     def documents(self, chat_id: int) -> list[dict]:
@@ -392,7 +437,8 @@ class FakeTelegram:
         deadline = time.monotonic() + float(params.get("timeout") or 0)
         async with self._new:
             while True:
-                ready = [u for u in self._updates if u["update_id"] >= offset]
+                ready = [u for u in self._updates if u["update_id"] >= offset
+                         and self._allowed(u, params.get("allowed_updates"))]
                 left = deadline - time.monotonic()
                 if ready or left <= 0 or self._closing:
                     return self._ok(ready[:limit])
@@ -542,3 +588,83 @@ class FakeTelegram:
             if self.webhook_error:
                 info |= {"last_error_date": int(time.time()), "last_error_message": self.webhook_error}
         return self._ok(info)
+
+    # ---- inline keyboards: callback queries, answerCallbackQuery, editMessageReplyMarkup --------------------
+    def push_callback(self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None,
+                      username: str | None = None) -> str:
+        """A user taps an inline button with this callback_data under the bot's message; returns the query id.
+
+        Real shape: id, from, message (the bot's message, with its reply_markup), chat_instance, data. Telegram
+        delivers only data of a button the message has, so a test can't press a button that isn't there."""
+        message = self.messages[(chat_id, message_id)]
+        buttons = [b for row in (message.get("reply_markup") or {}).get("inline_keyboard", []) for b in row]
+        if data not in [b.get("callback_data") for b in buttons]:
+            raise AssertionError(f"no button with callback_data {data!r} under message {message_id}")
+        user_id = user_id if user_id is not None else abs(chat_id)
+        sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+        if username is not None:
+            sender["username"] = username
+        query_id = str(4_000_000_000_000 + next(self._update_ids))
+        query = {"id": query_id, "from": sender, "message": message,
+                 "chat_instance": str(-(abs(chat_id) * 7919 % 10**12) - 1), "data": data}
+        self.callback_queries[query_id] = query
+        self._deliver({"update_id": next(self._update_ids), "callback_query": query})
+        return query_id
+
+    @staticmethod
+    def _allowed(update: dict, allowed: list[str] | None) -> bool:
+        """allowed_updates, as getUpdates and setWebhook take it: a bot that asked for messages only is never
+        sent a callback_query (an empty or absent list: every usual kind)."""
+        return not allowed or any(kind in update for kind in allowed)
+
+    def unanswered_callbacks(self) -> list[str]:
+        """Query ids no answerCallbackQuery was made for: the user still sees a spinner on the button."""
+        return [q for q in self.callback_queries if q not in self.callback_answers]
+
+    def markup_of(self, chat_id: int, message_id: int) -> dict | None:
+        """The inline keyboard under a message now (None: no buttons)."""
+        return self.messages[(chat_id, message_id)].get("reply_markup")
+
+    async def _m_answercallbackquery(self, params: dict) -> web.Response:
+        query_id = str(params.get("callback_query_id") or "")
+        if query_id not in self.callback_queries or query_id in self.callback_answers:
+            return self._fail(400, "Bad Request: query is too old and response timeout expired or query ID is "
+                                   "invalid")
+        if len(str(params.get("text") or "")) > ANSWER_TEXT_LIMIT:
+            return self._fail(400, "Bad Request: MESSAGE_TOO_LONG")
+        self.callback_answers[query_id] = {"t": time.monotonic(), **params}
+        return self._ok(True)
+
+    async def _m_editmessagereplymarkup(self, params: dict) -> web.Response:
+        if params.get("inline_message_id"):
+            return self._fail(400, "Bad Request: inline messages are not modelled here")
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        message = self.messages.get(key)
+        if message is None:
+            return self._fail(400, "Bad Request: message to edit not found")
+        if message["from"]["id"] != self.bot["id"]:
+            return self._fail(400, "Bad Request: message can't be edited")
+        markup = params.get("reply_markup") or None
+        if markup is not None and not (markup.get("inline_keyboard") or None):
+            markup = None                 # an empty keyboard removes the buttons, as no markup does
+        if (message.get("reply_markup") or None) == markup:
+            return self._fail(400, "Bad Request: message is not modified: specified new message content and "
+                                   "reply markup are exactly the same as a current content and reply markup "
+                                   "of the message")
+        if markup is None:
+            message.pop("reply_markup", None)
+        else:
+            message["reply_markup"] = markup
+        message["edit_date"] = int(time.time())
+        self.markup_edits.append({"t": time.monotonic(), "chat_id": key[0], "message_id": key[1], "markup": markup})
+        return self._ok(message)
+
+    def _keep_edited_markup(self, params: dict) -> None:
+        """editMessageText replaces the keyboard with the one it is given, and drops it when given none."""
+        message = self.messages.get((int(params["chat_id"]), int(params["message_id"])))
+        if message is None:
+            return
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        else:
+            message.pop("reply_markup", None)
