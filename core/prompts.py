@@ -4,6 +4,7 @@ Prompts are short on purpose: the free quota is small and every input token coun
 """
 from __future__ import annotations
 
+from .i18n import LANGUAGES, best_language
 from .models import Task
 
 SYSTEM = "You are earshot, a helpful assistant that listens to audio people share in chats. Be concise."
@@ -108,3 +109,21 @@ def digest_line(when: str, who: str, seconds: float, text: str) -> str:
 
 def digest_instruction(template: str, body: list[str]) -> str:
     return template + "\n\n" + "\n\n".join(body)
+
+
+# --- the chat's language (/lang) ------------------------------------------------------------------------
+# Answers written for the chat follow its language; transcripts keep the language spoken, translations name
+# their own target, and a voice chat answers in the language it was spoken to in.
+_IN_CHAT_LANGUAGE = {Task.SUMMARIZE, Task.SENTIMENT, Task.EVENTS, Task.ASK, Task.FOLLOW_UP}
+_DIGEST_SPOKEN = "Write in the language most of the voice notes are in"
+
+
+def in_language(instruction: str, task: Task | None, language: str | None) -> str:
+    """The instruction, told to write in the chat's language when its answer follows it (task None: a digest).
+    The prompt names the language in English ("Write in German."): models follow that better than a code."""
+    if language is None or (task is not None and task not in _IN_CHAT_LANGUAGE):
+        return instruction
+    write = f"Write in {LANGUAGES[best_language(language)].english}"
+    if _DIGEST_SPOKEN in instruction:
+        return instruction.replace(_DIGEST_SPOKEN, write, 1)
+    return f"{instruction}\n{write}."  # on its own line: a question or the parts' notes may end the text
