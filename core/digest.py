@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import messages, prompts
@@ -30,9 +30,26 @@ from .digest_store import ChatDigest, DigestStore, VoiceNote
 from .errors import EarshotError
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
 from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
+from .tokens import PROMPT_RESERVE, estimate_tokens
 
 if TYPE_CHECKING:
-    from .service import Assistant
+    from .access import AccessPolicy
+    from .answer_cache import AnswerCache
+    from .catalog import ModelInfo
+    from .config import Settings
+    from .dashscope import ModelAnswer
+    from .history import HistoryStore
+
+
+class Pipeline(Protocol):
+    """What digests need of core.service.Assistant (named here, so this module doesn't import it)."""
+
+    settings: Settings
+    limits: ModelInfo
+
+    async def transcribe_quietly(self, request: Request) -> Reply: ...
+
+    async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer: ...
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +178,17 @@ class Digest:
 
 
 class DigestService:
-    """Everything digests need, over the Assistant's pipeline, model client and database."""
+    """Everything digests need, over the Assistant's pipeline, model client and database.
 
-    def __init__(self, assistant: Assistant, *, clock: Callable[[], float] = time.time) -> None:
+    Built by the composition root (core.app) from the same database, access policy and answer cache as
+    the Assistant it hears and summarises through."""
+
+    def __init__(self, assistant: Pipeline, *, history: HistoryStore, access: AccessPolicy, cache: AnswerCache,
+                 clock: Callable[[], float] = time.time) -> None:
         self.assistant = assistant
         self.settings = assistant.settings
-        self.store = DigestStore(assistant.history)
+        self.history, self.access, self.cache = history, access, cache
+        self.store = DigestStore(history)
         self.clock = clock
         self._schedulers: list[asyncio.Task[None]] = []
         self._wakes: list[asyncio.Event] = []
@@ -260,7 +282,7 @@ class DigestService:
     async def forget(self, chat: ChatKey) -> int:
         """Delete everything stored for the chat, in every table; transcriptions under way are dropped
         (their jobs are deleted with the rest, so what they hear is not stored)."""
-        return await self.assistant.history.forget_chat(chat.platform, chat.chat_id)
+        return await self.history.forget_chat(chat.platform, chat.chat_id)
 
     # --- the digest ---------------------------------------------------------------------------
     async def summary(self, chat: ChatKey, period: float | None = None, *, prefix: str = "/",
@@ -294,8 +316,8 @@ class DigestService:
         asked = Request(whole, Task.SUMMARIZE, user_id=who.user_id, user_name=who.user_name, team_id=who.team_id,
                         chat_name=who.chat_name)
         # a scheduled digest was set up by an admin: only the budgets apply, and refusing it tells nobody
-        async with self.assistant.access.admit(asked, quietly=sender is None, lists=sender is not None):
-            await self.assistant.access.afford(self._estimate(batches),
+        async with self.access.admit(asked, quietly=sender is None, lists=sender is not None):
+            await self.access.afford(self._estimate(batches),
                                                template=messages.DIGEST_TOO_COSTLY.replace("{prefix}", prefix))
             body, usage = await self._summarise(batches)
             await self.store.record_usage(whole, who.user_id, usage, self.clock(), role="digest")
@@ -311,7 +333,6 @@ class DigestService:
 
     def _budget(self, template: str) -> int:
         """Tokens of notes one request may carry beside this instruction, within the model's input limit."""
-        from .service import PROMPT_RESERVE, estimate_tokens
         limits = self.assistant.limits
         return limits.max_input - estimate_tokens(prompts.SYSTEM) - estimate_tokens(template) - PROMPT_RESERVE
 
@@ -331,7 +352,6 @@ class DigestService:
     def _estimate(self, batches: list[list[str]]) -> int:
         """Tokens the digest will cost at most, cautiously: every batch's request and answer, and the
         requests combining the answers."""
-        from .service import PROMPT_RESERVE
         call = _tokens(prompts.SYSTEM) + _tokens(max(prompts.DIGEST, prompts.DIGEST_PART, key=len)) + PROMPT_RESERVE
         cost = sum(call + _tokens("\n\n".join(batch)) for batch in batches)
         if len(batches) > 1:     # each part's answer is read once more to combine them, and answered
@@ -453,18 +473,16 @@ class DigestService:
         deleted = await self.store.purge(now - self.settings.retention_days * DAY)
         if deleted:
             log.info("deleted %d expired voice-note transcript(s)", deleted)
-        pruned = await self.assistant.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
-        pruned["jobs"] = await JobStore(self.assistant.history, self.clock).prune()
+        pruned = await self.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
+        pruned["jobs"] = await JobStore(self.history, self.clock).prune()
         if any(pruned.values()):
             log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
-        if self.assistant.cache.enabled and (cached := await self.assistant.cache.prune()):
+        if self.cache.enabled and (cached := await self.cache.prune()):
             log.info("deleted %d expired cached answer(s)", cached)   # EARSHOT_CACHE_DAYS, on the same sweep
         return deleted
 
 
-def _tokens(text: str) -> int:
-    from .service import estimate_tokens
-    return estimate_tokens(text)
+_tokens = estimate_tokens
 
 
 def _fit(text: str, budget: int) -> list[str]:

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from . import audio, ffmpeg, messages, metrics, prompts, speech
 from .access import AccessPolicy, MeteredClient, UsageReport
@@ -15,14 +13,14 @@ from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
 from .catalog import ModelInfo
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
+from .digest import DigestService
 from .errors import ModelAuthError, NeedsAudio, NeedsText, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .model_client import ModelClient, has_key, make_client
 from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
 from .timestamps import mmss, shift
+from .tokens import PROMPT_RESERVE, estimate_tokens
 
-if TYPE_CHECKING:
-    from .digest import DigestService
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +28,8 @@ logger = logging.getLogger(__name__)
 CONVERSATIONAL = {Task.CHAT, Task.ASK, Task.FOLLOW_UP}
 # tasks where the model was asked for mm:ss times that must move with the chunk
 TIMED = {Task.EVENTS, Task.ASK, Task.SENTIMENT}
-# what a request may spend on words besides the history: prompts, the answer's own text, slack
-PROMPT_RESERVE = 400
 
 Fetch = Callable[[], Awaitable[Audio]]
-
-
-def estimate_tokens(text: str) -> int:
-    """A cautious count: UTF-8 bytes / 3 is about one token per CJK character and above English's rate."""
-    return len(text.encode("utf-8")) // 3 + 4
 
 
 # tasks whose answer may come back spoken (the chat's /voice setting, or the CLI's --speak)
@@ -75,7 +66,8 @@ class Assistant:
     """
 
     def __init__(self, settings: Settings, *, client: ModelClient | None = None,
-                 history: HistoryStore | None = None) -> None:
+                 history: HistoryStore | None = None, access: AccessPolicy | None = None,
+                 cache: AnswerCache | None = None) -> None:
         self.settings = settings
         ffmpeg.choose(settings.ffmpeg)
         # the model's window, token rates and limits (core.catalog) drive chunking, budgets and history
@@ -85,8 +77,10 @@ class Assistant:
         self._client = MeteredClient(client or make_client(settings))
         self._has_key = has_key(settings) or client is not None
         self.history = history or HistoryStore(settings.db_path)
-        self.access = AccessPolicy(settings, self.history)
-        self.cache = AnswerCache(self.history, settings.cache_days)
+        self.access = access or AccessPolicy(settings, self.history)
+        self.cache = cache or AnswerCache(self.history, settings.cache_days)
+        # digests hear and summarise through this pipeline, over the same database, policy and cache
+        self.digests = DigestService(self, history=self.history, access=self.access, cache=self.cache)
         self._locks: dict[ChatKey, asyncio.Lock] = {}
 
     async def __aenter__(self) -> Assistant:
@@ -98,8 +92,7 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
-        if "digests" in self.__dict__:       # stop its scheduler and listeners before the pool goes
-            await self.digests.aclose()
+        await self.digests.aclose()         # stop its schedulers before the pool goes
         await self._client.aclose()
         await self.history.close()
 
@@ -349,13 +342,7 @@ class Assistant:
             {"role": "user", "content": content},
         ]
 
-    # --- group digests (core.digest) ---------------------------------------------------------
-    @functools.cached_property
-    def digests(self) -> DigestService:
-        """Opt-in listening, digests, their schedule, retention and forgetting, for the adapters."""
-        from .digest import DigestService   # core.digest builds on this module
-        return DigestService(self)
-
+    # --- for group digests (core.digest) -------------------------------------------------------
     async def transcribe_quietly(self, request: Request) -> Reply:
         """A transcript through the usual pipeline that leaves the chat's history alone (background listening)."""
         request = dataclasses.replace(request, task=Task.TRANSCRIBE)
