@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import messages, prompts
 from .digest_store import ChatDigest, DigestStore, VoiceNote
-from .errors import EarshotError
+from .errors import AccessRefused, EarshotError
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
 from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
 from .tokens import PROMPT_RESERVE, estimate_tokens
@@ -67,6 +67,7 @@ _DAILY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 Action = Literal["summary", "on", "off", "daily", "daily_off", "forget", "invalid"]
 Deliver = Callable[[ChatKey, str], Awaitable[None]]
+AdminCheck = Callable[[], Awaitable[bool | None]]     # the platform's word: True, False, or None (couldn't ask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,18 @@ class DigestService:
         """True if the chat has digests on, so its voice notes should be heard."""
         return (await self.store.chat(chat.platform, chat.chat_id)).enabled
 
+    async def may_hear(self, chat: ChatKey, sender: Sender) -> bool:
+        """Whether a voice note from `sender` should be heard: digests are on and the sender passes the
+        allowed lists and budgets, checked quietly (strangers are skipped, told nothing, nothing downloaded)."""
+        if not await self.listening(chat):
+            return False
+        try:
+            await self.access.check(chat, sender, quietly=True)
+        except AccessRefused:
+            log.debug("not listening to a voice note in %s %s: refused", chat.platform, chat.chat_id)
+            return False
+        return True
+
     def listen_job(self, chat: ChatKey, *, key: str, file_ref: str, sent: float, sender: Sender = Sender(),
                    name: str | None = None, source_id: str | None = None) -> NewJob:
         """A voice note to transcribe in the background and store, as a durable job (core.runner) the
@@ -245,6 +258,44 @@ class DigestService:
             await asyncio.sleep(SETTLE_POLL)
 
     # --- the commands -------------------------------------------------------------------------
+    async def refusal(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, group: bool,
+                      is_admin: AdminCheck, prefix: str = "/") -> str | None:
+        """Why `command` can't be done here or by `sender`: groups only, allowed lists (and budgets for a
+        digest), admins for settings. "" for a stranger already told no; None when it may go ahead.
+
+        is_admin: the platform's answer (chat admins); earshot's own admins (EARSHOT_ADMINS) pass first.
+        """
+        if not group:
+            return messages.DIGEST_GROUPS_ONLY.format(prefix=prefix)
+        if command.action == "invalid":
+            return None                  # how to write it is no secret
+        try:
+            await self.access.check(chat, sender, spending=command.action == "summary")
+        except AccessRefused as err:
+            return "" if err.silent else err.user_message
+        if command.needs_admin and not self.access.is_admin(chat, sender):
+            admin = await is_admin()
+            if not admin:
+                return messages.DIGEST_ADMIN_UNKNOWN if admin is None else messages.DIGEST_ADMINS_ONLY
+        return None
+
+    async def answer(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, prefix: str = "/") -> str | None:
+        """`respond`, with errors turned into what to say (None: a silent refusal); operator errors are logged."""
+        try:
+            return await self.respond(chat, command, prefix=prefix, sender=sender)
+        except EarshotError as err:
+            if err.operator:
+                log.error("digest in %s %s: %s", chat.platform, chat.chat_id, err.operator_message)
+            return None if err.silent else err.user_message
+
+    async def run(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, group: bool,
+                  is_admin: AdminCheck, prefix: str = "/") -> str | None:
+        """The whole digest command: `refusal`, then `answer`. What to say, or None to say nothing."""
+        refused = await self.refusal(chat, command, sender, group=group, is_admin=is_admin, prefix=prefix)
+        if refused is not None:
+            return refused or None
+        return await self.answer(chat, command, sender, prefix=prefix)
+
     async def respond(self, chat: ChatKey, command: DigestCommand, *, prefix: str = "/",
                       sender: Sender | None = None) -> str:
         """Carry out a parsed `digest …` or `forget` and say how it went. Admin checks are the adapter's.

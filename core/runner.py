@@ -33,6 +33,7 @@ from .jobs import (MAX_DELIVERIES, MAX_FAULTS, Failure, Job, JobGone, JobState, 
                    Outcome, Undeliverable)
 from .logs import RedactingFilter
 from .models import Audio, ChatKey, ProgressCallback, Reply, Request, Task
+from .digest import DigestService
 from .service import Assistant
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,12 @@ def span_words(seconds: float) -> str:
 class JobRunner:
     """`register` each platform, `await start()`, `await submit(NewJob(...))`; `await stop()` at shutdown."""
 
-    def __init__(self, assistant: Assistant, *, ttl: float | None = None, breaker: CircuitBreaker | None = None,
+    def __init__(self, assistant: Assistant, *, digests: DigestService | None = None, ttl: float | None = None, breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
                  concurrency: int | None = None, grace: float = 10.0) -> None:
         settings = assistant.settings
         self.assistant = assistant
+        self.digests = digests or assistant.digests     # listening jobs are heard through them
         self.clock = clock
         self.store = JobStore(assistant.history, clock)
         self.ttl = ttl if ttl is not None else settings.job_ttl
@@ -256,7 +258,7 @@ class JobRunner:
     async def _answer(self, job: Job, platform: Platform) -> Reply:
         if is_quiet(job):
             assert job.file_ref is not None
-            return await self.assistant.digests.hear(job, await platform.fetch(job))
+            return await self.digests.hear(job, await platform.fetch(job))
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:
             # fetched inside handle: after the access checks, and not at all for a cached answer

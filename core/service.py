@@ -11,10 +11,11 @@ from . import audio, ffmpeg, messages, metrics, prompts, speech
 from .access import AccessPolicy, MeteredClient, UsageReport
 from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
 from .catalog import ModelInfo
+from .commands import check_request
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
 from .digest import DigestService
-from .errors import ModelAuthError, NeedsAudio, NeedsText, VoiceUnavailable
+from .errors import ModelAuthError, NeedsAudio, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .model_client import ModelClient, has_key, make_client
 from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
@@ -119,15 +120,7 @@ class Assistant:
 
     def _check(self, request: Request, can_fetch: bool = False) -> None:
         """Refuse what can't work before spending anything."""
-        if request.task is Task.FOLLOW_UP:
-            if not (request.text or "").strip():
-                raise NeedsText(messages.NOTHING_TO_FOLLOW)
-        elif request.audio is None and not can_fetch:
-            raise NeedsAudio(messages.NO_AUDIO_YET)
-        if request.task is Task.ASK and not (request.text or "").strip():
-            raise NeedsText(messages.NEED_QUESTION)
-        if request.task is Task.TRANSLATE and not (request.text or "").strip():
-            raise NeedsText(messages.NEED_LANGUAGE)
+        check_request(request.task, request.text, request.audio is not None or can_fetch)
         if not self._has_key:
             raise ModelAuthError(messages.NO_KEY_CLI)
 

@@ -373,7 +373,7 @@ def test_split_text_respects_boundaries_and_escaped_length():
 
 
 def test_download_cap_applies_only_to_telegrams_own_servers(tmp_path):
-    from bots.telegram.handlers import download_capped
+    from bots.telegram.jobs import download_capped
     assert download_capped(Settings(telegram_bot_token="1:x"))
     assert download_capped(Settings(telegram_bot_token="1:x", telegram_api_base_url="https://api.telegram.org/"))
     assert not download_capped(Settings(telegram_bot_token="1:x", telegram_api_base_url="http://10.0.0.2:8081"))
