@@ -51,7 +51,7 @@ class Channel:
         return event
 
     async def stored(self, n: int) -> None:
-        store = self.server._handlers.assistant.digests.store
+        store = self.server.earshot.digests.store
         end = time.monotonic() + 20
         while time.monotonic() < end:
             if len(await store.notes("slack", CHANNEL, 0, float("inf"))) >= n:
@@ -143,7 +143,7 @@ async def test_digest_in_a_mention_and_in_a_dm(channel: Channel) -> None:
 
 async def test_daily_digest_is_posted_in_the_channel(channel: Channel) -> None:
     c = channel
-    digests = c.server._handlers.assistant.digests
+    digests = c.server.earshot.digests
     berlin = ZoneInfo("Europe/Berlin")
     clock = digests.clock = Clock(datetime(2030, 7, 1, 17, 0, tzinfo=berlin).timestamp())
     assert messages.DIGEST_ADMINS_ONLY in await c.command("digest daily 18:30 Europe/Berlin", CHEN)
