@@ -91,8 +91,9 @@ class _ProgressBar:
         if p.total < 2 or not sys.stderr.isatty():
             return
         if self._bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
             from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+            from rich.progress import Progress as Bar
             self._bar = Bar(TextColumn("Listening"), BarColumn(), MofNCompleteColumn(), TextColumn("parts"),
                             console=Console(stderr=True), transient=True)
             self._bar.start()

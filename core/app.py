@@ -11,6 +11,7 @@ What it holds, and who uses what (docs/architecture.md draws the flow):
 - cache: answers kept by audio content (core.answer_cache).
 - assistant: the audio pipeline (core.service) — `handle`, `complete`, `transcribe_quietly`.
 - digests: group digests (core.digest) — listening, the digest command, the daily schedule, retention.
+- chat_state: reset, usage, voice on/off (core.chat_state).
 - jobs: the durable job runner (core.runner) the adapter registers its callbacks with and submits to.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from .access import AccessPolicy
 from .answer_cache import AnswerCache
+from .chat_state import ChatState
 from .config import Settings
 from .digest import DigestService
 from .history import HistoryStore
@@ -35,6 +37,7 @@ class Earshot:
     cache: AnswerCache
     assistant: Assistant
     digests: DigestService
+    chat_state: ChatState
     jobs: JobRunner
 
     @classmethod
@@ -49,7 +52,8 @@ class Earshot:
     def around(cls, assistant: Assistant) -> Earshot:
         """The parts around an Assistant that was built (and is opened and closed) elsewhere: the CLI's, a test's."""
         return cls(assistant.settings, assistant.history, assistant.access, assistant.cache, assistant,
-                   assistant.digests, JobRunner(assistant, digests=assistant.digests))
+                   assistant.digests, ChatState(assistant, assistant.access, assistant.history),
+                   JobRunner(assistant, digests=assistant.digests))
 
     async def open(self) -> Earshot:
         """Open the database (StorageError with what to fix when it can't be used)."""

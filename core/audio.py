@@ -38,6 +38,7 @@ with warnings.catch_warnings():
     # no ffmpeg is on PATH, though ffmpeg.executable() hands it one before any use.
     warnings.simplefilter("ignore")
     import audioop
+
     from pydub import AudioSegment
 
 SAMPLE_RATE = 16_000

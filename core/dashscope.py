@@ -21,8 +21,17 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from . import messages as msgs
-from .errors import (AudioError, BadModelResponse, ContentRejected, ModelAuthError, ModelError,
-                     ModelInputError, ModelThrottled, ModelUnavailable, QuotaExhausted)
+from .errors import (
+    AudioError,
+    BadModelResponse,
+    ContentRejected,
+    ModelAuthError,
+    ModelError,
+    ModelInputError,
+    ModelThrottled,
+    ModelUnavailable,
+    QuotaExhausted,
+)
 from .model_client import ModelAnswer, OnDelta
 from .models import Usage
 

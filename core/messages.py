@@ -151,3 +151,49 @@ LINK_TIMEOUT = "That link took too long to download (over {seconds:.0f} s)."
 
 # Transcripts as files
 TRANSCRIPT_FILES = "The whole transcript, as text and as subtitles:"
+
+RESET_DONE = "Done: I've forgotten this conversation."
+
+# --- help, as each platform shows it (commands are spelled "/cmd" in Telegram, "/earshot cmd" in Slack) ---
+TELEGRAM_HELP = """I listen to voice notes and audio files and answer about them, using Qwen's audio models.
+
+• Send a voice note and I reply to it, as in a conversation.
+• Add a caption to ask about it: "what time did she say?"
+• Or send a link to an audio or video file.
+• Then write to follow up on what was said.
+• Commands act on the audio you reply to, or on the latest one here:
+/transcribe – word for word
+/summarize – the gist
+/sentiment – the speaker's mood and tone
+/events – sounds, music and speech, with times
+/ask what did he promise? – a question about it
+/translate English – what's said, in another language
+/voice on – answers come back spoken (models that speak); /voice off – text again
+/reset – forget this conversation
+/usage – tokens used today, and what's left
+
+In groups I answer when you use a command, mention me, or reply to me."""
+
+TELEGRAM_COMMANDS = [
+    ("transcribe", "Word-for-word transcript of the audio"),
+    ("summarize", "Summary of the audio"),
+    ("sentiment", "The speaker's mood and tone"),
+    ("events", "Sounds, music and speech, with times"),
+    ("ask", "Ask a question about the audio: /ask <question>"),
+    ("translate", "Translate what's said: /translate <language>"),
+    ("voice", "Spoken answers: /voice on [VOICE] or /voice off"),
+    ("reset", "Forget this conversation"),
+    ("usage", "Tokens used today, and what's left"),
+    ("digest", "Sum up this group's voice notes: /digest [2h|24h|7d|on|off|daily 09:00]"),
+    ("forget", "Delete everything stored for this chat (admins)"),
+    ("help", "What I do and how to use me"),
+]
+
+SLACK_HELP = """*earshot* listens to audio and answers about it.
+• *In a DM:* send a voice clip or an audio file (mp3, m4a, wav, ogg, flac…) or a link to one, maybe with \
+a question; type to follow up.
+• *In a channel:* @mention me with an audio file, or in a thread that has one.
+• `/earshot transcribe` · `summarize` · `sentiment` · `events` — about the latest audio here
+• `/earshot ask <question>` · `/earshot translate <language>`
+• `/earshot voice on [VOICE]` · `voice off` — answers spoken back as audio in the thread (models that speak)
+• `/earshot reset` forgets this conversation · `/earshot usage` shows today's tokens"""

@@ -28,12 +28,23 @@ from dataclasses import dataclass
 
 from . import messages
 from .breaker import CircuitBreaker, Permit
+from .digest import DigestService
 from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable
-from .jobs import (MAX_DELIVERIES, MAX_FAULTS, Failure, Job, JobGone, JobState, JobStore, NewJob, Notice,
-                   Outcome, Undeliverable)
+from .jobs import (
+    MAX_DELIVERIES,
+    MAX_FAULTS,
+    Failure,
+    Job,
+    JobGone,
+    JobState,
+    JobStore,
+    NewJob,
+    Notice,
+    Outcome,
+    Undeliverable,
+)
 from .logs import RedactingFilter
 from .models import Audio, ChatKey, ProgressCallback, Reply, Request, Task
-from .digest import DigestService
 from .service import Assistant
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Req
 from .timestamps import mmss, shift
 from .tokens import PROMPT_RESERVE, estimate_tokens
 
-
 logger = logging.getLogger(__name__)
 
 # tasks whose answer reads better with the conversation so far; the others stand alone

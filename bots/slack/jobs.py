@@ -8,6 +8,8 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
+from slack_sdk.errors import SlackApiError
+
 from core import messages, subtitles
 from core.config import Settings
 from core.jobs import Job, Notice, Outcome, Undeliverable

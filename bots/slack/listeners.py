@@ -21,17 +21,28 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core import messages
-from core.access import usage_text
 from core.app import Earshot
 from core.commands import DIGEST_WORDS, check_request, with_question
-from core.errors import AccessRefused, EarshotError, VoiceUnavailable
+from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import find_link
 from core.models import ChatKey, Sender, Task
 
 from . import render
-from .convert import (PLATFORM, Command, audio_files, chat_key, is_dm, is_from_bot, latest_audio, parse_command,
-                      sender_of, strip_mentions, task_for_text, thread_of)
+from .convert import (
+    PLATFORM,
+    Command,
+    audio_files,
+    chat_key,
+    is_dm,
+    is_from_bot,
+    latest_audio,
+    parse_command,
+    sender_of,
+    strip_mentions,
+    task_for_text,
+    thread_of,
+)
 from .digests import SlackDigests, help_text
 from .files import file_ref, scope_error
 from .jobs import SlackJobs
@@ -43,16 +54,6 @@ log = logging.getLogger(__name__)
 HISTORY_LOOKBACK = 100         # messages searched for the channel's latest audio
 _ANSWERED_MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
-HELP = """*earshot* listens to audio and answers about it.
-• *In a DM:* send a voice clip or an audio file (mp3, m4a, wav, ogg, flac…) or a link to one, maybe with \
-a question; type to follow up.
-• *In a channel:* @mention me with an audio file, or in a thread that has one.
-• `/earshot transcribe` · `summarize` · `sentiment` · `events` — about the latest audio here
-• `/earshot ask <question>` · `/earshot translate <language>`
-• `/earshot voice on [VOICE]` · `voice off` — answers spoken back as audio in the thread (models that speak)
-• `/earshot reset` forgets this conversation · `/earshot usage` shows today's tokens"""
-
-
 class Handlers:
     """The listeners, holding what they share: the Web API client, earshot's parts (core.app), the outbox."""
 
@@ -61,6 +62,7 @@ class Handlers:
         self.assistant = app.assistant
         self.access = app.access
         self.history = app.history
+        self.chat_state = app.chat_state
         self.settings = app.settings
         self._inflight: set[asyncio.Task[Any]] = set()
         self.outbox = Outbox(client, http)
@@ -69,7 +71,7 @@ class Handlers:
         self.jobs = app.jobs
         self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings)
         self.digests = SlackDigests(app.digests, self.outbox)   # `/earshot digest`, quiet listening in channels
-        self.help = HELP + "\n• " + help_text(app.settings.retention_days)
+        self.help = messages.SLACK_HELP + "\n• " + help_text(app.settings.retention_days)
 
     async def start(self) -> None:
         """Resume what a previous process left unanswered; post scheduled digests (and keep retention)."""
@@ -234,34 +236,9 @@ class Handlers:
             await self._answer(dest, chat, task, arg, file, sender, header=top, key=key)
 
     async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str = "") -> str | None:
-        """What reset, usage or voice says; None when a stranger was already told no."""
-        try:
-            if word == "voice":
-                await self.access.check(chat, sender, spending=False)
-                return await self._voice(chat, arg)
-            if word == "reset":
-                await self.access.check(chat, sender, spending=False)
-                await self.history.reset(chat)
-                return "Done: I've forgotten our conversation here."
-            report = await self.access.report(chat, sender, private=chat.chat_id.startswith("D"))
-        except AccessRefused as err:
-            return None if err.silent else err.user_message
-        return usage_text(report)
-
-    async def _voice(self, chat: ChatKey, arg: str) -> str:
-        """voice on [VOICE] | voice off: answers here come back spoken too, or text only."""
-        words = arg.split()
-        action = words[0].lower() if words else ""
-        if action == "off":
-            await self.assistant.voice_off(chat)
-            return messages.VOICE_OFF
-        if action != "on":
-            return messages.VOICE_USAGE
-        try:
-            voice = await self.assistant.voice_on(chat, words[1] if len(words) > 1 else None)
-        except VoiceUnavailable as err:
-            return err.user_message
-        return messages.VOICE_ON.format(voice=voice).replace("/voice off", "`/earshot voice off`")
+        """What reset, usage or voice says (core.chat_state); None when a stranger was already told no."""
+        return await self.chat_state.run(word, chat, sender, arg, private=chat.chat_id.startswith("D"),
+                                         prefix="/earshot ")
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
                       file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,

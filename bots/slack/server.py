@@ -17,9 +17,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from core import messages
+from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
-from core.app import Earshot
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
 from .app import build_app, check_token, require_credentials

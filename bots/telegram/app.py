@@ -11,10 +11,10 @@ from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from core import messages
+from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
 from core.logs import RedactingFilter, setup_logging
-from core.app import Earshot
 from core.service import Assistant
 
 from ..health import HealthServer, PlatformProbe, serve_health

@@ -27,10 +27,6 @@ GROUPS = ("group", "supergroup")
 ADMINS = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
 # what a group's members post as voice: voice notes, audio files, round videos, audio documents
 HEARD_KINDS = {"voice", "audio", "video_note", "document"}
-COMMANDS = [
-    ("digest", "Sum up this group's voice notes: /digest [2h|24h|7d|on|off|daily 09:00]"),
-    ("forget", "Delete everything stored for this chat (admins)"),
-]
 
 
 def help_text(retention_days: float) -> str:

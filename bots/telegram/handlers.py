@@ -12,58 +12,35 @@ from telegram import BotCommand, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from core import messages
-from core.access import usage_text
+from core import chat_state, messages
 from core.app import Earshot
 from core.commands import TASK_WORDS, check_request, with_question
 from core.digest import FORGET
 from core.digest import parse_command as parse_digest
-from core.errors import AccessRefused, EarshotError, VoiceUnavailable
+from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import find_link
 from core.models import ChatKey, Task
 
 from . import digests
-from .convert import (PLATFORM, MediaRef, chat_key, command_of, is_addressed, link_media, media_of, sender_of,
-                      strip_mention, topic_id)
+from .convert import (
+    PLATFORM,
+    MediaRef,
+    chat_key,
+    command_of,
+    is_addressed,
+    link_media,
+    media_of,
+    sender_of,
+    strip_mention,
+    topic_id,
+)
 from .jobs import TelegramJobs
 from .render import send_text, with_flood_control
 
 log = logging.getLogger(__name__)
 
-HELP = """I listen to voice notes and audio files and answer about them, using Qwen's audio models.
-
-• Send a voice note and I reply to it, as in a conversation.
-• Add a caption to ask about it: "what time did she say?"
-• Or send a link to an audio or video file.
-• Then write to follow up on what was said.
-• Commands act on the audio you reply to, or on the latest one here:
-/transcribe – word for word
-/summarize – the gist
-/sentiment – the speaker's mood and tone
-/events – sounds, music and speech, with times
-/ask what did he promise? – a question about it
-/translate English – what's said, in another language
-/voice on – answers come back spoken (models that speak); /voice off – text again
-/reset – forget this conversation
-/usage – tokens used today, and what's left
-
-In groups I answer when you use a command, mention me, or reply to me."""
-
-COMMANDS = [
-    ("transcribe", "Word-for-word transcript of the audio"),
-    ("summarize", "Summary of the audio"),
-    ("sentiment", "The speaker's mood and tone"),
-    ("events", "Sounds, music and speech, with times"),
-    ("ask", "Ask a question about the audio: /ask <question>"),
-    ("translate", "Translate what's said: /translate <language>"),
-    ("voice", "Spoken answers: /voice on [VOICE] or /voice off"),
-    ("reset", "Forget this conversation"),
-    ("usage", "Tokens used today, and what's left"),
-    *digests.COMMANDS,
-    ("help", "What I do and how to use me"),
-]
-RESET_DONE = "Done: I've forgotten this conversation."
+HELP, COMMANDS, RESET_DONE = messages.TELEGRAM_HELP, messages.TELEGRAM_COMMANDS, messages.RESET_DONE
 
 Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
@@ -101,6 +78,7 @@ class TelegramHandlers:
         self.access = app.access
         self.history = app.history
         self.digests = app.digests
+        self.chat_state = app.chat_state
         self.settings = app.settings
         self.locks = ChatLocks()
         # requests become durable jobs: stored before work starts, resumed after a crash (core.runner);
@@ -112,9 +90,7 @@ class TelegramHandlers:
     def register(self, app: Application) -> None:
         self.job_callbacks.bot = app.bot
         app.add_handler(CommandHandler(["start", "help"], self._ordered(self.on_help)))
-        app.add_handler(CommandHandler("reset", self._ordered(self.on_reset)))
-        app.add_handler(CommandHandler("usage", self._ordered(self.on_usage)))
-        app.add_handler(CommandHandler("voice", self._ordered(self.on_voice)))
+        app.add_handler(CommandHandler(list(chat_state.WORDS), self._ordered(self.on_chat_state)))
         app.add_handler(CommandHandler(["digest", "forget"], self._ordered(self.on_digest)))
         app.add_handler(CommandHandler(list(TASK_WORDS), self._ordered(self.on_audio_command)))
         media = (filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.VIDEO | filters.Document.ALL)
@@ -153,39 +129,13 @@ class TelegramHandlers:
     async def on_help(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._say(message, self.help)
 
-    async def on_reset(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not await self._admitted(message, spending=False):
-            return
-        await self.history.reset(chat_key(message))
-        await self._say(message, RESET_DONE)
-
-    async def on_voice(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/voice on [VOICE] | /voice off: voice-chat replies and /ask answers spoken, or text."""
-        if not await self._admitted(message, spending=False):
-            return
-        args = [a.lower() for a in context.args or []]
-        chat = chat_key(message)
-        if args[:1] == ["off"]:
-            await self.assistant.voice_off(chat)
-            await self._say(message, messages.VOICE_OFF)
-        elif args[:1] == ["on"]:
-            try:
-                voice = await self.assistant.voice_on(chat, (context.args or [])[1] if len(args) > 1 else None)
-            except VoiceUnavailable as err:
-                await self._say(message, err.user_message)
-                return
-            await self._say(message, messages.VOICE_ON.format(voice=voice))
-        else:
-            await self._say(message, messages.VOICE_USAGE)
-
-    async def on_usage(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
-        try:
-            report = await self.access.report(chat_key(message), sender_of(message),
-                                              private=message.chat.type == "private")
-        except AccessRefused as err:
-            await self._refused(message, err)
-            return
-        await self._say(message, usage_text(report))
+    async def on_chat_state(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/reset, /usage, /voice on [VOICE] | /voice off (core.chat_state)."""
+        if (parsed := command_of(message, context.bot.username)) is not None:
+            said = await self.chat_state.run(parsed[0], chat_key(message), sender_of(message), parsed[1],
+                                             private=message.chat.type == "private")
+            if said is not None:
+                await self._say(message, said)
 
     async def on_audio_command(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         parsed = command_of(message, context.bot.username)

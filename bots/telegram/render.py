@@ -14,10 +14,10 @@ from datetime import timedelta
 from typing import TypeVar
 
 from telegram import Bot, Message, ReplyParameters
-
-from core.models import Speech
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
+
+from core.models import Speech
 
 log = logging.getLogger(__name__)
 
