@@ -4,9 +4,11 @@ Adapters parse their platform's updates into these terms; nothing here knows Tel
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from . import messages
+from .digest import parse_command as digest_command
 from .errors import NeedsAudio, NeedsText
 from .models import Task
 
@@ -53,3 +55,46 @@ def check_request(task: Task, text: str | None, has_audio: bool) -> None:
         raise NeedsText(messages.NEED_LANGUAGE)
     if task is not Task.FOLLOW_UP and not has_audio:
         raise NeedsAudio(messages.NO_AUDIO_YET)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    word: str                  # the command as typed, lower case
+    arg: str                   # the rest of the text, stripped
+    task: Task | None = None   # None for reset/usage/help and unknown words
+
+
+def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
+    """The command a line of text names, if its first word is one.
+
+    strict=False (slash commands) always returns a Command, unknown words included;
+    strict=True (free text in DMs and mentions) returns None unless the first word is a known command.
+    """
+    text = (text if isinstance(text, str) else "").strip()
+    word, _, arg = text.partition(" ")
+    word = word.lower().rstrip(":,")
+    arg = arg.strip()
+    if word in TASK_WORDS:
+        return Command(word, arg, TASK_WORDS[word])
+    if word in STATE_WORDS | DIGEST_WORDS:
+        # a DM that merely starts with "help me…" is a question, not the help command
+        # ("digest daily 09:00 Mars/Base" is still the command: its answer says what a zone looks like)
+        if strict and arg and not (word == "digest" and (digest_command(arg).action != "invalid"
+                                                         or arg.lower().startswith("daily "))) \
+                and not (word == "voice" and arg.split()[0].lower() in ("on", "off")):
+            return None
+        return Command(word, arg)
+    return None if strict else Command(word, arg)
+
+
+def task_for_text(text: str) -> tuple[Task, str | None]:
+    """What a message sent *with* audio asks: a named task, a question, or (no text) a voice chat."""
+    text = text.strip()
+    if not text:
+        return Task.CHAT, None
+    cmd = parse_command(text, strict=True)
+    if cmd and cmd.task:
+        if cmd.task is Task.ASK:
+            return (Task.ASK, cmd.arg) if cmd.arg else (Task.CHAT, None)
+        return cmd.task, cmd.arg or None
+    return Task.ASK, text

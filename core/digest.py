@@ -31,6 +31,7 @@ from .digest_store import ChatDigest, DigestStore, VoiceNote
 from .errors import AccessRefused, EarshotError
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
 from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
+from .text import split_text
 from .tokens import PROMPT_RESERVE, estimate_tokens
 
 if TYPE_CHECKING:
@@ -539,18 +540,7 @@ _tokens = estimate_tokens
 
 def _fit(text: str, budget: int) -> list[str]:
     """`text` in pieces of at most `budget` tokens (by the cautious estimate), cut at spaces when possible."""
-    max_bytes = max(3, (budget - 5) * 3)
-    pieces: list[str] = []
-    rest = text.strip()
-    while len(rest.encode("utf-8")) > max_bytes:
-        head = rest.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-        space = head.rfind(" ")
-        cut = space if space > len(head) // 2 else len(head)
-        pieces.append(head[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not pieces:
-        pieces.append(rest)
-    return pieces
+    return split_text(text, max(3, (budget - 5) * 3), size=lambda piece: len(piece.encode("utf-8"))) or [""]
 
 
 def _pack(lines: list[str], budget: int) -> list[list[str]]:
