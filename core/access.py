@@ -399,7 +399,7 @@ class AccessPolicy:
                "text": "", "audio_seconds": None, "audio_tokens": usage.audio_tokens,
                "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "created": self._clock()}
         try:
-            await self.history.write(lambda db: db["turns"].insert(row))
+            await self.history.write(lambda db: db.table("turns").insert(row))
         except Exception:   # never hide the failure that brought us here
             log.exception("could not record %d tokens spent on a failed request", usage.total)
 

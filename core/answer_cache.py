@@ -71,7 +71,7 @@ class AnswerCache:
     async def remember_source(self, chat: ChatKey, source_id: str, digest: str) -> None:
         row = {"platform": chat.platform, "source_id": source_id, "chat_id": chat.chat_id, "digest": digest,
                "created": time.time()}
-        await self.history.write(lambda db: db["audio_sources"].upsert(row, pk=("platform", "source_id")))
+        await self.history.write(lambda db: db.table("audio_sources").upsert(row, pk=("platform", "source_id")))
 
     async def get(self, key: str, task: Task) -> Reply | None:
         def find(db: sqlite_utils.Database) -> str | None:
@@ -90,7 +90,7 @@ class AnswerCache:
             self._pruned = now
 
         def store(db: sqlite_utils.Database) -> None:
-            db["answer_cache"].upsert(row, pk="key")
+            db.table("answer_cache").upsert(row, pk="key")
             if prune:
                 self._prune(db)
         await self.history.write(store)

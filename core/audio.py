@@ -112,7 +112,7 @@ def prepare(audio: Audio, *, max_bytes: int, max_seconds: float, timeout: float,
              if not is_silent(frame_levels[_frame(span[0]):_frame(span[1], up=True)])]
     datas = cut(decoded, spans)
     return Prepared(duration=decoded.duration,
-                    chunks=[Chunk(start, end, data) for (start, end), data in zip(spans, datas)])
+                    chunks=[Chunk(start, end, data) for (start, end), data in zip(spans, datas, strict=True)])
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def split(segment: AudioSegment, frame_levels: Sequence[float] | None = None, *,
         hi = max(lo, min(pos + longest, latest))
         cuts.append(min(range(lo, hi + 1), key=lambda i: (quiet[i], -i)))
     bounds = [round(c * FRAME_SECONDS, 3) for c in cuts] + [duration]
-    return list(zip(bounds, bounds[1:]))
+    return list(zip(bounds, bounds[1:], strict=False))
 
 
 def _pause_scores(frame_levels: Sequence[float]) -> list[int]:

@@ -7,7 +7,8 @@
     digests.start_schedule("telegram", post)          # one scheduler per adapter, state in SQLite
 
 Voice notes are heard as durable, bounded jobs (core.runner calls `hear`): through the Assistant's own
-pipeline (decode, split, ask per chunk), without touching the chat's history. A digest packs the transcripts into as few model requests as fit the model's input
+pipeline (decode, split, ask per chunk), without touching the chat's history. A digest packs the transcripts
+into as few model requests as fit the model's input
 limit, summarises each batch, and combines the summaries (in rounds, if they don't fit one request).
 `clock` is injectable, so tests move time instead of waiting for it.
 """
@@ -69,6 +70,7 @@ _DAILY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 Action = Literal["summary", "on", "off", "daily", "daily_off", "forget", "invalid"]
 Deliver = Callable[[ChatKey, str], Awaitable[None]]
+NOBODY = Sender()
 AdminCheck = Callable[[], Awaitable[bool | None]]     # the platform's word: True, False, or None (couldn't ask)
 
 
@@ -222,7 +224,7 @@ class DigestService:
             return False
         return True
 
-    def listen_job(self, chat: ChatKey, *, key: str, file_ref: str, sent: float, sender: Sender = Sender(),
+    def listen_job(self, chat: ChatKey, *, key: str, file_ref: str, sent: float, sender: Sender = NOBODY,
                    name: str | None = None, source_id: str | None = None) -> NewJob:
         """A voice note to transcribe in the background and store, as a durable job (core.runner) the
         adapter submits once access and budgets allow it: nothing is downloaded before, nothing said after.
@@ -256,7 +258,8 @@ class DigestService:
     async def _settle(self, chat: ChatKey) -> None:
         """Wait for the chat's voice notes still being transcribed, so a digest includes them."""
         deadline = time.monotonic() + SETTLE_SECONDS
-        while await self.store.listening_jobs(chat.platform, chat.chat_id) and time.monotonic() < deadline:
+        # polled: the transcriptions are jobs that may run in another process, and their rows say when they end
+        while await self.store.listening_jobs(chat.platform, chat.chat_id) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(SETTLE_POLL)
 
     # --- the commands -------------------------------------------------------------------------
@@ -396,7 +399,7 @@ class DigestService:
         one_day = stamps[0].date() == stamps[-1].date()
         lines: list[str] = []
         budget = self._budget(max(prompts.DIGEST, prompts.DIGEST_PART, key=len))
-        for note, at in zip(notes, stamps):
+        for note, at in zip(notes, stamps, strict=True):
             when = at.strftime("%H:%M" if one_day else "%a %d %b %H:%M")
             head = prompts.digest_line(when, note.user_name or note.user_id or "someone", note.seconds, "")
             lines.extend(head + piece for piece in _fit(note.text or "[nothing heard]", budget - _tokens(head)))

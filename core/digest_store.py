@@ -56,7 +56,7 @@ _CHAT_FIELDS = ("platform", "chat_id", "enabled", "daily", "tz", "post_thread", 
 
 
 def _chat(row: sqlite3.Row | tuple) -> ChatDigest:
-    values = dict(zip(_CHAT_FIELDS, row))
+    values = dict(zip(_CHAT_FIELDS, row, strict=True))
     return ChatDigest(**{**values, "enabled": bool(values["enabled"]), "daily": values["daily"] or "",
                          "tz": values["tz"] or "UTC", "post_thread": values["post_thread"] or "",
                          "scheduled_since": values["scheduled_since"] or 0.0,
@@ -79,7 +79,7 @@ class DigestStore:
     async def update(self, platform: str, chat_id: str, now: float, **values: object) -> None:
         """Create the chat's row if needed and set the given columns."""
         def upsert(db: sqlite_utils.Database) -> None:
-            db["digest_chats"].upsert({"platform": platform, "chat_id": chat_id, "updated": now, **values},
+            db.table("digest_chats").upsert({"platform": platform, "chat_id": chat_id, "updated": now, **values},
                                       pk=("platform", "chat_id"))
         await self._h.write(upsert)
 
@@ -120,7 +120,8 @@ class DigestStore:
                 "SELECT platform, chat_id, sent, seconds, text, user_id, user_name, thread_id, source_id, id "
                 "FROM voice_notes WHERE platform = ? AND chat_id = ? AND sent > ? AND sent <= ? AND id > ? "
                 "ORDER BY sent, arrived, id", [platform, chat_id, since, until, after_id]).fetchall()
-            return [VoiceNote(*(r[:8]), source_id=r[8] or "", id=r[9]) for r in rows]
+            return [VoiceNote(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], source_id=r[8] or "", id=r[9])
+                    for r in rows]
         return await self._h.read(find)
 
     async def purge(self, before: float) -> int:
@@ -135,7 +136,7 @@ class DigestStore:
         """Tokens spent on listening or digests, as a turn with no words: usage counts see it, history
         (which reads only user and assistant turns) doesn't."""
         def insert(db: sqlite_utils.Database) -> None:
-            db["turns"].insert({
+            db.table("turns").insert({
                 "platform": chat.platform, "chat_id": chat.chat_id, "thread_id": chat.thread_id or "",
                 "user_id": user_id or "", "role": role, "text": "", "audio_seconds": audio_seconds,
                 "audio_tokens": usage.audio_tokens, "input_tokens": usage.input_tokens,

@@ -32,47 +32,47 @@ migrations = Migrations("earshot")
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["turns"].create({
+    db.table("turns").create({
         "id": int, "platform": str, "chat_id": str, "thread_id": str, "user_id": str,
         "role": str, "text": str, "audio_seconds": float,
         "audio_tokens": int, "input_tokens": int, "output_tokens": int, "created": float,
     }, pk="id", not_null={"platform", "chat_id", "thread_id", "role", "text", "created"})
-    db["turns"].create_index(["platform", "chat_id", "thread_id", "id"])
-    db["turns"].create_index(["created"])
-    db["recent_audio"].create({"platform": str, "chat_id": str, "thread_id": str, "ref": str, "created": float},
+    db.table("turns").create_index(["platform", "chat_id", "thread_id", "id"])
+    db.table("turns").create_index(["created"])
+    db.table("recent_audio").create({"platform": str, "chat_id": str, "thread_id": str, "ref": str, "created": float},
                               pk=("platform", "chat_id", "thread_id"))
-    db["seen_events"].create({"platform": str, "event_id": str, "created": float}, pk=("platform", "event_id"))
+    db.table("seen_events").create({"platform": str, "event_id": str, "created": float}, pk=("platform", "event_id"))
 
 
 @migrations()
 def m002_digests(db: sqlite_utils.Database) -> None:
     """Group digests: which chats opted in and when to post, and the voice notes heard there."""
-    db["digest_chats"].create({
+    db.table("digest_chats").create({
         "platform": str, "chat_id": str, "enabled": int, "daily": str, "tz": str, "post_thread": str,
         "scheduled_since": float, "last_scheduled": float, "last_digest": float, "last_note": int,
         "updated": float,
     }, pk=("platform", "chat_id"), not_null={"enabled"}, defaults={"enabled": 0, "daily": "", "tz": "UTC",
                                                                "post_thread": "", "last_note": 0})
-    db["voice_notes"].create({
+    db.table("voice_notes").create({
         "id": int, "platform": str, "chat_id": str, "thread_id": str, "source_id": str, "user_id": str,
         "user_name": str, "sent": float, "arrived": float, "seconds": float, "text": str, "created": float,
     }, pk="id", not_null={"platform", "chat_id", "sent", "text", "created"})
-    db["voice_notes"].create_index(["platform", "chat_id", "sent"])
-    db["voice_notes"].create_index(["platform", "chat_id", "source_id"], unique=True)
-    db["voice_notes"].create_index(["created"])
+    db.table("voice_notes").create_index(["platform", "chat_id", "sent"])
+    db.table("voice_notes").create_index(["platform", "chat_id", "source_id"], unique=True)
+    db.table("voice_notes").create_index(["created"])
 
 
 @migrations()
 def m003_usage_by_user(db: sqlite_utils.Database) -> None:
     """Daily budgets sum a user's tokens across chats (core.access)."""
-    db["turns"].create_index(["platform", "user_id", "created"])
-    db["turns"].create_index(["platform", "chat_id", "created"])
+    db.table("turns").create_index(["platform", "user_id", "created"])
+    db.table("turns").create_index(["platform", "chat_id", "created"])
 
 
 @migrations()
 def m004_jobs(db: sqlite_utils.Database) -> None:
     """Durable work (core.jobs): each accepted request, stored before work starts, until its answer is sent."""
-    db["jobs"].create({
+    db.table("jobs").create({
         "id": int, "key": str, "platform": str, "chat_id": str, "thread_id": str, "user_id": str, "sender": str,
         "message_ref": str, "file_ref": str, "task": str, "text": str, "state": str, "attempts": int,
         "faults": int, "last_error": str, "notified": int, "created": float, "updated": float,
@@ -80,14 +80,14 @@ def m004_jobs(db: sqlite_utils.Database) -> None:
     }, pk="id", not_null={"key", "platform", "chat_id", "thread_id", "message_ref", "task", "state", "attempts",
                           "faults", "notified", "created", "updated", "delivery_attempts"},
        defaults={"thread_id": "", "attempts": 0, "faults": 0, "notified": 0, "delivery_attempts": 0})
-    db["jobs"].create_index(["platform", "key"], unique=True)
-    db["jobs"].create_index(["platform", "state"])
+    db.table("jobs").create_index(["platform", "key"], unique=True)
+    db.table("jobs").create_index(["platform", "state"])
 
 
 @migrations()
 def m005_chat_settings(db: sqlite_utils.Database) -> None:
     """Per-chat choices made with chat commands: the voice answers are spoken in ('' = text)."""
-    db["chat_settings"].create({"platform": str, "chat_id": str, "voice": str, "updated": float},
+    db.table("chat_settings").create({"platform": str, "chat_id": str, "voice": str, "updated": float},
                                pk=("platform", "chat_id"), not_null={"voice"}, defaults={"voice": ""})
 
 
@@ -95,14 +95,14 @@ def m005_chat_settings(db: sqlite_utils.Database) -> None:
 def m006_answer_cache(db: sqlite_utils.Database) -> None:
     """Answers kept by audio content (core.answer_cache). Each row names the chat whose audio put it there,
     so forgetting that chat (forget_chat finds tables by their chat_id column) deletes it too."""
-    db["answer_cache"].create({
+    db.table("answer_cache").create({
         "key": str, "platform": str, "chat_id": str, "reply": str, "created": float,
     }, pk="key", not_null={"platform", "chat_id", "reply", "created"})
-    db["answer_cache"].create_index(["created"])
-    db["audio_sources"].create({
+    db.table("answer_cache").create_index(["created"])
+    db.table("audio_sources").create({
         "platform": str, "source_id": str, "chat_id": str, "digest": str, "created": float,
     }, pk=("platform", "source_id"), not_null={"chat_id", "digest", "created"})
-    db["audio_sources"].create_index(["created"])
+    db.table("audio_sources").create_index(["created"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +249,7 @@ class HistoryStore:
         now = time.time()
         base = {"platform": platform, "chat_id": chat_id, "thread_id": thread_id, "user_id": user_id or ""}
         with self._write():
-            self.db["turns"].insert_all([
+            self.db.table("turns").insert_all([
                 {**base, "role": "user", "text": user_text, "audio_seconds": audio_seconds,
                  "audio_tokens": 0, "input_tokens": 0, "output_tokens": 0, "created": now},
                 {**base, "role": "assistant", "text": answer, "audio_seconds": None,
@@ -290,7 +290,7 @@ class HistoryStore:
     async def remember_audio(self, chat: ChatKey, ref: str) -> None:
         platform, chat_id, thread_id = _key(chat)
         row = {"platform": platform, "chat_id": chat_id, "thread_id": thread_id, "ref": ref, "created": time.time()}
-        await self._run(lambda: self.db["recent_audio"].upsert(row, pk=("platform", "chat_id", "thread_id")))
+        await self._run(lambda: self.db.table("recent_audio").upsert(row, pk=("platform", "chat_id", "thread_id")))
 
     async def latest_audio(self, chat: ChatKey) -> str | None:
         def find() -> str | None:
@@ -302,7 +302,7 @@ class HistoryStore:
     async def set_voice(self, chat: ChatKey, voice: str | None) -> None:
         """Speak this chat's answers in `voice`, or (None) answer in text."""
         row = {"platform": chat.platform, "chat_id": chat.chat_id, "voice": voice or "", "updated": time.time()}
-        await self._run(lambda: self.db["chat_settings"].upsert(row, pk=("platform", "chat_id")))
+        await self._run(lambda: self.db.table("chat_settings").upsert(row, pk=("platform", "chat_id")))
 
     async def voice(self, chat: ChatKey) -> str | None:
         """The voice this chat's answers are spoken in, or None for text."""
@@ -322,4 +322,5 @@ class HistoryStore:
     async def event_seen(self, platform: str, event_id: str) -> bool:
         """Whether claim_event has recorded this event, without claiming it."""
         return await self._run(lambda: self.db.execute(
-            "SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?", [platform, event_id]).fetchone() is not None)
+            "SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?",
+            [platform, event_id]).fetchone() is not None)

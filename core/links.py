@@ -86,7 +86,7 @@ def is_public(ip: IPAddress) -> bool:
 
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]
 
 
 class GuardedNetwork(httpcore.AsyncNetworkBackend):
@@ -164,7 +164,7 @@ class LinkFetcher:
                                                 max_connections=2) as pool:
             target = _parse(url)
             for hop in range(MAX_REDIRECTS + 1):
-                headers = {"Host": _host_header(target), "User-Agent": USER_AGENT,
+                headers: dict[bytes | str, bytes | str] = {"Host": _host_header(target), "User-Agent": USER_AGENT,
                            "Accept": "audio/*, video/*, */*;q=0.5", "Accept-Encoding": "identity"}
                 try:
                     async with pool.stream("GET", str(target), headers=headers, extensions={"timeout": {

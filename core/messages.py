@@ -27,7 +27,8 @@ BAD_KEY_CLI = "The DashScope API key was refused: check DASHSCOPE_API_KEY."
 NO_KEY_CLI = "No DashScope API key: set DASHSCOPE_API_KEY."
 INTERNAL = "Sorry, something went wrong on my side. Please try again."
 
-NO_AUDIO_YET = "There's no audio here yet. Send a voice note or an audio file, then ask again, or reply to one with the command."
+NO_AUDIO_YET = ("There's no audio here yet. Send a voice note or an audio file, then ask again, or reply to one "
+                "with the command.")
 NEED_QUESTION = "What should I ask about the audio? For example: ask what did she say about Friday?"
 NEED_LANGUAGE = "Which language? For example: translate English"
 NOTHING_TO_FOLLOW = "Send me a voice note or an audio file first."
@@ -47,7 +48,8 @@ THROTTLED_OP = "DashScope rate-limited the call ({code}: {detail}) and the retry
 MODEL_DOWN_OP = "DashScope failed: {detail}"
 BAD_RESPONSE_OP = ("DashScope answered HTTP {status} with a body that is not DashScope JSON ({content_type}: "
                    "{snippet!r}): check DASHSCOPE_HTTP_BASE_URL and any proxy in between.")
-AUDIO_ITEM_TOO_BIG = "That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, over the {limit_mb:.0f} MB limit."
+AUDIO_ITEM_TOO_BIG = ("That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, over the "
+                      "{limit_mb:.0f} MB limit.")
 
 # spoken answers
 CANNOT_SPEAK = "The model {model} can't speak, so answers stay in text.{models}"
@@ -61,7 +63,8 @@ BAD_KEY_COMPAT_OP = ("{service} refused the API key ({code}): check {variable} a
                      "per region: a Beijing key fails on dashscope-intl (DASHSCOPE_REGION=singapore), and the reverse.")
 FREE_TIER_ONLY_OP = ("DashScope says the free quota of {model} is used up ({code}: {detail}) and the account takes "
                      "free quota only: turn off \"use free tier only\" for the model in Model Studio to pay as you go.")
-MODEL_NOT_FOUND_COMPAT_OP = ("{service} has no model {model} ({code}): check EARSHOT_MODEL against the models it serves.")
+MODEL_NOT_FOUND_COMPAT_OP = ("{service} has no model {model} ({code}): check EARSHOT_MODEL against the models "
+                             "it serves.")
 BAD_RESPONSE_COMPAT_OP = ("{service} answered with a body that is not an OpenAI-compatible answer ({detail}): "
                           "check {variable} and any proxy in between.")
 
@@ -70,7 +73,8 @@ SLACK_FILE_EXTERNAL = ("I can't read that file: it is stored outside Slack (a li
                        "Upload the audio to Slack itself and ask again.")
 SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
                         "(and SLACK_APP_TOKEN for Socket Mode).")
-SLACK_BAD_TOKEN = "Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
+SLACK_BAD_TOKEN = ("Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the "
+                   "app's OAuth & Permissions page.")
 
 DB_UNUSABLE = ("Can't use the database at {path}: {reason}. Set EARSHOT_DB to a writable SQLite file, "
                "or to a new file in a writable directory.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .models import Usage
 
@@ -51,7 +51,8 @@ def make_client(settings: Settings) -> ModelClient:
 
     s = settings
     ds_key = s.dashscope_api_key.get_secret_value() if s.dashscope_api_key else ""
-    common = dict(timeout=s.request_timeout, retry_budget=s.retry_budget, max_concurrency=s.global_concurrency)
+    common: dict[str, Any] = dict(timeout=s.request_timeout, retry_budget=s.retry_budget,
+                                  max_concurrency=s.global_concurrency)
     backend = s.model_info.backend
     if backend is Backend.NATIVE:
         return DashScopeClient(ds_key, s.native_base_url, s.model, **common)

@@ -92,7 +92,8 @@ def span_words(seconds: float) -> str:
 class JobRunner:
     """`register` each platform, `await start()`, `await submit(NewJob(...))`; `await stop()` at shutdown."""
 
-    def __init__(self, assistant: Assistant, *, digests: DigestService | None = None, ttl: float | None = None, breaker: CircuitBreaker | None = None,
+    def __init__(self, assistant: Assistant, *, digests: DigestService | None = None, ttl: float | None = None,
+                 breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
                  concurrency: int | None = None, grace: float = 10.0) -> None:
         settings = assistant.settings
@@ -154,7 +155,7 @@ class JobRunner:
     async def drained(self, timeout: float = 30.0) -> None:
         """Wait until no job is scheduled (tests and tools); TimeoutError after `timeout`."""
         async with asyncio.timeout(timeout):
-            while self._workers:
+            while self._workers:  # noqa: ASYNC110  (polled: for tests and tools, not the serving path)
                 await asyncio.sleep(0.02)
 
     @property
@@ -356,9 +357,9 @@ class JobRunner:
     def _busy_now(self) -> Iterator[None]:
         task = asyncio.current_task()
         assert task is not None
-        self._busy.add(task)  # type: ignore[arg-type]
+        self._busy.add(task)
         try:
             yield
         finally:
-            self._busy.discard(task)  # type: ignore[arg-type]
+            self._busy.discard(task)
 

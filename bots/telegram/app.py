@@ -46,13 +46,13 @@ class SecretToken(str):
     __hash__ = str.__hash__
 
 
-def build_application(settings: Settings, app: Earshot | Assistant) -> Application:
-    """The Application, wired to `app` (core.app; or the parts around an Assistant); the caller starts it
+def build_application(settings: Settings, parts: Earshot | Assistant) -> Application:
+    """The Application, wired to `parts` (core.app; or the parts around an Assistant); the caller starts it
     and owns the assistant's lifetime."""
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
         raise EarshotError(messages.NO_TELEGRAM_TOKEN)
     root = settings.telegram_api_base_url.rstrip("/")
-    handlers = TelegramHandlers(app if isinstance(app, Earshot) else Earshot.around(app))
+    handlers = TelegramHandlers(parts if isinstance(parts, Earshot) else Earshot.around(parts))
     queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
     app = (
         ApplicationBuilder()

@@ -49,8 +49,8 @@ def media_of(message: Message | None) -> MediaRef | None:
         n = message.video_note
         return MediaRef(n.file_id, "video_note", "video_note.mp4", "video/mp4", n.file_size, n.file_unique_id)
     if message.video:
-        v = message.video
-        return MediaRef(v.file_id, "video", v.file_name, v.mime_type, v.file_size, v.file_unique_id)
+        vid = message.video
+        return MediaRef(vid.file_id, "video", vid.file_name, vid.mime_type, vid.file_size, vid.file_unique_id)
     if message.document and is_audio_name(message.document.file_name, message.document.mime_type):
         d = message.document
         return MediaRef(d.file_id, "document", d.file_name, d.mime_type, d.file_size, d.file_unique_id)

@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from telegram import BotCommand, Message, Update
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 HELP, COMMANDS, RESET_DONE = messages.TELEGRAM_HELP, messages.TELEGRAM_COMMANDS, messages.RESET_DONE
 
-Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
 class ChatLocks:
