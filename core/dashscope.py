@@ -32,7 +32,7 @@ from .errors import (
     ModelUnavailable,
     QuotaExhausted,
 )
-from .model_client import ModelAnswer, OnDelta
+from .model_api import ModelAnswer, OnDelta
 from .models import Usage
 
 __all__ = ["DashScopeClient", "ModelAnswer", "audio_item", "text_item"]

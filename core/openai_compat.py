@@ -27,7 +27,7 @@ from . import messages as msgs
 from . import prompts
 from .dashscope import DATA_URI_PREFIX, RetryPolicy, _error_for, _retry_after
 from .errors import BadModelResponse, ModelAuthError, ModelError, ModelUnavailable, QuotaExhausted
-from .model_client import ModelAnswer, OnDelta
+from .model_api import ModelAnswer, OnDelta
 from .models import Usage
 
 log = logging.getLogger("earshot.openai_compat")
