@@ -33,6 +33,7 @@ from .errors import AccessRefused, EarshotError
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
 from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
 from .text import split_text
+from .together import all_or_nothing
 from .tokens import PROMPT_RESERVE, estimate_tokens
 
 if TYPE_CHECKING:
@@ -446,14 +447,7 @@ class DigestService:
                                                        max_tokens=PART_TOKENS)
             return answer.text.strip(), answer.usage
 
-        tasks = [asyncio.ensure_future(ask(b)) for b in batches]
-        try:
-            done = await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:     # one failed batch fails the digest: stop spending on the rest
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        done = await all_or_nothing(ask(b) for b in batches)   # one failed batch fails the digest
         return [text for text, _ in done], sum((u for _, u in done), Usage())
 
     # --- the daily schedule and retention -----------------------------------------------------

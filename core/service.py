@@ -20,6 +20,7 @@ from .history import HistoryStore, Turn
 from .model_client import ModelClient, has_key, make_client
 from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
 from .timestamps import mmss, shift
+from .together import all_or_nothing
 from .tokens import PROMPT_RESERVE, estimate_tokens
 
 logger = logging.getLogger(__name__)
@@ -272,14 +273,7 @@ class Assistant:
                 text = shift(text, chunk.start)
             return _Call(answer, Part(chunk.start, chunk.end, text))
 
-        tasks = [asyncio.ensure_future(ask(c)) for c in chunks]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:  # one failed part fails the request: stop spending on the rest
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await all_or_nothing(ask(c) for c in chunks)   # one failed part fails the request
 
     async def _reduce(self, request: Request, calls: list[_Call], progress: ProgressCallback | None,
                       voice: str | None = None) -> tuple[str, _Call | None]:
