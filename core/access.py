@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from . import messages, metrics
+from . import messages, metrics, words
 from .config import Settings
 from .errors import AccessRefused
 from .history import HistoryStore
@@ -42,16 +42,7 @@ def day_start(now: float) -> float:
     return now - now % DAY        # UTC midnight, as core.history counts days
 
 
-def wait_words(seconds: float) -> str:
-    """'3 h 20 min', '12 min', '40 s': how long until something, for people."""
-    seconds = max(1, int(seconds + 0.999))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = (seconds + 59) // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+wait_words = words.wait      # '3 h 20 min', '12 min', '40 s' (core.words)
 
 
 # --- what /usage shows ------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import ffmpeg, messages
+from . import ffmpeg, messages, words
 from .errors import AudioError
 from .models import Audio
 
@@ -124,17 +124,7 @@ def check_size(data: bytes, max_bytes: int) -> None:
         raise AudioError(messages.TOO_BIG.format(size_mb=len(data) / 2**20, limit_mb=max_bytes / 2**20))
 
 
-def describe_seconds(seconds: float) -> str:
-    """A length as people say it: "30 minutes", "1 hour", "90 seconds"."""
-    def plural(n: float, unit: str) -> str:
-        return f"{n:g} {unit}" + ("" if n == 1 else "s")
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return plural(seconds / 3600, "hour")
-    if seconds >= 60 and seconds % 60 == 0:
-        return plural(seconds / 60, "minute")
-    if seconds >= 120:
-        return plural(round(seconds / 60, 1), "minute")
-    return plural(round(seconds, 1), "second")
+describe_seconds = words.duration     # "30 minutes", "1 hour", "90 seconds" (core.words)
 
 
 # --- decode ---------------------------------------------------------------------------------------

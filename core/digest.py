@@ -27,7 +27,7 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import messages, prompts
+from . import messages, prompts, words
 from .digest_store import ChatDigest, DigestStore, VoiceNote
 from .errors import AccessRefused, EarshotError
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
@@ -152,20 +152,12 @@ def next_slot(daily: str, tz: str, now: float) -> float:
     return at if at > now else _at(today + timedelta(days=1), daily, zone)
 
 
-def describe_period(seconds: float) -> str:
-    for unit, size in (("week", 7 * DAY), ("day", DAY), ("hour", 3600.0), ("minute", 60.0)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}" + ("s" if n != 1 else "")
-    return f"{math.ceil(seconds / 60)} minutes"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+describe_period = words.period     # "1 week", "2 days", "90 minutes" (core.words)
+_count = words.count
 
 
 def _days(settings_days: float) -> str:
-    return _count(int(settings_days), "day") if settings_days == int(settings_days) else f"{settings_days:g} days"
+    return words.count(settings_days, "day")
 
 
 def help_text(prefix: str, retention_days: float) -> str:

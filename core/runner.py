@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from . import messages
+from . import messages, words
 from .breaker import CircuitBreaker, Permit
 from .digest import DigestService
 from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable
@@ -80,13 +80,7 @@ def is_quiet(job: Job) -> bool:
     return job.task is Task.LISTEN
 
 
-def span_words(seconds: float) -> str:
-    """'24 hours', '30 minutes', '45 seconds'."""
-    if seconds >= 7200:
-        return f"{round(seconds / 3600):g} hours"
-    if seconds >= 120:
-        return f"{round(seconds / 60):g} minutes"
-    return f"{max(1, round(seconds))} seconds"
+span_words = words.rounded     # '24 hours', '60 minutes', '45 seconds' (core.words)
 
 
 class JobRunner:
