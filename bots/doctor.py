@@ -67,7 +67,8 @@ def check_ffmpeg(settings: Settings) -> Check:
 
 # --- the database ----------------------------------------------------------------------------------
 async def check_database(settings: Settings) -> Check:
-    from core.history import HistoryStore, migrations
+    from core.history import HistoryStore
+    from core.schema import migrations
 
     where = settings.db_path
     store = HistoryStore(where)

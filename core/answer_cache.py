@@ -4,7 +4,7 @@ The key is a hash of the audio bytes, the task, its text (question, language) an
 own stable id for a file (Telegram's file_unique_id) maps to that hash, so a forwarded voice note is
 answered without even downloading it. Only answers that stand alone are kept: never voice chat or
 anything that read the chat's history. Rows live `EARSHOT_CACHE_DAYS` and carry the chat whose audio
-put them there, so forgetting a chat deletes them (HistoryStore.forget_chat).
+put them there, so forgetting a chat deletes them (Database.forget_chat).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 
 import sqlite_utils
 
-from .history import HistoryStore
+from .db import Database
 from .models import ChatKey, Part, Reply, Task, Usage
 
 DAY = 86400.0
@@ -48,7 +48,7 @@ def _decode(raw: str, task: Task) -> Reply:
 class AnswerCache:
     """Lookups and stores on the history database's own thread; `days` 0 turns it off."""
 
-    def __init__(self, history: HistoryStore, days: float) -> None:
+    def __init__(self, history: Database, days: float) -> None:
         self.history = history
         self.ttl = days * DAY
         self._pruned = 0.0

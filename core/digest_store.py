@@ -1,6 +1,6 @@
 """Digest state in the one SQLite file: which chats opted in, their schedule, and the voice notes heard.
 
-The tables come from core.history's migrations; every call runs on the HistoryStore's database thread.
+The tables come from core.schema; every call runs on the database's thread (core.db).
 Digests belong to a whole chat (all its topics or threads), so chats are keyed by platform and chat id.
 """
 from __future__ import annotations
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from .history import HistoryStore
+from .db import Database
 from .models import ChatKey, Usage
+from .usage_ledger import UsageLedger
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def _chat(row: sqlite3.Row | tuple) -> ChatDigest:
 
 
 class DigestStore:
-    def __init__(self, history: HistoryStore) -> None:
+    def __init__(self, history: Database) -> None:
         self._h = history
 
     # --- settings per chat --------------------------------------------------------------------
@@ -135,10 +136,4 @@ class DigestStore:
                            role: str, audio_seconds: float | None = None) -> None:
         """Tokens spent on listening or digests, as a turn with no words: usage counts see it, history
         (which reads only user and assistant turns) doesn't."""
-        def insert(db: sqlite_utils.Database) -> None:
-            db.table("turns").insert({
-                "platform": chat.platform, "chat_id": chat.chat_id, "thread_id": chat.thread_id or "",
-                "user_id": user_id or "", "role": role, "text": "", "audio_seconds": audio_seconds,
-                "audio_tokens": usage.audio_tokens, "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens, "created": now})
-        await self._h.write(insert)
+        await UsageLedger(self._h).record(chat, user_id, usage, role=role, now=now, audio_seconds=audio_seconds)
