@@ -126,6 +126,10 @@ class RateLimiter:
         self._clock = clock
         self._hits: dict[tuple[str, str], deque[float]] = {}
 
+    def __len__(self) -> int:
+        """How many senders it is keeping track of (idle ones are dropped after a minute)."""
+        return len(self._hits)
+
     def wait(self, key: tuple[str, str]) -> float:
         """Seconds until `key` may make another request; 0 when it may now."""
         if not self.per_minute:

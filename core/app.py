@@ -4,14 +4,15 @@
         adapter = TelegramHandlers(app)             # or bots.slack's Handlers(client, app, http)
 
 What it holds, and who uses what (docs/architecture.md draws the flow):
-- history: the SQLite file (core.history) — turns, latest audio, chat settings, seen events; the other
-  stores (jobs, digests, answer cache, usage) keep their own SQL over the same connection.
+- history: the database (core.db) with the chats' turns and latest audio (core.history); the other stores
+  (usage ledger, chat settings, seen events, jobs, digests, answer cache) keep their own SQL over it.
 - access: who may ask, how fast, how much (core.access) — checked by adapters at the door and again
   by the Assistant before anything is spent.
 - cache: answers kept by audio content (core.answer_cache).
 - assistant: the audio pipeline (core.service) — `handle`, `complete`, `transcribe_quietly`.
 - digests: group digests (core.digest) — listening, the digest command, the daily schedule, retention.
 - chat_state: reset, usage, voice on/off (core.chat_state).
+- events: platform events already handled (core.seen_events): a redelivery is not answered twice.
 - jobs: the durable job runner (core.runner) the adapter registers its callbacks with and submits to.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .digest import DigestService
 from .history import HistoryStore
 from .model_client import ModelClient
 from .runner import JobRunner
+from .seen_events import SeenEvents
 from .service import Assistant
 
 
@@ -38,6 +40,7 @@ class Earshot:
     assistant: Assistant
     digests: DigestService
     chat_state: ChatState
+    events: SeenEvents
     jobs: JobRunner
 
     @classmethod
@@ -53,7 +56,7 @@ class Earshot:
         """The parts around an Assistant that was built (and is opened and closed) elsewhere: the CLI's, a test's."""
         return cls(assistant.settings, assistant.history, assistant.access, assistant.cache, assistant,
                    assistant.digests, ChatState(assistant, assistant.access, assistant.history),
-                   JobRunner(assistant, digests=assistant.digests))
+                   SeenEvents(assistant.history), JobRunner(assistant, digests=assistant.digests))
 
     async def open(self) -> Earshot:
         """Open the database (StorageError with what to fix when it can't be used)."""

@@ -63,6 +63,7 @@ class Handlers:
         self.access = app.access
         self.history = app.history
         self.chat_state = app.chat_state
+        self.events = app.events
         self.settings = app.settings
         self._inflight: set[asyncio.Task[Any]] = set()
         self.outbox = Outbox(client, http)
@@ -264,7 +265,7 @@ class Handlers:
         event_id = body.get("event_id")
         if not event_id:
             return True
-        if not await self.history.event_seen(PLATFORM, str(event_id)):
+        if not await self.events.seen(PLATFORM, str(event_id)):
             return True
         log.info("skipping repeated delivery of %s", event_id)
         return False
@@ -278,7 +279,7 @@ class Handlers:
                 yield
             finally:
                 if (event_id := body.get("event_id")):
-                    await self.history.claim_event(PLATFORM, str(event_id))
+                    await self.events.claim(PLATFORM, str(event_id))
 
     async def _overhear(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """A clip or audio file posted in a channel with digests on: transcribed quietly, nothing said."""
