@@ -20,9 +20,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core import messages
+from core import intake, messages
 from core.app import Earshot
-from core.commands import DIGEST_WORDS, check_request, with_question
+from core.commands import DIGEST_WORDS, with_question
 from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import find_link
@@ -246,11 +246,10 @@ class Handlers:
                       key: str | None = None) -> None:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
-        try:
-            await self.access.check(chat, sender, count=True)   # before fetching the file
-            check_request(task, text, file is not None)
-        except EarshotError as err:
-            await self.outbox.report(dest, err, None)
+        refused = await intake.refusal(self.access, chat, sender, task, text, has_audio=file is not None)
+        if refused is not None:              # before fetching the file
+            if refused:
+                await self.outbox.say(dest, refused)
             return
         key = key or "once:" + uuid.uuid4().hex
         if dest.response_url:

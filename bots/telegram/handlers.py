@@ -12,12 +12,11 @@ from telegram import BotCommand, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from core import chat_state, messages
+from core import chat_state, intake, messages
 from core.app import Earshot
-from core.commands import TASK_WORDS, check_request, with_question
+from core.commands import TASK_WORDS, with_question
 from core.digest import FORGET
 from core.digest import parse_command as parse_digest
-from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import find_link
 from core.models import ChatKey, Task
@@ -197,12 +196,11 @@ class TelegramHandlers:
     # --- the one path to the core ---------------------------------------------------------------
     async def _task(self, message: Message, task: Task, text: str | None, media: MediaRef | None) -> None:
         # before downloading anything or showing "typing"; counted in the rate limit here, at the door
-        if not await self._admitted(message, count=True):
-            return
-        try:
-            check_request(task, text, media is not None)
-        except EarshotError as err:
-            await self._say(message, err.user_message)
+        refused = await intake.refusal(self.access, chat_key(message), sender_of(message), task, text,
+                                       has_audio=media is not None)
+        if refused is not None:
+            if refused:
+                await self._say(message, refused)
             return
         # stored before this handler returns, so before the update is confirmed to Telegram (.durable);
         # the runner downloads, asks the model and answers (.jobs)
@@ -210,21 +208,6 @@ class TelegramHandlers:
             key=f"{message.chat_id}:{message.message_id}", chat=chat_key(message), task=task,
             message_ref=str(message.message_id), file_ref=media.dumps() if media else None, text=text,
             sender=sender_of(message)))
-
-    async def _admitted(self, message: Message, *, spending: bool = True, count: bool = False) -> bool:
-        """False, having said so once, when the sender may not use the bot now (core.access)."""
-        try:
-            await self.access.check(chat_key(message), sender_of(message), spending=spending,
-                                    count=count and spending)
-        except AccessRefused as err:
-            await self._refused(message, err)
-            return False
-        return True
-
-    async def _refused(self, message: Message, err: AccessRefused) -> None:
-        log.debug("refused in chat %s%s", message.chat_id, " (quietly: told before)" if err.silent else "")
-        if not err.silent:
-            await self._say(message, err.user_message)
 
     async def _say(self, message: Message, text: str) -> None:
         await send_text(message.get_bot(), message.chat_id, text, thread_id=topic_id(message),
