@@ -70,7 +70,7 @@ _UNIT = {"m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
 _DAILY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 Action = Literal["summary", "on", "off", "daily", "daily_off", "forget", "invalid"]
-Deliver = Callable[[ChatKey, str], Awaitable[None]]
+Post = Callable[[ChatKey, str], Awaitable[None]]     # the adapter posts a scheduled digest in a chat
 NOBODY = Sender()
 AdminCheck = Callable[[], Awaitable[bool | None]]     # the platform's word: True, False, or None (couldn't ask)
 
@@ -443,13 +443,13 @@ class DigestService:
         return [text for text, _ in done], sum((u for _, u in done), Usage())
 
     # --- the daily schedule and retention -----------------------------------------------------
-    def start_schedule(self, platform: str, deliver: Deliver) -> None:
-        """Post each chat's daily digest through `deliver(chat, text)`, and purge expired transcripts,
+    def start_schedule(self, platform: str, post: Post) -> None:
+        """Post each chat's daily digest through `post(chat, text)`, and purge expired transcripts,
         until aclose(). State lives in SQLite, so a restart picks up where it left off (a slot missed
         while down is posted once on start)."""
         wake = asyncio.Event()
         self._wakes.append(wake)
-        self._schedulers.append(asyncio.create_task(self._run_schedule(platform, deliver, wake),
+        self._schedulers.append(asyncio.create_task(self._run_schedule(platform, post, wake),
                                                     name=f"earshot-digests-{platform}"))
 
     def wake(self) -> None:
@@ -457,12 +457,12 @@ class DigestService:
         for event in self._wakes:
             event.set()
 
-    async def _run_schedule(self, platform: str, deliver: Deliver, wake: asyncio.Event) -> None:
+    async def _run_schedule(self, platform: str, post: Post, wake: asyncio.Event) -> None:
         while True:
             wake.clear()
             due: float | None = None
             try:
-                due = await self.tick(platform, deliver)
+                due = await self.tick(platform, post)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -473,7 +473,7 @@ class DigestService:
             except TimeoutError:
                 pass
 
-    async def tick(self, platform: str, deliver: Deliver) -> float | None:
+    async def tick(self, platform: str, post: Post) -> float | None:
         """One pass: purge if it's time, post the digests that are due. Returns when the next one is due."""
         now = self.clock()
         if now - self._last_purge >= PURGE_EVERY:
@@ -485,17 +485,17 @@ class DigestService:
                 continue
             slot = last_slot(chat.daily, chat.tz, now)
             if slot > max(chat.last_scheduled, chat.scheduled_since):
-                await self._post(chat, slot, deliver)
+                await self._post(chat, slot, post)
             upcoming = next_slot(chat.daily, chat.tz, now)
             due = upcoming if due is None else min(due, upcoming)
         return due
 
-    async def _post(self, chat: ChatDigest, slot: float, deliver: Deliver) -> None:
+    async def _post(self, chat: ChatDigest, slot: float, post: Post) -> None:
         key = ChatKey(chat.platform, chat.chat_id)
         try:
             digest = await self.summary(key, None, mark=False)
             if digest.notes:     # a quiet day posts nothing rather than "nothing to sum up" every day
-                await deliver(chat.key, digest.text)
+                await post(chat.key, digest.text)
                 await self.store.update(chat.platform, chat.chat_id, self.clock(), last_digest=digest.until,
                                         last_note=digest.last_note)
         except asyncio.CancelledError:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from . import audio, ffmpeg, messages, metrics, prompts, speech
-from .access import AccessPolicy, MeteredClient, UsageReport
+from .access import AccessPolicy, MeteredClient
 from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
 from .catalog import ModelInfo
 from .commands import check_request
@@ -18,7 +18,7 @@ from .digest import DigestService
 from .errors import ModelAuthError, NeedsAudio, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .model_client import ModelClient, has_key, make_client
-from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
+from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Speech, Task, Usage
 from .timestamps import mmss, shift
 from .together import all_or_nothing
 from .tokens import PROMPT_RESERVE, estimate_tokens
@@ -62,8 +62,13 @@ class _Call:
 class Assistant:
     """Turns Requests into Replies: decode and split audio, ask the model, keep per-chat history.
 
-    Use as `async with Assistant(settings) as assistant:`. Safe to call concurrently: different
-    chats run in parallel, turns within one chat run in order.
+    Use as `async with Assistant(settings) as assistant:` (the bots get theirs from core.app). Entry points:
+    `handle` (a turn), `complete` (one text-only call), `transcribe_quietly` (listening for digests); voices
+    (`voice_on`/`voice_off`) because what a model can speak is the pipeline's knowledge.
+
+    Safe to call concurrently: different chats run in parallel, turns within one chat run in order. For the
+    bots that order is the job runner's (one worker per chat); the per-chat lock here is what keeps it for
+    callers that don't go through the runner (the CLI, tools) and is never contended by jobs.
     """
 
     def __init__(self, settings: Settings, *, client: ModelClient | None = None,
@@ -82,7 +87,7 @@ class Assistant:
         self.cache = cache or AnswerCache(self.history, settings.cache_days)
         # digests hear and summarise through this pipeline, over the same database, policy and cache
         self.digests = DigestService(self, history=self.history, access=self.access, cache=self.cache)
-        self._locks: dict[ChatKey, asyncio.Lock] = {}
+        self._locks: dict[ChatKey, asyncio.Lock] = {}      # see the class docstring: ordering
 
     async def __aenter__(self) -> Assistant:
         await self.history.open()
@@ -346,41 +351,6 @@ class Assistant:
         return await self._client.generate(self._messages([], [text_item(instruction)]),
                                            max_tokens=min(max_tokens or self.limits.max_output,
                                                           self.limits.max_output))
-
-    # --- chat state the adapters need -------------------------------------------------------
-    async def reset(self, chat: ChatKey) -> None:
-        """Forget the chat's history (the reset command)."""
-        await self.history.reset(chat)
-
-    async def usage(self, chat: ChatKey) -> Usage:
-        """Tokens this chat has used today (UTC)."""
-        return await self.history.usage_today(chat)
-
-    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True,
-                           count: bool = False) -> None:
-        """Raise AccessRefused (maybe silent) if this sender may not ask now; adapters call it before
-        downloading anything. handle() checks again, so skipping it costs bandwidth, never tokens.
-        spending=False: only whether they may use earshot at all (commands that cost nothing);
-        count=True: this is the request itself, accepted as a job: it spends one of the sender's requests
-        a minute now, before anything is downloaded (the job's Request then says `admitted`)."""
-        await self.access.check(chat, sender, spending=spending, count=count and spending)
-
-    async def usage_report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
-        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins, in a
-        private chat: top users and chats). Raises AccessRefused for people not allowed to use earshot."""
-        return await self.access.report(chat, sender, private=private)
-
-    async def remember_audio(self, chat: ChatKey, ref: str) -> None:
-        """Remember an opaque platform reference (a file id) as the chat's latest audio."""
-        await self.history.remember_audio(chat, ref)
-
-    async def latest_audio(self, chat: ChatKey) -> str | None:
-        """The chat's most recent audio reference, or None."""
-        return await self.history.latest_audio(chat)
-
-    async def claim_event(self, platform: str, event_id: str) -> bool:
-        """True the first time an event id is seen (kept in SQLite across restarts), False after."""
-        return await self.history.claim_event(platform, event_id)
 
 
 def _streamer(progress: ProgressCallback | None, done: int,

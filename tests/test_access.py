@@ -292,9 +292,9 @@ async def test_tokens_spent_before_a_failure_still_count(model, tmp_path):
         with pytest.raises(ModelInputError):
             await a.handle(Request(chat, Task.TRANSCRIBE, Audio(data), user_id="5"))
         spent = model.calls[0].usage
-        used = await a.usage(chat)
+        used = await a.history.usage_today(chat)
         assert used.total == sum(spent.values()) > 0
-        report = await a.usage_report(chat, Sender("5"))
+        report = await a.access.report(chat, Sender("5"))
         assert report.user is not None and report.user.used == used.total
 
 
