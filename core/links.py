@@ -19,6 +19,7 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import PurePosixPath
 from typing import Any
@@ -56,6 +57,26 @@ def find_link(text: str | None) -> str | None:
         words = words[1:].split(">", 1)[0].split("|", 1)[0]
     match = _URL.match(words)
     return match.group(0).rstrip(".,;:!?)") if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedAudio:
+    """A message that starts with a link to audio: the URL, a file name from its path, and the words after it."""
+
+    url: str
+    name: str | None
+    rest: str
+
+
+def split_link(text: str | None) -> LinkedAudio | None:
+    """The link a message starts with (find_link), and what follows it (a task, a question); None if none."""
+    url = find_link(text)
+    if url is None:
+        return None
+    words = (text or "").strip()
+    rest = words.split(">", 1)[1] if words.startswith("<") else words[words.find(url) + len(url):]
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return LinkedAudio(url, name if "." in name else None, rest.strip())
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

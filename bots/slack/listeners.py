@@ -25,7 +25,7 @@ from core.app import Earshot
 from core.commands import DIGEST_WORDS, with_question
 from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
-from core.links import find_link
+from core.links import split_link
 from core.models import ChatKey, Sender, Task
 
 from . import render
@@ -331,13 +331,8 @@ class Handlers:
 
 def link_file(text: str) -> dict[str, Any] | None:
     """A message that starts with a link, as a file reference to fetch (core.links); "rest": the words after it."""
-    link = find_link(text)
-    if link is None:
-        return None
-    words = text.strip()
-    rest = words.split(">", 1)[1] if words.startswith("<") else words[len(link):]
-    name = link.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return {"link": link, "name": name if "." in name else None, "rest": rest.strip()}
+    link = split_link(text)
+    return {"link": link.url, "name": link.name, "rest": link.rest} if link else None
 
 
 class _Tracked:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from pathlib import PurePosixPath
 
 from telegram import Message, MessageEntity
 
 from core.commands import is_audio_name
+from core.links import LinkedAudio
 from core.models import ChatKey, Sender
 
 PLATFORM = "telegram"
@@ -57,10 +57,9 @@ def media_of(message: Message | None) -> MediaRef | None:
     return None
 
 
-def link_media(url: str) -> MediaRef:
+def link_media(link: LinkedAudio) -> MediaRef:
     """An audio link in a message, fetched like a file (core.links); named after the URL's last segment."""
-    name = PurePosixPath(url.split("?", 1)[0].split("#", 1)[0]).name
-    return MediaRef(url, "link", name if "." in name else None)
+    return MediaRef(link.url, "link", link.name)
 
 
 def original_name(media: MediaRef) -> str | None:

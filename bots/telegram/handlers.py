@@ -18,7 +18,7 @@ from core.commands import TASK_WORDS, with_question
 from core.digest import FORGET
 from core.digest import parse_command as parse_digest
 from core.jobs import NewJob
-from core.links import find_link
+from core.links import split_link
 from core.models import ChatKey, Task
 
 from . import digests
@@ -142,8 +142,8 @@ class TelegramHandlers:
             return
         name, arg = parsed
         media = media_of(message.reply_to_message)
-        if media is None and (link := find_link(arg)):      # "/transcribe https://…/talk.mp3"
-            media, arg = link_media(link), arg.split(None, 1)[1] if len(arg.split(None, 1)) > 1 else ""
+        if media is None and (link := split_link(arg)):      # "/transcribe https://…/talk.mp3"
+            media, arg = link_media(link), link.rest
             await self.history.remember_audio(chat_key(message), media.dumps())
         if media is None:
             ref = await self.history.latest_audio(chat_key(message))
@@ -183,8 +183,8 @@ class TelegramHandlers:
             return
         text = strip_mention(message.text, bot.username)
         media = media_of(message.reply_to_message)
-        if media is None and (link := find_link(text)):   # a link to an audio file: handled like an upload
-            media, text = link_media(link), " ".join(text.split()[1:])
+        if media is None and (link := split_link(text)):   # a link to an audio file: handled like an upload
+            media, text = link_media(link), link.rest
             await self.history.remember_audio(chat_key(message), media.dumps())
         if media is not None:  # words in reply to an audio message are a question about it
             await self._task(message, *with_question(Task.ASK, text), media)
