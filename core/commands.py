@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from . import messages
-from .digest import parse_command as digest_command
+from .digest import parse_digest
 from .errors import NeedsAudio, NeedsText
 from .models import Task
 
@@ -79,7 +79,7 @@ def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
     if word in STATE_WORDS | DIGEST_WORDS:
         # a DM that merely starts with "help me…" is a question, not the help command
         # ("digest daily 09:00 Mars/Base" is still the command: its answer says what a zone looks like)
-        if strict and arg and not (word == "digest" and (digest_command(arg).action != "invalid"
+        if strict and arg and not (word == "digest" and (parse_digest(arg).action != "invalid"
                                                          or arg.lower().startswith("daily "))) \
                 and not (word == "voice" and arg.split()[0].lower() in ("on", "off")):
             return None

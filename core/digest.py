@@ -3,7 +3,7 @@
     digests = assistant.digests
     if await digests.listening(chat):     # and the sender passed the access checks, quietly
         await runner.submit(digests.listen_job(chat, key=..., file_ref=..., sent=..., sender=..., name=...))
-    text = await digests.respond(chat, parse_command("2h"), prefix="/", sender=sender)
+    text = await digests.respond(chat, parse_digest("2h"), prefix="/", sender=sender)
     digests.start_schedule("telegram", post)          # one scheduler per adapter, state in SQLite
 
 Voice notes are heard as durable, bounded jobs (core.runner calls `hear`): through the Assistant's own
@@ -93,7 +93,7 @@ class DigestCommand:
 FORGET = DigestCommand("forget")
 
 
-def parse_command(args: str | None) -> DigestCommand:
+def parse_digest(args: str | None) -> DigestCommand:
     """`""`, `on`, `off`, `daily HH:MM [zone]`, `daily off`, or a period like `2h`, `24h`, `7d`."""
     words = (args or "").strip().split()
     lowered = [w.lower() for w in words]

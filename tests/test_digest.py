@@ -14,7 +14,8 @@ import pytest
 
 from core import messages
 from core.config import Settings
-from core.digest import DigestCommand, last_slot, next_slot, parse_command
+from core.digest import DigestCommand, last_slot, next_slot
+from core.digest import parse_digest as parse_command
 from core.digest_store import VoiceNote
 from core.jobs import Job
 from core.models import Audio, ChatKey, Sender

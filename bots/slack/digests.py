@@ -11,7 +11,7 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 
 from core import messages
-from core.digest import FORGET, DigestCommand, DigestService, parse_command
+from core.digest import FORGET, DigestCommand, DigestService, parse_digest
 from core.digest import help_text as digest_help
 from core.jobs import NewJob
 from core.models import ChatKey, Sender
@@ -76,7 +76,7 @@ class SlackDigests:
     async def on_command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command) -> None:
         """`/earshot digest …` or `/earshot forget`: refusals go to the asker alone; the rest to the channel."""
         channel = command["channel_id"]
-        digest = FORGET if cmd.word == "forget" else parse_command(cmd.arg)
+        digest = FORGET if cmd.word == "forget" else parse_digest(cmd.arg)
         sender = sender_of(command)
         refusal = await self._refusal(channel, digest, sender)
         if refusal is not None:
@@ -90,7 +90,7 @@ class SlackDigests:
 
     async def in_chat(self, cmd: Command, dest: Destination, sender: Sender) -> None:
         """`digest …` or `forget` typed to earshot in a mention (or a DM, where it only explains)."""
-        digest = FORGET if cmd.word == "forget" else parse_command(cmd.arg)
+        digest = FORGET if cmd.word == "forget" else parse_digest(cmd.arg)
         refusal = await self._refusal(dest.channel, digest, sender)
         if refusal is not None:
             if refusal:                # "": a stranger already told no

@@ -15,8 +15,7 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 from core import chat_state, intake, messages
 from core.app import Earshot
 from core.commands import TASK_WORDS, with_question
-from core.digest import FORGET
-from core.digest import parse_command as parse_digest
+from core.digest import FORGET, parse_digest
 from core.jobs import NewJob
 from core.links import split_link
 from core.models import ChatKey, Task
