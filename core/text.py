@@ -33,11 +33,12 @@ def _split(text: str, limit: int, seps: tuple[str, ...], size: Callable[[str], i
                 cur, cur_size = "", 0
             cur, cur_size = cur + unit, cur_size + s
         return chunks + [cur] if cur else chunks
-    sep_size = size(sep)
-    for piece in text.split(sep):
+    parts = text.split(sep)
+    # each piece keeps its separator, so a cut between sentences keeps the period (only whitespace is lost)
+    for piece in [p + sep for p in parts[:-1]] + parts[-1:]:
         piece_size = size(piece)
-        if cur and cur_size + sep_size + piece_size <= limit:
-            cur, cur_size = cur + sep + piece, cur_size + sep_size + piece_size
+        if cur and cur_size + piece_size <= limit:
+            cur, cur_size = cur + piece, cur_size + piece_size
             continue
         if cur:
             chunks.append(cur)

@@ -59,12 +59,8 @@ class Handlers:
 
     def __init__(self, client: AsyncWebClient, app: Earshot, http: httpx.AsyncClient) -> None:
         self.client = client
-        self.assistant = app.assistant
-        self.access = app.access
-        self.history = app.history
-        self.chat_state = app.chat_state
-        self.events = app.events
-        self.settings = app.settings
+        # the parts of earshot the listeners use (core.app builds them)
+        self.access, self.history, self.chat_state, self.events = app.access, app.history, app.chat_state, app.events
         self._inflight: set[asyncio.Task[Any]] = set()
         self.outbox = Outbox(client, http)
         # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash;

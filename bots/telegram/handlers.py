@@ -72,12 +72,7 @@ class TelegramHandlers:
     """Turns messages into core Requests and sends the Replies back."""
 
     def __init__(self, app: Earshot) -> None:
-        self.assistant = app.assistant
-        self.access = app.access
-        self.history = app.history
-        self.digests = app.digests
-        self.chat_state = app.chat_state
-        self.settings = app.settings
+        self.access, self.history, self.digests, self.chat_state = app.access, app.history, app.digests, app.chat_state
         self.locks = ChatLocks()
         # requests become durable jobs: stored before work starts, resumed after a crash (core.runner);
         # the runner's callbacks for them are in .jobs
