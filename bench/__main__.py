@@ -12,7 +12,18 @@ import sys
 import time
 import traceback
 
-from bench import answer_cache, bitrate, history_store, long_audio, memory, models, pipeline, report, startup, throughput
+from bench import (
+    answer_cache,
+    bitrate,
+    history_store,
+    long_audio,
+    memory,
+    models,
+    pipeline,
+    report,
+    startup,
+    throughput,
+)
 
 BENCHMARKS = {"pipeline": pipeline, "bitrate": bitrate, "throughput": throughput, "long_audio": long_audio,
               "memory": memory, "history": history_store, "models": models, "startup": startup,

@@ -71,7 +71,8 @@ async def one_run(cache_days: float, requests: list, audio: list[bytes], url: st
         started = time.perf_counter()
         async with Assistant(settings) as assistant:
             for note, chat, task, text in requests:
-                reply = await assistant.handle(Request(ChatKey("telegram", chat), task, audio=Audio(audio[note], "v.ogg"),
+                reply = await assistant.handle(Request(ChatKey("telegram", chat), task,
+                                                       audio=Audio(audio[note], "v.ogg"),
                                                        text=text, audio_id=f"u{note}"))
                 tokens += reply.usage.total
                 calls += len(reply.request_ids)
@@ -94,7 +95,8 @@ async def run(originals: int) -> dict[str, Any]:
     print(f"  {originals} notes, {len(requests)} requests ({standalone} cacheable): "
           f"{off['tokens']:,} tokens without the cache, {on['tokens']:,} with it ({saved:.0%} saved); "
           f"model calls {off['model_calls']} -> {on['model_calls']}, {on['cache_hits']} hits")
-    return {"originals": originals, "requests": len(requests), "forwards_mean": sum(per_note) / originals, "cacheable": standalone, "off": off, "on": on,
+    return {"originals": originals, "requests": len(requests), "forwards_mean": sum(per_note) / originals,
+            "cacheable": standalone, "off": off, "on": on,
             "saved": saved,
             "rows": [row("Answer cache: tokens on a forward-heavy workload", f"{on['tokens']:,}",
                          f"{off['tokens']:,} without", on["tokens"] / off["tokens"], "fewer than without", saved > 0)]}

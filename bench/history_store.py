@@ -53,10 +53,10 @@ async def run(turns: int, repeats: int) -> dict[str, Any]:
         store = HistoryStore(Path(tmp) / "earshot.db")
         await store.open()
         try:
-            await store._run(_fill, store, big, turns)
+            await store.run(_fill, store, big, turns)
             for other in range(10):           # other chats' turns, as many in all as the big chat's
-                await store._run(_fill, store, ChatKey("telegram", f"9{other}"), turns // 10)
-            await store._run(_fill, store, small, 10)
+                await store.run(_fill, store, ChatKey("telegram", f"9{other}"), turns // 10)
+            await store.run(_fill, store, small, 10)
             figures: dict[str, Any] = {}
             for label, chat in (("big", big), ("small", small)):
                 ops: dict[str, Callable[[], Awaitable[Any]]] = {

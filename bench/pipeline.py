@@ -71,8 +71,8 @@ def run(repeats: int, lengths: dict[str, float]) -> dict[str, Any]:
             theirs: list[tuple[float, float]] = []
             n = repeats if seconds < 120 else max(3, repeats // 3)
             for _ in range(n):
-                ours.append(_measure(lambda: earshot(data)))
-                theirs.append(_measure(lambda: plain_ffmpeg(src, out)))
+                ours.append(_measure(lambda data=data: earshot(data)))
+                theirs.append(_measure(lambda src=src: plain_ffmpeg(src, out)))
             case = {"label": label, "seconds": seconds, "bytes": len(data), "chunks": chunks, "runs": n,
                     "earshot_s": median([w for w, _ in ours]), "ffmpeg_s": median([w for w, _ in theirs]),
                     "earshot_cpu_s": median([c for _, c in ours]), "ffmpeg_cpu_s": median([c for _, c in theirs]),

@@ -6,7 +6,6 @@ The table sits between two marker comments; everything else in BENCHMARKS.md is 
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,8 @@ def table() -> str:
                          f"| {r['target']} | {_met(r['met'])} |")
     if machine:
         lines += ["", f"Measured {min(whens)} – {max(whens)} on {machine.get('cpus')} × {machine.get('cpu')}, "
-                      f"Python {machine.get('python')}, {' '.join(machine.get('ffmpeg_version', 'ffmpeg').split()[:3])} "
+                      f"Python {machine.get('python')}, "
+                      f"{' '.join(machine.get('ffmpeg_version', 'ffmpeg').split()[:3])} "
                       f"(`{machine.get('ffmpeg')}`). One-minute load average when each benchmark finished: "
                       + ", ".join(f"{name} {load}" for name, load in loads if load is not None)
                       + " (the machine is shared; anything above ~2 means other work competed for the cores)."]
@@ -71,7 +71,8 @@ def plots() -> list[Path]:
     tp = load("throughput")
     if tp:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        for latency, colour in zip(sorted({c["latency"] for c in tp["cases"]}), ("tab:blue", "tab:orange", "tab:green")):
+        colours = ("tab:blue", "tab:orange", "tab:green")
+        for latency, colour in zip(sorted({c["latency"] for c in tp["cases"]}), colours, strict=False):
             cs = sorted((c for c in tp["cases"] if c["latency"] == latency), key=lambda c: c["n"])
             ns = [c["n"] for c in cs]
             ax.plot(ns, [c["wall_s"] for c in cs], "o-", color=colour, label=f"earshot, L = {latency:g} s")
@@ -100,7 +101,7 @@ def plots() -> list[Path]:
                label="earshot: prepare + request body")
         ax.bar([i + width / 2 for i in x], [c["ffmpeg_s"] * 1000 for c in cases], width,
                label="plain ffmpeg -i in.ogg -ac 1 -ar 16000 out.mp3")
-        for i, c in zip(x, cases):
+        for i, c in zip(x, cases, strict=True):
             ax.annotate(f"{c['ratio']:.2f}×", (i, max(c["earshot_s"], c["ffmpeg_s"]) * 1000), ha="center",
                         va="bottom", fontsize=9)
         ax.set_xticks(list(x), [f"{c['label']} Opus note" for c in cases])

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -29,8 +30,6 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import logging
 
 import psutil
 from aiohttp import web
@@ -172,7 +171,7 @@ class BotProcess:
             life = self.lives[-1] if self.lives else None
             if life is not None and self.proc is not None and self.proc.poll() is None:
                 with contextlib.suppress(psutil.Error):
-                    rss = await asyncio.to_thread(lambda: psutil.Process(life["pid"]).memory_info().rss)
+                    rss = await asyncio.to_thread(lambda pid=life["pid"]: psutil.Process(pid).memory_info().rss)
                     life["rss"].append((time.monotonic() - life["started"], rss))
             await asyncio.sleep(every)
 
@@ -265,7 +264,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             await killing
             sent_all = time.monotonic()
             deadline = sent_all + args.drain
-            while len(tg.answers) < len(plan) and time.monotonic() < deadline:
+            # the stand-in's counts, polled
+            while len(tg.answers) < len(plan) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             drained = time.monotonic()
             await asyncio.sleep(5.0)                 # a repeated answer would arrive by now

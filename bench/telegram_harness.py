@@ -169,7 +169,7 @@ class Bot:
         done = [self.tg.answered[c] - started for c in chats]
         spans = [(a - started, b - started) for a, b in self.ds.spans[spans_before:]]
         busy = sum(b - a for a, b in spans)
-        bot_cpu, ffmpeg_cpu, own_cpu = (after - before for after, before in zip(self.cpu(), cpu_before))
+        bot_cpu, ffmpeg_cpu, own_cpu = (after - before for after, before in zip(self.cpu(), cpu_before, strict=True))
         # the stand-in's answers: "heard …" for audio, "[text-only] …" for a combining call; else an error
         failed = [c for c in chats if not ("heard" in self.tg.answers[c] or "[text-only]" in self.tg.answers[c])]
         return {"wall_s": max(done), "latencies_s": sorted(round(x, 4) for x in done),
@@ -178,7 +178,8 @@ class Bot:
                 "first_model_call_s": round(min(a for a, _ in spans), 4) if spans else None,
                 "last_model_answer_s": round(max(b for _, b in spans), 4) if spans else None,
                 "mean_in_flight": round(busy / max(done), 2),
-                "model_spans": [(round(a, 4), round(b, 4)) for a, b in sorted(spans)], "max_in_flight": self.ds.max_in_flight,
+                "model_spans": [(round(a, 4), round(b, 4)) for a, b in sorted(spans)],
+                "max_in_flight": self.ds.max_in_flight,
                 "bot_cpu_s": round(bot_cpu, 3), "ffmpeg_cpu_s": round(ffmpeg_cpu, 3),
                 "standins_cpu_s": round(own_cpu, 3)}
 

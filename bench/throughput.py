@@ -51,12 +51,14 @@ async def run(ns: list[int], latencies: list[float], env: dict[str, str]) -> dic
                 lat = got["latencies_s"]
                 print(f"  N={n:>3} L={latency:g}s: {got['wall_s']:6.2f} s vs ideal {ideal:5.2f} s "
                       f"= {case['ratio']:.2f}×  (per-chat median {lat[len(lat) // 2]:.2f} s, "
-                      f"max in flight {got['max_in_flight']}, failed {got['failed']}; CPU bot {got['bot_cpu_s']:.1f} s + "
+                      f"max in flight {got['max_in_flight']}, failed {got['failed']}; "
+                      f"CPU bot {got['bot_cpu_s']:.1f} s + "
                       f"ffmpeg {got['ffmpeg_cpu_s']:.1f} s = {case['cpu_ms_per_note']:.0f} ms/note, stand-ins "
                       f"{got['standins_cpu_s']:.1f} s; CPU floor {floor:.2f} s)")
                 if got["failed"]:
                     print(f"    e.g. {got['first_failure']!r}")
-    rows = [row(f"Throughput, {c['n']} chat{'s' if c['n'] > 1 else ''} at once, L={c['latency']:g} s (limit {c['limit']})",
+    rows = [row(f"Throughput, {c['n']} chat{'s' if c['n'] > 1 else ''} at once, "
+                f"L={c['latency']:g} s (limit {c['limit']})",
                 f"{c['wall_s']:.2f} s", f"{c['ideal_s']:.2f} s (L×⌈N/{c['limit']}⌉)", c["ratio"],
                 f"≤ {TARGET}×", c["ratio"] <= TARGET and not c["failed"]) for c in cases]
     return {"note_seconds": NOTE_SECONDS, "limit": limit, "cases": cases, "rows": rows}

@@ -91,8 +91,9 @@ class _ProgressBar:
         if p.total < 2 or not sys.stderr.isatty():
             return
         if self._bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
             from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+            from rich.progress import Progress as Bar
             self._bar = Bar(TextColumn("Listening"), BarColumn(), MofNCompleteColumn(), TextColumn("parts"),
                             console=Console(stderr=True), transient=True)
             self._bar.start()
@@ -238,7 +239,8 @@ def translate(file: FileArg,
 
 @app.command()
 def telegram(
-    webhook_url: Annotated[str | None, typer.Option(help="Public HTTPS URL: run in webhook mode instead of long polling.")] = None,
+    webhook_url: Annotated[str | None, typer.Option(
+        help="Public HTTPS URL: run in webhook mode instead of long polling.")] = None,
     port: Annotated[int, typer.Option(help="Port the webhook server listens on.")] = 8443,
     listen: Annotated[str, typer.Option(help="Address the webhook server binds.")] = "0.0.0.0",
 ) -> None:
@@ -253,7 +255,8 @@ def telegram(
 
 
 @app.command()
-def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/events (without SLACK_APP_TOKEN).")] = 3000) -> None:
+def slack(port: Annotated[int, typer.Option(
+        help="HTTP port for POST /slack/events (without SLACK_APP_TOKEN).")] = 3000) -> None:
     """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on --port at /slack/events."""
     settings = _settings()
     if settings.slack_bot_token is None:
@@ -269,7 +272,8 @@ def slack(port: Annotated[int, typer.Option(help="HTTP port for POST /slack/even
 @app.command()
 def doctor(
     webhook_url: Annotated[str | None, typer.Option(
-        help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting none.")] = None,
+        help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting "
+             "none.")] = None,
 ) -> None:
     """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
     settings = _settings()

@@ -67,7 +67,8 @@ def check_ffmpeg(settings: Settings) -> Check:
 
 # --- the database ----------------------------------------------------------------------------------
 async def check_database(settings: Settings) -> Check:
-    from core.history import HistoryStore, migrations
+    from core.history import HistoryStore
+    from core.schema import migrations
 
     where = settings.db_path
     store = HistoryStore(where)
@@ -195,7 +196,8 @@ def check_slack(settings: Settings, http: httpx.Client) -> Iterator[Check]:
     yield Check("Slack auth.test", True, f"signed in as {body.get('user')} in {body.get('team')}")
     header = resp.headers.get("x-oauth-scopes")
     if header is None:
-        yield Check("Slack scopes", False, "Slack did not list the token's scopes: is SLACK_BOT_TOKEN a bot token (xoxb-…)?")
+        yield Check("Slack scopes", False,
+                    "Slack did not list the token's scopes: is SLACK_BOT_TOKEN a bot token (xoxb-…)?")
     else:
         granted = {s.strip() for s in header.split(",") if s.strip()}
         missing = [s for s in SLACK_SCOPES if s not in granted]
@@ -207,7 +209,7 @@ def check_slack(settings: Settings, http: httpx.Client) -> Iterator[Check]:
     if settings.slack_app_token is not None and settings.slack_app_token.get_secret_value():
         resp, body, error = call("apps.connections.open", settings.slack_app_token.get_secret_value())
         if resp is None or error:
-            yield Check("Slack Socket Mode", False, error if resp is None else
+            yield Check("Slack Socket Mode", False, (error or "") if resp is None else
                         f"SLACK_APP_TOKEN was refused ({error}): create an app-level token (xapp-…) with the "
                         "connections:write scope under Basic Information, and turn Socket Mode on")
         else:

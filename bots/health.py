@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from core import metrics
-from core.history import HistoryStore
+from core.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ PLATFORM_CACHE_SECONDS = 15.0
 class Health:
     """The two handlers, over the process's database and a probe of its platform connection."""
 
-    def __init__(self, history: HistoryStore, platform: PlatformProbe, *, name: str,
+    def __init__(self, history: Database, platform: PlatformProbe, *, name: str,
                  cache_seconds: float = PLATFORM_CACHE_SECONDS) -> None:
         metrics.enable()
         self.history = history
@@ -115,7 +115,7 @@ class HealthServer:
             self._runner = None
 
 
-async def serve_health(history: HistoryStore, platform: PlatformProbe, *, name: str,
+async def serve_health(history: Database, platform: PlatformProbe, *, name: str,
                        port: int) -> HealthServer | None:
     """EARSHOT_METRICS_PORT's server, started; None when the port is 0 (turned off)."""
     if not port:

@@ -22,11 +22,13 @@ from typing import Any
 
 import sqlite_utils
 
-from . import messages, metrics
+from . import messages, metrics, usage_ledger, words
 from .config import Settings
+from .db import Database
 from .errors import AccessRefused
-from .history import HistoryStore
 from .models import ChatKey, Request, Sender, Usage
+from .seen_events import SeenEvents
+from .usage_ledger import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +40,10 @@ TOP = 10                          # spenders listed for admins
 KEYS_KEPT = 10_000                # people remembered (names, rate windows, refusals) before pruning
 
 
-def day_start(now: float) -> float:
-    return now - now % DAY        # UTC midnight, as core.history counts days
+day_start = usage_ledger.day_start      # UTC midnight: budgets count from there
 
 
-def wait_words(seconds: float) -> str:
-    """'3 h 20 min', '12 min', '40 s': how long until something, for people."""
-    seconds = max(1, int(seconds + 0.999))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = (seconds + 59) // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+wait_words = words.wait      # '3 h 20 min', '12 min', '40 s' (core.words)
 
 
 # --- what /usage shows ------------------------------------------------------------------------
@@ -134,6 +126,10 @@ class RateLimiter:
         self._clock = clock
         self._hits: dict[tuple[str, str], deque[float]] = {}
 
+    def __len__(self) -> int:
+        """How many senders it is keeping track of (idle ones are dropped after a minute)."""
+        return len(self._hits)
+
     def wait(self, key: tuple[str, str]) -> float:
         """Seconds until `key` may make another request; 0 when it may now."""
         if not self.per_minute:
@@ -200,32 +196,17 @@ class MeteredClient:
 
 # --- the policy ------------------------------------------------------------------------------
 
-_TOTAL = "COALESCE(SUM(COALESCE(audio_tokens,0) + COALESCE(input_tokens,0) + COALESCE(output_tokens,0)), 0)"
-
-
-def _used(db: sqlite_utils.Database, since: float, platform: str, chat_id: str,
-          user_id: str | None) -> tuple[int, int, int]:
-    """Tokens used since `since`: by the user (on this platform), in the chat, by everyone."""
-    def one(where: str, args: list[Any]) -> int:
-        return int(db.execute(f"SELECT {_TOTAL} FROM turns WHERE created >= ?{where}", [since, *args]).fetchone()[0])
-    user = one(" AND platform = ? AND user_id = ?", [platform, user_id]) if user_id else 0
-    return user, one(" AND platform = ? AND chat_id = ?", [platform, chat_id]), one("", [])
-
-
-def _top(db: sqlite_utils.Database, since: float, column: str, limit: int) -> list[tuple[str, str, int]]:
-    rows = db.execute(
-        f"SELECT platform, {column}, {_TOTAL} AS total FROM turns WHERE created >= ? AND COALESCE({column}, '') != '' "
-        f"GROUP BY platform, {column} HAVING total > 0 ORDER BY total DESC LIMIT ?", [since, limit]).fetchall()
-    return [(p, i, int(t)) for p, i, t in rows]
 
 
 class AccessPolicy:
     """Decides who may ask, and whether today's budgets and the rate limit leave room for it."""
 
-    def __init__(self, settings: Settings, history: HistoryStore, *,
+    def __init__(self, settings: Settings, history: Database, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.history = history
+        self.ledger = UsageLedger(history)
+        self.events = SeenEvents(history)
         self._clock = clock
         self._users = set(settings.allowed_users)
         self._chats = set(settings.allowed_chats)
@@ -259,7 +240,7 @@ class AccessPolicy:
         subject = sender.user_id or chat.chat_id
         day = int(self._clock() // DAY)
         # work nobody asked for (background listening) must not use up the one refusal a person hears
-        first = not quietly and await self.history.claim_event(chat.platform, f"refused:{subject}:{day}")
+        first = not quietly and await self.events.claim(chat.platform, f"refused:{subject}:{day}")
         if first:
             log.info("refused %s user %s in chat %s: not on the allowed lists", chat.platform,
                      sender.user_id or "-", chat.chat_id)
@@ -346,13 +327,10 @@ class AccessPolicy:
         admin = private and self.is_admin(chat, sender)
 
         def read(db: sqlite_utils.Database) -> tuple[Usage, list, list]:
-            here = db.execute(
-                "SELECT COALESCE(SUM(audio_tokens),0), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0) "
-                "FROM turns WHERE platform = ? AND chat_id = ? AND created >= ?",
-                [chat.platform, chat.chat_id, since]).fetchone()
+            here = usage_ledger.usage_in(db, since, chat.platform, chat.chat_id)
             if not admin:
-                return Usage(*here), [], []
-            return Usage(*here), _top(db, since, "user_id", TOP), _top(db, since, "chat_id", TOP)
+                return here, [], []
+            return here, usage_ledger.top_in(db, since, "user_id", TOP), usage_ledger.top_in(db, since, "chat_id", TOP)
 
         here, users, chats = await self.history.read(read)
         return UsageReport(
@@ -367,7 +345,8 @@ class AccessPolicy:
                           exclude: _Spend | None = None) -> list[tuple[str, Allowance]]:
         s = self.settings
         since = day_start(self._clock())
-        user, here, everyone = await self.history.read(lambda db: _used(db, since, platform, chat_id, user_id))
+        user, here, everyone = await self.history.read(
+            lambda db: usage_ledger.totals_in(db, since, platform, chat_id, user_id))
         for spend in self._open:   # requests in flight count what they are expected to cost
             if spend is exclude:
                 continue
@@ -394,12 +373,8 @@ class AccessPolicy:
         return day_start(now) + DAY - now
 
     async def _record_spent(self, request: Request, usage: Usage) -> None:
-        row = {"platform": request.chat.platform, "chat_id": request.chat.chat_id,
-               "thread_id": request.chat.thread_id or "", "user_id": request.user_id or "", "role": "spent",
-               "text": "", "audio_seconds": None, "audio_tokens": usage.audio_tokens,
-               "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "created": self._clock()}
         try:
-            await self.history.write(lambda db: db["turns"].insert(row))
+            await self.ledger.record(request.chat, request.user_id, usage, role="spent", now=self._clock())
         except Exception:   # never hide the failure that brought us here
             log.exception("could not record %d tokens spent on a failed request", usage.total)
 

@@ -4,7 +4,7 @@ The key is a hash of the audio bytes, the task, its text (question, language) an
 own stable id for a file (Telegram's file_unique_id) maps to that hash, so a forwarded voice note is
 answered without even downloading it. Only answers that stand alone are kept: never voice chat or
 anything that read the chat's history. Rows live `EARSHOT_CACHE_DAYS` and carry the chat whose audio
-put them there, so forgetting a chat deletes them (HistoryStore.forget_chat).
+put them there, so forgetting a chat deletes them (Database.forget_chat).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 
 import sqlite_utils
 
-from .history import HistoryStore
+from .db import Database
 from .models import ChatKey, Part, Reply, Task, Usage
 
 DAY = 86400.0
@@ -48,7 +48,7 @@ def _decode(raw: str, task: Task) -> Reply:
 class AnswerCache:
     """Lookups and stores on the history database's own thread; `days` 0 turns it off."""
 
-    def __init__(self, history: HistoryStore, days: float) -> None:
+    def __init__(self, history: Database, days: float) -> None:
         self.history = history
         self.ttl = days * DAY
         self._pruned = 0.0
@@ -71,7 +71,7 @@ class AnswerCache:
     async def remember_source(self, chat: ChatKey, source_id: str, digest: str) -> None:
         row = {"platform": chat.platform, "source_id": source_id, "chat_id": chat.chat_id, "digest": digest,
                "created": time.time()}
-        await self.history.write(lambda db: db["audio_sources"].upsert(row, pk=("platform", "source_id")))
+        await self.history.write(lambda db: db.table("audio_sources").upsert(row, pk=("platform", "source_id")))
 
     async def get(self, key: str, task: Task) -> Reply | None:
         def find(db: sqlite_utils.Database) -> str | None:
@@ -90,7 +90,7 @@ class AnswerCache:
             self._pruned = now
 
         def store(db: sqlite_utils.Database) -> None:
-            db["answer_cache"].upsert(row, pk="key")
+            db.table("answer_cache").upsert(row, pk="key")
             if prune:
                 self._prune(db)
         await self.history.write(store)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import ffmpeg, messages
+from . import ffmpeg, messages, words
 from .errors import AudioError
 from .models import Audio
 
@@ -38,6 +38,7 @@ with warnings.catch_warnings():
     # no ffmpeg is on PATH, though ffmpeg.executable() hands it one before any use.
     warnings.simplefilter("ignore")
     import audioop
+
     from pydub import AudioSegment
 
 SAMPLE_RATE = 16_000
@@ -111,7 +112,7 @@ def prepare(audio: Audio, *, max_bytes: int, max_seconds: float, timeout: float,
              if not is_silent(frame_levels[_frame(span[0]):_frame(span[1], up=True)])]
     datas = cut(decoded, spans)
     return Prepared(duration=decoded.duration,
-                    chunks=[Chunk(start, end, data) for (start, end), data in zip(spans, datas)])
+                    chunks=[Chunk(start, end, data) for (start, end), data in zip(spans, datas, strict=True)])
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -123,17 +124,7 @@ def check_size(data: bytes, max_bytes: int) -> None:
         raise AudioError(messages.TOO_BIG.format(size_mb=len(data) / 2**20, limit_mb=max_bytes / 2**20))
 
 
-def describe_seconds(seconds: float) -> str:
-    """A length as people say it: "30 minutes", "1 hour", "90 seconds"."""
-    def plural(n: float, unit: str) -> str:
-        return f"{n:g} {unit}" + ("" if n == 1 else "s")
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return plural(seconds / 3600, "hour")
-    if seconds >= 60 and seconds % 60 == 0:
-        return plural(seconds / 60, "minute")
-    if seconds >= 120:
-        return plural(round(seconds / 60, 1), "minute")
-    return plural(round(seconds, 1), "second")
+describe_seconds = words.duration     # "30 minutes", "1 hour", "90 seconds" (core.words)
 
 
 # --- decode ---------------------------------------------------------------------------------------
@@ -250,7 +241,7 @@ def split(segment: AudioSegment, frame_levels: Sequence[float] | None = None, *,
         hi = max(lo, min(pos + longest, latest))
         cuts.append(min(range(lo, hi + 1), key=lambda i: (quiet[i], -i)))
     bounds = [round(c * FRAME_SECONDS, 3) for c in cuts] + [duration]
-    return list(zip(bounds, bounds[1:]))
+    return list(zip(bounds, bounds[1:], strict=False))
 
 
 def _pause_scores(frame_levels: Sequence[float]) -> list[int]:

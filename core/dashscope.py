@@ -21,9 +21,18 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from . import messages as msgs
-from .errors import (AudioError, BadModelResponse, ContentRejected, ModelAuthError, ModelError,
-                     ModelInputError, ModelThrottled, ModelUnavailable, QuotaExhausted)
-from .model_client import ModelAnswer, OnDelta
+from .errors import (
+    AudioError,
+    BadModelResponse,
+    ContentRejected,
+    ModelAuthError,
+    ModelError,
+    ModelInputError,
+    ModelThrottled,
+    ModelUnavailable,
+    QuotaExhausted,
+)
+from .model_api import ModelAnswer, OnDelta
 from .models import Usage
 
 __all__ = ["DashScopeClient", "ModelAnswer", "audio_item", "text_item"]
@@ -122,7 +131,8 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    details = raw.get("input_tokens_details") if isinstance(raw.get("input_tokens_details"), dict) else {}
+    found = raw.get("input_tokens_details")
+    details: dict = found if isinstance(found, dict) else {}
     inp, out = int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0)
     if raw.get("audio_tokens") is not None:           # Qwen-Audio style: input_tokens excludes audio
         return Usage(int(raw["audio_tokens"]), inp, out)
@@ -189,7 +199,33 @@ def _first_sse_data(body: str) -> str | None:
 
 # --- the client -----------------------------------------------------------------------------------
 
-class DashScopeClient:
+class RetryPolicy:
+    """What every model client shares: retries with jittered backoff (honouring Retry-After), and keys kept
+    out of errors and logs. Needs `backoff` and `_api_key`."""
+
+    backoff: float
+    _api_key: str
+
+    def _wait(self, state: RetryCallState) -> float:
+        # exponential with jitter, so many chats throttled together don't come back in step
+        wait = min(30.0, self.backoff * 2 ** (state.attempt_number - 1)) + random.uniform(0, self.backoff)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return max(wait, retry_after) if retry_after else wait
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("dashscope attempt %d failed (%s status=%s code=%s request_id=%s); retrying in %.2fs",
+                    state.attempt_number, type(exc).__name__, getattr(exc, "status", None),
+                    getattr(exc, "code", None), getattr(exc, "request_id", None),
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    def _redact(self, text: str) -> str:
+        """Servers may echo what they were sent; the key must not reach an error or a log."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+class DashScopeClient(RetryPolicy):
     """Calls Qwen-Audio. Safe to share across tasks; close with `aclose()` or `async with`."""
 
     def __init__(self, api_key: str, base_url: str, model: str, *, timeout: float = 120,
@@ -254,24 +290,6 @@ class DashScopeClient:
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     # --- retry plumbing ---------------------------------------------------------------------------
-    def _wait(self, state: RetryCallState) -> float:
-        # exponential with jitter, so many chats throttled together don't come back in step
-        wait = min(30.0, self.backoff * 2 ** (state.attempt_number - 1)) + random.uniform(0, self.backoff)
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        return max(wait, retry_after) if retry_after else wait
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("dashscope attempt %d failed (%s status=%s code=%s request_id=%s); retrying in %.2fs",
-                    state.attempt_number, type(exc).__name__, getattr(exc, "status", None),
-                    getattr(exc, "code", None), getattr(exc, "request_id", None),
-                    state.next_action.sleep if state.next_action else 0.0)
-
-    def _redact(self, text: str) -> str:
-        """Servers may echo what they were sent; the key must not reach an error or a log."""
-        return text.replace(self._api_key, "***") if self._api_key else text
-
     def _headers(self, stream: bool) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._api_key}", "Content-Type": JSON_TYPE,
                    "Accept": SSE_TYPE if stream else JSON_TYPE}
@@ -301,7 +319,8 @@ class DashScopeClient:
         return self._mapped(resp.status_code, data, _retry_after(resp.headers))
 
     def _mapped(self, status: int, data: dict, retry_after: float | None = None) -> ModelError:
-        inner = data.get("error") if isinstance(data.get("error"), dict) else data   # compat-mode shape
+        error = data.get("error")
+        inner: dict = error if isinstance(error, dict) else data   # compat-mode shape
         code = str(inner.get("code") or inner.get("type") or "")
         message = self._redact(str(inner.get("message") or inner.get("msg") or ""))
         return _error_for(status, code, message, model=self.model, request_id=data.get("request_id"),

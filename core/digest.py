@@ -3,11 +3,12 @@
     digests = assistant.digests
     if await digests.listening(chat):     # and the sender passed the access checks, quietly
         await runner.submit(digests.listen_job(chat, key=..., file_ref=..., sent=..., sender=..., name=...))
-    text = await digests.respond(chat, parse_command("2h"), prefix="/", sender=sender)
+    text = await digests.respond(chat, parse_digest("2h"), prefix="/", sender=sender)
     digests.start_schedule("telegram", post)          # one scheduler per adapter, state in SQLite
 
 Voice notes are heard as durable, bounded jobs (core.runner calls `hear`): through the Assistant's own
-pipeline (decode, split, ask per chunk), without touching the chat's history. A digest packs the transcripts into as few model requests as fit the model's input
+pipeline (decode, split, ask per chunk), without touching the chat's history. A digest packs the transcripts
+into as few model requests as fit the model's input
 limit, summarises each batch, and combines the summaries (in rounds, if they don't fit one request).
 `clock` is injectable, so tests move time instead of waiting for it.
 """
@@ -21,18 +22,38 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timedelta
-from typing import TYPE_CHECKING, Literal
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import messages, prompts
+from . import messages, prompts, words
 from .digest_store import ChatDigest, DigestStore, VoiceNote
-from .errors import EarshotError
+from .errors import AccessRefused, EarshotError
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
 from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
+from .text import split_text
+from .together import all_or_nothing
+from .tokens import PROMPT_RESERVE, estimate_tokens
 
 if TYPE_CHECKING:
-    from .service import Assistant
+    from .access import AccessPolicy
+    from .answer_cache import AnswerCache
+    from .catalog import ModelInfo
+    from .config import Settings
+    from .dashscope import ModelAnswer
+    from .history import HistoryStore
+
+
+class Pipeline(Protocol):
+    """What digests need of core.service.Assistant (named here, so this module doesn't import it)."""
+
+    settings: Settings
+    limits: ModelInfo
+
+    async def transcribe_quietly(self, request: Request) -> Reply: ...
+
+    async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer: ...
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +70,9 @@ _UNIT = {"m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
 _DAILY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 Action = Literal["summary", "on", "off", "daily", "daily_off", "forget", "invalid"]
-Deliver = Callable[[ChatKey, str], Awaitable[None]]
+Post = Callable[[ChatKey, str], Awaitable[None]]     # the adapter posts a scheduled digest in a chat
+NOBODY = Sender()
+AdminCheck = Callable[[], Awaitable[bool | None]]     # the platform's word: True, False, or None (couldn't ask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +93,7 @@ class DigestCommand:
 FORGET = DigestCommand("forget")
 
 
-def parse_command(args: str | None) -> DigestCommand:
+def parse_digest(args: str | None) -> DigestCommand:
     """`""`, `on`, `off`, `daily HH:MM [zone]`, `daily off`, or a period like `2h`, `24h`, `7d`."""
     words = (args or "").strip().split()
     lowered = [w.lower() for w in words]
@@ -129,25 +152,12 @@ def next_slot(daily: str, tz: str, now: float) -> float:
     return at if at > now else _at(today + timedelta(days=1), daily, zone)
 
 
-def describe_period(seconds: float) -> str:
-    for unit, size in (("week", 7 * DAY), ("day", DAY), ("hour", 3600.0), ("minute", 60.0)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}" + ("s" if n != 1 else "")
-    return f"{math.ceil(seconds / 60)} minutes"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+describe_period = words.period     # "1 week", "2 days", "90 minutes" (core.words)
+_count = words.count
 
 
 def _days(settings_days: float) -> str:
-    return _count(int(settings_days), "day") if settings_days == int(settings_days) else f"{settings_days:g} days"
-
-
-def help_text(prefix: str, retention_days: float) -> str:
-    """What /help says about digests: what is stored, and for how long."""
-    return messages.DIGEST_HELP.format(prefix=prefix, days=_days(retention_days))
+    return words.count(settings_days, "day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +171,17 @@ class Digest:
 
 
 class DigestService:
-    """Everything digests need, over the Assistant's pipeline, model client and database."""
+    """Everything digests need, over the Assistant's pipeline, model client and database.
 
-    def __init__(self, assistant: Assistant, *, clock: Callable[[], float] = time.time) -> None:
+    Built by the composition root (core.app) from the same database, access policy and answer cache as
+    the Assistant it hears and summarises through."""
+
+    def __init__(self, assistant: Pipeline, *, history: HistoryStore, access: AccessPolicy, cache: AnswerCache,
+                 clock: Callable[[], float] = time.time) -> None:
         self.assistant = assistant
         self.settings = assistant.settings
-        self.store = DigestStore(assistant.history)
+        self.history, self.access, self.cache = history, access, cache
+        self.store = DigestStore(history)
         self.clock = clock
         self._schedulers: list[asyncio.Task[None]] = []
         self._wakes: list[asyncio.Event] = []
@@ -185,7 +200,19 @@ class DigestService:
         """True if the chat has digests on, so its voice notes should be heard."""
         return (await self.store.chat(chat.platform, chat.chat_id)).enabled
 
-    def listen_job(self, chat: ChatKey, *, key: str, file_ref: str, sent: float, sender: Sender = Sender(),
+    async def may_hear(self, chat: ChatKey, sender: Sender) -> bool:
+        """Whether a voice note from `sender` should be heard: digests are on and the sender passes the
+        allowed lists and budgets, checked quietly (strangers are skipped, told nothing, nothing downloaded)."""
+        if not await self.listening(chat):
+            return False
+        try:
+            await self.access.check(chat, sender, quietly=True)
+        except AccessRefused:
+            log.debug("not listening to a voice note in %s %s: refused", chat.platform, chat.chat_id)
+            return False
+        return True
+
+    def listen_job(self, chat: ChatKey, *, key: str, file_ref: str, sent: float, sender: Sender = NOBODY,
                    name: str | None = None, source_id: str | None = None) -> NewJob:
         """A voice note to transcribe in the background and store, as a durable job (core.runner) the
         adapter submits once access and budgets allow it: nothing is downloaded before, nothing said after.
@@ -219,10 +246,49 @@ class DigestService:
     async def _settle(self, chat: ChatKey) -> None:
         """Wait for the chat's voice notes still being transcribed, so a digest includes them."""
         deadline = time.monotonic() + SETTLE_SECONDS
-        while await self.store.listening_jobs(chat.platform, chat.chat_id) and time.monotonic() < deadline:
+        # polled: the transcriptions are jobs that may run in another process, and their rows say when they end
+        while await self.store.listening_jobs(chat.platform, chat.chat_id) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(SETTLE_POLL)
 
     # --- the commands -------------------------------------------------------------------------
+    async def refusal(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, group: bool,
+                      is_admin: AdminCheck, prefix: str = "/") -> str | None:
+        """Why `command` can't be done here or by `sender`: groups only, allowed lists (and budgets for a
+        digest), admins for settings. "" for a stranger already told no; None when it may go ahead.
+
+        is_admin: the platform's answer (chat admins); earshot's own admins (EARSHOT_ADMINS) pass first.
+        """
+        if not group:
+            return messages.DIGEST_GROUPS_ONLY.format(prefix=prefix)
+        if command.action == "invalid":
+            return None                  # how to write it is no secret
+        try:
+            await self.access.check(chat, sender, spending=command.action == "summary")
+        except AccessRefused as err:
+            return "" if err.silent else err.user_message
+        if command.needs_admin and not self.access.is_admin(chat, sender):
+            admin = await is_admin()
+            if not admin:
+                return messages.DIGEST_ADMIN_UNKNOWN if admin is None else messages.DIGEST_ADMINS_ONLY
+        return None
+
+    async def answer(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, prefix: str = "/") -> str | None:
+        """`respond`, with errors turned into what to say (None: a silent refusal); operator errors are logged."""
+        try:
+            return await self.respond(chat, command, prefix=prefix, sender=sender)
+        except EarshotError as err:
+            if err.operator:
+                log.error("digest in %s %s: %s", chat.platform, chat.chat_id, err.operator_message)
+            return None if err.silent else err.user_message
+
+    async def run(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, group: bool,
+                  is_admin: AdminCheck, prefix: str = "/") -> str | None:
+        """The whole digest command: `refusal`, then `answer`. What to say, or None to say nothing."""
+        refused = await self.refusal(chat, command, sender, group=group, is_admin=is_admin, prefix=prefix)
+        if refused is not None:
+            return refused or None
+        return await self.answer(chat, command, sender, prefix=prefix)
+
     async def respond(self, chat: ChatKey, command: DigestCommand, *, prefix: str = "/",
                       sender: Sender | None = None) -> str:
         """Carry out a parsed `digest …` or `forget` and say how it went. Admin checks are the adapter's.
@@ -260,7 +326,7 @@ class DigestService:
     async def forget(self, chat: ChatKey) -> int:
         """Delete everything stored for the chat, in every table; transcriptions under way are dropped
         (their jobs are deleted with the rest, so what they hear is not stored)."""
-        return await self.assistant.history.forget_chat(chat.platform, chat.chat_id)
+        return await self.history.forget_chat(chat.platform, chat.chat_id)
 
     # --- the digest ---------------------------------------------------------------------------
     async def summary(self, chat: ChatKey, period: float | None = None, *, prefix: str = "/",
@@ -294,8 +360,8 @@ class DigestService:
         asked = Request(whole, Task.SUMMARIZE, user_id=who.user_id, user_name=who.user_name, team_id=who.team_id,
                         chat_name=who.chat_name)
         # a scheduled digest was set up by an admin: only the budgets apply, and refusing it tells nobody
-        async with self.assistant.access.admit(asked, quietly=sender is None, lists=sender is not None):
-            await self.assistant.access.afford(self._estimate(batches),
+        async with self.access.admit(asked, quietly=sender is None, lists=sender is not None):
+            await self.access.afford(self._estimate(batches),
                                                template=messages.DIGEST_TOO_COSTLY.replace("{prefix}", prefix))
             body, usage = await self._summarise(batches)
             await self.store.record_usage(whole, who.user_id, usage, self.clock(), role="digest")
@@ -311,7 +377,6 @@ class DigestService:
 
     def _budget(self, template: str) -> int:
         """Tokens of notes one request may carry beside this instruction, within the model's input limit."""
-        from .service import PROMPT_RESERVE, estimate_tokens
         limits = self.assistant.limits
         return limits.max_input - estimate_tokens(prompts.SYSTEM) - estimate_tokens(template) - PROMPT_RESERVE
 
@@ -322,7 +387,7 @@ class DigestService:
         one_day = stamps[0].date() == stamps[-1].date()
         lines: list[str] = []
         budget = self._budget(max(prompts.DIGEST, prompts.DIGEST_PART, key=len))
-        for note, at in zip(notes, stamps):
+        for note, at in zip(notes, stamps, strict=True):
             when = at.strftime("%H:%M" if one_day else "%a %d %b %H:%M")
             head = prompts.digest_line(when, note.user_name or note.user_id or "someone", note.seconds, "")
             lines.extend(head + piece for piece in _fit(note.text or "[nothing heard]", budget - _tokens(head)))
@@ -331,7 +396,6 @@ class DigestService:
     def _estimate(self, batches: list[list[str]]) -> int:
         """Tokens the digest will cost at most, cautiously: every batch's request and answer, and the
         requests combining the answers."""
-        from .service import PROMPT_RESERVE
         call = _tokens(prompts.SYSTEM) + _tokens(max(prompts.DIGEST, prompts.DIGEST_PART, key=len)) + PROMPT_RESERVE
         cost = sum(call + _tokens("\n\n".join(batch)) for batch in batches)
         if len(batches) > 1:     # each part's answer is read once more to combine them, and answered
@@ -370,24 +434,17 @@ class DigestService:
                                                        max_tokens=PART_TOKENS)
             return answer.text.strip(), answer.usage
 
-        tasks = [asyncio.ensure_future(ask(b)) for b in batches]
-        try:
-            done = await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:     # one failed batch fails the digest: stop spending on the rest
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        done = await all_or_nothing(ask(b) for b in batches)   # one failed batch fails the digest
         return [text for text, _ in done], sum((u for _, u in done), Usage())
 
     # --- the daily schedule and retention -----------------------------------------------------
-    def start_schedule(self, platform: str, deliver: Deliver) -> None:
-        """Post each chat's daily digest through `deliver(chat, text)`, and purge expired transcripts,
+    def start_schedule(self, platform: str, post: Post) -> None:
+        """Post each chat's daily digest through `post(chat, text)`, and purge expired transcripts,
         until aclose(). State lives in SQLite, so a restart picks up where it left off (a slot missed
         while down is posted once on start)."""
         wake = asyncio.Event()
         self._wakes.append(wake)
-        self._schedulers.append(asyncio.create_task(self._run_schedule(platform, deliver, wake),
+        self._schedulers.append(asyncio.create_task(self._run_schedule(platform, post, wake),
                                                     name=f"earshot-digests-{platform}"))
 
     def wake(self) -> None:
@@ -395,12 +452,12 @@ class DigestService:
         for event in self._wakes:
             event.set()
 
-    async def _run_schedule(self, platform: str, deliver: Deliver, wake: asyncio.Event) -> None:
+    async def _run_schedule(self, platform: str, post: Post, wake: asyncio.Event) -> None:
         while True:
             wake.clear()
             due: float | None = None
             try:
-                due = await self.tick(platform, deliver)
+                due = await self.tick(platform, post)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -411,7 +468,7 @@ class DigestService:
             except TimeoutError:
                 pass
 
-    async def tick(self, platform: str, deliver: Deliver) -> float | None:
+    async def tick(self, platform: str, post: Post) -> float | None:
         """One pass: purge if it's time, post the digests that are due. Returns when the next one is due."""
         now = self.clock()
         if now - self._last_purge >= PURGE_EVERY:
@@ -423,17 +480,17 @@ class DigestService:
                 continue
             slot = last_slot(chat.daily, chat.tz, now)
             if slot > max(chat.last_scheduled, chat.scheduled_since):
-                await self._post(chat, slot, deliver)
+                await self._post(chat, slot, post)
             upcoming = next_slot(chat.daily, chat.tz, now)
             due = upcoming if due is None else min(due, upcoming)
         return due
 
-    async def _post(self, chat: ChatDigest, slot: float, deliver: Deliver) -> None:
+    async def _post(self, chat: ChatDigest, slot: float, post: Post) -> None:
         key = ChatKey(chat.platform, chat.chat_id)
         try:
             digest = await self.summary(key, None, mark=False)
             if digest.notes:     # a quiet day posts nothing rather than "nothing to sum up" every day
-                await deliver(chat.key, digest.text)
+                await post(chat.key, digest.text)
                 await self.store.update(chat.platform, chat.chat_id, self.clock(), last_digest=digest.until,
                                         last_note=digest.last_note)
         except asyncio.CancelledError:
@@ -453,34 +510,21 @@ class DigestService:
         deleted = await self.store.purge(now - self.settings.retention_days * DAY)
         if deleted:
             log.info("deleted %d expired voice-note transcript(s)", deleted)
-        pruned = await self.assistant.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
-        pruned["jobs"] = await JobStore(self.assistant.history, self.clock).prune()
+        pruned = await self.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
+        pruned["jobs"] = await JobStore(self.history, self.clock).prune()
         if any(pruned.values()):
             log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
-        if self.assistant.cache.enabled and (cached := await self.assistant.cache.prune()):
+        if self.cache.enabled and (cached := await self.cache.prune()):
             log.info("deleted %d expired cached answer(s)", cached)   # EARSHOT_CACHE_DAYS, on the same sweep
         return deleted
 
 
-def _tokens(text: str) -> int:
-    from .service import estimate_tokens
-    return estimate_tokens(text)
+_tokens = estimate_tokens
 
 
 def _fit(text: str, budget: int) -> list[str]:
     """`text` in pieces of at most `budget` tokens (by the cautious estimate), cut at spaces when possible."""
-    max_bytes = max(3, (budget - 5) * 3)
-    pieces: list[str] = []
-    rest = text.strip()
-    while len(rest.encode("utf-8")) > max_bytes:
-        head = rest.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-        space = head.rfind(" ")
-        cut = space if space > len(head) // 2 else len(head)
-        pieces.append(head[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not pieces:
-        pieces.append(rest)
-    return pieces
+    return split_text(text, max(3, (budget - 5) * 3), size=lambda piece: len(piece.encode("utf-8"))) or [""]
 
 
 def _pack(lines: list[str], budget: int) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """Digest state in the one SQLite file: which chats opted in, their schedule, and the voice notes heard.
 
-The tables come from core.history's migrations; every call runs on the HistoryStore's database thread.
+The tables come from core.schema; every call runs on the database's thread (core.db).
 Digests belong to a whole chat (all its topics or threads), so chats are keyed by platform and chat id.
 """
 from __future__ import annotations
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from .history import HistoryStore
+from .db import Database
 from .models import ChatKey, Usage
+from .usage_ledger import UsageLedger
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ _CHAT_FIELDS = ("platform", "chat_id", "enabled", "daily", "tz", "post_thread", 
 
 
 def _chat(row: sqlite3.Row | tuple) -> ChatDigest:
-    values = dict(zip(_CHAT_FIELDS, row))
+    values = dict(zip(_CHAT_FIELDS, row, strict=True))
     return ChatDigest(**{**values, "enabled": bool(values["enabled"]), "daily": values["daily"] or "",
                          "tz": values["tz"] or "UTC", "post_thread": values["post_thread"] or "",
                          "scheduled_since": values["scheduled_since"] or 0.0,
@@ -65,7 +66,7 @@ def _chat(row: sqlite3.Row | tuple) -> ChatDigest:
 
 
 class DigestStore:
-    def __init__(self, history: HistoryStore) -> None:
+    def __init__(self, history: Database) -> None:
         self._h = history
 
     # --- settings per chat --------------------------------------------------------------------
@@ -79,7 +80,7 @@ class DigestStore:
     async def update(self, platform: str, chat_id: str, now: float, **values: object) -> None:
         """Create the chat's row if needed and set the given columns."""
         def upsert(db: sqlite_utils.Database) -> None:
-            db["digest_chats"].upsert({"platform": platform, "chat_id": chat_id, "updated": now, **values},
+            db.table("digest_chats").upsert({"platform": platform, "chat_id": chat_id, "updated": now, **values},
                                       pk=("platform", "chat_id"))
         await self._h.write(upsert)
 
@@ -120,7 +121,8 @@ class DigestStore:
                 "SELECT platform, chat_id, sent, seconds, text, user_id, user_name, thread_id, source_id, id "
                 "FROM voice_notes WHERE platform = ? AND chat_id = ? AND sent > ? AND sent <= ? AND id > ? "
                 "ORDER BY sent, arrived, id", [platform, chat_id, since, until, after_id]).fetchall()
-            return [VoiceNote(*(r[:8]), source_id=r[8] or "", id=r[9]) for r in rows]
+            return [VoiceNote(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], source_id=r[8] or "", id=r[9])
+                    for r in rows]
         return await self._h.read(find)
 
     async def purge(self, before: float) -> int:
@@ -134,10 +136,4 @@ class DigestStore:
                            role: str, audio_seconds: float | None = None) -> None:
         """Tokens spent on listening or digests, as a turn with no words: usage counts see it, history
         (which reads only user and assistant turns) doesn't."""
-        def insert(db: sqlite_utils.Database) -> None:
-            db["turns"].insert({
-                "platform": chat.platform, "chat_id": chat.chat_id, "thread_id": chat.thread_id or "",
-                "user_id": user_id or "", "role": role, "text": "", "audio_seconds": audio_seconds,
-                "audio_tokens": usage.audio_tokens, "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens, "created": now})
-        await self._h.write(insert)
+        await UsageLedger(self._h).record(chat, user_id, usage, role=role, now=now, audio_seconds=audio_seconds)

@@ -124,7 +124,7 @@ def child_env() -> dict[str, str]:
     return {k: v for k in INHERITED_ENV if (v := os.environ.get(k)) is not None} | CHILD_ENV
 
 
-def _limit(pid: int, timeout: float) -> None:
+def limit_child(pid: int, timeout: float) -> None:
     """Cap the child's CPU seconds and address space.
 
     Set from the parent with prlimit (Linux) rather than a preexec_fn, which is unsafe in the
@@ -171,7 +171,7 @@ def _run(cmd: list[str], input: bytes | None, timeout: float) -> bytes:
     stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
     with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=child_env()) as proc:
-        _limit(proc.pid, timeout)
+        limit_child(proc.pid, timeout)
         _widen(proc.stdin, proc.stdout)
         try:
             out, err = proc.communicate(input, timeout=timeout)

@@ -3,7 +3,7 @@
 A job remembers where it came from (platform, chat, the message to answer, the file to fetch again),
 what was asked, how far it got (state, attempts, the last error: never a secret), and whether its
 outcome reached the user. The rows live in the history database file and are written on its one
-database thread (HistoryStore.read/write), so there is still one file and one writer per process.
+database thread (Database.read/write, core.db), so there is still one file and one writer per process.
 
     queued ──> running ──> done ─────┐
       ^  │        │                  ├──> delivered (outcome cleared once sent)
@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .history import HistoryStore
+from .db import Database
 from .models import ChatKey, Part, Reply, Sender, Speech, Task, Usage
 
 MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
@@ -164,10 +164,10 @@ def _one(db: sqlite_utils.Database, job_id: int) -> Job:
 
 
 class JobStore:
-    """The jobs table, through the HistoryStore's connection and thread. Every change is committed
+    """The jobs table, through the database's connection and thread. Every change is committed
     before the call returns, so what it says survives kill -9."""
 
-    def __init__(self, history: HistoryStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, history: Database, clock: Callable[[], float] = time.time) -> None:
         self.history = history
         self.clock = clock
 

@@ -19,6 +19,7 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import PurePosixPath
 from typing import Any
@@ -58,6 +59,26 @@ def find_link(text: str | None) -> str | None:
     return match.group(0).rstrip(".,;:!?)") if match else None
 
 
+@dataclass(frozen=True, slots=True)
+class LinkedAudio:
+    """A message that starts with a link to audio: the URL, a file name from its path, and the words after it."""
+
+    url: str
+    name: str | None
+    rest: str
+
+
+def split_link(text: str | None) -> LinkedAudio | None:
+    """The link a message starts with (find_link), and what follows it (a task, a question); None if none."""
+    url = find_link(text)
+    if url is None:
+        return None
+    words = (text or "").strip()
+    rest = words.split(">", 1)[1] if words.startswith("<") else words[words.find(url) + len(url):]
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return LinkedAudio(url, name if "." in name else None, rest.strip())
+
+
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
@@ -86,7 +107,7 @@ def is_public(ip: IPAddress) -> bool:
 
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]
 
 
 class GuardedNetwork(httpcore.AsyncNetworkBackend):
@@ -164,7 +185,7 @@ class LinkFetcher:
                                                 max_connections=2) as pool:
             target = _parse(url)
             for hop in range(MAX_REDIRECTS + 1):
-                headers = {"Host": _host_header(target), "User-Agent": USER_AGENT,
+                headers: dict[bytes | str, bytes | str] = {"Host": _host_header(target), "User-Agent": USER_AGENT,
                            "Accept": "audio/*, video/*, */*;q=0.5", "Accept-Encoding": "identity"}
                 try:
                     async with pool.stream("GET", str(target), headers=headers, extensions={"timeout": {

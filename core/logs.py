@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
 
     The finished line is masked once more, so a secret can't slip through a field that isn't the message."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]  # typeshed types it as taking no seconds
 
     def __init__(self, redact: RedactingFilter) -> None:
         super().__init__()

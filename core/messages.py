@@ -73,7 +73,8 @@ BAD_KEY_COMPAT_OP = ("{service} refused the API key ({code}): check {variable} a
                      "per region: a Beijing key fails on dashscope-intl (DASHSCOPE_REGION=singapore), and the reverse.")
 FREE_TIER_ONLY_OP = ("DashScope says the free quota of {model} is used up ({code}: {detail}) and the account takes "
                      "free quota only: turn off \"use free tier only\" for the model in Model Studio to pay as you go.")
-MODEL_NOT_FOUND_COMPAT_OP = ("{service} has no model {model} ({code}): check EARSHOT_MODEL against the models it serves.")
+MODEL_NOT_FOUND_COMPAT_OP = ("{service} has no model {model} ({code}): check EARSHOT_MODEL against the models "
+                             "it serves.")
 BAD_RESPONSE_COMPAT_OP = ("{service} answered with a body that is not an OpenAI-compatible answer ({detail}): "
                           "check {variable} and any proxy in between.")
 
@@ -82,7 +83,8 @@ SLACK_FILE_EXTERNAL = N_("I can't read that file: it is stored outside Slack (a 
                        "Upload the audio to Slack itself and ask again.")
 SLACK_NO_CREDENTIALS = ("No Slack credentials: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
                         "(and SLACK_APP_TOKEN for Socket Mode).")
-SLACK_BAD_TOKEN = "Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
+SLACK_BAD_TOKEN = ("Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from the "
+                   "app's OAuth & Permissions page.")
 
 DB_UNUSABLE = ("Can't use the database at {path}: {reason}. Set EARSHOT_DB to a writable SQLite file, "
                "or to a new file in a writable directory.")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .errors import AccessRefused, EarshotError, InputError, ModelError, ModelThrottled, ModelUnavailable
 
 if TYPE_CHECKING:
-    from .history import HistoryStore
+    from .db import Database
     from .models import Reply, Request, Usage
 
 log = logging.getLogger("earshot.requests")
@@ -106,7 +106,7 @@ def ffmpeg_seconds(seconds: float) -> None:
         _metrics.ffmpeg_seconds.observe(seconds)
 
 
-async def refresh_jobs(history: HistoryStore) -> None:
+async def refresh_jobs(history: Database) -> None:
     """Set earshot_jobs from the jobs table (on the store's thread; the loop never blocks on SQLite)."""
     metrics = enable()
 

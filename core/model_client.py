@@ -1,45 +1,18 @@
-"""The one seam between the Assistant and a model service, and the choice of client for a model.
+"""The choice of client for a model (the seam itself is core.model_api).
 
-Messages travel in one neutral shape, whichever API serves the model: `{"role", "content": [items]}` with
-`text_item(...)` and `audio_item(...)` items (DashScope's native shape). Each client turns them into its
-own protocol, so each protocol's quirks (data: URLs or raw base64, streaming only, where text and speech
-arrive) stay inside its client.
+Each client turns the neutral messages into its own protocol, so each protocol's quirks (data: URLs or raw
+base64, streaming only, where text and speech arrive) stay inside its client.
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .models import Usage
+from .model_api import SPEECH_RATE, ModelAnswer, ModelClient, OnDelta
+
+__all__ = ["SPEECH_RATE", "ModelAnswer", "ModelClient", "OnDelta", "has_key", "make_client"]
 
 if TYPE_CHECKING:
     from .config import Settings
-
-OnDelta = Callable[[str], Awaitable[None]]
-SPEECH_RATE = 24_000            # spoken answers: s16le mono PCM at this rate
-
-
-@dataclass(frozen=True, slots=True)
-class ModelAnswer:
-    text: str
-    usage: Usage
-    request_id: str | None
-    finish_reason: str | None
-    speech: bytes = b""         # the answer spoken, as s16le mono PCM at SPEECH_RATE (models that speak)
-
-
-class ModelClient(Protocol):
-    model: str
-    max_attempts: int
-
-    async def generate(self, messages: list[dict], *, max_tokens: int | None = None,
-                       on_delta: OnDelta | None = None, voice: str | None = None) -> ModelAnswer:
-        """Ask the model; with on_delta, stream text as it arrives; with voice, also get the answer spoken."""
-        ...
-
-    async def aclose(self) -> None: ...
-
 
 def make_client(settings: Settings) -> ModelClient:
     """The client for EARSHOT_MODEL: DashScope's native API, its compatible mode, or an OpenAI-compatible
@@ -51,7 +24,8 @@ def make_client(settings: Settings) -> ModelClient:
 
     s = settings
     ds_key = s.dashscope_api_key.get_secret_value() if s.dashscope_api_key else ""
-    common = dict(timeout=s.request_timeout, retry_budget=s.retry_budget, max_concurrency=s.global_concurrency)
+    common: dict[str, Any] = dict(timeout=s.request_timeout, retry_budget=s.retry_budget,
+                                  max_concurrency=s.global_concurrency)
     backend = s.model_info.backend
     if backend is Backend.NATIVE:
         return DashScopeClient(ds_key, s.native_base_url, s.model, **common)

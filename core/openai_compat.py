@@ -25,9 +25,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 
 from . import messages as msgs
 from . import prompts
-from .dashscope import DATA_URI_PREFIX, DashScopeClient, _error_for, _retry_after
+from .dashscope import DATA_URI_PREFIX, RetryPolicy, _error_for, _retry_after
 from .errors import BadModelResponse, ModelAuthError, ModelError, ModelUnavailable, QuotaExhausted
-from .model_client import ModelAnswer, OnDelta
+from .model_api import ModelAnswer, OnDelta
 from .models import Usage
 
 log = logging.getLogger("earshot.openai_compat")
@@ -51,14 +51,11 @@ def usage_of(raw: Any) -> Usage:
     return Usage(audio, max(0, prompt - audio), completion)
 
 
-class OpenAICompatClient:
+class OpenAICompatClient(RetryPolicy):
     """Calls a model over `/chat/completions`. dashscope=True: DashScope's compatible mode; False: vLLM or
     another self-hosted server. The key (if any) goes only to `base_url`."""
 
-    # the same retry policy and redaction as the native client
-    _wait = DashScopeClient._wait
-    _log_retry = DashScopeClient._log_retry
-    _redact = DashScopeClient._redact
+    # the same retry policy and redaction as the native client (RetryPolicy)
 
     def __init__(self, api_key: str, base_url: str, model: str, *, dashscope: bool, timeout: float = 120,
                  retry_budget: float = 60, max_concurrency: int = 16,
@@ -137,7 +134,7 @@ class OpenAICompatClient:
             outer = None
         if not isinstance(outer, (dict, list)) and exc.status_code >= 200:
             snippet = " ".join(self._redact(exc.response.text).split())[:80]
-            err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+            err: ModelError = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
                 service=self.service, variable=self._base_variable,
                 detail=f"HTTP {exc.status_code}: {snippet!r}"), status=exc.status_code)
             err.retryable = exc.status_code >= 500 or exc.status_code in (408, 429)
@@ -231,7 +228,7 @@ class OpenAICompatClient:
                                 handed = True
                                 await on_delta(piece)
                 if not chunks:       # a 200 that isn't an event stream: a wrong base URL or a captive proxy
-                    err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+                    err: ModelError = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
                         service=self.service, variable=self._base_variable,
                         detail="HTTP 200 without a single chunk of an answer"))
                     err.retryable = False

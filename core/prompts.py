@@ -18,7 +18,8 @@ _CLIP = {
                      "you hear for it: words, pitch, pace, volume, laughter."),
     Task.EVENTS: ("List the sounds, music and speech you hear, one per line, each starting with its time "
                   "as mm:ss."),
-    Task.ASK: "Answer this question about the audio. When you refer to a moment, give its time as mm:ss. Question: {text}",
+    Task.ASK: ("Answer this question about the audio. When you refer to a moment, give its time as mm:ss. "
+               "Question: {text}"),
     Task.TRANSLATE: "Translate what is said into {text}. Output only the translation.",
     # voice chat on a model that can't take audio alone as the instruction
     Task.CHAT: "Reply to the speaker as in a conversation.",
@@ -27,7 +28,8 @@ _CLIP = {
 # One part of a long recording, to be combined afterwards.
 _PART = {
     Task.SUMMARIZE: "This is part of a longer recording. Summarise what is said in this part in a few short sentences.",
-    Task.SENTIMENT: "This is part of a longer recording. Describe the speaker's mood and tone in this part, with evidence.",
+    Task.SENTIMENT: ("This is part of a longer recording. Describe the speaker's mood and tone in this part, "
+                     "with evidence."),
     Task.ASK: ("This is part of a longer recording. Note anything in this part that helps answer the question, "
                "with times as mm:ss; say 'nothing relevant' if there is none. Question: {text}"),
     Task.CHAT: "This is part of a longer voice message. Write down what the speaker says or asks in this part.",

@@ -26,11 +26,23 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from . import messages
+from . import messages, words
 from .breaker import CircuitBreaker, Permit
+from .digest import DigestService
 from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable
-from .jobs import (MAX_DELIVERIES, MAX_FAULTS, Failure, Job, JobGone, JobState, JobStore, NewJob, Notice,
-                   Outcome, Undeliverable)
+from .jobs import (
+    MAX_DELIVERIES,
+    MAX_FAULTS,
+    Failure,
+    Job,
+    JobGone,
+    JobState,
+    JobStore,
+    NewJob,
+    Notice,
+    Outcome,
+    Undeliverable,
+)
 from .logs import RedactingFilter
 from .models import Audio, ChatKey, ProgressCallback, Reply, Request, Task
 from .service import Assistant
@@ -68,23 +80,19 @@ def is_quiet(job: Job) -> bool:
     return job.task is Task.LISTEN
 
 
-def span_words(seconds: float) -> str:
-    """'24 hours', '30 minutes', '45 seconds'."""
-    if seconds >= 7200:
-        return f"{round(seconds / 3600):g} hours"
-    if seconds >= 120:
-        return f"{round(seconds / 60):g} minutes"
-    return f"{max(1, round(seconds))} seconds"
+span_words = words.rounded     # '24 hours', '60 minutes', '45 seconds' (core.words)
 
 
 class JobRunner:
     """`register` each platform, `await start()`, `await submit(NewJob(...))`; `await stop()` at shutdown."""
 
-    def __init__(self, assistant: Assistant, *, ttl: float | None = None, breaker: CircuitBreaker | None = None,
+    def __init__(self, assistant: Assistant, *, digests: DigestService | None = None, ttl: float | None = None,
+                 breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
                  concurrency: int | None = None, grace: float = 10.0) -> None:
         settings = assistant.settings
         self.assistant = assistant
+        self.digests = digests or assistant.digests     # listening jobs are heard through them
         self.clock = clock
         self.store = JobStore(assistant.history, clock)
         self.ttl = ttl if ttl is not None else settings.job_ttl
@@ -141,7 +149,7 @@ class JobRunner:
     async def drained(self, timeout: float = 30.0) -> None:
         """Wait until no job is scheduled (tests and tools); TimeoutError after `timeout`."""
         async with asyncio.timeout(timeout):
-            while self._workers:
+            while self._workers:  # noqa: ASYNC110  (polled: for tests and tools, not the serving path)
                 await asyncio.sleep(0.02)
 
     @property
@@ -256,7 +264,7 @@ class JobRunner:
     async def _answer(self, job: Job, platform: Platform) -> Reply:
         if is_quiet(job):
             assert job.file_ref is not None
-            return await self.assistant.digests.hear(job, await platform.fetch(job))
+            return await self.digests.hear(job, await platform.fetch(job))
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:
             # fetched inside handle: after the access checks, and not at all for a cached answer
@@ -343,9 +351,9 @@ class JobRunner:
     def _busy_now(self) -> Iterator[None]:
         task = asyncio.current_task()
         assert task is not None
-        self._busy.add(task)  # type: ignore[arg-type]
+        self._busy.add(task)
         try:
             yield
         finally:
-            self._busy.discard(task)  # type: ignore[arg-type]
+            self._busy.discard(task)
 

@@ -3,26 +3,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from . import audio, ffmpeg, messages, metrics, prompts, speech
-from .access import AccessPolicy, MeteredClient, UsageReport
+from .access import AccessPolicy, MeteredClient
 from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
 from .catalog import ModelInfo
+from .commands import check_request
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
-from .errors import ModelAuthError, NeedsAudio, NeedsText, VoiceUnavailable
+from .digest import DigestService
+from .errors import ModelAuthError, NeedsAudio, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .model_client import ModelClient, has_key, make_client
-from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Sender, Speech, Task, Usage
+from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Speech, Task, Usage
 from .timestamps import mmss, shift
-
-if TYPE_CHECKING:
-    from .digest import DigestService
+from .together import all_or_nothing
+from .tokens import PROMPT_RESERVE, estimate_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +29,8 @@ logger = logging.getLogger(__name__)
 CONVERSATIONAL = {Task.CHAT, Task.ASK, Task.FOLLOW_UP}
 # tasks where the model was asked for mm:ss times that must move with the chunk
 TIMED = {Task.EVENTS, Task.ASK, Task.SENTIMENT}
-# what a request may spend on words besides the history: prompts, the answer's own text, slack
-PROMPT_RESERVE = 400
 
 Fetch = Callable[[], Awaitable[Audio]]
-
-
-def estimate_tokens(text: str) -> int:
-    """A cautious count: UTF-8 bytes / 3 is about one token per CJK character and above English's rate."""
-    return len(text.encode("utf-8")) // 3 + 4
 
 
 # tasks whose answer may come back spoken (the chat's /voice setting, or the CLI's --speak)
@@ -70,12 +62,18 @@ class _Call:
 class Assistant:
     """Turns Requests into Replies: decode and split audio, ask the model, keep per-chat history.
 
-    Use as `async with Assistant(settings) as assistant:`. Safe to call concurrently: different
-    chats run in parallel, turns within one chat run in order.
+    Use as `async with Assistant(settings) as assistant:` (the bots get theirs from core.app). Entry points:
+    `handle` (a turn), `complete` (one text-only call), `transcribe_quietly` (listening for digests); voices
+    (`voice_on`/`voice_off`) because what a model can speak is the pipeline's knowledge.
+
+    Safe to call concurrently: different chats run in parallel, turns within one chat run in order. For the
+    bots that order is the job runner's (one worker per chat); the per-chat lock here is what keeps it for
+    callers that don't go through the runner (the CLI, tools) and is never contended by jobs.
     """
 
     def __init__(self, settings: Settings, *, client: ModelClient | None = None,
-                 history: HistoryStore | None = None) -> None:
+                 history: HistoryStore | None = None, access: AccessPolicy | None = None,
+                 cache: AnswerCache | None = None) -> None:
         self.settings = settings
         ffmpeg.choose(settings.ffmpeg)
         # the model's window, token rates and limits (core.catalog) drive chunking, budgets and history
@@ -85,9 +83,11 @@ class Assistant:
         self._client = MeteredClient(client or make_client(settings))
         self._has_key = has_key(settings) or client is not None
         self.history = history or HistoryStore(settings.db_path)
-        self.access = AccessPolicy(settings, self.history)
-        self.cache = AnswerCache(self.history, settings.cache_days)
-        self._locks: dict[ChatKey, asyncio.Lock] = {}
+        self.access = access or AccessPolicy(settings, self.history)
+        self.cache = cache or AnswerCache(self.history, settings.cache_days)
+        # digests hear and summarise through this pipeline, over the same database, policy and cache
+        self.digests = DigestService(self, history=self.history, access=self.access, cache=self.cache)
+        self._locks: dict[ChatKey, asyncio.Lock] = {}      # see the class docstring: ordering
 
     async def __aenter__(self) -> Assistant:
         await self.history.open()
@@ -98,8 +98,7 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
-        if "digests" in self.__dict__:       # stop its scheduler and listeners before the pool goes
-            await self.digests.aclose()
+        await self.digests.aclose()         # stop its schedulers before the pool goes
         await self._client.aclose()
         await self.history.close()
 
@@ -126,15 +125,7 @@ class Assistant:
 
     def _check(self, request: Request, can_fetch: bool = False) -> None:
         """Refuse what can't work before spending anything."""
-        if request.task is Task.FOLLOW_UP:
-            if not (request.text or "").strip():
-                raise NeedsText(messages.NOTHING_TO_FOLLOW)
-        elif request.audio is None and not can_fetch:
-            raise NeedsAudio(messages.NO_AUDIO_YET)
-        if request.task is Task.ASK and not (request.text or "").strip():
-            raise NeedsText(messages.NEED_QUESTION)
-        if request.task is Task.TRANSLATE and not (request.text or "").strip():
-            raise NeedsText(messages.NEED_LANGUAGE)
+        check_request(request.task, request.text, request.audio is not None or can_fetch)
         if not self._has_key:
             raise ModelAuthError(messages.NO_KEY_CLI)
 
@@ -287,14 +278,7 @@ class Assistant:
                 text = shift(text, chunk.start)
             return _Call(answer, Part(chunk.start, chunk.end, text))
 
-        tasks = [asyncio.ensure_future(ask(c)) for c in chunks]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:  # one failed part fails the request: stop spending on the rest
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await all_or_nothing(ask(c) for c in chunks)   # one failed part fails the request
 
     async def _reduce(self, request: Request, calls: list[_Call], progress: ProgressCallback | None,
                       voice: str | None = None) -> tuple[str, _Call | None]:
@@ -349,13 +333,7 @@ class Assistant:
             {"role": "user", "content": content},
         ]
 
-    # --- group digests (core.digest) ---------------------------------------------------------
-    @functools.cached_property
-    def digests(self) -> DigestService:
-        """Opt-in listening, digests, their schedule, retention and forgetting, for the adapters."""
-        from .digest import DigestService   # core.digest builds on this module
-        return DigestService(self)
-
+    # --- for group digests (core.digest) -------------------------------------------------------
     async def transcribe_quietly(self, request: Request) -> Reply:
         """A transcript through the usual pipeline that leaves the chat's history alone (background listening)."""
         request = dataclasses.replace(request, task=Task.TRANSCRIBE)
@@ -373,41 +351,6 @@ class Assistant:
         return await self._client.generate(self._messages([], [text_item(instruction)]),
                                            max_tokens=min(max_tokens or self.limits.max_output,
                                                           self.limits.max_output))
-
-    # --- chat state the adapters need -------------------------------------------------------
-    async def reset(self, chat: ChatKey) -> None:
-        """Forget the chat's history (the reset command)."""
-        await self.history.reset(chat)
-
-    async def usage(self, chat: ChatKey) -> Usage:
-        """Tokens this chat has used today (UTC)."""
-        return await self.history.usage_today(chat)
-
-    async def check_access(self, chat: ChatKey, sender: Sender, *, spending: bool = True,
-                           count: bool = False) -> None:
-        """Raise AccessRefused (maybe silent) if this sender may not ask now; adapters call it before
-        downloading anything. handle() checks again, so skipping it costs bandwidth, never tokens.
-        spending=False: only whether they may use earshot at all (commands that cost nothing);
-        count=True: this is the request itself, accepted as a job: it spends one of the sender's requests
-        a minute now, before anything is downloaded (the job's Request then says `admitted`)."""
-        await self.access.check(chat, sender, spending=spending, count=count and spending)
-
-    async def usage_report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
-        """/usage: today's tokens and what is left for the sender, the chat and everyone (admins, in a
-        private chat: top users and chats). Raises AccessRefused for people not allowed to use earshot."""
-        return await self.access.report(chat, sender, private=private)
-
-    async def remember_audio(self, chat: ChatKey, ref: str) -> None:
-        """Remember an opaque platform reference (a file id) as the chat's latest audio."""
-        await self.history.remember_audio(chat, ref)
-
-    async def latest_audio(self, chat: ChatKey) -> str | None:
-        """The chat's most recent audio reference, or None."""
-        return await self.history.latest_audio(chat)
-
-    async def claim_event(self, platform: str, event_id: str) -> bool:
-        """True the first time an event id is seen (kept in SQLite across restarts), False after."""
-        return await self.history.claim_event(platform, event_id)
 
 
 def _streamer(progress: ProgressCallback | None, done: int,

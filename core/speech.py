@@ -6,7 +6,7 @@ import functools
 import subprocess
 
 from . import ffmpeg
-from .model_client import SPEECH_RATE
+from .model_api import SPEECH_RATE
 
 OPUS_BITRATE = "32k"            # speech: plenty for a voice note, ~4 KB a second
 

@@ -250,9 +250,9 @@ async def test_tokens_spent_before_a_failure_still_count(model, tmp_path):
         with pytest.raises(ModelInputError):
             await a.handle(Request(chat, Task.TRANSCRIBE, Audio(data), user_id="5"))
         spent = model.calls[0].usage
-        used = await a.usage(chat)
+        used = await a.history.usage_today(chat)
         assert used.total == sum(spent.values()) > 0
-        report = await a.usage_report(chat, Sender("5"))
+        report = await a.access.report(chat, Sender("5"))
         assert report.user is not None and report.user.used == used.total
 
 
@@ -280,10 +280,10 @@ async def test_budget_and_rate_checks_are_bounded_in_memory(tmp_path):
     assert limiter.wait(key) == 0
     for i in range(10_050):
         limiter.hit(("telegram", str(i)))
-    assert len(limiter._hits) == 10_050              # all still inside their minute: all kept
+    assert len(limiter) == 10_050              # all still inside their minute: all kept
     clock[0] += 61
     limiter.hit(key)
-    assert len(limiter._hits) == 1                   # a minute on, the idle ones are gone
+    assert len(limiter) == 1                   # a minute on, the idle ones are gone
     assert wait_words(30) == "30 s" and wait_words(61) == "2 min" and wait_words(3 * 3600 + 600) == "3 h 10 min"
 
 

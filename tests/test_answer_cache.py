@@ -38,7 +38,7 @@ async def test_a_hit_costs_nothing_and_counts_against_no_budget(model, tmp_path)
         assert paid.usage.total > 0 and not paid.cached
         assert free.cached and free.usage.total == 0 and free.text == paid.text and free.parts == paid.parts
         assert len(model.calls) == 1
-        assert (await assistant.usage(two)).total == 0
+        assert (await assistant.history.usage_today(two)).total == 0
         # the question's words count: spacing and case aside
         await assistant.handle(Request(two, Task.TRANSLATE, audio=audio, text="German"))
         await assistant.handle(Request(two, Task.TRANSLATE, audio=audio, text="  german "))

@@ -298,7 +298,7 @@ def test_ffmpeg_is_found_and_given_to_pydub():
 def test_children_get_cpu_and_memory_caps():
     with subprocess.Popen(["sleep", "5"]) as child:
         try:
-            ffmpeg._limit(child.pid, timeout=10)
+            ffmpeg.limit_child(child.pid, timeout=10)
             limits = Path(f"/proc/{child.pid}/limits").read_text()
         finally:
             child.kill()

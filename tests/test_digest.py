@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core import messages
-from core.digest import DigestCommand, last_slot, next_slot, parse_command
+from core.digest import DigestCommand, last_slot, next_slot
+from core.digest import parse_digest as parse_command
 from core.digest_store import VoiceNote
 from core.jobs import Job
 from core.models import Audio, ChatKey, Sender
@@ -197,7 +198,7 @@ async def test_listening_stores_transcripts_quietly_and_digest_waits_for_them(as
     assert re.findall(r"(\d+)Hz@", digest.text) == ["440", "550"]
     assert digest.text.startswith("Digest: 2 voice notes, 1 minute.")
     assert await assistant.history.recent_turns(GROUP, 10) == [], "listening must not become chat history"
-    assert (await assistant.usage(GROUP)).total > 0, "what listening cost is counted"
+    assert (await assistant.history.usage_today(GROUP)).total > 0, "what listening cost is counted"
     again = await d.summary(GROUP)
     assert again.text == messages.DIGEST_NOTHING_NEW and again.notes == 0
 
@@ -304,7 +305,7 @@ async def test_forget_leaves_no_row_for_the_chat_in_any_table(assistant, model, 
         await d.respond(chat, parse_command("daily 10:00"))
         await ears.hear(chat, 440, "Ana", 1)
         await d.summary(chat)
-        await assistant.remember_audio(ChatKey(chat.platform, chat.chat_id, "9"), "file-1")
+        await assistant.history.remember_audio(ChatKey(chat.platform, chat.chat_id, "9"), "file-1")
     assert rows_mentioning(tmp_path / "earshot.db", GROUP.chat_id)
     await d.respond(GROUP, parse_command("off"))
     said = await d.respond(GROUP, DigestCommand("forget"))

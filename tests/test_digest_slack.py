@@ -40,7 +40,7 @@ class Channel(World):
         return event
 
     async def stored(self, n: int) -> None:
-        store = self.server._handlers.assistant.digests.store
+        store = self.server.earshot.digests.store
         async def stored() -> bool:
             return len(await store.notes("slack", CHANNEL, 0, float("inf"))) >= n
         await until(stored, 20, f"{n} clips stored")
@@ -120,7 +120,7 @@ async def test_digest_in_a_mention_and_in_a_dm(channel: Channel) -> None:
 
 async def test_daily_digest_is_posted_in_the_channel(channel: Channel) -> None:
     c = channel
-    digests = c.server._handlers.assistant.digests
+    digests = c.server.earshot.digests
     berlin = ZoneInfo("Europe/Berlin")
     clock = digests.clock = Clock(datetime(2030, 7, 1, 17, 0, tzinfo=berlin).timestamp())
     assert messages.DIGEST_ADMINS_ONLY in await c.command("digest daily 18:30 Europe/Berlin", CHEN)

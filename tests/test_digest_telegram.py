@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bots.telegram.handlers import COMMANDS
 from core import messages
+from core.help_texts import TELEGRAM_COMMANDS as COMMANDS
 from core.service import Assistant
 from tests.conftest import Harness, bot_running
 from tests.fakes.dashscope import FakeDashScope, heard, tone_audio

@@ -39,7 +39,7 @@ async def test_reset_clears_words_but_keeps_usage(store):
     await store.reset(A)
     assert await store.recent_turns(A, 10) == []
     assert await store.usage_today(A) == Usage(10, 20, 30)
-    texts = await store._run(lambda: [r[0] for r in store.db.execute("SELECT text FROM turns").fetchall()])
+    texts = await store.run(lambda: [r[0] for r in store.db.execute("SELECT text FROM turns").fetchall()])
     assert "secret plans" not in texts
 
 

@@ -328,9 +328,9 @@ async def test_an_unreadable_update_does_not_stop_the_bot(tmp_path: Path):
     from tests.test_telegram import clip
 
     async with bot_running(tmp_path, user_requests_per_minute=0) as bot:
-        bot.tg._deliver({"update_id": 1, "message": {"message_id": 5, "text": "no date, no chat"}})
-        bot.tg._deliver({"update_id": 2, "message": "not even an object"})
-        bot.tg._deliver({"update_id": 3, "message": {"message_id": 6, "date": 1, "chat": {"id": "x"},
+        bot.tg.deliver({"update_id": 1, "message": {"message_id": 5, "text": "no date, no chat"}})
+        bot.tg.deliver({"update_id": 2, "message": "not even an object"})
+        bot.tg.deliver({"update_id": 3, "message": {"message_id": 6, "date": 1, "chat": {"id": "x"},
                                                      "voice": {"file_id": 7}}})
         bot.tg.push(101, kind="voice", data=clip(440))
         [answer] = await bot.said(101, within=20)

@@ -127,18 +127,6 @@ def test_help_can_name_lang() -> None:
     assert slack.startswith("*earshot* 收聽音訊") and "`/earshot lang zh-Hant`" in slack and "30 天" in slack
 
 
-def test_english_help_is_what_the_adapters_say_today() -> None:
-    """Until the adapters take their texts from core.help_texts, the two copies must not drift apart."""
-    from bots.slack import listeners
-    from bots.telegram import digests, handlers
-
-    assert help_texts.TELEGRAM_HELP == handlers.HELP
-    assert help_texts.TELEGRAM_COMMANDS == handlers.COMMANDS
-    assert help_texts.telegram_help(None, 7) == handlers.HELP + "\n\n" + digests.help_text(7)
-    assert help_texts.SLACK_HELP == listeners.HELP
-    assert messages.RESET_DONE == handlers.RESET_DONE and messages.LISTENING == listeners.LISTENING
-
-
 @pytest.mark.parametrize("lang", list(LANGUAGES))
 def test_menu_descriptions_fit_telegram(lang: str) -> None:
     for name, description in help_texts.telegram_commands(lang, with_lang=True):

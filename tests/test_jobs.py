@@ -235,8 +235,7 @@ async def test_a_job_left_running_by_a_dead_process_resumes_and_is_answered_once
     await asyncio.wait_for(world.platform.fetching.wait(), 5)
     # the process "dies": its tasks vanish without a word to the database
     first.store.requeue = _never                       # type: ignore[method-assign]
-    for task in list(first._workers.values()):
-        task.cancel()
+    await first.stop(grace=0)                          # cut off mid-work, and the requeue never happens
     await asyncio.wait_for(world.platform.cancelled.wait(), 5)
     assert job_rows(world.settings.db_path)[0]["state"] == "running"
     world.platform.gate = None

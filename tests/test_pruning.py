@@ -31,8 +31,8 @@ def _count(db: Path, table: str) -> int:
 async def _some_of_everything(a: Assistant, n: int) -> None:
     """An answer (turns), the chat's latest audio, a seen event and a delivered job."""
     await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(tone_audio((440, 1.0), fmt="wav")), user_id="7"))
-    await a.remember_audio(CHAT, f"file-{n}")
-    await a.claim_event("slack", f"Ev{n}")
+    await a.history.remember_audio(CHAT, f"file-{n}")
+    await a.history.claim_event("slack", f"Ev{n}")
     jobs = JobStore(a.history)
     job, _ = await jobs.add(NewJob(key=f"m{n}", chat=CHAT, task=Task.TRANSCRIBE, message_ref=str(n)))
     await jobs.finish(job.id, JobState.DONE, Reply("done", Task.TRANSCRIBE))
@@ -52,4 +52,4 @@ async def test_the_hourly_tick_prunes_history_jobs_and_seen_events(model: FakeDa
             raise AssertionError("no digest is due")
         await a.digests.tick("telegram", deliver)
         assert [_count(db, t) for t in ("turns", "seen_events", "jobs")] == [2, 1, 1], "only today's are kept"
-        assert await a.latest_audio(CHAT) == "file-2"
+        assert await a.history.latest_audio(CHAT) == "file-2"

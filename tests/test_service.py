@@ -99,10 +99,10 @@ async def test_follow_up_carries_history_and_reset_clears_it(assistant, fake, sh
     roles = fake.calls[-1].roles
     assert roles == ["system", "user", "assistant", "user"]
     assert fake.calls[-1].texts[-1] == "and what came second?"
-    await assistant.reset(CHAT)
+    await assistant.history.reset(CHAT)
     with pytest.raises(NeedsAudio):
         await assistant.handle(Request(CHAT, Task.FOLLOW_UP, text="still there?"))
-    assert (await assistant.usage(CHAT)).total > 0
+    assert (await assistant.history.usage_today(CHAT)).total > 0
 
 
 async def test_history_is_trimmed_to_the_input_limit(fake, tmp_path, short_ogg):

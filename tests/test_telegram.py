@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bots.telegram.handlers import COMMANDS, HELP, RESET_DONE
 from bots.telegram.render import MESSAGE_LIMIT, escape, split_text
 from core import messages
 from core.config import Settings
+from core.help_texts import TELEGRAM_COMMANDS as COMMANDS
+from core.help_texts import TELEGRAM_HELP as HELP
 from tests.conftest import BOT, Harness, bot_running, free_port, reply_to
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Threaded
@@ -120,7 +121,7 @@ async def test_usage_and_reset(bot: Harness):
     usage = (await bot.said(107, 2))[1]["text"]
     assert usage.startswith("Used here today:") and " 0 tokens" not in usage
     bot.tg.push(107, text="/reset")
-    assert (await bot.said(107, 3))[2]["text"] == RESET_DONE
+    assert (await bot.said(107, 3))[2]["text"] == messages.RESET_DONE
     bot.tg.push(107, text="anything else?")
     assert (await bot.said(107, 4))[3]["text"] == messages.NOTHING_TO_FOLLOW
 
@@ -308,7 +309,7 @@ def test_split_text_respects_boundaries_and_escaped_length():
 
 
 def test_download_cap_applies_only_to_telegrams_own_servers(tmp_path):
-    from bots.telegram.handlers import download_capped
+    from bots.telegram.jobs import download_capped
     assert download_capped(Settings(telegram_bot_token="1:x"))
     assert download_capped(Settings(telegram_bot_token="1:x", telegram_api_base_url="https://api.telegram.org/"))
     assert not download_capped(Settings(telegram_bot_token="1:x", telegram_api_base_url="http://10.0.0.2:8081"))

@@ -9,9 +9,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core import messages
+from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
-from core.service import Assistant
 
 from .listeners import Handlers
 from .webapi import api_error
@@ -64,7 +64,7 @@ async def check_token(client: AsyncWebClient) -> str:
     return str(resp.get("user_id") or "")
 
 
-def build_app(settings: Settings, assistant: Assistant, http: httpx.AsyncClient, *,
+def build_app(settings: Settings, earshot: Earshot, http: httpx.AsyncClient, *,
               socket_mode: bool = False) -> tuple[AsyncApp, Handlers]:
     """The Bolt app and its listeners. Over HTTP, Bolt checks each request's v0 signature and
     refuses any whose timestamp is more than 5 minutes off (401); Socket Mode needs no signature."""
@@ -82,6 +82,6 @@ def build_app(settings: Settings, assistant: Assistant, http: httpx.AsyncClient,
         process_before_response=True,
         logger=_bolt_logger,
     )
-    handlers = Handlers(client, assistant, settings, http)
+    handlers = Handlers(client, earshot, http)
     handlers.register(app)
     return app, handlers

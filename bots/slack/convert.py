@@ -2,77 +2,24 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from core.digest import parse_command as parse_digest
+from core.commands import Command, is_audio_name, parse_command, task_for_text
 from core.models import ChatKey, Sender, Task
+
+__all__ = ["Command", "Task", "parse_command", "task_for_text"]     # the words are core's, the same everywhere
 
 PLATFORM = "slack"
 
-# Slack's own clips are webm/mp4 with these subtypes; uploads are recognised by type or extension.
+# Slack's own clips are webm/mp4 with these subtypes; uploads are recognised by type or extension (core.commands)
 CLIP_SUBTYPES = {"slack_audio", "slack_video"}
-AUDIO_FILETYPES = {"mp3", "m4a", "mp4", "wav", "ogg", "oga", "opus", "flac", "aac", "amr", "webm", "3gp",
-                   "3gpp", "aiff", "aif", "wma", "mov", "mkv", "m4v", "caf"}
-
-# Words that name a task, in slash commands, mentions and DMs. The argument is the rest of the line.
-TASK_WORDS: dict[str, Task] = {
-    "transcribe": Task.TRANSCRIBE, "summarize": Task.SUMMARIZE, "summarise": Task.SUMMARIZE,
-    "sentiment": Task.SENTIMENT, "events": Task.EVENTS, "ask": Task.ASK, "translate": Task.TRANSLATE,
-}
-STATE_WORDS = {"reset", "usage", "help", "voice"}
-DIGEST_WORDS = {"digest", "forget"}     # group digests (bots/slack/digests.py)
-
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    word: str                  # the command as typed, lower case
-    arg: str                   # the rest of the text, stripped
-    task: Task | None = None   # None for reset/usage/help and unknown words
 
 
 def _text(value: Any) -> str:
     """A payload field that should be text. Slack sends strings; anything else counts as absent, so a
     malformed payload is answered like one without the field instead of failing the listener."""
     return value if isinstance(value, str) else ""
-
-
-def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
-    """The command a line of text names, if its first word is one.
-
-    strict=False (slash commands) always returns a Command, unknown words included;
-    strict=True (free text in DMs and mentions) returns None unless the first word is a known command.
-    """
-    text = _text(text).strip()
-    word, _, arg = text.partition(" ")
-    word = word.lower().rstrip(":,")
-    arg = arg.strip()
-    if word in TASK_WORDS:
-        return Command(word, arg, TASK_WORDS[word])
-    if word in STATE_WORDS | DIGEST_WORDS:
-        # a DM that merely starts with "help me…" is a question, not the help command
-        # ("digest daily 09:00 Mars/Base" is still the command: its answer says what a zone looks like)
-        if strict and arg and not (word == "digest" and (parse_digest(arg).action != "invalid"
-                                                         or arg.lower().startswith("daily "))) \
-                and not (word == "voice" and arg.split()[0].lower() in ("on", "off")):
-            return None
-        return Command(word, arg)
-    return None if strict else Command(word, arg)
-
-
-def task_for_text(text: str) -> tuple[Task, str | None]:
-    """What a message sent *with* audio asks: a named task, a question, or (no text) a voice chat."""
-    text = text.strip()
-    if not text:
-        return Task.CHAT, None
-    cmd = parse_command(text, strict=True)
-    if cmd and cmd.task:
-        if cmd.task is Task.ASK:
-            return (Task.ASK, cmd.arg) if cmd.arg else (Task.CHAT, None)
-        return cmd.task, cmd.arg or None
-    return Task.ASK, text
 
 
 def strip_mentions(text: str | None) -> str:
@@ -83,12 +30,7 @@ def strip_mentions(text: str | None) -> str:
 def is_audio_file(f: dict[str, Any]) -> bool:
     if _text(f.get("subtype")) in CLIP_SUBTYPES:
         return True
-    mime = _text(f.get("mimetype")).lower()
-    if mime.startswith(("audio/", "video/")):
-        return True
-    name = _text(f.get("name"))
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return _text(f.get("filetype")).lower() in AUDIO_FILETYPES or ext in AUDIO_FILETYPES
+    return is_audio_name(_text(f.get("name")), _text(f.get("mimetype")), _text(f.get("filetype")))
 
 
 def is_stub(f: dict[str, Any]) -> bool:

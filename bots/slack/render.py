@@ -4,12 +4,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from core.text import split_text
+
 SECTION_LIMIT = 3000          # Slack rejects a section block whose text is longer
 FALLBACK_LIMIT = 300          # the notification text shown beside the blocks
 
 _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
-_ENTITY = re.compile(r"&(?:amp|lt|gt);")
+_UNIT = re.compile(r"&(?:amp|lt|gt);|.", re.DOTALL)     # an entity is never cut
 
 
 def escape(text: str) -> str:
@@ -24,32 +26,10 @@ def to_mrkdwn(text: str) -> str:
     return _BOLD.sub(r"*\1*", text)
 
 
-def _cut_point(text: str, limit: int) -> int:
-    """Where to cut `text` (longer than limit): at a paragraph, line, sentence or word end if one is in
-    the second half, else at the limit but never inside an `&amp;` entity."""
-    window = text[:limit]
-    for sep in ("\n\n", "\n", ". ", " "):
-        at = window.rfind(sep)
-        if at > limit // 2:
-            return at + len(sep)
-    amp = window.rfind("&", max(0, limit - 4))
-    entity = _ENTITY.match(text, amp) if amp != -1 else None
-    return amp if entity and entity.end() > limit else limit
-
-
 def split(text: str, limit: int = SECTION_LIMIT) -> list[str]:
-    """Split already-formatted mrkdwn into pieces of at most `limit` characters, at natural breaks."""
-    pieces: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        cut = _cut_point(rest, limit)
-        piece = rest[:cut].rstrip()
-        if piece:
-            pieces.append(piece)
-        rest = rest[cut:].lstrip()
-    if rest:
-        pieces.append(rest)
-    return pieces or ["(empty answer)"]
+    """Split already-formatted mrkdwn into pieces of at most `limit` characters, at natural breaks (core.text),
+    never inside an `&amp;` entity."""
+    return split_text(text, limit, units=_UNIT.findall) or ["(empty answer)"]
 
 
 def _fallback(piece: str) -> str:

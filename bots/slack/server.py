@@ -17,9 +17,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from core import messages
+from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
-from core.service import Assistant
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
 from .app import build_app, check_token, require_credentials
@@ -79,14 +79,13 @@ class SlackServer:
         self._handlers: Handlers | None = None
 
     async def start(self) -> int:
-        self._assistant = await Assistant(self.settings).__aenter__()
+        self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
         try:
-            app, self._handlers = build_app(self.settings, self._assistant, self._http)
+            app, self._handlers = build_app(self.settings, self.earshot, self._http)
             await check_token(app.client)
-            await self._handlers.jobs.start()        # resumes what a previous process left unanswered
-            self._handlers.digests.start()           # daily digests and retention
-            health = Health(self._assistant.history, connection_probe(app), name="slack")
+            await self._handlers.start()             # resumes jobs left unanswered; daily digests, retention
+            health = Health(self.earshot.history, connection_probe(app), name="slack")
             self._runner = web.AppRunner(web_app(app, health), access_log=None, shutdown_timeout=5)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
@@ -109,7 +108,7 @@ class SlackServer:
 
     async def _close_clients(self) -> None:
         await self._http.aclose()
-        await self._assistant.aclose()
+        await self.earshot.aclose()
 
 
 async def _until_signalled() -> None:
@@ -133,13 +132,12 @@ class SlackSocketMode:
         self._health: HealthServer | None = None
 
     async def start(self) -> None:
-        self._assistant = await Assistant(self.settings).__aenter__()
+        self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
         try:
-            app, self._handlers = build_app(self.settings, self._assistant, self._http, socket_mode=True)
+            app, self._handlers = build_app(self.settings, self.earshot, self._http, socket_mode=True)
             await check_token(app.client)
-            await self._handlers.jobs.start()
-            self._handlers.digests.start()
+            await self._handlers.start()
             assert self.settings.slack_app_token is not None
             self._handler = AsyncSocketModeHandler(app, self.settings.slack_app_token.get_secret_value())
             # Ask for the WebSocket URL ourselves: the SDK retries a refused app token forever, quietly.
@@ -148,7 +146,7 @@ class SlackSocketMode:
             except SlackApiError as err:
                 raise EarshotError(messages.SLACK_BAD_APP_TOKEN.format(error=api_error(err))) from err
             await self._handler.connect_async()
-            self._health = await serve_health(self._assistant.history, connection_probe(app, self._handler),
+            self._health = await serve_health(self.earshot.history, connection_probe(app, self._handler),
                                               name="slack", port=self.settings.metrics_port)
         except BaseException:
             if self._handler is not None:
@@ -170,7 +168,7 @@ class SlackSocketMode:
 
     async def _close_clients(self) -> None:
         await self._http.aclose()
-        await self._assistant.aclose()
+        await self.earshot.aclose()
 
 
 async def _serve(server: SlackServer | SlackSocketMode) -> None:

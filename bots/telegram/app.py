@@ -11,6 +11,7 @@ from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from core import messages
+from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
 from core.logs import RedactingFilter, setup_logging
@@ -45,12 +46,13 @@ class SecretToken(str):
     __hash__ = str.__hash__
 
 
-def build_application(settings: Settings, assistant: Assistant) -> Application:
-    """The Application, wired to `assistant`; the caller starts it (and owns the assistant's lifetime)."""
+def build_application(settings: Settings, parts: Earshot | Assistant) -> Application:
+    """The Application, wired to `parts` (core.app; or the parts around an Assistant); the caller starts it
+    and owns the assistant's lifetime."""
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
         raise EarshotError(messages.NO_TELEGRAM_TOKEN)
     root = settings.telegram_api_base_url.rstrip("/")
-    handlers = TelegramHandlers(assistant, settings)
+    handlers = TelegramHandlers(parts if isinstance(parts, Earshot) else Earshot.around(parts))
     queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
     app = (
         ApplicationBuilder()
@@ -121,17 +123,17 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     serves a webhook on listen:port at that URL's path and rejects requests without the secret token.
     """
     _guard_logs(settings)
-    assistant = Assistant(settings)
-    app = build_application(settings, assistant)
+    earshot = Earshot.build(settings)       # the composition root (core.app)
+    app = build_application(settings, earshot)
     set_up = app.post_init
     health: HealthServer | None = None
 
     async def start(application: Application) -> None:
         nonlocal health
-        await assistant.__aenter__()
+        await earshot.open()
         if set_up:
             await set_up(application)
-        health = await serve_health(assistant.history, connection_probe(application), name="telegram",
+        health = await serve_health(earshot.history, connection_probe(application), name="telegram",
                                     port=settings.metrics_port)
         me = application.bot
         log.info("earshot is listening as @%s (%s)", me.username,
@@ -140,7 +142,7 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     async def stop(application: Application) -> None:
         if health is not None:
             await health.stop()
-        await assistant.aclose()
+        await earshot.aclose()
 
     app.post_init = start
     app.post_shutdown = stop

@@ -4,18 +4,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from pathlib import PurePosixPath
 
 from telegram import Message, MessageEntity
 
+from core.commands import is_audio_name
+from core.links import LinkedAudio
 from core.models import ChatKey, Sender
 
 PLATFORM = "telegram"
-# audio sent "as a file": recognised by MIME type or, since clients often send octet-stream, by extension
-AUDIO_EXTENSIONS = {".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".oga", ".opus", ".amr", ".wma",
-                    ".webm", ".3gp", ".3gpp", ".mka", ".aiff", ".aif", ".caf", ".mp4", ".m4b", ".weba"}
-AUDIO_MIME_PREFIXES = ("audio/", "video/")
-AUDIO_MIMES = {"application/ogg", "application/x-ogg"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +33,6 @@ class MediaRef:
         return cls(**json.loads(ref))
 
 
-def is_audio_document(file_name: str | None, mime_type: str | None) -> bool:
-    mime = (mime_type or "").lower()
-    if mime.startswith(AUDIO_MIME_PREFIXES) or mime in AUDIO_MIMES:
-        return True
-    return PurePosixPath(file_name or "").suffix.lower() in AUDIO_EXTENSIONS
-
-
 def media_of(message: Message | None) -> MediaRef | None:
     """The audio a message carries (voice, audio, round video, video, audio document), or None.
 
@@ -60,18 +49,17 @@ def media_of(message: Message | None) -> MediaRef | None:
         n = message.video_note
         return MediaRef(n.file_id, "video_note", "video_note.mp4", "video/mp4", n.file_size, n.file_unique_id)
     if message.video:
-        v = message.video
-        return MediaRef(v.file_id, "video", v.file_name, v.mime_type, v.file_size, v.file_unique_id)
-    if message.document and is_audio_document(message.document.file_name, message.document.mime_type):
+        vid = message.video
+        return MediaRef(vid.file_id, "video", vid.file_name, vid.mime_type, vid.file_size, vid.file_unique_id)
+    if message.document and is_audio_name(message.document.file_name, message.document.mime_type):
         d = message.document
         return MediaRef(d.file_id, "document", d.file_name, d.mime_type, d.file_size, d.file_unique_id)
     return None
 
 
-def link_media(url: str) -> MediaRef:
+def link_media(link: LinkedAudio) -> MediaRef:
     """An audio link in a message, fetched like a file (core.links); named after the URL's last segment."""
-    name = PurePosixPath(url.split("?", 1)[0].split("#", 1)[0]).name
-    return MediaRef(url, "link", name if "." in name else None)
+    return MediaRef(link.url, "link", link.name)
 
 
 def original_name(media: MediaRef) -> str | None:

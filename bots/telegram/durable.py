@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SLOW_WARNING = 30.0
 
 
-class HandledQueue(asyncio.Queue):  # type: ignore[type-arg]
+class HandledQueue(asyncio.Queue):
     """The Application's update queue; with `hold_puts`, put() waits until its update was processed."""
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class HandledQueue(asyncio.Queue):  # type: ignore[type-arg]
             done.set_result(None)
 
 
-class HandledApplication(Application):  # type: ignore[type-arg]
+class HandledApplication(Application):
     """Tells its HandledQueue when an update has been through every handler."""
 
     async def process_update(self, update: object) -> None:
@@ -68,7 +68,7 @@ class HandledApplication(Application):  # type: ignore[type-arg]
 class ConfirmAfterHandled(SkipUnreadableUpdates):
     """The getUpdates request: waits until every fetched update is handled before asking again."""
 
-    def __init__(self, queue: asyncio.Queue, **kwargs: Any) -> None:  # type: ignore[type-arg]
+    def __init__(self, queue: asyncio.Queue, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.queue = queue
 

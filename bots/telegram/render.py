@@ -14,16 +14,16 @@ from datetime import timedelta
 from typing import TypeVar
 
 from telegram import Bot, Message, ReplyParameters
-
-from core.models import Speech
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
+
+from core.models import Speech
+from core.text import split_text as core_split
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
-SEPARATORS = ("\n\n", "\n", ". ", " ", "")
 FLOOD_ATTEMPTS = 4
 MAX_FLOOD_WAIT = 120.0   # longer than this and the user is better served by an error than by silence
 
@@ -40,44 +40,8 @@ def _size(text: str) -> int:
 
 
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Pieces of `text` that each fit one message, cut at paragraphs, then lines, sentences, words."""
-    text = text.strip()
-    if not text:
-        return []
-    return [p.strip() for p in _split(text, limit, SEPARATORS) if p.strip()]
-
-
-def _split(text: str, limit: int, seps: tuple[str, ...]) -> list[str]:
-    if _size(text) <= limit:
-        return [text]
-    sep, finer = seps[0], seps[1:]
-    if sep == "":  # one unbroken run longer than a message: cut it by characters
-        chunks, cur, cur_size = [], "", 0
-        for ch in text:
-            s = _size(ch)
-            if cur_size + s > limit:
-                chunks.append(cur)
-                cur, cur_size = "", 0
-            cur, cur_size = cur + ch, cur_size + s
-        return chunks + [cur] if cur else chunks
-    chunks: list[str] = []
-    cur, cur_size, sep_size = "", 0, _size(sep)
-    for piece in text.split(sep):
-        size = _size(piece)
-        if cur and cur_size + sep_size + size <= limit:
-            cur, cur_size = cur + sep + piece, cur_size + sep_size + size
-            continue
-        if cur:
-            chunks.append(cur)
-        if size <= limit:
-            cur, cur_size = piece, size
-        else:
-            sub = _split(piece, limit, finer)
-            chunks.extend(sub[:-1])
-            cur, cur_size = sub[-1], _size(sub[-1])
-    if cur:
-        chunks.append(cur)
-    return chunks
+    """Pieces of `text` that each fit one message (core.text), measured as Telegram counts them."""
+    return core_split(text, limit, size=_size)
 
 
 def retry_after_seconds(err: RetryAfter) -> float:

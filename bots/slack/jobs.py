@@ -1,0 +1,129 @@
+"""The Slack adapter's side of durable jobs (core.runner): how to fetch a job's file again, show that it is
+being worked on, and deliver its outcome, resuming after the parts already posted when a delivery is
+retried. Called by the runner, in this process or, after a crash, in the next one."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from slack_sdk.errors import SlackApiError
+
+from core import messages, subtitles
+from core.config import Settings
+from core.jobs import Job, Notice, Outcome, Undeliverable
+from core.links import fetcher_for
+from core.models import Audio, ProgressCallback, Reply, Speech
+from core.runner import JobRunner
+
+from . import render
+from .convert import PLATFORM
+from .files import download, scope_error
+from .outbox import PASSING, Destination, Outbox, Status
+from .webapi import api_error
+
+log = logging.getLogger(__name__)
+
+
+class SlackJobs:
+    """The runner's callbacks for Slack jobs."""
+
+    def __init__(self, runner: JobRunner, outbox: Outbox, settings: Settings) -> None:
+        self.outbox = outbox
+        self.client = outbox.client
+        self.http = outbox.http
+        self.settings = settings
+        self.links = fetcher_for(settings)
+        self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
+        self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
+        self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
+        runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend,
+                        audio_id=self._audio_id)
+
+    def reply_through(self, key: str, response_url: str) -> None:
+        """A slash command's job may answer through its response_url (kept in memory only: it is a secret)."""
+        self._response_urls[key] = response_url
+
+    def _destination(self, job: Job) -> Destination:
+        where = json.loads(job.message_ref)
+        return Destination(where["channel"], where.get("thread_ts"), self._response_urls.get(job.key))
+
+    async def _fetch(self, job: Job) -> Audio:
+        assert job.file_ref is not None
+        ref = json.loads(job.file_ref)
+        if ref.get("link"):
+            return await self.links.fetch(ref["link"])
+        return await download(self.client, json.loads(job.file_ref), token=self.client.token or "",
+                              max_bytes=self.settings.max_file_bytes, http=self.http,
+                              api_url=self.settings.slack_api_url)
+
+    @staticmethod
+    def _audio_id(job: Job) -> str | None:
+        """A Slack file keeps its id wherever it is shared: its cached answer needs no download."""
+        return json.loads(job.file_ref).get("id") if job.file_ref else None
+
+    @contextlib.asynccontextmanager
+    async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
+        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job)))
+        yield status.progress
+
+    async def _deliver_job(self, job: Job, outcome: Outcome) -> None:
+        dest = self._destination(job)
+        if isinstance(outcome, Notice):
+            await self.outbox.say(dest, outcome.text)
+            return
+        status = self._statuses.pop(job.id, None)    # the answer replaces the "Listening…" message
+        self._response_urls.pop(job.key, None)
+        if isinstance(outcome, Reply):
+            payloads = render.messages(outcome.text, header=json.loads(job.message_ref).get("header"))
+        else:
+            payloads = render.messages(outcome.text, plain=True)
+        # a retried delivery goes on after the parts already posted
+        posted = self._posted.setdefault(job.id, [0])
+        await self.outbox.deliver(dest, payloads, status, posted=posted)
+        # then the files, each once: a retried delivery goes on after the ones already uploaded
+        step = len(payloads)
+        if isinstance(outcome, Reply) and outcome.speech is not None:
+            step += 1
+            if posted[0] < step:
+                await self._upload_speech(dest, outcome.speech)
+                posted[0] = step
+        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, render.SECTION_LIMIT):
+            step += 1
+            if posted[0] < step:
+                await self._upload_transcript(job, dest, outcome)
+                posted[0] = step
+        del self._posted[job.id]
+
+    async def _upload_speech(self, dest: Destination, speech: Speech) -> None:
+        """The spoken answer as an audio file in the thread, beside its text (files:write scope)."""
+        try:
+            await self.client.files_upload_v2(
+                channel=dest.channel, thread_ts=dest.thread_ts, content=speech.ogg, filename="answer.ogg",
+                title=f"earshot's answer ({speech.voice}, {round(speech.seconds)} s)")
+        except SlackApiError as err:
+            error = api_error(err)
+            scoped = scope_error(err, "refused the spoken answer")
+            log.error("uploading the spoken answer failed: %s", scoped.operator_message if scoped else error)
+            if error in PASSING or err.response.status_code >= 500:
+                raise RuntimeError(f"Slack answered {error}") from None
+        except Exception as err:     # the text is out; a retry tries the audio again
+            log.error("uploading the spoken answer failed: %s", type(err).__name__)
+            raise RuntimeError(f"uploading to Slack failed: {type(err).__name__}") from None
+
+    async def _upload_transcript(self, job: Job, dest: Destination, reply: Reply) -> None:
+        """A long transcript also as .txt and .srt files in the answer's thread (files_upload_v2)."""
+        original = json.loads(job.file_ref).get("name") if job.file_ref else None
+        uploads = [{"content": data, "filename": name, "title": name}
+                   for name, data in subtitles.transcript_files(reply, original)]
+        try:
+            await self.client.files_upload_v2(file_uploads=uploads, channel=dest.channel, thread_ts=dest.thread_ts,
+                                              initial_comment=messages.TRANSCRIPT_FILES)
+        except SlackApiError as err:
+            error = api_error(err)
+            scoped = scope_error(err, "refused to upload the transcript files")
+            log.error("uploading the transcript to Slack failed: %s", scoped.operator_message if scoped else error)
+            if error in PASSING:
+                raise RuntimeError(f"Slack answered {error}") from None
+            raise Undeliverable(f"Slack answered {error}") from None

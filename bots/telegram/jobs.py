@@ -1,0 +1,133 @@
+"""The Telegram adapter's side of durable jobs (core.runner): how to fetch a job's audio again, show that
+it is being worked on, and deliver its outcome. Called by the runner, in this process or, after a crash,
+in the next one; everything needed is in the stored job (chat, topic, message to answer, MediaRef)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from telegram import InputFile, ReplyParameters
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from core import messages, subtitles
+from core.config import DEFAULT_TELEGRAM_BASE, Settings
+from core.errors import AudioError
+from core.jobs import Job, Notice, Outcome, Undeliverable
+from core.links import fetcher_for
+from core.models import Audio, Progress, ProgressCallback, Reply
+from core.runner import JobRunner
+
+from .convert import PLATFORM, MediaRef, original_name
+from .progress import EditThrottle, StatusMessage, Typing
+from .render import MESSAGE_LIMIT, send_text, send_voice, with_flood_control
+
+log = logging.getLogger(__name__)
+
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 120.0
+
+
+def download_capped(settings: Settings) -> bool:
+    """Telegram's cloud lets bots download 20 MB; a self-hosted Bot API server has no such cap."""
+    return settings.telegram_api_base_url.rstrip("/") == DEFAULT_TELEGRAM_BASE
+
+
+class TelegramJobs:
+    """The runner's callbacks for Telegram jobs; `bot` is set once the application has started."""
+
+    def __init__(self, runner: JobRunner, settings: Settings) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.capped = download_capped(settings)
+        self.throttle = EditThrottle()
+        self.links = fetcher_for(settings)
+        self.bot: Any = None
+        runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True,
+                        audio_id=self._audio_id)
+
+    @staticmethod
+    def _where(job: Job) -> tuple[int, int | None, int]:
+        """Chat id, forum topic and the message to answer, from what the job stored."""
+        thread = job.chat.thread_id
+        return int(job.chat.chat_id), int(thread) if thread else None, int(job.message_ref)
+
+    async def _fetch(self, job: Job) -> Audio:
+        assert job.file_ref is not None
+        return await self._download(MediaRef.loads(job.file_ref))
+
+    @staticmethod
+    def _audio_id(job: Job) -> str | None:
+        """Telegram's file_unique_id: a forwarded voice note's cached answer needs no download."""
+        return MediaRef.loads(job.file_ref).file_unique_id if job.file_ref else None
+
+    @contextlib.asynccontextmanager
+    async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
+        """Typing and a status message while the job works; a status left by a crashed process goes first."""
+        chat_id, thread, reply_to = self._where(job)
+        if job.progress_ref:
+            with contextlib.suppress(TelegramError):
+                await self.bot.delete_message(chat_id, int(job.progress_ref))
+            await self.runner.set_progress_ref(job, None)
+        status = StatusMessage(self.bot, chat_id, self.throttle, thread_id=thread, reply_to=reply_to)
+        shown: list[int] = []
+
+        async def progress(p: Progress) -> None:
+            await status.update(p)
+            if status.message is not None and status.message.message_id not in shown:
+                shown.append(status.message.message_id)
+                await self.runner.set_progress_ref(job, str(status.message.message_id))
+        try:
+            async with Typing(self.bot, chat_id, thread):
+                yield progress
+        finally:
+            await status.close()
+            if shown:
+                await self.runner.set_progress_ref(job, None)
+
+    async def _deliver(self, job: Job, outcome: Outcome) -> None:
+        chat_id, thread, reply_to = self._where(job)
+        try:
+            if isinstance(outcome, Reply) and outcome.speech is not None:
+                await send_voice(self.bot, chat_id, outcome.speech, outcome.text, thread_id=thread,
+                                 reply_to=reply_to)
+            else:
+                await send_text(self.bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to)
+        except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
+            raise Undeliverable(f"Telegram refused: {err.message}") from err
+        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, MESSAGE_LIMIT):
+            await self._send_transcript_files(job, outcome)
+        if not isinstance(outcome, Notice):
+            log.info("chat %s: answered message %s (job %d)", chat_id, reply_to, job.id)
+
+    async def _send_transcript_files(self, job: Job, reply: Reply) -> None:
+        """A long transcript also as .txt and .srt documents, named after the user's file if it had a name."""
+        chat_id, thread, reply_to = self._where(job)
+        original = original_name(MediaRef.loads(job.file_ref)) if job.file_ref else None
+        where = ReplyParameters(reply_to, allow_sending_without_reply=True)
+        for i, (name, data) in enumerate(subtitles.transcript_files(reply, original)):
+            try:
+                document = InputFile(data, filename=name)
+                caption = messages.TRANSCRIPT_FILES if i == 0 else None
+                await with_flood_control(lambda d=document, c=caption: self.bot.send_document(  # type: ignore[misc]
+                    chat_id, d, message_thread_id=thread, reply_parameters=where, caption=c))
+            except (Forbidden, BadRequest) as err:
+                raise Undeliverable(f"Telegram refused the transcript file: {err.message}") from err
+
+    async def _download(self, media: MediaRef) -> Audio:
+        if media.kind == "link":
+            return await self.links.fetch(media.file_id)
+        size = media.file_size or 0
+        if self.capped and size > TELEGRAM_DOWNLOAD_LIMIT:
+            raise AudioError(messages.TOO_BIG_TELEGRAM)
+        if size > self.settings.max_file_bytes:
+            raise AudioError(messages.TOO_BIG.format(size_mb=size / 2**20, limit_mb=self.settings.max_file_mb))
+        try:
+            file = await with_flood_control(lambda: self.bot.get_file(media.file_id))
+        except BadRequest as err:
+            if "too big" in err.message.lower():
+                raise AudioError(messages.TOO_BIG_TELEGRAM) from err
+            raise
+        data = await file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT)
+        return Audio(bytes(data), filename=media.file_name, mime_type=media.mime_type)

@@ -1,0 +1,75 @@
+"""The composition root: every long-lived part of earshot, built once, in one place, and handed to an adapter.
+
+    async with Earshot.build(settings) as app:      # opens the database; closes everything on exit
+        adapter = TelegramHandlers(app)             # or bots.slack's Handlers(client, app, http)
+
+What it holds, and who uses what (docs/architecture.md draws the flow):
+- history: the database (core.db) with the chats' turns and latest audio (core.history); the other stores
+  (usage ledger, chat settings, seen events, jobs, digests, answer cache) keep their own SQL over it.
+- access: who may ask, how fast, how much (core.access) — checked by adapters at the door and again
+  by the Assistant before anything is spent.
+- cache: answers kept by audio content (core.answer_cache).
+- assistant: the audio pipeline (core.service) — `handle`, `complete`, `transcribe_quietly`.
+- digests: group digests (core.digest) — listening, the digest command, the daily schedule, retention.
+- chat_state: reset, usage, voice on/off (core.chat_state).
+- events: platform events already handled (core.seen_events): a redelivery is not answered twice.
+- jobs: the durable job runner (core.runner) the adapter registers its callbacks with and submits to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .access import AccessPolicy
+from .answer_cache import AnswerCache
+from .chat_state import ChatState
+from .config import Settings
+from .digest import DigestService
+from .history import HistoryStore
+from .model_client import ModelClient
+from .runner import JobRunner
+from .seen_events import SeenEvents
+from .service import Assistant
+
+
+@dataclass(frozen=True, slots=True)
+class Earshot:
+    settings: Settings
+    history: HistoryStore
+    access: AccessPolicy
+    cache: AnswerCache
+    assistant: Assistant
+    digests: DigestService
+    chat_state: ChatState
+    events: SeenEvents
+    jobs: JobRunner
+
+    @classmethod
+    def build(cls, settings: Settings, *, client: ModelClient | None = None) -> Earshot:
+        """Everything, wired; nothing opened yet (`async with`, or `await open()`)."""
+        history = HistoryStore(settings.db_path)
+        access = AccessPolicy(settings, history)
+        cache = AnswerCache(history, settings.cache_days)
+        return cls.around(Assistant(settings, client=client, history=history, access=access, cache=cache))
+
+    @classmethod
+    def around(cls, assistant: Assistant) -> Earshot:
+        """The parts around an Assistant that was built (and is opened and closed) elsewhere: the CLI's, a test's."""
+        return cls(assistant.settings, assistant.history, assistant.access, assistant.cache, assistant,
+                   assistant.digests, ChatState(assistant, assistant.access, assistant.history),
+                   SeenEvents(assistant.history), JobRunner(assistant, digests=assistant.digests))
+
+    async def open(self) -> Earshot:
+        """Open the database (StorageError with what to fix when it can't be used)."""
+        await self.assistant.__aenter__()
+        return self
+
+    async def aclose(self) -> None:
+        """Stop the job runner, then the digests' schedules, the HTTP pool and the database."""
+        await self.jobs.stop()
+        await self.assistant.aclose()
+
+    async def __aenter__(self) -> Earshot:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

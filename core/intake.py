@@ -1,0 +1,28 @@
+"""The door every request goes through before it becomes a job: access first (counted in the sender's rate
+limit), then the request's own checks (a question for ask, a language for translate, some audio). Before
+anything is downloaded; the Assistant checks again when the job runs, so skipping this costs bandwidth,
+never tokens."""
+from __future__ import annotations
+
+import logging
+
+from .access import AccessPolicy
+from .commands import check_request
+from .errors import EarshotError
+from .models import ChatKey, Sender, Task
+
+log = logging.getLogger(__name__)
+
+
+async def refusal(access: AccessPolicy, chat: ChatKey, sender: Sender, task: Task, text: str | None, *,
+                  has_audio: bool) -> str | None:
+    """None when the request may become a job; else what to tell the sender ("" when they were told before)."""
+    try:
+        await access.check(chat, sender, count=True)
+        check_request(task, text, has_audio)
+    except EarshotError as err:
+        if err.operator:
+            log.error("operator action needed: %s", err.operator_message)
+        log.debug("refused in %s %s%s", chat.platform, chat.chat_id, " (quietly: told before)" if err.silent else "")
+        return "" if err.silent else err.user_message
+    return None
