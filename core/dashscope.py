@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
@@ -200,11 +200,44 @@ def _first_sse_data(body: str) -> str | None:
 # --- the client -----------------------------------------------------------------------------------
 
 class RetryPolicy:
-    """What every model client shares: retries with jittered backoff (honouring Retry-After), and keys kept
-    out of errors and logs. Needs `backoff` and `_api_key`."""
+    """What every model client shares: its connection pool (no redirects: one would carry the key somewhere
+    we didn't choose), retries with jittered backoff (honouring Retry-After), and keys kept out of errors
+    and logs. A client calls `_setup` first in its __init__ and closes its pool in `aclose`."""
 
+    base_url: str
+    model: str
     backoff: float
     _api_key: str
+
+    def _setup(self, api_key: str, base_url: str, model: str, *, timeout: float, retry_budget: float,
+               max_concurrency: int, transport: httpx.AsyncBaseTransport | None, max_attempts: int,
+               backoff: float) -> None:
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self.retry_budget = min(retry_budget, 60.0)
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
 
     def _wait(self, state: RetryCallState) -> float:
         # exponential with jitter, so many chats throttled together don't come back in step
@@ -232,30 +265,10 @@ class DashScopeClient(RetryPolicy):
                  retry_budget: float = 60, max_concurrency: int = 16,
                  transport: httpx.AsyncBaseTransport | None = None,
                  max_attempts: int = 5, backoff: float = 1.0) -> None:
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
+        self._setup(api_key, base_url, model, timeout=timeout, retry_budget=retry_budget,
+                    max_concurrency=max_concurrency, transport=transport, max_attempts=max_attempts,
+                    backoff=backoff)
         self.url = self.base_url + GENERATION_PATH
-        self.model = model
-        self.timeout = timeout
-        self.retry_budget = min(retry_budget, 60.0)
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            follow_redirects=False,   # a redirect would carry the key somewhere we didn't choose
-        )
-
-    def __repr__(self) -> str:
-        return f"DashScopeClient(base_url={self.base_url!r}, model={self.model!r})"
-
-    async def __aenter__(self) -> DashScopeClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -12,7 +12,6 @@ differ in ways that stay inside this module:
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -61,36 +60,16 @@ class OpenAICompatClient(RetryPolicy):
                  retry_budget: float = 60, max_concurrency: int = 16,
                  transport: httpx.AsyncBaseTransport | None = None, max_attempts: int = 5,
                  backoff: float = 1.0, system_when_speaking: bool = True) -> None:
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.model = model
+        self._setup(api_key, base_url, model, timeout=timeout, retry_budget=retry_budget,
+                    max_concurrency=max_concurrency, transport=transport, max_attempts=max_attempts,
+                    backoff=backoff)
         self.dashscope = dashscope
         self.service = "DashScope (compatible mode)" if dashscope else f"The model server at {self.base_url}"
-        self.timeout = timeout
-        self.retry_budget = min(retry_budget, 60.0)
-        self.max_attempts = max_attempts
-        self.backoff = backoff
         self.system_when_speaking = system_when_speaking
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            follow_redirects=False,   # a redirect would carry the key somewhere we didn't choose
-        )
         self._sdk = openai.AsyncOpenAI(api_key=api_key or "", base_url=self.base_url, max_retries=0,
                                        timeout=timeout, http_client=self._http)
         # the SDK fills these from OPENAI_ORG_ID / OPENAI_PROJECT_ID; they mean nothing to these servers
         self._sdk.organization = self._sdk.project = None
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatClient(base_url={self.base_url!r}, model={self.model!r})"
-
-    async def __aenter__(self) -> OpenAICompatClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._sdk.close()
