@@ -178,6 +178,8 @@ async def test_a_french_digest_is_headed_and_written_in_french(assistant, model)
     assert digest.text.startswith(messages.text(messages.DIGEST_HEADER, "fr", title=title,
                                                 notes="2 messages vocaux", minutes="1 minute"))
     assert "Write in French," in asked(model) and "most of the voice notes" not in asked(model)
+    daily = await d.respond(GROUP, parse_digest("daily 09:00 Asia/Tokyo"), lang="ja")
+    assert daily.startswith("毎日 09:00（Asia/Tokyo）") and "月" in daily, "the first day as Japanese writes dates"
     nothing = await d.summary(GROUP, 60, lang="fr")
     assert nothing.text == messages.text(messages.DIGEST_NOTHING_IN, "fr", period="1 minute")
 
