@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,7 @@ from . import messages, metrics, usage_ledger, words
 from .config import Settings
 from .db import Database
 from .errors import AccessRefused
+from .i18n import translator
 from .models import ChatKey, Request, Sender, Usage
 from .seen_events import SeenEvents
 from .usage_ledger import UsageLedger
@@ -43,7 +44,13 @@ KEYS_KEPT = 10_000                # people remembered (names, rate windows, refu
 day_start = usage_ledger.day_start      # UTC midnight: budgets count from there
 
 
-wait_words = words.wait      # '3 h 20 min', '12 min', '40 s' (core.words)
+wait_words = words.wait      # '3 h 20 min', '12 min', '40 s' (core.words); wait_words(s, lang) in a language
+
+# what a cost that doesn't fit a budget is refused with, by budget: whole sentences, one per budget
+TOO_COSTLY: dict[str, str] = {"user": messages.TOO_COSTLY_USER, "chat": messages.TOO_COSTLY_CHAT,
+                              "global": messages.TOO_COSTLY_GLOBAL}
+DIGEST_TOO_COSTLY: dict[str, str] = {"user": messages.DIGEST_TOO_COSTLY_USER, "chat": messages.DIGEST_TOO_COSTLY_CHAT,
+                                     "global": messages.DIGEST_TOO_COSTLY_GLOBAL}
 
 
 # --- what /usage shows ------------------------------------------------------------------------
@@ -90,27 +97,29 @@ def spender_label(s: Spender) -> str:
     return f"{who}, {PLATFORM_NAMES.get(s.platform, s.platform)}"
 
 
-def usage_text(report: UsageReport, label: Callable[[Spender], str] = spender_label) -> str:
-    """The report in plain sentences (no markup: adapters escape it as their platform needs)."""
+def usage_text(report: UsageReport, label: Callable[[Spender], str] = spender_label, lang: str | None = None) -> str:
+    """The report in plain sentences (no markup: adapters escape it as their platform needs), in a chat's language."""
+    t = translator(lang)
     h = report.here
-    lines = [messages.USAGE_HERE.format(total=h.total, audio=h.audio_tokens, input=h.input_tokens,
-                                        output=h.output_tokens)]
-    rows = [("You", report.user), ("This chat", report.chat), ("Everyone", report.everyone)]
+    lines = [t.text(messages.USAGE_HERE, total=h.total, audio=h.audio_tokens, input=h.input_tokens,
+                    output=h.output_tokens)]
+    rows = [(messages.USAGE_YOU, report.user), (messages.USAGE_THIS_CHAT, report.chat),
+            (messages.USAGE_EVERYONE, report.everyone)]
     for who, a in rows:
         if a is None:
             continue
         if a.limit:
-            lines.append(messages.USAGE_LIMITED.format(who=who, used=a.used, limit=a.limit, left=a.left))
+            lines.append(t.text(messages.USAGE_LIMITED, who=t.text(who), used=a.used, limit=a.limit, left=a.left))
         else:
-            lines.append(messages.USAGE_UNLIMITED.format(who=who, used=a.used))
+            lines.append(t.text(messages.USAGE_UNLIMITED, who=t.text(who), used=a.used))
     if any(a is not None and a.limit for _, a in rows):
-        lines.append(messages.USAGE_RESETS.format(wait=wait_words(report.resets_in)))
+        lines.append(t.text(messages.USAGE_RESETS, wait=wait_words(report.resets_in, t.lang)))
     if report.requests_per_minute:
-        lines.append(messages.USAGE_RATE.format(limit=report.requests_per_minute))
+        lines.append(t.text(messages.USAGE_RATE, limit=report.requests_per_minute))
     for title, spenders in ((messages.USAGE_TOP_USERS, report.top_users),
                             (messages.USAGE_TOP_CHATS, report.top_chats)):
         if report.admin and spenders:
-            lines += ["", title, *(f"{i}. {label(s)}: {s.tokens:,}" for i, s in enumerate(spenders, 1))]
+            lines += ["", t.text(title), *(f"{i}. {label(s)}: {s.tokens:,}" for i, s in enumerate(spenders, 1))]
     return "\n".join(lines)
 
 
@@ -245,11 +254,9 @@ class AccessPolicy:
             log.info("refused %s user %s in chat %s: not on the allowed lists", chat.platform,
                      sender.user_id or "-", chat.chat_id)
         if sender.user_id:
-            text = messages.NOT_ALLOWED.format(platform=PLATFORM_NAMES.get(chat.platform, chat.platform),
-                                               user_id=sender.user_id)
-        else:
-            text = messages.NOT_ALLOWED_HERE
-        raise AccessRefused(text, silent=not first)
+            raise AccessRefused(messages.NOT_ALLOWED, silent=not first, fmt=dict(
+                platform=PLATFORM_NAMES.get(chat.platform, chat.platform), user_id=sender.user_id))
+        raise AccessRefused(messages.NOT_ALLOWED_HERE, silent=not first)
 
     # --- how much -------------------------------------------------------------------------------
     async def check(self, chat: ChatKey, sender: Sender, *, spending: bool = True, count: bool = False,
@@ -272,15 +279,16 @@ class AccessPolicy:
         rate = rate and not quietly
         if rate and (wait := self.rate.wait(key)) > 0:
             limit = self.settings.user_requests_per_minute
-            self._refuse(("rate", *key), wait, messages.RATE_LIMITED.format(limit=limit, wait=wait_words(wait)))
+            self._refuse(("rate", *key), wait, messages.RATE_LIMITED,
+                         dict(limit=limit, wait=words.Span(wait_words, wait)))
         if count and rate:
             self.rate.hit(key)   # before the first await below: concurrent requests can't all slip through
         for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
             if allowance.limit and allowance.used >= allowance.limit:
-                text = _budget_message(kind, allowance.limit, self._to_midnight())
+                template, fmt = _budget_message(kind, allowance.limit, self._to_midnight())
                 if quietly:
-                    raise AccessRefused(text, silent=True)
-                self._refuse((kind, *key), BUDGET_QUIET, text)
+                    raise AccessRefused(template, silent=True, fmt=fmt)
+                self._refuse((kind, *key), BUDGET_QUIET, template, fmt)
 
     @contextlib.asynccontextmanager
     async def admit(self, request: Request, *, quietly: bool = False, lists: bool = True) -> AsyncIterator[None]:
@@ -305,17 +313,17 @@ class AccessPolicy:
             _current.reset(token)
             self._open.discard(spend)
 
-    async def afford(self, tokens: int, *, template: str = messages.TOO_COSTLY) -> None:
+    async def afford(self, tokens: int, *, refusals: Mapping[str, str] = TOO_COSTLY, **fmt: object) -> None:
         """Called once the cost is known (the audio decoded, a digest's notes packed): refuse a request
-        whose estimated cost doesn't fit today. template: the refusal, with need, whose, left and wait."""
+        whose estimated cost doesn't fit today. refusals: the refusal for each budget ("user", "chat",
+        "global"), with need, left and wait; fmt: more values they name (a digest's prefix)."""
         spend = _current.get()
         if spend is None or spend.platform in EXEMPT_PLATFORMS:
             return
         for kind, a in await self._allowances(spend.platform, spend.chat_id, spend.user_id, exclude=spend):
             if a.limit and a.used + tokens > a.limit:
-                whose = {"user": "you have", "chat": "this chat has", "global": "I have"}[kind]
-                raise AccessRefused(template.format(need=tokens, whose=whose, left=a.left,
-                                                    wait=wait_words(self._to_midnight())))
+                raise AccessRefused(refusals[kind], fmt=dict(fmt, need=tokens, left=a.left,
+                                                             wait=words.Span(wait_words, self._to_midnight())))
         spend.held = tokens
 
     async def report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
@@ -357,16 +365,16 @@ class AccessPolicy:
         out = [("global", Allowance(everyone, s.global_daily_tokens)), ("chat", Allowance(here, s.chat_daily_tokens))]
         return out + [("user", Allowance(user, s.user_daily_tokens if user_id else 0))]
 
-    def _refuse(self, key: tuple[str, ...], quiet_for: float, text: str) -> None:
-        """Raise the refusal; silent if the same one was said within `quiet_for` seconds."""
+    def _refuse(self, key: tuple[str, ...], quiet_for: float, message: str, fmt: dict[str, object]) -> None:
+        """Raise the refusal (a message and its values); silent if the same one was said within `quiet_for` s."""
         now = self._clock()
         silent = self._quiet_until.get(key, 0.0) > now
         if not silent:
             if len(self._quiet_until) > KEYS_KEPT:
                 self._quiet_until = {k: t for k, t in self._quiet_until.items() if t > now}
             self._quiet_until[key] = now + quiet_for
-            log.info("refused %s: %s", "/".join(key), text)
-        raise AccessRefused(text, silent=silent)
+            log.info("refused %s: %s", "/".join(key), message.format(**fmt))
+        raise AccessRefused(message, silent=silent, fmt=fmt)
 
     def _to_midnight(self) -> float:
         now = self._clock()
@@ -400,7 +408,7 @@ def _identities(chat: ChatKey, sender: Sender) -> tuple[set[str], set[str], set[
     return user, here, team
 
 
-def _budget_message(kind: str, limit: int, to_midnight: float) -> str:
+def _budget_message(kind: str, limit: int, to_midnight: float) -> tuple[str, dict[str, object]]:
     template = {"user": messages.USER_BUDGET_USED, "chat": messages.CHAT_BUDGET_USED,
                 "global": messages.GLOBAL_BUDGET_USED}[kind]
-    return template.format(limit=limit, wait=wait_words(to_midnight))
+    return template, dict(limit=limit, wait=words.Span(wait_words, to_midnight))

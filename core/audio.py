@@ -121,7 +121,7 @@ def check_size(data: bytes, max_bytes: int) -> None:
     if not data:
         raise AudioError(messages.EMPTY_FILE)
     if len(data) > max_bytes:
-        raise AudioError(messages.TOO_BIG.format(size_mb=len(data) / 2**20, limit_mb=max_bytes / 2**20))
+        raise AudioError(messages.TOO_BIG, fmt=dict(size_mb=len(data) / 2**20, limit_mb=max_bytes / 2**20))
 
 
 describe_seconds = words.duration     # "30 minutes", "1 hour", "90 seconds" (core.words)
@@ -171,7 +171,7 @@ def decode(data: bytes, *, max_seconds: float, timeout: float) -> Decoded:
     segment = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
     decoded = Decoded(segment, mp3)
     if decoded.duration > max_seconds + LENGTH_TOLERANCE_SECONDS:
-        raise AudioError(messages.TOO_LONG.format(limit=describe_seconds(max_seconds)))
+        raise AudioError(messages.TOO_LONG, fmt=dict(limit=words.Span(describe_seconds, max_seconds)))
     return decoded
 
 
@@ -277,7 +277,8 @@ def cut(decoded: Decoded, spans: Sequence[Span]) -> list[bytes]:
         b = frames if _frame(end, up=True) >= last else min(_frame(end, up=True) + MP3_LEAD_FRAMES, frames)
         data = decoded.mp3[offsets[a]:offsets[b]]
         if 4 * math.ceil(len(data) / 3) > MAX_ITEM_BASE64:   # cannot happen at 32 kbit/s; never send it
-            raise AudioError(messages.AUDIO_ITEM_TOO_BIG.format(size_mb=len(data) * 4 / 3 / 2**20))
+            raise AudioError(messages.AUDIO_ITEM_TOO_BIG, fmt=dict(size_mb=len(data) * 4 / 3 / 2**20,
+                                                                limit_mb=MAX_ITEM_BASE64 / 2**20))
         datas.append(data)
     return datas
 

@@ -1,4 +1,5 @@
-"""Choices a chat made with its commands: the voice its answers are spoken in ('' = text)."""
+"""Choices a chat made with its commands: the voice its answers are spoken in ('' = text), and the language
+earshot speaks there ('' = each person's own, from their app)."""
 from __future__ import annotations
 
 import time
@@ -22,5 +23,19 @@ class ChatSettings:
         """The voice this chat's answers are spoken in, or None for text."""
         row = await self.db.read(lambda conn: conn.execute(
             "SELECT voice FROM chat_settings WHERE platform = ? AND chat_id = ?",
+            [chat.platform, chat.chat_id]).fetchone())
+        return (row[0] or None) if row else None
+
+    async def set_lang(self, chat: ChatKey, code: str | None) -> None:
+        """Speak `code` (a core.i18n.LANGUAGES code) in this chat, or (None) each person's app language."""
+        await self.db.write(lambda conn: conn.execute(
+            "INSERT INTO chat_settings (platform, chat_id, lang, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id) DO UPDATE SET lang = excluded.lang, updated = excluded.updated",
+            [chat.platform, chat.chat_id, code or "", time.time()]))
+
+    async def lang(self, chat: ChatKey) -> str | None:
+        """The language this chat chose with /lang, or None."""
+        row = await self.db.read(lambda conn: conn.execute(
+            "SELECT lang FROM chat_settings WHERE platform = ? AND chat_id = ?",
             [chat.platform, chat.chat_id]).fetchone())
         return (row[0] or None) if row else None

@@ -1,7 +1,7 @@
-"""The commands that change or show a chat's state, not its audio: reset, usage, voice on/off.
+"""The commands that change or show a chat's state, not its audio: reset, usage, voice on/off, lang.
 
 One flow for every adapter: the allowed lists first (these cost nothing, so no budget or rate limit),
-then the change, then the sentence to answer with.
+then the change, then the sentence to answer with, in the chat's language.
 """
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ from . import messages
 from .access import AccessPolicy, usage_text
 from .errors import AccessRefused, VoiceUnavailable
 from .history import HistoryStore
+from .i18n import LANGUAGES, best_language, supported_language, translator
 from .models import ChatKey, Sender
 from .service import Assistant
 
-WORDS = ("reset", "usage", "voice")
+WORDS = ("reset", "usage", "voice", "lang")
+# what `lang` takes besides a language: back to each person's own app language
+LANG_AUTO_WORDS = {"auto", "off", "reset", "default"}
+
+
+def language_choices() -> str:
+    """The languages /lang takes, as its replies list them: "en (English), de (Deutsch), …"."""
+    return ", ".join(f"{lang.code} ({lang.native})" for lang in LANGUAGES.values())
 
 
 class ChatState:
@@ -21,35 +29,62 @@ class ChatState:
         self.access = access
         self.history = history
 
+    async def language_for(self, chat: ChatKey, user_lang: str | None = None) -> str:
+        """The language to speak in this chat: its /lang if one was set, else the asker's app language
+        (Telegram's language_code, a Slack user's locale) when earshot speaks it, else English."""
+        return await self.history.settings.lang(chat) or best_language(user_lang)
+
     async def run(self, word: str, chat: ChatKey, sender: Sender, arg: str = "", *, private: bool,
-                  prefix: str = "/") -> str | None:
-        """What `word` (reset, usage, voice) says after doing it; None when a stranger was already told no.
+                  prefix: str = "/", lang: str | None = None, user_lang: str | None = None) -> str | None:
+        """What `word` (reset, usage, voice, lang) says after doing it; None when a stranger was already told no.
 
         private: a one-to-one chat (admins see everyone's usage there); prefix: how the platform spells
-        commands ("/" or "/earshot ")."""
+        commands ("/" or "/earshot "); lang: the chat's language (`language_for`), what the answer is in;
+        user_lang: the asker's app language, which `lang auto` goes back to."""
         try:
             if word == "usage":
-                return usage_text(await self.access.report(chat, sender, private=private))
+                return usage_text(await self.access.report(chat, sender, private=private), lang=lang)
             await self.access.check(chat, sender, spending=False)
         except AccessRefused as err:
-            return None if err.silent else err.user_message
+            return None if err.silent else err.user_text(lang)
         if word == "reset":
             await self.history.reset(chat)   # the words only: usage survives, it is what budgets count
-            return messages.RESET_DONE
-        return await self._voice(chat, arg, prefix)
+            return messages.text(messages.RESET_DONE, lang)
+        if word == "lang":
+            return await self._lang(chat, arg, prefix, lang, user_lang)
+        return await self._voice(chat, arg, prefix, lang)
 
-    async def _voice(self, chat: ChatKey, arg: str, prefix: str) -> str:
+    async def _lang(self, chat: ChatKey, arg: str, prefix: str, lang: str | None, user_lang: str | None) -> str:
+        """lang: which language earshot speaks here; lang CODE: speak that from now on; lang auto: each
+        person's app language again. Said in the language it leaves the chat in."""
+        wanted = arg.strip()
+        if not wanted:
+            current = LANGUAGES[best_language(lang)]
+            return messages.text(messages.LANG_CURRENT, current.code, language=current.native, prefix=prefix,
+                                 languages=language_choices())
+        if wanted.lower() in LANG_AUTO_WORDS:
+            await self.history.settings.set_lang(chat, None)
+            return messages.text(messages.LANG_AUTO, best_language(user_lang))
+        code = supported_language(wanted)
+        if code is None:
+            shown = wanted if len(wanted) <= 20 else wanted[:20] + "…"
+            return messages.text(messages.LANG_UNKNOWN, lang, code=shown, languages=language_choices())
+        await self.history.settings.set_lang(chat, code)
+        return messages.text(messages.LANG_SET, code, language=LANGUAGES[code].native)
+
+    async def _voice(self, chat: ChatKey, arg: str, prefix: str, lang: str | None = None) -> str:
         """voice on [VOICE] | voice off: answers here come back spoken too, or text only."""
+        t = translator(lang)
         words = arg.split()
         action = words[0].lower() if words else ""
         if action == "off":
             await self.assistant.voice_off(chat)
-            return messages.VOICE_OFF
+            return t.text(messages.VOICE_OFF)
         if action != "on":
-            return messages.VOICE_USAGE
+            return t.text(messages.VOICE_USAGE)
         try:
             voice = await self.assistant.voice_on(chat, words[1] if len(words) > 1 else None)
         except VoiceUnavailable as err:
-            return err.user_message
-        said = messages.VOICE_ON.format(voice=voice)
+            return err.user_text(lang)
+        said = t.text(messages.VOICE_ON, voice=voice)
         return said if prefix == "/" else said.replace("/voice off", f"`{prefix}voice off`")

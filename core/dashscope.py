@@ -56,8 +56,8 @@ def audio_item(mp3: bytes, max_encoded: int = MAX_ENCODED_AUDIO) -> dict[str, st
     """A content item carrying audio inline; refuses what the service would reject for size."""
     encoded = base64.b64encode(mp3).decode("ascii")
     if len(DATA_URI_PREFIX) + len(encoded) > max_encoded:
-        raise AudioError(msgs.AUDIO_ITEM_TOO_BIG.format(size_mb=len(encoded) / 1024 / 1024,
-                                                        limit_mb=max_encoded / 1024 / 1024))
+        raise AudioError(msgs.AUDIO_ITEM_TOO_BIG, fmt=dict(size_mb=len(encoded) / 1024 / 1024,
+                                                         limit_mb=max_encoded / 1024 / 1024))
     return {"audio": DATA_URI_PREFIX + encoded}
 
 
@@ -94,8 +94,8 @@ def _error_for(status: int, code: str, message: str, *, model: str, request_id: 
         return ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=f"{shown}: {detail}"),
                                 **kw)
     if 400 <= status < 500 or code:
-        return ModelInputError(msgs.MODEL_REJECTED_INPUT.format(detail=detail),
-                               f"DashScope rejected the request ({shown}): {detail}", **kw)
+        return ModelInputError(msgs.MODEL_REJECTED_INPUT, f"DashScope rejected the request ({shown}): {detail}",
+                               fmt=dict(detail=detail), **kw)
     return BadModelResponse(msgs.BAD_MODEL_RESPONSE, f"DashScope answered HTTP {status} without an answer",
                             **kw)
 
@@ -280,7 +280,7 @@ class DashScopeClient(RetryPolicy):
         if not self._api_key:
             raise ModelAuthError(msgs.NO_KEY_CLI)
         if voice is not None:
-            raise ModelInputError(msgs.CANNOT_SPEAK.format(model=self.model, models=""))
+            raise ModelInputError(msgs.CANNOT_SPEAK, fmt=dict(model=self.model, models=""))
         parameters: dict[str, Any] = {"result_format": "message"}
         if max_tokens is not None:
             parameters["max_tokens"] = max_tokens

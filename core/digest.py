@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import messages, prompts, words
+from .access import DIGEST_TOO_COSTLY
 from .digest_store import ChatDigest, DigestStore, VoiceNote
 from .errors import AccessRefused, EarshotError
+from .i18n import LANGUAGES, Plural, best_language, translator
 from .jobs import KEEP_FINISHED, Job, JobStore, NewJob
 from .models import Audio, ChatKey, Reply, Request, Sender, Task, Usage
 from .text import split_text
@@ -152,12 +154,25 @@ def next_slot(daily: str, tz: str, now: float) -> float:
     return at if at > now else _at(today + timedelta(days=1), daily, zone)
 
 
-describe_period = words.period     # "1 week", "2 days", "90 minutes" (core.words)
-_count = words.count
+describe_period = words.period     # "1 week", "2 days", "90 minutes" (core.words); (seconds, lang) in a language
 
 
-def _days(settings_days: float) -> str:
-    return words.count(settings_days, "day")
+def _count(forms: Plural, n: float, lang: str | None = None) -> str:
+    """"3 voice notes", "12 minutes" in the chat's language, for the digest's heading."""
+    return messages.count(forms, n, lang)
+
+
+def _days(settings_days: float, lang: str | None = None) -> str:
+    return words.days(settings_days, lang)
+
+
+def _first_day(when: datetime, lang: str | None) -> str:
+    """The day the first daily digest comes, as the chat's language writes a short date ("Thu 26 Nov")."""
+    code = best_language(lang)
+    if code == "en":
+        return when.strftime("%a %d %b")
+    from babel.dates import format_skeleton  # only when a chat speaks another language
+    return format_skeleton("MMMEd", when, locale=LANGUAGES[code].catalog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,76 +267,79 @@ class DigestService:
 
     # --- the commands -------------------------------------------------------------------------
     async def refusal(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, group: bool,
-                      is_admin: AdminCheck, prefix: str = "/") -> str | None:
+                      is_admin: AdminCheck, prefix: str = "/", lang: str | None = None) -> str | None:
         """Why `command` can't be done here or by `sender`: groups only, allowed lists (and budgets for a
         digest), admins for settings. "" for a stranger already told no; None when it may go ahead.
 
         is_admin: the platform's answer (chat admins); earshot's own admins (EARSHOT_ADMINS) pass first.
+        lang: the chat's language (core.chat_state.language_for), for what is said.
         """
+        t = translator(lang)
         if not group:
-            return messages.DIGEST_GROUPS_ONLY.format(prefix=prefix)
+            return t.text(messages.DIGEST_GROUPS_ONLY, prefix=prefix)
         if command.action == "invalid":
             return None                  # how to write it is no secret
         try:
             await self.access.check(chat, sender, spending=command.action == "summary")
         except AccessRefused as err:
-            return "" if err.silent else err.user_message
+            return "" if err.silent else err.user_text(lang)
         if command.needs_admin and not self.access.is_admin(chat, sender):
             admin = await is_admin()
             if not admin:
-                return messages.DIGEST_ADMIN_UNKNOWN if admin is None else messages.DIGEST_ADMINS_ONLY
+                return t.text(messages.DIGEST_ADMIN_UNKNOWN if admin is None else messages.DIGEST_ADMINS_ONLY)
         return None
 
-    async def answer(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, prefix: str = "/") -> str | None:
+    async def answer(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, prefix: str = "/",
+                     lang: str | None = None) -> str | None:
         """`respond`, with errors turned into what to say (None: a silent refusal); operator errors are logged."""
         try:
-            return await self.respond(chat, command, prefix=prefix, sender=sender)
+            return await self.respond(chat, command, prefix=prefix, sender=sender, lang=lang)
         except EarshotError as err:
             if err.operator:
                 log.error("digest in %s %s: %s", chat.platform, chat.chat_id, err.operator_message)
-            return None if err.silent else err.user_message
+            return None if err.silent else err.user_text(lang)
 
     async def run(self, chat: ChatKey, command: DigestCommand, sender: Sender, *, group: bool,
-                  is_admin: AdminCheck, prefix: str = "/") -> str | None:
-        """The whole digest command: `refusal`, then `answer`. What to say, or None to say nothing."""
-        refused = await self.refusal(chat, command, sender, group=group, is_admin=is_admin, prefix=prefix)
+                  is_admin: AdminCheck, prefix: str = "/", lang: str | None = None) -> str | None:
+        """The whole digest command: `refusal`, then `answer`. What to say, in `lang`, or None to say nothing."""
+        refused = await self.refusal(chat, command, sender, group=group, is_admin=is_admin, prefix=prefix, lang=lang)
         if refused is not None:
             return refused or None
-        return await self.answer(chat, command, sender, prefix=prefix)
+        return await self.answer(chat, command, sender, prefix=prefix, lang=lang)
 
     async def respond(self, chat: ChatKey, command: DigestCommand, *, prefix: str = "/",
-                      sender: Sender | None = None) -> str:
+                      sender: Sender | None = None, lang: str | None = None) -> str:
         """Carry out a parsed `digest …` or `forget` and say how it went. Admin checks are the adapter's.
 
         prefix: how the platform spells commands in the answer ("/" or "/earshot ").
-        sender: who asked; a digest is charged to them (see `summary`).
+        sender: who asked; a digest is charged to them (see `summary`). lang: the chat's language.
         """
+        t = translator(lang)
         now = self.clock()
-        days = _days(self.settings.retention_days)
+        days = _days(self.settings.retention_days, lang)
         p, c = chat.platform, chat.chat_id
         if command.action == "invalid":
             zone = command.tz if len(command.tz) <= 40 else command.tz[:40] + "…"
-            return (command.problem or messages.DIGEST_USAGE).format(prefix=prefix, zone=zone)
+            return t.text(command.problem or messages.DIGEST_USAGE, prefix=prefix, zone=zone)
         if command.action == "on":
             await self.store.update(p, c, now, enabled=1)
-            return messages.DIGEST_ON.format(prefix=prefix, days=days)
+            return t.text(messages.DIGEST_ON, prefix=prefix, days=days)
         if command.action == "off":
             await self.store.update(p, c, now, enabled=0, daily="")
-            return messages.DIGEST_OFF.format(prefix=prefix)
+            return t.text(messages.DIGEST_OFF, prefix=prefix)
         if command.action == "daily":
             await self.store.update(p, c, now, enabled=1, daily=command.daily, tz=command.tz,
                                     post_thread=chat.thread_id or "", scheduled_since=now)
             self.wake()
             first = datetime.fromtimestamp(next_slot(command.daily, command.tz, now), zone_of(command.tz))
-            return messages.DIGEST_DAILY.format(time=command.daily, zone=command.tz,
-                                                first=first.strftime("%a %d %b"))
+            return t.text(messages.DIGEST_DAILY, time=command.daily, zone=command.tz, first=_first_day(first, lang))
         if command.action == "daily_off":
             await self.store.update(p, c, now, daily="")
-            return messages.DIGEST_DAILY_OFF.format(prefix=prefix)
+            return t.text(messages.DIGEST_DAILY_OFF, prefix=prefix)
         if command.action == "forget":
             await self.forget(chat)
-            return messages.FORGOTTEN
-        return (await self.summary(chat, command.period, prefix=prefix, sender=sender or Sender())).text
+            return t.text(messages.FORGOTTEN)
+        return (await self.summary(chat, command.period, prefix=prefix, sender=sender or Sender(), lang=lang)).text
 
     async def forget(self, chat: ChatKey) -> int:
         """Delete everything stored for the chat, in every table; transcriptions under way are dropped
@@ -330,15 +348,17 @@ class DigestService:
 
     # --- the digest ---------------------------------------------------------------------------
     async def summary(self, chat: ChatKey, period: float | None = None, *, prefix: str = "/",
-                      mark: bool = True, sender: Sender | None = None) -> Digest:
+                      mark: bool = True, sender: Sender | None = None, lang: str | None = None) -> Digest:
         """The digest of the chat's voice notes in the last `period` seconds, or since the last digest.
 
         mark: a digest "since the last one" moves that mark to now (scheduled digests mark after posting).
         sender: who asked. A digest is charged like any request: it counts in their rate limit, its cost
         is estimated before the first model call and refused (AccessRefused) when today's budgets can't
         cover it, and what it spent counts against them. None: a scheduled digest, charged to the chat,
-        refused silently.
+        refused silently. lang: the chat's language, for the headings and the summary itself (None: the
+        language most of the voice notes are in, headings in English).
         """
+        t = translator(lang)
         await self._settle(chat)
         now = self.clock()
         state = await self.store.chat(chat.platform, chat.chat_id)
@@ -348,12 +368,12 @@ class DigestService:
                                        now if period else math.inf, after_id=0 if period else state.last_note)
         if not notes:
             if not state.enabled:
-                text = messages.DIGEST_IS_OFF
+                text = t.text(messages.DIGEST_IS_OFF, prefix=prefix)
             elif period:
-                text = messages.DIGEST_NOTHING_IN.format(period=describe_period(period))
+                text = t.text(messages.DIGEST_NOTHING_IN, period=describe_period(period, lang))
             else:
-                text = messages.DIGEST_NOTHING_NEW if state.last_note else messages.DIGEST_NOTHING_YET
-            return Digest(text.format(prefix=prefix), until=now)
+                text = t.text(messages.DIGEST_NOTHING_NEW if state.last_note else messages.DIGEST_NOTHING_YET)
+            return Digest(text, until=now)
         whole = ChatKey(chat.platform, chat.chat_id)
         who = sender or Sender()
         batches = self._batches(notes, state.tz)
@@ -361,18 +381,17 @@ class DigestService:
                         chat_name=who.chat_name)
         # a scheduled digest was set up by an admin: only the budgets apply, and refusing it tells nobody
         async with self.access.admit(asked, quietly=sender is None, lists=sender is not None):
-            await self.access.afford(self._estimate(batches),
-                                               template=messages.DIGEST_TOO_COSTLY.replace("{prefix}", prefix))
-            body, usage = await self._summarise(batches)
+            await self.access.afford(self._estimate(batches), refusals=DIGEST_TOO_COSTLY, prefix=prefix)
+            body, usage = await self._summarise(batches, lang)
             await self.store.record_usage(whole, who.user_id, usage, self.clock(), role="digest")
         last_note = max(n.id for n in notes)
         if mark and not period:
             await self.store.update(chat.platform, chat.chat_id, now, last_digest=now, last_note=last_note)
         seconds = sum(n.seconds for n in notes)
-        title = (messages.DIGEST_TITLE_PERIOD.format(period=describe_period(period)) if period
-                 else messages.DIGEST_TITLE_SINCE if state.last_note else messages.DIGEST_TITLE)
-        header = messages.DIGEST_HEADER.format(title=title, notes=_count(len(notes), "voice note"),
-                                               minutes=_count(math.ceil(seconds / 60), "minute"))
+        title = (t.text(messages.DIGEST_TITLE_PERIOD, period=describe_period(period, lang)) if period
+                 else t.text(messages.DIGEST_TITLE_SINCE if state.last_note else messages.DIGEST_TITLE))
+        header = t.text(messages.DIGEST_HEADER, title=title, notes=_count(messages.VOICE_NOTES, len(notes), lang),
+                        minutes=_count(messages.MINUTES, math.ceil(seconds / 60), lang))
         return Digest(f"{header}\n\n{body}", len(notes), seconds, usage, now, last_note)
 
     def _budget(self, template: str) -> int:
@@ -402,15 +421,17 @@ class DigestService:
             cost += 2 * len(batches) * PART_TOKENS + call
         return cost
 
-    async def _summarise(self, batches: list[list[str]]) -> tuple[str, Usage]:
+    async def _summarise(self, batches: list[list[str]], lang: str | None = None) -> tuple[str, Usage]:
+        """The digest's body; written in `lang` when the chat chose one, else in the notes' own language."""
         usage = Usage()
         if len(batches) == 1:
-            answer = await self.assistant.complete(prompts.digest_instruction(prompts.DIGEST, batches[0]))
+            answer = await self.assistant.complete(prompts.digest_instruction(
+                prompts.in_language(prompts.DIGEST, None, lang), batches[0]))
             return answer.text.strip(), answer.usage
-        parts, usage = await self._each(prompts.DIGEST_PART, batches)
-        return await self._combine(parts, usage)
+        parts, usage = await self._each(prompts.in_language(prompts.DIGEST_PART, None, lang), batches)
+        return await self._combine(parts, usage, lang)
 
-    async def _combine(self, parts: list[str], usage: Usage) -> tuple[str, Usage]:
+    async def _combine(self, parts: list[str], usage: Usage, lang: str | None = None) -> tuple[str, Usage]:
         """Join batch notes into one digest, merging in rounds while they don't fit one request."""
         budget = self._budget(max(prompts.DIGEST_COMBINE, prompts.DIGEST_MERGE, key=len))
         while True:
@@ -418,10 +439,10 @@ class DigestService:
             parts = [cut for p in parts for cut in _fit(p, budget // 2)[:1]]
             batches = _pack(parts, budget)
             if len(batches) == 1:
-                answer = await self.assistant.complete(prompts.digest_instruction(prompts.DIGEST_COMBINE,
-                                                                                  batches[0]))
+                answer = await self.assistant.complete(prompts.digest_instruction(
+                    prompts.in_language(prompts.DIGEST_COMBINE, None, lang), batches[0]))
                 return answer.text.strip(), usage + answer.usage
-            parts, spent = await self._each(prompts.DIGEST_MERGE, batches)
+            parts, spent = await self._each(prompts.in_language(prompts.DIGEST_MERGE, None, lang), batches)
             usage += spent
 
     async def _each(self, template: str, batches: list[list[str]]) -> tuple[list[str], Usage]:
@@ -488,7 +509,8 @@ class DigestService:
     async def _post(self, chat: ChatDigest, slot: float, post: Post) -> None:
         key = ChatKey(chat.platform, chat.chat_id)
         try:
-            digest = await self.summary(key, None, mark=False)
+            # nobody asked, so no one's app language: the chat's /lang, else the notes' own language
+            digest = await self.summary(key, None, mark=False, lang=await self.history.settings.lang(key))
             if digest.notes:     # a quiet day posts nothing rather than "nothing to sum up" every day
                 await post(chat.key, digest.text)
                 await self.store.update(chat.platform, chat.chat_id, self.clock(), last_digest=digest.until,

@@ -1,6 +1,7 @@
 """earshot's typed errors.
 
-    EarshotError                 .user_message: one line for the user; .operator_message: what to fix
+    EarshotError                 .user_text(lang): one line for the user in their language (.user_message: in
+                                 English); .operator_message: what to fix
       InputError                 something the user sent or asked (never the operator's fault)
         AudioError               file can't be read, is empty, silent, too big, too long
         NeedsAudio / NeedsText   a command without the audio or words it needs
@@ -19,20 +20,31 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from . import messages
 
 
 class EarshotError(Exception):
-    """Base: carries the user-facing sentence; operator errors also say what to fix."""
+    """Base: carries the user-facing message (a core.messages id and the values to fill in, so each chat
+    hears it in its own language); operator errors also say what to fix."""
 
     operator = False      # True: the operator must act; the user only gets an apology
     retryable = False
     silent = False        # True: the user was already told; say nothing this time
 
-    def __init__(self, user_message: str, operator_message: str | None = None) -> None:
-        super().__init__(operator_message or user_message)
-        self.user_message = user_message
-        self.operator_message = operator_message or user_message
+    def __init__(self, user_message: str, operator_message: str | None = None, *,
+                 fmt: Mapping[str, object] | None = None) -> None:
+        english = user_message.format(**fmt) if fmt else user_message
+        super().__init__(operator_message or english)
+        self.message = user_message          # the message id (English, with its {placeholders})
+        self.fmt = dict(fmt or {})           # values for them; core.words.Span values are said per language
+        self.user_message = english
+        self.operator_message = operator_message or english
+
+    def user_text(self, lang: str | None) -> str:
+        """What the user is told, in a chat's language (a code, a client's locale, or None: English)."""
+        return messages.text(self.message, lang, **self.fmt)
 
 
 class InputError(EarshotError):
@@ -63,8 +75,8 @@ class AudioExpired(InputError):
 class ModelError(EarshotError):
     def __init__(self, user_message: str, operator_message: str | None = None, *,
                  status: int | None = None, code: str | None = None, request_id: str | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(user_message, operator_message)
+                 retry_after: float | None = None, fmt: Mapping[str, object] | None = None) -> None:
+        super().__init__(user_message, operator_message, fmt=fmt)
         self.status = status
         self.code = code
         self.request_id = request_id
@@ -108,8 +120,9 @@ class BadModelResponse(ModelError):
 class AccessRefused(EarshotError):
     """Refused before anything is spent; `silent` when this user has been told already."""
 
-    def __init__(self, user_message: str, operator_message: str | None = None, *, silent: bool = False) -> None:
-        super().__init__(user_message, operator_message)
+    def __init__(self, user_message: str, operator_message: str | None = None, *, silent: bool = False,
+                 fmt: Mapping[str, object] | None = None) -> None:
+        super().__init__(user_message, operator_message, fmt=fmt)
         self.silent = silent
 
 

@@ -103,6 +103,34 @@ def best_language(code: str | None) -> str:
     return supported_language(code) or DEFAULT
 
 
+class Localized:
+    """A value inside a message that says itself in the message's language ("3 minutes", "12 min"), so an
+    error can carry it unsaid and be rendered for each chat; formatted as is, it is English."""
+
+    def said(self, lang: str | None) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.said(None)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.said(None), spec)
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase(Localized):
+    """A marked message used as a value inside another one, translated with it."""
+
+    message: str
+
+    def said(self, lang: str | None) -> str:
+        return translator(lang).gettext(self.message)
+
+
+def _localize(fmt: dict[str, object], lang: str) -> dict[str, object]:
+    return {k: v.said(lang) if isinstance(v, Localized) else v for k, v in fmt.items()}
+
+
 class Translator:
     """One language's catalog. Missing entries, and a translation that can't be filled in, fall back to English."""
 
@@ -125,14 +153,14 @@ class Translator:
     def text(self, message: str, /, **fmt: object) -> str:
         """The message in this language, its {placeholders} filled in."""
         translated = self._t.gettext(message)
-        return _fill(translated, message, fmt) if fmt else translated
+        return _fill(translated, message, _localize(fmt, self.lang)) if fmt else translated
 
     def plural(self, forms: Plural, n: float, /, **fmt: object) -> str:
         """The form of `forms` that fits the count n (a fraction takes the form of 2), with {n} filled in."""
         count = int(n) if n == int(n) else 2
         translated = self._t.ngettext(forms.singular, forms.plural, count)
         english = forms.singular if count == 1 else forms.plural
-        return _fill(translated, english, {"n": f"{n:g}", **fmt})
+        return _fill(translated, english, {"n": f"{n:g}", **_localize(fmt, self.lang)})
 
 
 def _fill(translated: str, english: str, fmt: dict[str, object]) -> str:

@@ -57,6 +57,7 @@ class NewJob:
     file_ref: str | None = None      # opaque to the core: how to fetch the audio again
     text: str | None = None
     sender: Sender = Sender()
+    lang: str | None = None          # the chat's language when it was asked: the answer and what is said
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Job:
     delivered: float | None      # when the outcome reached the platform
     delivery_attempts: int
     progress_ref: str | None     # the adapter's progress message, so a restart can clean it up
+    lang: str | None = None      # the chat's language when it was asked
 
     @property
     def platform(self) -> str:
@@ -153,7 +155,8 @@ def _job(row: dict[str, Any]) -> Job:
         sender=sender, state=JobState(row["state"]), attempts=row["attempts"], faults=row["faults"],
         last_error=row["last_error"], notified=bool(row["notified"]), created=row["created"],
         updated=row["updated"], next_attempt=row["next_attempt"] or 0.0, outcome=row["outcome"],
-        delivered=row["delivered"], delivery_attempts=row["delivery_attempts"], progress_ref=row["progress_ref"])
+        delivered=row["delivered"], delivery_attempts=row["delivery_attempts"], progress_ref=row["progress_ref"],
+        lang=row.get("lang") or None)
 
 
 def _one(db: sqlite_utils.Database, job_id: int) -> Job:
@@ -180,10 +183,10 @@ class JobStore:
         def add(db: sqlite_utils.Database) -> tuple[Job, bool]:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
-                "file_ref, task, text, state, created, updated, next_attempt) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "file_ref, task, text, state, created, updated, next_attempt, lang) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
-                 new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now])
+                 new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now, new.lang])
             row = next(db.query("SELECT * FROM jobs WHERE platform = ? AND key = ?", [platform, new.key]))
             return _job(row), cur.rowcount == 1
         return await self.history.write(add)

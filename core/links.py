@@ -139,10 +139,10 @@ class GuardedNetwork(httpcore.AsyncNetworkBackend):
             try:
                 found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in await self.resolver(host, port)]
             except OSError as err:
-                raise LinkError(messages.LINK_UNREACHABLE.format(reason=f"there is no host {host}"),
-                                f"resolving {host}: {err}") from None
+                raise LinkError(messages.LINK_UNREACHABLE, f"resolving {host}: {err}",
+                                fmt=dict(reason=f"there is no host {host}")) from None
         if not found:
-            raise LinkError(messages.LINK_UNREACHABLE.format(reason=f"there is no host {host}"))
+            raise LinkError(messages.LINK_UNREACHABLE, fmt=dict(reason=f"there is no host {host}"))
         if not self.allow_private:
             bad = [ip for ip in found if not is_public(ip)]
             if bad:   # any non-public answer refuses the host: another lookup could pick that one
@@ -176,8 +176,8 @@ class LinkFetcher:
             async with asyncio.timeout(self.timeout):
                 return await self._fetch(url)
         except TimeoutError:
-            raise LinkError(messages.LINK_TIMEOUT.format(seconds=self.timeout),
-                            f"fetching {_safe(url)} timed out") from None
+            raise LinkError(messages.LINK_TIMEOUT, f"fetching {_safe(url)} timed out",
+                            fmt=dict(seconds=self.timeout)) from None
 
     async def _fetch(self, url: str) -> Audio:
         # httpcore: no cookie jar, no proxies or .netrc from the environment, no redirects behind our back
@@ -194,41 +194,41 @@ class LinkFetcher:
                         if status in (301, 302, 303, 307, 308):
                             location = _header(response, "location")
                             if hop == MAX_REDIRECTS:
-                                raise LinkError(messages.LINK_TOO_MANY_REDIRECTS.format(limit=MAX_REDIRECTS),
-                                                f"{_safe(url)} redirects more than {MAX_REDIRECTS} times")
+                                raise LinkError(messages.LINK_TOO_MANY_REDIRECTS,
+                                                f"{_safe(url)} redirects more than {MAX_REDIRECTS} times",
+                                                fmt=dict(limit=MAX_REDIRECTS))
                             if not location:
-                                raise LinkError(messages.LINK_UNREACHABLE.format(
-                                    reason="it redirects nowhere"))
+                                raise LinkError(messages.LINK_UNREACHABLE, fmt=dict(reason="it redirects nowhere"))
                             target = _parse(str(target.join(location)))
                             log.info("link redirects to %s", _safe(str(target)))
                             continue
                         return await self._body(target, response)
                 except httpcore.ConnectError as err:
-                    raise LinkError(messages.LINK_UNREACHABLE.format(reason="the server can't be reached"),
-                                    f"{_safe(str(target))}: {err}") from None
+                    raise LinkError(messages.LINK_UNREACHABLE, f"{_safe(str(target))}: {err}",
+                                    fmt=dict(reason="the server can't be reached")) from None
                 except (httpcore.TimeoutException, TimeoutError):
                     raise TimeoutError from None
                 except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as err:
-                    raise LinkError(messages.LINK_UNREACHABLE.format(reason="the connection failed"),
-                                    f"{_safe(str(target))}: {type(err).__name__}: {err}") from None
+                    raise LinkError(messages.LINK_UNREACHABLE, f"{_safe(str(target))}: {type(err).__name__}: {err}",
+                                    fmt=dict(reason="the connection failed")) from None
         raise AssertionError("unreachable")
 
     async def _body(self, url: httpx.URL, response: httpcore.Response) -> Audio:
         if response.status != 200:
-            raise LinkError(messages.LINK_UNREACHABLE.format(reason=f"the server answered HTTP {response.status}"))
+            raise LinkError(messages.LINK_UNREACHABLE, fmt=dict(reason=f"the server answered HTTP {response.status}"))
         content_type = _header(response, "content-type").split(";", 1)[0].strip().lower()
         if _NOT_AUDIO.match(content_type):
-            raise LinkError(messages.LINK_NOT_AUDIO.format(content_type=content_type))
+            raise LinkError(messages.LINK_NOT_AUDIO, fmt=dict(content_type=content_type))
         chunks: list[bytes] = []
         got = 0
         limit_mb = self.max_bytes / 2**20
         async for chunk in response.aiter_stream():    # counted as it arrives, whatever Content-Length said
             if not chunks and chunk.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
-                raise LinkError(messages.LINK_NOT_AUDIO.format(content_type="text/html"))
+                raise LinkError(messages.LINK_NOT_AUDIO, fmt=dict(content_type="text/html"))
             got += len(chunk)
             if got > self.max_bytes:
-                raise AudioError(messages.TOO_BIG.format(size_mb=got / 2**20, limit_mb=limit_mb),
-                                 f"link body passed {limit_mb:.0f} MB; cut off")
+                raise AudioError(messages.TOO_BIG, f"link body passed {limit_mb:.0f} MB; cut off",
+                                 fmt=dict(size_mb=got / 2**20, limit_mb=limit_mb))
             chunks.append(chunk)
         data = b"".join(chunks)
         if not data:

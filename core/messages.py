@@ -105,8 +105,14 @@ CHAT_BUDGET_USED = N_("This chat has used its {limit:,} tokens for today. "
                     "They come back at midnight UTC, in {wait}.")
 GLOBAL_BUDGET_USED = N_("I've used all {limit:,} of today's tokens, to keep the model's free quota from running out. "
                       "I'll answer again after midnight UTC, in {wait}.")
-TOO_COSTLY = N_("That recording would take about {need:,} tokens to hear, and {whose} {left:,} left today. "
-              "Send a shorter clip, or try again after midnight UTC, in {wait}.")
+# a cost that doesn't fit today's budget: one whole sentence per budget (a "whose" piece can't be fitted into
+# Japanese or Chinese word order)
+TOO_COSTLY_USER = N_("That recording would take about {need:,} tokens to hear, and you have {left:,} left today. "
+                     "Send a shorter clip, or try again after midnight UTC, in {wait}.")
+TOO_COSTLY_CHAT = N_("That recording would take about {need:,} tokens to hear, and this chat has {left:,} left "
+                     "today. Send a shorter clip, or try again after midnight UTC, in {wait}.")
+TOO_COSTLY_GLOBAL = N_("That recording would take about {need:,} tokens to hear, and I have {left:,} left today. "
+                       "Send a shorter clip, or try again after midnight UTC, in {wait}.")
 RATE_LIMITED = N_("Slow down a little: I take up to {limit} requests a minute from each person. Try again in {wait}.")
 
 # /usage, in plain words; adapters render the numbers in core.access.UsageReport with these.
@@ -116,6 +122,9 @@ USAGE_UNLIMITED = N_("{who}: {used:,} tokens used, no limit.")
 USAGE_RESETS = N_("Budgets reset at midnight UTC, in {wait}.")
 USAGE_RATE = N_("Up to {limit} requests a minute each.")
 USAGE_TOP_USERS = N_("Top users today:")
+USAGE_YOU = N_("You")                  # the {who} of USAGE_LIMITED and USAGE_UNLIMITED
+USAGE_THIS_CHAT = N_("This chat")
+USAGE_EVERYONE = N_("Everyone")
 USAGE_TOP_CHATS = N_("Top chats today:")
 
 # Group digests. {prefix} is how the platform spells a command: "/" in Telegram, "/earshot " in Slack.
@@ -144,8 +153,15 @@ DIGEST_IS_OFF = N_("Digests are off here, so I have nothing to sum up. "
 DIGEST_NOTHING_NEW = N_("No voice notes since the last digest: nothing to sum up.")
 DIGEST_NOTHING_YET = N_("I haven't heard any voice notes here yet: nothing to sum up.")
 DIGEST_NOTHING_IN = N_("No voice notes in the last {period}: nothing to sum up.")
-DIGEST_TOO_COSTLY = N_("That digest would take about {need:,} tokens, and {whose} {left:,} left today. "
-                     "Ask for a shorter span, like {prefix}digest 2h, or try again after midnight UTC, in {wait}.")
+DIGEST_TOO_COSTLY_USER = N_("That digest would take about {need:,} tokens, and you have {left:,} left today. "
+                            "Ask for a shorter span, like {prefix}digest 2h, or try again after midnight UTC, "
+                            "in {wait}.")
+DIGEST_TOO_COSTLY_CHAT = N_("That digest would take about {need:,} tokens, and this chat has {left:,} left today. "
+                            "Ask for a shorter span, like {prefix}digest 2h, or try again after midnight UTC, "
+                            "in {wait}.")
+DIGEST_TOO_COSTLY_GLOBAL = N_("That digest would take about {need:,} tokens, and I have {left:,} left today. "
+                              "Ask for a shorter span, like {prefix}digest 2h, or try again after midnight UTC, "
+                              "in {wait}.")
 DIGEST_HEADER = N_("{title}: {notes}, {minutes}.")
 DIGEST_TITLE = N_("Digest")
 DIGEST_TITLE_SINCE = N_("Digest since the last one")
@@ -176,6 +192,11 @@ DAYS = Nn_("{n} day", "{n} days")
 HOURS = Nn_("{n} hour", "{n} hours")
 MINUTES = Nn_("{n} minute", "{n} minutes")
 SECONDS = Nn_("{n} second", "{n} seconds")
+# how long until budgets come back or a rate limit lifts, short: "40 s", "12 min", "3 h", "3 h 20 min"
+WAIT_SECONDS = N_("{n} s")
+WAIT_MINUTES = N_("{n} min")
+WAIT_HOURS = N_("{hours} h")
+WAIT_HOURS_MINUTES = N_("{hours} h {minutes} min")
 
 # What the adapters say while they work, and after /reset
 LISTENING = N_("Listening…")
@@ -188,6 +209,7 @@ RESET_DONE = N_("Done: I've forgotten this conversation.")
 LANG_CURRENT = N_("I speak {language} here. To change it: {prefix}lang followed by one of {languages}.")
 LANG_SET = N_("From now on I speak {language} here, and write summaries and answers in it too.")
 LANG_UNKNOWN = N_("I don't speak {code}, sorry. I can do {languages}.")
+LANG_AUTO = N_("I'll speak each person's app language here again.")
 
 
 def text(message: str, lang: str | None, /, **fmt: object) -> str:

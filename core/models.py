@@ -52,6 +52,7 @@ class Request:
     voice: str | None = None       # speak the answer in this voice (else the chat's /voice setting decides)
     audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
     admitted: bool = False         # the adapter applied the rate limit when it accepted it (core.runner jobs)
+    lang: str | None = None        # the chat's language (core.chat_state.language_for): answers written in it
 
     @property
     def sender(self) -> Sender:

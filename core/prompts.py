@@ -53,23 +53,24 @@ ROLE_ACCEPTED = "Understood. I'll answer as earshot."
 FOLLOW_UP_NOTE = "Earlier turns of this chat follow; a voice note appears as a short description."
 
 
-def clip_instruction(task: Task, text: str | None, *, voice_chat: bool) -> str | None:
-    """The text item sent with one clip; None for voice chat, where the audio alone is the instruction."""
+def clip_instruction(task: Task, text: str | None, *, voice_chat: bool, lang: str | None = None) -> str | None:
+    """The text item sent with one clip; None for voice chat, where the audio alone is the instruction.
+    lang: the chat's language, which answers written for it follow (see `in_language`)."""
     if task is Task.CHAT and voice_chat:
         return None
-    return _CLIP[task].format(text=text or "")
+    return in_language(_CLIP[task].format(text=text or ""), task, lang)
 
 
-def part_instruction(task: Task, text: str | None) -> str:
+def part_instruction(task: Task, text: str | None, lang: str | None = None) -> str:
     """The text item sent with one chunk of a long recording."""
     template = _PART.get(task) or _CLIP[task]
-    return template.format(text=text or "")
+    return in_language(template.format(text=text or ""), task, lang)
 
 
-def combine_instruction(task: Task, text: str | None, parts: list[tuple[str, str]]) -> str:
+def combine_instruction(task: Task, text: str | None, parts: list[tuple[str, str]], lang: str | None = None) -> str:
     """One text-only request that joins per-part answers, each labelled with its mm:ss start."""
     body = "\n\n".join(f"[{mark}] {answer}" for mark, answer in parts)
-    return _COMBINE[task].format(text=text or "") + "\n\n" + body
+    return in_language(_COMBINE[task].format(text=text or ""), task, lang) + "\n\n" + body
 
 
 def needs_combining(task: Task) -> bool:
@@ -118,6 +119,12 @@ def digest_instruction(template: str, body: list[str]) -> str:
 # their own target, and a voice chat answers in the language it was spoken to in.
 _IN_CHAT_LANGUAGE = {Task.SUMMARIZE, Task.SENTIMENT, Task.EVENTS, Task.ASK, Task.FOLLOW_UP}
 _DIGEST_SPOKEN = "Write in the language most of the voice notes are in"
+
+
+def language_key(task: Task, text: str | None, language: str | None) -> str:
+    """A request's words with the language its answer is written in, for the answer cache's key: the same
+    summary in German and in Japanese are two answers."""
+    return in_language(text or "", task, language)
 
 
 def in_language(instruction: str, task: Task | None, language: str | None) -> str:

@@ -216,7 +216,7 @@ class JobRunner:
             if permit is None:
                 log.warning("job %d: no answer within %s; telling the user", job.id, span_words(self.ttl))
                 job = await self.store.finish(job.id, JobState.EXPIRED, self._said(
-                    job, Failure(messages.JOB_EXPIRED.format(waited=span_words(self.ttl)))))
+                    job, Failure(messages.text(messages.JOB_EXPIRED, job.lang, waited=span_words(self.ttl, job.lang)))))
                 break
             job = await self._attempt(job, platform, permit)
         if job.delivered is None:

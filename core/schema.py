@@ -84,3 +84,10 @@ def m006_answer_cache(db: sqlite_utils.Database) -> None:
         "platform": str, "source_id": str, "chat_id": str, "digest": str, "created": float,
     }, pk=("platform", "source_id"), not_null={"chat_id", "digest", "created"})
     db.table("audio_sources").create_index(["created"])
+
+
+@migrations()
+def m007_languages(db: sqlite_utils.Database) -> None:
+    """The chat's language: chosen with /lang ('' = each person's app language), and the one a job was asked in."""
+    db.table("chat_settings").add_column("lang", str, not_null_default="")
+    db.table("jobs").add_column("lang", str)

@@ -17,6 +17,7 @@ from .dashscope import ModelAnswer, audio_item, text_item
 from .digest import DigestService
 from .errors import ModelAuthError, NeedsAudio, VoiceUnavailable
 from .history import HistoryStore, Turn
+from .i18n import Phrase
 from .model_client import ModelClient, has_key, make_client
 from .models import Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Speech, Task, Usage
 from .timestamps import mmss, shift
@@ -42,12 +43,13 @@ def choose_voice(settings: Settings, voice: str | None = None) -> str:
     speak or has no such voice."""
     info = settings.model_info
     if not info.speaks:
-        raise VoiceUnavailable(messages.CANNOT_SPEAK.format(model=settings.model, models=messages.SPEAKING_MODELS))
+        raise VoiceUnavailable(messages.CANNOT_SPEAK,
+                               fmt=dict(model=settings.model, models=Phrase(messages.SPEAKING_MODELS)))
     wanted = (voice or settings.voice).strip()
     match = next((v for v in info.voices if v.lower() == wanted.lower()), None)
     if match is None:
-        raise VoiceUnavailable(messages.UNKNOWN_VOICE.format(model=settings.model, voice=wanted,
-                                                             voices=", ".join(info.voices)))
+        raise VoiceUnavailable(messages.UNKNOWN_VOICE,
+                               fmt=dict(model=settings.model, voice=wanted, voices=", ".join(info.voices)))
     return match
 
 
@@ -171,7 +173,8 @@ class Assistant:
             digest = await asyncio.to_thread(audio_digest, request.audio.data)
             if request.audio_id:
                 await self.cache.remember_source(request.chat, request.audio_id, digest)
-        return request, answer_key(digest, request.task, request.text, self.settings.model)
+        return request, answer_key(digest, request.task, prompts.language_key(request.task, request.text, request.lang),
+                                   self.settings.model)
 
     async def _hear(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
         """The audio pipeline: decode, split, ask per chunk, combine. Touches no history."""
@@ -246,7 +249,8 @@ class Assistant:
     # --- one clip ---------------------------------------------------------------------------
     async def _one_clip(self, request: Request, chunk: audio.Chunk,
                         progress: ProgressCallback | None, voice: str | None = None) -> _Call:
-        instruction = prompts.clip_instruction(request.task, request.text, voice_chat=self.limits.voice_chat)
+        instruction = prompts.clip_instruction(request.task, request.text, voice_chat=self.limits.voice_chat,
+                                               lang=request.lang)
         content = [audio_item(chunk.data, self.model.max_bytes)] + ([text_item(instruction)] if instruction else [])
         spent = self.audio_tokens(chunk.end - chunk.start) + estimate_tokens(instruction or "")
         history = await self._history_for(request, spent)
@@ -258,7 +262,7 @@ class Assistant:
     # --- long audio: map over chunks, then stitch or combine -------------------------------
     async def _map(self, request: Request, chunks: list[audio.Chunk],
                    progress: ProgressCallback | None) -> list[_Call]:
-        instruction = prompts.part_instruction(request.task, request.text)
+        instruction = prompts.part_instruction(request.task, request.text, request.lang)
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
         done = 0
         if progress:
@@ -286,7 +290,7 @@ class Assistant:
         labelled = [(mmss(p.start), p.text) for p in parts]
         if not prompts.needs_combining(request.task):
             return "\n\n".join(f"[{mark}] {text}" for mark, text in labelled), None
-        instruction = prompts.combine_instruction(request.task, request.text, labelled)
+        instruction = prompts.combine_instruction(request.task, request.text, labelled, request.lang)
         history = await self._history_for(request, estimate_tokens(instruction))
         answer = await self._client.generate(
             self._messages(history, [text_item(instruction)]), max_tokens=self.limits.max_output,
@@ -299,7 +303,8 @@ class Assistant:
         history = await self._history_for(request, estimate_tokens(text))
         if not history:
             raise NeedsAudio(messages.NOTHING_TO_FOLLOW)
-        answer = await self._client.generate(self._messages(history, [text_item(text)]),
+        asked = prompts.in_language(text, request.task, request.lang)
+        answer = await self._client.generate(self._messages(history, [text_item(asked)]),
                                              max_tokens=self.limits.max_output,
                                              on_delta=_streamer(progress, 1, 1))
         reply_text = answer.text.strip()
