@@ -83,16 +83,50 @@ def is_quiet(job: Job) -> bool:
 span_words = words.rounded     # '24 hours', '60 minutes', '45 seconds' (core.words)
 
 
-class JobRunner:
-    """`register` each platform, `await start()`, `await submit(NewJob(...))`; `await stop()` at shutdown."""
+class Reservation:
+    """A chat's place in the runner's queue, taken synchronously where an update is first seen (before the
+    handler's first await) and held until the handler submits its job or drops the place: a handler that
+    awaits the database first can't be overtaken by a later update of the same chat. Use `with`."""
 
-    def __init__(self, assistant: Assistant, *, digests: DigestService | None = None, ttl: float | None = None,
+    def __init__(self, chat: ChatKey, ahead: tuple[Reservation, ...] = ()) -> None:
+        self.chat = chat
+        self.job_id: int | None = None
+        self.settled = asyncio.Event()
+        self._ahead = ahead          # places held before this one, still open when it was taken
+
+    async def earlier_settled(self) -> None:
+        """Wait until the chat's earlier updates have become jobs (or nothing): what they stored (the
+        chat's latest audio, a heard voice note) is there to read."""
+        for slot in self._ahead:
+            await slot.settled.wait()
+
+    def fill(self, job_id: int | None) -> None:
+        if not self.settled.is_set():
+            self.job_id = job_id
+            self.settled.set()
+
+    def drop(self) -> None:
+        """Give the place up (nothing to submit); later turns go on at once."""
+        self.fill(None)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
+
+
+class JobRunner:
+    """`register` each platform, `await start()`, `slot = reserve(chat)` then `await submit(NewJob(...), slot)`;
+    `await stop()` at shutdown. The per-chat queue is earshot's one ordering mechanism."""
+
+    def __init__(self, assistant: Assistant, digests: DigestService | None = None, *, ttl: float | None = None,
                  breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
                  concurrency: int | None = None, grace: float = 10.0) -> None:
         settings = assistant.settings
         self.assistant = assistant
-        self.digests = digests or assistant.digests     # listening jobs are heard through them
+        self.digests = digests          # listening jobs are heard through them (core.app builds both)
         self.clock = clock
         self.store = JobStore(assistant.history, clock)
         self.ttl = ttl if ttl is not None else settings.job_ttl
@@ -103,7 +137,7 @@ class JobRunner:
         # decoding is CPU and memory: bound the jobs at work (model calls have their own, lower bound)
         self._slots = asyncio.Semaphore(concurrency or 4 * settings.global_concurrency)
         self._platforms: dict[str, Platform] = {}
-        self._queues: dict[ChatKey, deque[int]] = {}     # job ids per chat, oldest first
+        self._queues: dict[ChatKey, deque[int | Reservation]] = {}   # job ids (or places held) per chat, oldest first
         self._workers: dict[ChatKey, asyncio.Task[None]] = {}
         self._scheduled: set[int] = set()
         self._busy: set[asyncio.Task[None]] = set()     # workers mid-attempt or mid-delivery
@@ -157,39 +191,67 @@ class JobRunner:
         return len(self._scheduled)
 
     # --- taking work --------------------------------------------------------------------------
-    async def submit(self, new: NewJob) -> Job:
-        """Store the job (committed when this returns) and schedule it. The same key again is a no-op."""
-        if new.chat.platform not in self._platforms:
-            raise RuntimeError(f"no job handlers registered for {new.chat.platform}")
-        job, created = await self.store.add(new)
-        if not created:
-            log.info("message %s is already job %d (%s)", new.key, job.id, job.state)
-        if self._started and not self._stopping:
-            self._schedule(job)
-        return job
+    def reserve(self, chat: ChatKey) -> Reservation:
+        """Hold `chat`'s next place in line, now (no await): the job submitted with it runs there."""
+        if not self._started or self._stopping:
+            return Reservation(chat)           # nothing runs yet: submit stores, start() schedules
+        ahead = tuple(e for e in self._queues.get(chat, ()) if isinstance(e, Reservation) and not e.settled.is_set())
+        slot = Reservation(chat, ahead)
+        self._enqueue(chat, slot, chat.platform)
+        return slot
+
+    async def submit(self, new: NewJob, slot: Reservation | None = None) -> Job:
+        """Store the job (committed when this returns) and schedule it, in `slot`'s place when given (a
+        listening job keeps its own lane). The same key again is a no-op."""
+        try:
+            if new.chat.platform not in self._platforms:
+                raise RuntimeError(f"no job handlers registered for {new.chat.platform}")
+            job, created = await self.store.add(new)
+            if not created:
+                log.info("message %s is already job %d (%s)", new.key, job.id, job.state)
+            if self._started and not self._stopping:
+                self._schedule(job, slot if new.task is not Task.LISTEN else None)
+            return job
+        finally:
+            if slot is not None and new.task is not Task.LISTEN:
+                slot.drop()      # filled by _schedule, or nothing to run: free the place either way
 
     async def set_progress_ref(self, job: Job, ref: str | None) -> None:
         """Adapters note their progress message, so the next process can remove one left behind."""
         await self.store.set_progress_ref(job.id, ref)
 
-    def _schedule(self, job: Job) -> None:
+    def _schedule(self, job: Job, slot: Reservation | None = None) -> None:
         if job.id in self._scheduled or (job.finished and (job.delivered is not None
                                                            or job.delivery_attempts >= MAX_DELIVERIES)):
             return
         self._scheduled.add(job.id)
+        if slot is not None and not slot.settled.is_set() and slot.chat == job.chat:
+            slot.fill(job.id)          # already in line, where its update arrived
+            return
         # a group's voice notes heard for digests queue in a lane of their own: one at a time, so a burst
         # holds one file in memory, and behind no answer (and no answer behind them)
         lane = ChatKey(job.platform, job.chat.chat_id, QUIET_LANE) if is_quiet(job) else job.chat
-        self._queues.setdefault(lane, deque()).append(job.id)
+        self._enqueue(lane, job.id, job.platform)
+
+    def _enqueue(self, lane: ChatKey, entry: int | Reservation, platform: str) -> None:
+        self._queues.setdefault(lane, deque()).append(entry)
         if lane not in self._workers:
-            self._workers[lane] = asyncio.create_task(self._work(lane), name=f"earshot-jobs-{job.platform}")
+            self._workers[lane] = asyncio.create_task(self._work(lane), name=f"earshot-jobs-{platform}")
 
     async def _work(self, chat: ChatKey) -> None:
         """One chat's jobs, one at a time: later turns build on earlier answers."""
         queue = self._queues[chat]
         try:
             while queue and not self._stopping:
-                job_id = queue[0]
+                entry = queue[0]
+                if isinstance(entry, Reservation):     # a handler still deciding: wait for its job (or none)
+                    await entry.settled.wait()
+                    if entry.job_id is None:
+                        queue.popleft()
+                        continue
+                    job_id = entry.job_id
+                else:
+                    job_id = entry
                 try:
                     await self._run(job_id)
                 except JobGone:
@@ -263,7 +325,7 @@ class JobRunner:
 
     async def _answer(self, job: Job, platform: Platform) -> Reply:
         if is_quiet(job):
-            assert job.file_ref is not None
+            assert job.file_ref is not None and self.digests is not None
             return await self.digests.hear(job, await platform.fetch(job))
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:

@@ -27,6 +27,7 @@ from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import split_link
 from core.models import ChatKey, Sender, Task
+from core.runner import Reservation
 
 from . import render
 from .convert import (
@@ -102,10 +103,15 @@ class Handlers:
         if not is_dm(event):
             await self._overhear(event, body)
             return
-        if not await self._first_delivery(body):
-            return
         channel = event["channel"]
         chat = chat_key(channel)                       # one history per DM
+        with self.jobs.reserve(chat) as slot:          # its place in line, before any await (core.runner)
+            await self._on_dm(event, body, channel, chat, slot)
+
+    async def _on_dm(self, event: dict[str, Any], body: dict[str, Any], channel: str, chat: ChatKey,
+                     slot: Reservation) -> None:
+        if not await self._first_delivery(body):
+            return
         text = strip_mentions(event.get("text"))
         sender = sender_of(event, body)
         files = audio_files(event)
@@ -115,27 +121,35 @@ class Handlers:
                 await self.history.remember_audio(chat, files[-1]["id"])
                 task, arg = task_for_text(text)
                 await self._answer(Destination(channel, thread_of(event)), chat, task, arg, files[-1], sender,
-                                   key=key)
+                                   key=key, slot=slot)
             elif event.get("files"):
                 await self.outbox.say(Destination(channel, thread_of(event)), messages.NOT_AUDIO)
             elif (link := link_file(text)) is not None:     # a link to an audio file: handled like an upload
                 task, arg = task_for_text(link.pop("rest"))
-                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, link, sender, key=key)
+                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, link, sender, key=key,
+                                   slot=slot)
             elif (cmd := parse_command(text, strict=True)) is not None:
-                await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key)
+                await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key,
+                                        slot=slot)
             elif text:
                 await self._answer(Destination(channel, event.get("thread_ts")), chat, Task.FOLLOW_UP, text,
-                                   None, sender, key=key)
+                                   None, sender, key=key, slot=slot)
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """An @mention in a channel: answer about its audio, or the latest audio in its thread."""
         if is_dm(event) or is_from_bot(event):
             return                                     # DMs arrive as message.im; bots are never answered
-        if not await self._first_delivery(body):
-            return
         channel = event["channel"]
         dest = Destination(channel, thread_of(event))
         chat = chat_key(channel, dest.thread_ts)       # one history per thread
+        with self.jobs.reserve(chat) as slot:          # its place in line, before any await (core.runner)
+            await self._on_mention(event, body, dest, chat, slot)
+
+    async def _on_mention(self, event: dict[str, Any], body: dict[str, Any], dest: Destination, chat: ChatKey,
+                          slot: Reservation) -> None:
+        if not await self._first_delivery(body):
+            return
+        channel = dest.channel
         text = strip_mentions(event.get("text"))
         sender = sender_of(event, body)
         key = f"{channel}:{event.get('ts')}"
@@ -149,7 +163,7 @@ class Handlers:
                 file, text = link, link.pop("rest")
             cmd = parse_command(text, strict=True)
             if cmd is not None and cmd.task is None:
-                await self._run_command(cmd, dest, chat, sender, key=key)
+                await self._run_command(cmd, dest, chat, sender, key=key, slot=slot)
                 return
             if file is None:
                 await self.outbox.say(dest, messages.NO_AUDIO_YET)
@@ -157,7 +171,7 @@ class Handlers:
             if "id" in file:
                 await self.history.remember_audio(chat_key(channel), file["id"])
             task, arg = task_for_text(text)
-            await self._answer(dest, chat, task, arg, file, sender, key=key)
+            await self._answer(dest, chat, task, arg, file, sender, key=key, slot=slot)
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/earshot <task> [args]`: acknowledge at once (Slack drops acks after 3 s), then work."""
@@ -165,6 +179,11 @@ class Handlers:
         assert cmd is not None
         channel = command["channel_id"]
         chat = chat_key(channel)
+        with self.jobs.reserve(chat) as slot:          # its place in line, before any await (core.runner)
+            await self._on_command(ack, command, cmd, channel, chat, slot)
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command, channel: str, chat: ChatKey,
+                          slot: Reservation) -> None:
         if cmd.word in ("", "help"):
             await ack(self.help)
             return
@@ -190,7 +209,7 @@ class Handlers:
         await ack(LISTENING)
         dest = Destination(channel, None, command.get("response_url") or None)
         with self._tracked():
-            await self._run_command(cmd, dest, chat, sender, header=True,
+            await self._run_command(cmd, dest, chat, sender, header=True, slot=slot,
                                     key="command:" + (command.get("trigger_id") or uuid.uuid4().hex))
 
     async def on_error(self, error: Exception, body: dict[str, Any] | None = None) -> None:
@@ -206,7 +225,7 @@ class Handlers:
 
     # ---- shared steps ------------------------------------------------------------------------------
     async def _run_command(self, cmd: Command, dest: Destination, chat: ChatKey, sender: Sender, *,
-                           header: bool = False, key: str | None = None) -> None:
+                           header: bool = False, key: str | None = None, slot: Reservation | None = None) -> None:
         """A named command, from `/earshot` or typed in a DM or mention, acting on the chat's latest audio."""
         if cmd.word in ("", "help"):
             await self.outbox.say(dest, self.help, markdown=True)
@@ -230,7 +249,7 @@ class Handlers:
                 asked = render.escape(f"/earshot {cmd.word} {cmd.arg}".strip())
                 who = f"<@{sender.user_id}> " if sender.user_id else ""
                 top = f"{who}`{asked}` · {render.escape(file.get('name') or file['id'])}"
-            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key)
+            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot)
 
     async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str = "") -> str | None:
         """What reset, usage or voice says (core.chat_state); None when a stranger was already told no."""
@@ -239,7 +258,7 @@ class Handlers:
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
                       file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,
-                      key: str | None = None) -> None:
+                      key: str | None = None, slot: Reservation | None = None) -> None:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
         refused = await intake.refusal(self.access, chat, sender, task, text, has_audio=file is not None)
@@ -253,7 +272,7 @@ class Handlers:
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
-            file_ref=file_ref(file) if file is not None else None))
+            file_ref=file_ref(file) if file is not None else None), slot)
 
     async def _first_delivery(self, body: dict[str, Any]) -> bool:
         """False for an event already handled (Slack retries; we may have restarted since)."""

@@ -15,7 +15,6 @@ from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
 from core.logs import RedactingFilter, setup_logging
-from core.service import Assistant
 
 from ..health import HealthServer, PlatformProbe, serve_health
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
@@ -46,13 +45,12 @@ class SecretToken(str):
     __hash__ = str.__hash__
 
 
-def build_application(settings: Settings, parts: Earshot | Assistant) -> Application:
-    """The Application, wired to `parts` (core.app; or the parts around an Assistant); the caller starts it
-    and owns the assistant's lifetime."""
+def build_application(settings: Settings, parts: Earshot) -> Application:
+    """The Application, wired to `parts` (core.app); the caller starts it and owns their lifetime."""
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
         raise EarshotError(messages.NO_TELEGRAM_TOKEN)
     root = settings.telegram_api_base_url.rstrip("/")
-    handlers = TelegramHandlers(parts if isinstance(parts, Earshot) else Earshot.around(parts))
+    handlers = TelegramHandlers(parts)
     queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
     app = (
         ApplicationBuilder()
