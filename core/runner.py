@@ -88,11 +88,15 @@ class Reservation:
     handler's first await) and held until the handler submits its job or drops the place: a handler that
     awaits the database first can't be overtaken by a later update of the same chat. Use `with`."""
 
-    def __init__(self, chat: ChatKey, ahead: tuple[Reservation, ...] = ()) -> None:
+    def __init__(self, chat: ChatKey, ahead: tuple[Reservation, ...] = (),
+                 held: set[Reservation] | None = None) -> None:
         self.chat = chat
         self.job_id: int | None = None
         self.settled = asyncio.Event()
         self._ahead = ahead          # places held before this one, still open when it was taken
+        self._held = held            # the runner's open places: stop() lets their handlers finish
+        if held is not None:
+            held.add(self)
 
     async def earlier_settled(self) -> None:
         """Wait until the chat's earlier updates have become jobs (or nothing): what they stored (the
@@ -104,6 +108,8 @@ class Reservation:
         if not self.settled.is_set():
             self.job_id = job_id
             self.settled.set()
+            if self._held is not None:
+                self._held.discard(self)
 
     def drop(self) -> None:
         """Give the place up (nothing to submit); later turns go on at once."""
@@ -141,6 +147,7 @@ class JobRunner:
         self._workers: dict[ChatKey, asyncio.Task[None]] = {}
         self._scheduled: set[int] = set()
         self._busy: set[asyncio.Task[None]] = set()     # workers mid-attempt or mid-delivery
+        self._held: set[Reservation] = set()             # places of handlers still at work on an update
         self._started = False
         self._stopping = False
 
@@ -163,16 +170,24 @@ class JobRunner:
                      len(pending), interrupted)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop working: jobs waiting stop at once, jobs at work get `grace` seconds to finish.
+        """Stop working: handlers still at work on an update get `grace` seconds to store their job (or
+        finish), then jobs waiting stop at once and jobs at work get `grace` seconds to finish.
         Whatever is left stays in the database and resumes on the next start."""
         self._stopping = True
+        grace = self.grace if grace is None else grace
+        if self._held:
+            log.info("waiting for %d update(s) being handled", len(self._held))
+            waiting = [asyncio.create_task(s.settled.wait()) for s in self._held]
+            await asyncio.wait(waiting, timeout=grace)
+            for waiter in waiting:
+                waiter.cancel()
         workers = set(self._workers.values())
         for task in workers - self._busy:
             task.cancel()
         busy = workers & self._busy
         if busy:
             log.info("letting %d job(s) at work finish", len(busy))
-            _, late = await asyncio.wait(busy, timeout=self.grace if grace is None else grace)
+            _, late = await asyncio.wait(busy, timeout=grace)
             for task in late:
                 task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -196,7 +211,7 @@ class JobRunner:
         if not self._started or self._stopping:
             return Reservation(chat)           # nothing runs yet: submit stores, start() schedules
         ahead = tuple(e for e in self._queues.get(chat, ()) if isinstance(e, Reservation) and not e.settled.is_set())
-        slot = Reservation(chat, ahead)
+        slot = Reservation(chat, ahead, self._held)
         self._enqueue(chat, slot, chat.platform)
         return slot
 

@@ -15,6 +15,7 @@ from core.config import Settings
 from core.jobs import Job, Notice, Outcome, Undeliverable
 from core.links import fetcher_for
 from core.models import Audio, ProgressCallback, Reply, Speech
+from core.progress import Throttle
 from core.runner import JobRunner
 
 from . import render
@@ -35,6 +36,7 @@ class SlackJobs:
         self.http = outbox.http
         self.settings = settings
         self.links = fetcher_for(settings)
+        self.throttle = Throttle()                       # status edits per channel (core.progress)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
         self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
         self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
@@ -65,7 +67,7 @@ class SlackJobs:
 
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
-        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job)))
+        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job), self.throttle))
         yield status.progress
 
     async def _deliver_job(self, job: Job, outcome: Outcome) -> None:

@@ -14,7 +14,7 @@ from core import messages
 from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
-from core.logs import RedactingFilter, setup_logging
+from core.logs import RedactingFilter, guard_logs
 
 from ..health import HealthServer, PlatformProbe, serve_health
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
@@ -100,19 +100,6 @@ class _NoStartupTraceback(logging.Filter):
 logging.getLogger("telegram.ext").addFilter(_NoStartupTraceback())
 
 
-def _guard_logs(settings: Settings) -> None:
-    """Make sure no log line can carry the token, whoever configured logging."""
-    root = logging.getLogger()
-    if not root.handlers:
-        setup_logging(logging.INFO, settings.secrets(), settings.log_format)
-        return
-    for handler in root.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter(settings.secrets()))
-    for name in ("httpx", "httpcore"):  # they log request URLs, which contain the token
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
-
-
 def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
         listen: str = "0.0.0.0") -> None:
     """Run the bot until SIGINT/SIGTERM, answering in-flight updates before exiting.
@@ -120,7 +107,7 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     Long polling by default; with `webhook_url` (the public HTTPS address Telegram should POST to),
     serves a webhook on listen:port at that URL's path and rejects requests without the secret token.
     """
-    _guard_logs(settings)
+    guard_logs(settings.secrets(), settings.log_format)
     earshot = Earshot.build(settings)       # the composition root (core.app)
     app = build_application(settings, earshot)
     set_up = app.post_init

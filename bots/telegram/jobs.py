@@ -17,10 +17,11 @@ from core.errors import AudioError
 from core.jobs import Job, Notice, Outcome, Undeliverable
 from core.links import fetcher_for
 from core.models import Audio, Progress, ProgressCallback, Reply
+from core.progress import Throttle
 from core.runner import JobRunner
 
 from .convert import PLATFORM, MediaRef, original_name
-from .progress import EditThrottle, StatusMessage, Typing
+from .progress import StatusMessage, Typing
 from .render import MESSAGE_LIMIT, send_text, send_voice, with_flood_control
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class TelegramJobs:
         self.runner = runner
         self.settings = settings
         self.capped = download_capped(settings)
-        self.throttle = EditThrottle()
+        self.throttle = Throttle()
         self.links = fetcher_for(settings)
         self.bot: Any = None
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True,
