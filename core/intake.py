@@ -5,6 +5,7 @@ never tokens."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from .access import AccessPolicy
 from .commands import check_request
@@ -26,3 +27,12 @@ async def refusal(access: AccessPolicy, chat: ChatKey, sender: Sender, task: Tas
         log.debug("refused in %s %s%s", chat.platform, chat.chat_id, " (quietly: told before)" if err.silent else "")
         return "" if err.silent else err.user_message
     return None
+
+
+async def admitted(access: AccessPolicy, chat: ChatKey, sender: Sender, task: Task, text: str | None, *,
+                   has_audio: bool, say: Callable[[str], Awaitable[None]]) -> bool:
+    """True when the request may become a job; else the sender is told why (unless told before)."""
+    refused = await refusal(access, chat, sender, task, text, has_audio=has_audio)
+    if refused:
+        await say(refused)
+    return refused is None

@@ -242,10 +242,8 @@ class Handlers:
                       key: str | None = None, slot: Reservation | None = None) -> None:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
-        refused = await intake.refusal(self.access, chat, sender, task, text, has_audio=file is not None)
-        if refused is not None:              # before fetching the file
-            if refused:
-                await self.outbox.say(dest, refused)
+        if not await intake.admitted(self.access, chat, sender, task, text, has_audio=file is not None,
+                                     say=lambda said: self.outbox.say(dest, said)):    # before fetching the file
             return
         key = key or "once:" + uuid.uuid4().hex
         if dest.response_url:

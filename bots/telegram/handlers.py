@@ -166,11 +166,8 @@ class TelegramHandlers:
     async def _task(self, message: Message, slot: Reservation, task: Task, text: str | None,
                     media: MediaRef | None) -> None:
         # before downloading anything or showing "typing"; counted in the rate limit here, at the door
-        refused = await intake.refusal(self.access, chat_key(message), sender_of(message), task, text,
-                                       has_audio=media is not None)
-        if refused is not None:
-            if refused:
-                await self._say(message, refused)
+        if not await intake.admitted(self.access, chat_key(message), sender_of(message), task, text,
+                                     has_audio=media is not None, say=lambda said: self._say(message, said)):
             return
         # stored before this handler returns, so before the update is confirmed to Telegram (.durable);
         # the runner downloads, asks the model and answers (.jobs)

@@ -12,6 +12,7 @@ from telegram import InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from core import messages, subtitles
+from core.audio import check_length
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
 from core.errors import AudioError
 from core.jobs import Job, Notice, Outcome, Undeliverable
@@ -122,8 +123,7 @@ class TelegramJobs:
         size = media.file_size or 0
         if self.capped and size > TELEGRAM_DOWNLOAD_LIMIT:
             raise AudioError(messages.TOO_BIG_TELEGRAM)
-        if size > self.settings.max_file_bytes:
-            raise AudioError(messages.TOO_BIG.format(size_mb=size / 2**20, limit_mb=self.settings.max_file_mb))
+        check_length(size, self.settings.max_file_bytes)
         try:
             file = await with_flood_control(lambda: self.bot.get_file(media.file_id))
         except BadRequest as err:
