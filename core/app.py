@@ -23,7 +23,7 @@ from .access import AccessPolicy
 from .answer_cache import AnswerCache
 from .chat_state import ChatState
 from .config import Settings
-from .digest import DigestService
+from .digest import DigestService, Post
 from .history import HistoryStore
 from .model_client import ModelClient
 from .runner import JobRunner
@@ -59,6 +59,12 @@ class Earshot:
         """Open the database (StorageError with what to fix when it can't be used)."""
         await self.assistant.__aenter__()
         return self
+
+    async def start(self, platform: str, post: Post) -> None:
+        """Serving `platform` (after its runner callbacks are registered): resume the jobs a previous process
+        left, and post scheduled digests through `post` (which also keeps retention)."""
+        await self.jobs.start()
+        self.digests.start_schedule(platform, post)
 
     async def aclose(self) -> None:
         """Stop the job runner, then the digests' schedules, the HTTP pool and the database."""

@@ -53,6 +53,7 @@ Fetch = Callable[[Job], Awaitable[Audio]]
 Deliver = Callable[[Job, Outcome], Awaitable[None]]
 Attend = Callable[[Job], AbstractAsyncContextManager[ProgressCallback | None]]
 AudioId = Callable[[Job], str | None]
+Unsay = Callable[[Job, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Platform:
     attend: Attend | None = None     # around each attempt: typing, status message; yields a progress callback
     stream: bool = False             # ask for streamed partial answers (through the progress callback)
     audio_id: AudioId | None = None  # the platform's stable id of the job's audio, so a cached answer skips the fetch
+    unsay: Unsay | None = None       # remove a status message (its noted progress_ref) a crashed process left
 
 
 def is_outage(err: EarshotError) -> bool:
@@ -152,8 +154,8 @@ class JobRunner:
         self._stopping = False
 
     def register(self, platform: str, *, fetch: Fetch, deliver: Deliver, attend: Attend | None = None,
-                 stream: bool = False, audio_id: AudioId | None = None) -> None:
-        self._platforms[platform] = Platform(fetch, deliver, attend, stream, audio_id)
+                 stream: bool = False, audio_id: AudioId | None = None, unsay: Unsay | None = None) -> None:
+        self._platforms[platform] = Platform(fetch, deliver, attend, stream, audio_id, unsay)
 
     # --- lifetime -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -342,6 +344,9 @@ class JobRunner:
         if is_quiet(job):
             assert job.file_ref is not None and self.digests is not None
             return await self.digests.hear(job, await platform.fetch(job))
+        if job.progress_ref and platform.unsay:     # a status left by a crashed process goes first
+            await platform.unsay(job, job.progress_ref)
+            await self.store.set_progress_ref(job.id, None)
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:
             # fetched inside handle: after the access checks, and not at all for a cached answer

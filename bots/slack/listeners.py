@@ -58,7 +58,7 @@ class Handlers:
     """The listeners, holding what they share: the Web API client, earshot's parts (core.app), the outbox."""
 
     def __init__(self, client: AsyncWebClient, app: Earshot, http: httpx.AsyncClient) -> None:
-        self.client = client
+        self.client, self.earshot = client, app
         # the parts of earshot the listeners use (core.app builds them)
         self.access, self.history, self.chat_state, self.events = app.access, app.history, app.chat_state, app.events
         self.outbox = Outbox(client, http)
@@ -71,8 +71,7 @@ class Handlers:
 
     async def start(self) -> None:
         """Resume what a previous process left unanswered; post scheduled digests (and keep retention)."""
-        await self.jobs.start()
-        self.digests.start()
+        await self.earshot.start(PLATFORM, self.digests.post)
 
     def register(self, app: AsyncApp) -> None:
         app.event("message")(self.on_message)

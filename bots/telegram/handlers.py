@@ -45,6 +45,7 @@ class TelegramHandlers:
     """Turns messages into core Requests and sends the Replies back."""
 
     def __init__(self, app: Earshot) -> None:
+        self.earshot = app
         self.access, self.history, self.digests, self.chat_state = app.access, app.history, app.digests, app.chat_state
         # requests become durable jobs: stored before work starts, resumed after a crash (core.runner);
         # the runner's callbacks for them are in .jobs
@@ -67,9 +68,7 @@ class TelegramHandlers:
     async def post_init(self, app: Application) -> None:
         menu = [BotCommand(n, d) for n, d in help_texts.telegram_commands(None)]
         await with_flood_control(lambda: app.bot.set_my_commands(menu))
-        await self.jobs.start()
-        # scheduled digests are posted through this bot (core.digest runs the schedule)
-        self.digests.start_schedule(PLATFORM, functools.partial(digests.post, app.bot))
+        await self.earshot.start(PLATFORM, functools.partial(digests.post, app.bot))   # scheduled digests: this bot
 
     async def post_stop(self, app: Application) -> None:
         await self.jobs.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ChatAction
@@ -61,13 +62,14 @@ class StatusMessage:
     """
 
     def __init__(self, bot: Bot, chat_id: int, throttle: Throttle, *, thread_id: int | None = None,
-                 reply_to: int | None = None) -> None:
+                 reply_to: int | None = None, noted: Callable[[str | None], Awaitable[None]] | None = None) -> None:
         self.bot, self.chat_id, self.throttle = bot, chat_id, throttle
         self.thread_id, self.reply_to = thread_id, reply_to
         self.message: Message | None = None
         self.line = StatusLine(throttle, chat_id, MESSAGE_LIMIT, split_text)
         self._lock = asyncio.Lock()
         self._closed = False
+        self._noted = noted          # told the message's id once it is shown, and None once it is gone
 
     async def update(self, progress: Progress) -> None:
         if self._closed or (text := self.line.next(progress, showing=self.message is not None)) is None:
@@ -80,6 +82,8 @@ class StatusMessage:
                     reply = ReplyParameters(self.reply_to, allow_sending_without_reply=True) if self.reply_to else None
                     self.message = await self.bot.send_message(self.chat_id, text, reply_parameters=reply,
                                                                message_thread_id=self.thread_id)
+                    if self._noted:
+                        await self._noted(str(self.message.message_id))
                 else:
                     await self.bot.edit_message_text(text, self.chat_id, self.message.message_id)
                 self.line.shown = text
@@ -101,3 +105,5 @@ class StatusMessage:
             except TelegramError as err:
                 log.debug("could not delete the status message: %s", err)
             self.message = None
+            if self._noted:
+                await self._noted(None)
