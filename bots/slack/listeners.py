@@ -6,12 +6,10 @@ short apology.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,6 +24,7 @@ from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import split_link
 from core.models import ChatKey, Sender, Task
+from core.redelivery import Redeliveries
 from core.runner import Reservation
 
 from . import render
@@ -60,7 +59,8 @@ class Handlers:
     def __init__(self, client: AsyncWebClient, app: Earshot, http: httpx.AsyncClient) -> None:
         self.client, self.earshot = client, app
         # the parts of earshot the listeners use (core.app builds them)
-        self.access, self.history, self.chat_state, self.events = app.access, app.history, app.chat_state, app.events
+        self.access, self.history, self.chat_state = app.access, app.history, app.chat_state
+        self.once = Redeliveries(app.events, PLATFORM)      # Slack retries events: each is handled once
         self.outbox = Outbox(client, http)
         # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash;
         # the runner's callbacks for them are in .jobs
@@ -97,8 +97,8 @@ class Handlers:
         with self.jobs.reserve(chat_key(str(event.get("channel")))) as slot:
             if not is_dm(event):
                 await self._overhear(event, body)
-            elif await self._first_delivery(body):
-                async with self._handling(body):
+            elif await self.once.first(body.get("event_id")):
+                async with self.once.handling(body.get("event_id")):
                     await self._dm(event, body, slot)
 
     async def _dm(self, event: dict[str, Any], body: dict[str, Any], slot: Reservation) -> None:
@@ -130,8 +130,8 @@ class Handlers:
             return                                     # DMs arrive as message.im; bots are never answered
         dest = Destination(event["channel"], thread_of(event))
         with self.jobs.reserve(chat_key(dest.channel, dest.thread_ts)) as slot:    # one history per thread
-            if await self._first_delivery(body):
-                async with self._handling(body):
+            if await self.once.first(body.get("event_id")):
+                async with self.once.handling(body.get("event_id")):
                     await self._mention(event, body, dest, slot)
 
     async def _mention(self, event: dict[str, Any], body: dict[str, Any], dest: Destination,
@@ -252,26 +252,6 @@ class Handlers:
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
             file_ref=file_ref(file) if file is not None else None), slot)
 
-    async def _first_delivery(self, body: dict[str, Any]) -> bool:
-        """False for an event already handled (Slack retries; we may have restarted since)."""
-        event_id = body.get("event_id")
-        if not event_id:
-            return True
-        if not await self.events.seen(PLATFORM, str(event_id)):
-            return True
-        log.info("skipping repeated delivery of %s", event_id)
-        return False
-
-    @contextlib.asynccontextmanager
-    async def _handling(self, body: dict[str, Any]) -> AsyncIterator[None]:
-        """The event is claimed once handled, not before: if we die first, Slack's retry gets through, and a
-        job it already became is known by its key, so it can't answer twice."""
-        try:
-            yield
-        finally:
-            if (event_id := body.get("event_id")):
-                await self.events.claim(PLATFORM, str(event_id))
-
     async def _overhear(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """A clip or audio file posted in a channel with digests on: transcribed quietly, nothing said."""
         files = audio_files(event)
@@ -279,9 +259,9 @@ class Handlers:
         if not files or not isinstance(channel, str) or is_from_bot(event):
             return
         if not await self.digests.heard_in(chat_key(channel), sender_of(event, body)) \
-                or not await self._first_delivery(body):
+                or not await self.once.first(body.get("event_id")):
             return
-        async with self._handling(body):
+        async with self.once.handling(body.get("event_id")):
             for job in await self.digests.listen_jobs(event, body, files):
                 await self.jobs.submit(job)    # the runner fetches each file (files.info first for stubs)
 
