@@ -1,9 +1,11 @@
 """Runs durable jobs (core.jobs): in order within a chat, concurrently across chats, once each.
 
 Adapters register per platform how to fetch a job's audio again, how to deliver an outcome, and
-optionally how to show progress while it runs; then they `submit` jobs instead of calling
-Assistant.handle. The runner calls Assistant.handle, stores the outcome, delivers it, and records the
-delivery. After a crash `start()` resumes whatever was left: unfinished work and undelivered answers.
+optionally how to show progress while it runs; then, for each update, they `reserve` the chat's place
+in line before their first await and `submit` the job into it, instead of calling Assistant.handle.
+That queue per chat is earshot's one ordering mechanism. The runner calls Assistant.handle, stores
+the outcome, delivers it, and records the delivery. After a crash `start()` resumes whatever was
+left: unfinished work and undelivered answers.
 
 Exactly once, and its one corner: the outcome is stored before it is sent, and the delivery is marked
 right after the send succeeds. A crash between those two writes (one SQLite commit) sends the answer

@@ -251,6 +251,26 @@ async def test_a_reserved_place_keeps_a_slow_handlers_turn_and_a_dropped_one_let
     await runner.drained()
 
 
+async def test_stop_lets_a_handler_holding_a_place_store_its_job_first(world: World):
+    runner = await world.runner()
+    chat = ChatKey(PLATFORM, "closing")
+
+    placed = asyncio.Event()
+
+    async def slow_handler() -> None:
+        with runner.reserve(chat) as slot:
+            placed.set()
+            await asyncio.sleep(0.3)           # a handler still awaiting the database when shutdown begins
+            await runner.submit(NewJob(key="late", chat=chat, task=Task.TRANSCRIBE, message_ref="1",
+                                       file_ref="f", sender=Sender(user_id="u-late")), slot)
+    handler = asyncio.create_task(slow_handler())
+    await placed.wait()
+    await runner.stop(grace=5)
+    assert handler.done(), "stop returned while a handler still held its chat's place"
+    [row] = job_rows(world.settings.db_path)
+    assert row["key"] == "late" and row["state"] == "queued"    # stored; the next start answers it
+
+
 async def test_a_job_left_running_by_a_dead_process_resumes_and_is_answered_once(world: World):
     world.platform.gate = asyncio.Event()
     first = await world.runner()
