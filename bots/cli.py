@@ -106,11 +106,11 @@ class _ProgressBar:
 
 
 async def _ask(settings: Settings, request: Request) -> Reply:
-    from core.service import Assistant
+    from core.app import Earshot
     bar = _ProgressBar()
     try:
-        async with Assistant(settings) as assistant:
-            return await assistant.handle(request, progress=bar)
+        async with Earshot.build(settings) as app:     # the composition root, as the bots use it
+            return await app.assistant.handle(request, progress=bar)
     finally:
         bar.close()
 

@@ -23,7 +23,7 @@ from .access import AccessPolicy
 from .answer_cache import AnswerCache
 from .chat_state import ChatState
 from .config import Settings
-from .digest import DigestService
+from .digest import DigestService, Post
 from .history import HistoryStore
 from .model_client import ModelClient
 from .runner import JobRunner
@@ -49,23 +49,27 @@ class Earshot:
         history = HistoryStore(settings.db_path)
         access = AccessPolicy(settings, history)
         cache = AnswerCache(history, settings.cache_days)
-        return cls.around(Assistant(settings, client=client, history=history, access=access, cache=cache))
-
-    @classmethod
-    def around(cls, assistant: Assistant) -> Earshot:
-        """The parts around an Assistant that was built (and is opened and closed) elsewhere: the CLI's, a test's."""
-        return cls(assistant.settings, assistant.history, assistant.access, assistant.cache, assistant,
-                   assistant.digests, ChatState(assistant, assistant.access, assistant.history),
-                   SeenEvents(assistant.history), JobRunner(assistant, digests=assistant.digests))
+        assistant = Assistant(settings, client=client, history=history, access=access, cache=cache)
+        # digests hear and summarise through the assistant's pipeline, over the same database, policy and cache
+        digests = DigestService(assistant, history=history, access=access, cache=cache)
+        return cls(settings, history, access, cache, assistant, digests, ChatState(assistant, access, history),
+                   SeenEvents(history), JobRunner(assistant, digests))
 
     async def open(self) -> Earshot:
         """Open the database (StorageError with what to fix when it can't be used)."""
         await self.assistant.__aenter__()
         return self
 
+    async def start(self, platform: str, post: Post) -> None:
+        """Serving `platform` (after its runner callbacks are registered): resume the jobs a previous process
+        left, and post scheduled digests through `post` (which also keeps retention)."""
+        await self.jobs.start()
+        self.digests.start_schedule(platform, post)
+
     async def aclose(self) -> None:
         """Stop the job runner, then the digests' schedules, the HTTP pool and the database."""
         await self.jobs.stop()
+        await self.digests.aclose()         # its schedulers stop before the pool goes
         await self.assistant.aclose()
 
     async def __aenter__(self) -> Earshot:

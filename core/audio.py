@@ -120,8 +120,13 @@ def check_size(data: bytes, max_bytes: int) -> None:
     """Refuse empty or oversized input before any decoding work."""
     if not data:
         raise AudioError(messages.EMPTY_FILE)
-    if len(data) > max_bytes:
-        raise AudioError(messages.TOO_BIG, fmt=dict(size_mb=len(data) / 2**20, limit_mb=max_bytes / 2**20))
+    check_length(len(data), max_bytes)
+
+
+def check_length(size: int, max_bytes: int, detail: str | None = None) -> None:
+    """Refuse a file of `size` bytes (as said, or as counted while it arrives) above EARSHOT_MAX_FILE_MB."""
+    if size > max_bytes:
+        raise AudioError(messages.TOO_BIG, detail, fmt=dict(size_mb=size / 2**20, limit_mb=max_bytes / 2**20))
 
 
 describe_seconds = words.duration     # "30 minutes", "1 hour", "90 seconds" (core.words)

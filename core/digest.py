@@ -1,6 +1,6 @@
 """Group digests: listen quietly to a chat's voice notes, and sum them up on request or every day.
 
-    digests = assistant.digests
+    digests = app.digests                  # built by the composition root (core.app)
     if await digests.listening(chat):     # and the sender passed the access checks, quietly
         await runner.submit(digests.listen_job(chat, key=..., file_ref=..., sent=..., sender=..., name=...))
     text = await digests.respond(chat, parse_digest("2h"), prefix="/", sender=sender)

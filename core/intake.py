@@ -5,6 +5,7 @@ never tokens."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from .access import AccessPolicy
 from .commands import check_request
@@ -15,8 +16,9 @@ log = logging.getLogger(__name__)
 
 
 async def refusal(access: AccessPolicy, chat: ChatKey, sender: Sender, task: Task, text: str | None, *,
-                  has_audio: bool) -> str | None:
-    """None when the request may become a job; else what to tell the sender ("" when they were told before)."""
+                  has_audio: bool, lang: str | None = None) -> str | None:
+    """None when the request may become a job; else what to tell the sender, in `lang` ("" when they were
+    told before)."""
     try:
         await access.check(chat, sender, count=True)
         check_request(task, text, has_audio)
@@ -24,5 +26,14 @@ async def refusal(access: AccessPolicy, chat: ChatKey, sender: Sender, task: Tas
         if err.operator:
             log.error("operator action needed: %s", err.operator_message)
         log.debug("refused in %s %s%s", chat.platform, chat.chat_id, " (quietly: told before)" if err.silent else "")
-        return "" if err.silent else err.user_message
+        return "" if err.silent else err.user_text(lang)
     return None
+
+
+async def admitted(access: AccessPolicy, chat: ChatKey, sender: Sender, task: Task, text: str | None, *,
+                   has_audio: bool, say: Callable[[str], Awaitable[None]], lang: str | None = None) -> bool:
+    """True when the request may become a job; else the sender is told why (unless told before)."""
+    refused = await refusal(access, chat, sender, task, text, has_audio=has_audio, lang=lang)
+    if refused:
+        await say(refused)
+    return refused is None

@@ -73,3 +73,17 @@ def setup_logging(level: int, secrets: Iterable[str] = (), fmt: str = "text") ->
     # httpx logs every request URL at INFO, and Telegram's carry the bot token
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     logging.getLogger("httpcore").setLevel(max(level, logging.WARNING))
+
+
+def guard_logs(secrets: Iterable[str], fmt: str = "text") -> None:
+    """Make sure no log line can carry a secret, whoever configured logging (a serving bot's entry point)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        setup_logging(logging.INFO, secrets, fmt)
+        return
+    secrets = list(secrets)
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter(secrets))
+    for name in ("httpx", "httpcore"):  # they log request URLs: Telegram's carry the token, response_urls are secrets
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))

@@ -1,9 +1,11 @@
 """Runs durable jobs (core.jobs): in order within a chat, concurrently across chats, once each.
 
 Adapters register per platform how to fetch a job's audio again, how to deliver an outcome, and
-optionally how to show progress while it runs; then they `submit` jobs instead of calling
-Assistant.handle. The runner calls Assistant.handle, stores the outcome, delivers it, and records the
-delivery. After a crash `start()` resumes whatever was left: unfinished work and undelivered answers.
+optionally how to show progress while it runs; then, for each update, they `reserve` the chat's place
+in line before their first await and `submit` the job into it, instead of calling Assistant.handle.
+That queue per chat is earshot's one ordering mechanism. The runner calls Assistant.handle, stores
+the outcome, delivers it, and records the delivery. After a crash `start()` resumes whatever was
+left: unfinished work and undelivered answers.
 
 Exactly once, and its one corner: the outcome is stored before it is sent, and the delivery is marked
 right after the send succeeds. A crash between those two writes (one SQLite commit) sends the answer
@@ -53,6 +55,7 @@ Fetch = Callable[[Job], Awaitable[Audio]]
 Deliver = Callable[[Job, Outcome], Awaitable[None]]
 Attend = Callable[[Job], AbstractAsyncContextManager[ProgressCallback | None]]
 AudioId = Callable[[Job], str | None]
+Unsay = Callable[[Job, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class Platform:
     attend: Attend | None = None     # around each attempt: typing, status message; yields a progress callback
     stream: bool = False             # ask for streamed partial answers (through the progress callback)
     audio_id: AudioId | None = None  # the platform's stable id of the job's audio, so a cached answer skips the fetch
+    unsay: Unsay | None = None       # remove a status message (its noted progress_ref) a crashed process left
 
 
 def is_outage(err: EarshotError) -> bool:
@@ -83,16 +87,61 @@ def is_quiet(job: Job) -> bool:
 span_words = words.rounded     # '24 hours', '60 minutes', '45 seconds' (core.words)
 
 
-class JobRunner:
-    """`register` each platform, `await start()`, `await submit(NewJob(...))`; `await stop()` at shutdown."""
+class Reservation:
+    """A chat's place in the runner's queue, taken synchronously where an update is first seen (before the
+    handler's first await) and held until the handler submits its job or drops the place: a handler that
+    awaits the database first can't be overtaken by a later update of the same chat. Use `with`."""
 
-    def __init__(self, assistant: Assistant, *, digests: DigestService | None = None, ttl: float | None = None,
+    def __init__(self, chat: ChatKey, ahead: tuple[Reservation, ...] = (),
+                 held: set[Reservation] | None = None) -> None:
+        self.chat = chat
+        self.job_id: int | None = None
+        self.settled = asyncio.Event()
+        self._ahead = ahead          # places held before this one, still open when it was taken
+        self._held = held            # the runner's open places: stop() lets their handlers finish
+        if held is not None:
+            held.add(self)
+
+    async def earlier_settled(self) -> None:
+        """Wait until the chat's earlier updates have become jobs (or nothing): what they stored (the
+        chat's latest audio, a heard voice note) is there to read."""
+        for slot in self._ahead:
+            await slot.settled.wait()
+
+    def fill(self, job_id: int | None) -> None:
+        if not self.settled.is_set():
+            self.job_id = job_id
+            self.settled.set()
+            if self._held is not None:
+                self._held.discard(self)
+
+    def drop(self) -> None:
+        """Give the place up (nothing to submit); later turns go on at once."""
+        self.fill(None)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
+
+
+def _internal(job: Job) -> Failure:
+    """What the user is told when earshot itself failed: a short apology in the job's language."""
+    return Failure(messages.text(messages.INTERNAL, job.lang))
+
+
+class JobRunner:
+    """`register` each platform, `await start()`, `slot = reserve(chat)` then `await submit(NewJob(...), slot)`;
+    `await stop()` at shutdown. The per-chat queue is earshot's one ordering mechanism."""
+
+    def __init__(self, assistant: Assistant, digests: DigestService | None = None, *, ttl: float | None = None,
                  breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
                  concurrency: int | None = None, grace: float = 10.0) -> None:
         settings = assistant.settings
         self.assistant = assistant
-        self.digests = digests or assistant.digests     # listening jobs are heard through them
+        self.digests = digests          # listening jobs are heard through them (core.app builds both)
         self.clock = clock
         self.store = JobStore(assistant.history, clock)
         self.ttl = ttl if ttl is not None else settings.job_ttl
@@ -103,16 +152,17 @@ class JobRunner:
         # decoding is CPU and memory: bound the jobs at work (model calls have their own, lower bound)
         self._slots = asyncio.Semaphore(concurrency or 4 * settings.global_concurrency)
         self._platforms: dict[str, Platform] = {}
-        self._queues: dict[ChatKey, deque[int]] = {}     # job ids per chat, oldest first
+        self._queues: dict[ChatKey, deque[int | Reservation]] = {}   # job ids (or places held) per chat, oldest first
         self._workers: dict[ChatKey, asyncio.Task[None]] = {}
         self._scheduled: set[int] = set()
         self._busy: set[asyncio.Task[None]] = set()     # workers mid-attempt or mid-delivery
+        self._held: set[Reservation] = set()             # places of handlers still at work on an update
         self._started = False
         self._stopping = False
 
     def register(self, platform: str, *, fetch: Fetch, deliver: Deliver, attend: Attend | None = None,
-                 stream: bool = False, audio_id: AudioId | None = None) -> None:
-        self._platforms[platform] = Platform(fetch, deliver, attend, stream, audio_id)
+                 stream: bool = False, audio_id: AudioId | None = None, unsay: Unsay | None = None) -> None:
+        self._platforms[platform] = Platform(fetch, deliver, attend, stream, audio_id, unsay)
 
     # --- lifetime -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -129,16 +179,24 @@ class JobRunner:
                      len(pending), interrupted)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop working: jobs waiting stop at once, jobs at work get `grace` seconds to finish.
+        """Stop working: handlers still at work on an update get `grace` seconds to store their job (or
+        finish), then jobs waiting stop at once and jobs at work get `grace` seconds to finish.
         Whatever is left stays in the database and resumes on the next start."""
         self._stopping = True
+        grace = self.grace if grace is None else grace
+        if self._held:
+            log.info("waiting for %d update(s) being handled", len(self._held))
+            waiting = [asyncio.create_task(s.settled.wait()) for s in self._held]
+            await asyncio.wait(waiting, timeout=grace)
+            for waiter in waiting:
+                waiter.cancel()
         workers = set(self._workers.values())
         for task in workers - self._busy:
             task.cancel()
         busy = workers & self._busy
         if busy:
             log.info("letting %d job(s) at work finish", len(busy))
-            _, late = await asyncio.wait(busy, timeout=self.grace if grace is None else grace)
+            _, late = await asyncio.wait(busy, timeout=grace)
             for task in late:
                 task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -157,39 +215,67 @@ class JobRunner:
         return len(self._scheduled)
 
     # --- taking work --------------------------------------------------------------------------
-    async def submit(self, new: NewJob) -> Job:
-        """Store the job (committed when this returns) and schedule it. The same key again is a no-op."""
-        if new.chat.platform not in self._platforms:
-            raise RuntimeError(f"no job handlers registered for {new.chat.platform}")
-        job, created = await self.store.add(new)
-        if not created:
-            log.info("message %s is already job %d (%s)", new.key, job.id, job.state)
-        if self._started and not self._stopping:
-            self._schedule(job)
-        return job
+    def reserve(self, chat: ChatKey) -> Reservation:
+        """Hold `chat`'s next place in line, now (no await): the job submitted with it runs there."""
+        if not self._started or self._stopping:
+            return Reservation(chat)           # nothing runs yet: submit stores, start() schedules
+        ahead = tuple(e for e in self._queues.get(chat, ()) if isinstance(e, Reservation) and not e.settled.is_set())
+        slot = Reservation(chat, ahead, self._held)
+        self._enqueue(chat, slot, chat.platform)
+        return slot
+
+    async def submit(self, new: NewJob, slot: Reservation | None = None) -> Job:
+        """Store the job (committed when this returns) and schedule it, in `slot`'s place when given (a
+        listening job keeps its own lane). The same key again is a no-op."""
+        try:
+            if new.chat.platform not in self._platforms:
+                raise RuntimeError(f"no job handlers registered for {new.chat.platform}")
+            job, created = await self.store.add(new)
+            if not created:
+                log.info("message %s is already job %d (%s)", new.key, job.id, job.state)
+            if self._started and not self._stopping:
+                self._schedule(job, slot if new.task is not Task.LISTEN else None)
+            return job
+        finally:
+            if slot is not None and new.task is not Task.LISTEN:
+                slot.drop()      # filled by _schedule, or nothing to run: free the place either way
 
     async def set_progress_ref(self, job: Job, ref: str | None) -> None:
         """Adapters note their progress message, so the next process can remove one left behind."""
         await self.store.set_progress_ref(job.id, ref)
 
-    def _schedule(self, job: Job) -> None:
+    def _schedule(self, job: Job, slot: Reservation | None = None) -> None:
         if job.id in self._scheduled or (job.finished and (job.delivered is not None
                                                            or job.delivery_attempts >= MAX_DELIVERIES)):
             return
         self._scheduled.add(job.id)
+        if slot is not None and not slot.settled.is_set() and slot.chat == job.chat:
+            slot.fill(job.id)          # already in line, where its update arrived
+            return
         # a group's voice notes heard for digests queue in a lane of their own: one at a time, so a burst
         # holds one file in memory, and behind no answer (and no answer behind them)
         lane = ChatKey(job.platform, job.chat.chat_id, QUIET_LANE) if is_quiet(job) else job.chat
-        self._queues.setdefault(lane, deque()).append(job.id)
+        self._enqueue(lane, job.id, job.platform)
+
+    def _enqueue(self, lane: ChatKey, entry: int | Reservation, platform: str) -> None:
+        self._queues.setdefault(lane, deque()).append(entry)
         if lane not in self._workers:
-            self._workers[lane] = asyncio.create_task(self._work(lane), name=f"earshot-jobs-{job.platform}")
+            self._workers[lane] = asyncio.create_task(self._work(lane), name=f"earshot-jobs-{platform}")
 
     async def _work(self, chat: ChatKey) -> None:
         """One chat's jobs, one at a time: later turns build on earlier answers."""
         queue = self._queues[chat]
         try:
             while queue and not self._stopping:
-                job_id = queue[0]
+                entry = queue[0]
+                if isinstance(entry, Reservation):     # a handler still deciding: wait for its job (or none)
+                    await entry.settled.wait()
+                    if entry.job_id is None:
+                        queue.popleft()
+                        continue
+                    job_id = entry.job_id
+                else:
+                    job_id = entry
                 try:
                     await self._run(job_id)
                 except JobGone:
@@ -210,7 +296,7 @@ class JobRunner:
         platform = self._platforms[job.platform]
         if not job.finished and job.faults >= MAX_FAULTS:
             log.error("job %d: giving up after %d crashes or errors (last: %s)", job.id, job.faults, job.last_error)
-            job = await self.store.finish(job.id, JobState.FAILED, self._said(job, Failure(messages.INTERNAL)))
+            job = await self.store.finish(job.id, JobState.FAILED, self._said(job, _internal(job)))
         while not job.finished:
             permit = await self._turn(job, platform)
             if permit is None:
@@ -263,8 +349,11 @@ class JobRunner:
 
     async def _answer(self, job: Job, platform: Platform) -> Reply:
         if is_quiet(job):
-            assert job.file_ref is not None
+            assert job.file_ref is not None and self.digests is not None
             return await self.digests.hear(job, await platform.fetch(job))
+        if job.progress_ref and platform.unsay:     # a status left by a crashed process goes first
+            await platform.unsay(job, job.progress_ref)
+            await self.store.set_progress_ref(job.id, None)
         attend = platform.attend(job) if platform.attend else contextlib.nullcontext(None)
         async with attend as progress:
             # fetched inside handle: after the access checks, and not at all for a cached answer
@@ -273,7 +362,8 @@ class JobRunner:
             request = Request(job.chat, job.task, text=job.text, user_id=s.user_id,
                               user_name=s.user_name, team_id=s.team_id, chat_name=s.chat_name,
                               retry=job.attempts > 1, admitted=True,
-                              audio_id=platform.audio_id(job) if platform.audio_id and job.file_ref else None)
+                              audio_id=platform.audio_id(job) if platform.audio_id and job.file_ref else None,
+                              lang=job.lang)
             return await self.assistant.handle(request, progress=progress, stream=platform.stream, fetch=fetch)
 
     async def _failed(self, job: Job, platform: Platform, permit: Permit, err: EarshotError) -> Job:
@@ -294,14 +384,14 @@ class JobRunner:
             log.info("job %d: skipped a voice note: %s", job.id, error)
         else:
             log.info("job %d: told the user: %s", job.id, err.user_message)
-        outcome = None if getattr(err, "silent", False) else self._said(job, Failure(err.user_message))
+        outcome = None if getattr(err, "silent", False) else self._said(job, Failure(err.user_text(job.lang)))
         return await self.store.finish(job.id, JobState.FAILED, outcome, error)
 
     async def _faulted(self, job: Job, err: Exception) -> Job:
         log.error("job %d: unexpected %s", job.id, type(err).__name__, exc_info=err)
         error = self._redact(f"{type(err).__name__}: {err}")
         if job.faults + 1 >= MAX_FAULTS:
-            return await self.store.finish(job.id, JobState.FAILED, self._said(job, Failure(messages.INTERNAL)),
+            return await self.store.finish(job.id, JobState.FAILED, self._said(job, _internal(job)),
                                            error)
         return await self.store.wait(job.id, self.clock() + self._backoff(job), error, fault=True)
 
@@ -310,7 +400,7 @@ class JobRunner:
         if job.notified or is_quiet(job):
             return job
         try:
-            await platform.deliver(job, Notice(messages.MODEL_WAITING))
+            await platform.deliver(job, Notice(messages.text(messages.MODEL_WAITING, job.lang)))
         except Exception as err:     # a courtesy: the next wait tries again
             log.warning("job %d: could not say the model is down: %s", job.id, self._redact(str(err)))
             return job

@@ -14,7 +14,6 @@ from .catalog import ModelInfo
 from .commands import check_request
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
-from .digest import DigestService
 from .errors import ModelAuthError, NeedsAudio, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .i18n import Phrase
@@ -68,9 +67,8 @@ class Assistant:
     `handle` (a turn), `complete` (one text-only call), `transcribe_quietly` (listening for digests); voices
     (`voice_on`/`voice_off`) because what a model can speak is the pipeline's knowledge.
 
-    Safe to call concurrently: different chats run in parallel, turns within one chat run in order. For the
-    bots that order is the job runner's (one worker per chat); the per-chat lock here is what keeps it for
-    callers that don't go through the runner (the CLI, tools) and is never contended by jobs.
+    Safe to call concurrently. It keeps no order of its own: a chat's turns are put in order by the job
+    runner (core.runner), which answers them one at a time; the CLI asks one thing at a time.
     """
 
     def __init__(self, settings: Settings, *, client: ModelClient | None = None,
@@ -87,9 +85,6 @@ class Assistant:
         self.history = history or HistoryStore(settings.db_path)
         self.access = access or AccessPolicy(settings, self.history)
         self.cache = cache or AnswerCache(self.history, settings.cache_days)
-        # digests hear and summarise through this pipeline, over the same database, policy and cache
-        self.digests = DigestService(self, history=self.history, access=self.access, cache=self.cache)
-        self._locks: dict[ChatKey, asyncio.Lock] = {}      # see the class docstring: ordering
 
     async def __aenter__(self) -> Assistant:
         await self.history.open()
@@ -100,7 +95,6 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
-        await self.digests.aclose()         # stop its schedulers before the pool goes
         await self._client.aclose()
         await self.history.close()
 
@@ -117,13 +111,7 @@ class Assistant:
         # who may ask, how fast, how much: refused before anything is downloaded, decoded or sent to the model
         async with self.access.admit(request):
             self._check(request, fetch is not None)
-            lock = self._locks.setdefault(request.chat, asyncio.Lock())
-            try:
-                async with lock:
-                    return await self._handle(request, progress, stream, fetch)
-            finally:
-                if not lock.locked() and self._locks.get(request.chat) is lock:
-                    del self._locks[request.chat]  # idle chats hold no memory
+            return await self._handle(request, progress, stream, fetch)
 
     def _check(self, request: Request, can_fetch: bool = False) -> None:
         """Refuse what can't work before spending anything."""

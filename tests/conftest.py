@@ -21,8 +21,8 @@ from telegram.ext import TypeHandler
 from bots.slack import SlackServer
 from bots.telegram import build_application
 from bots.telegram.app import ALLOWED_UPDATES
+from core.app import Earshot
 from core.config import Settings
-from core.service import Assistant
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served, Threaded
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
@@ -136,9 +136,9 @@ BOT = "@earshot_test_bot"                  # the stand-in's bot, as users mentio
 class Harness:
     """A running Telegram bot and its stand-ins, with ways to wait on what it does."""
 
-    def __init__(self, tg: FakeTelegram, ds: FakeDashScope, app: Any, assistant: Assistant,
+    def __init__(self, tg: FakeTelegram, ds: FakeDashScope, app: Any, earshot: Earshot,
                  settings: Settings) -> None:
-        self.tg, self.ds, self.app, self.assistant, self.settings = tg, ds, app, assistant, settings
+        self.tg, self.ds, self.app, self.earshot, self.settings = tg, ds, app, earshot, settings
         self.db = settings.db_path
         self.handled = 0        # updates the bot's handlers have finished with
         app.add_handler(TypeHandler(Update, self._count), group=99)   # after earshot's own handlers
@@ -169,9 +169,9 @@ async def bot_running(tmp_path: Path, *, ds: FakeDashScope | None = None,
     ds = ds or FakeDashScope(api_key=MODEL_KEY)
     async with serving(tg or FakeTelegram()) as tg, serving(ds):
         settings = settings_for(ds, tmp_path, telegram=tg, **kw)
-        async with Assistant(settings) as assistant:
-            app = build_application(settings, assistant)
-            harness = Harness(tg, ds, app, assistant, settings)
+        async with Earshot.build(settings) as earshot:
+            app = build_application(settings, earshot)
+            harness = Harness(tg, ds, app, earshot, settings)
             async with app:
                 await app.post_init(app)
                 await app.start()

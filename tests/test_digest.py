@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core import messages
+from core.app import Earshot
 from core.digest import DigestCommand, last_slot, next_slot
 from core.digest import parse_digest as parse_command
 from core.digest_store import VoiceNote
 from core.jobs import Job
 from core.models import Audio, ChatKey, Sender
 from core.runner import JobRunner
-from core.service import Assistant
 from tests.conftest import settings_for
 from tests.fakes.dashscope import MARKER, MODELS, TEXT_ONLY_MARKER, FakeDashScope, tone_audio
 from tests.waiting import until
@@ -40,7 +40,7 @@ class Clock:
 
 @pytest.fixture
 async def assistant(model, tmp_path):
-    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as a:
+    async with Earshot.build(settings_for(model, tmp_path, retry_budget=2)) as a:
         yield a
 
 
@@ -109,7 +109,7 @@ def test_slots_are_wall_clock_times_in_the_zone() -> None:
 
 # --- summarising -------------------------------------------------------------------------------
 
-async def test_nothing_to_sum_up_is_said_plainly(assistant: Assistant, model: FakeDashScope) -> None:
+async def test_nothing_to_sum_up_is_said_plainly(assistant: Earshot, model: FakeDashScope) -> None:
     d = assistant.digests
     assert (await d.summary(GROUP)).text == messages.DIGEST_IS_OFF.format(prefix="/")
     await d.respond(GROUP, parse_command("on"))
@@ -123,7 +123,7 @@ async def test_a_long_stretch_is_summarised_in_parts_within_the_input_limit(tmp_
     model.reply = echo_long(2400)
     settings = settings_for(model, tmp_path, retry_budget=2, model="qwen-audio-turbo",     # the smallest input limit
                             global_daily_tokens=0, chat_daily_tokens=0, user_daily_tokens=0)   # ~170k tokens
-    async with Assistant(settings) as assistant:
+    async with Earshot.build(settings) as assistant:
         d = assistant.digests
         now = time.time()
         await d.respond(GROUP, parse_command("on"))
@@ -153,13 +153,14 @@ async def test_a_long_stretch_is_summarised_in_parts_within_the_input_limit(tmp_
 class Listener:
     """A job runner for the chat's voice notes, as an adapter registers one: files by reference."""
 
-    def __init__(self, assistant: Assistant) -> None:
+    def __init__(self, assistant: Earshot) -> None:
         self.files: dict[str, bytes] = {}
         self.said: list[object] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.fetching = 0                  # downloads begun (and maybe held at the gate)
-        self.runner = JobRunner(assistant)
+        self.digests = assistant.digests
+        self.runner = JobRunner(assistant.assistant, assistant.digests)
         self.runner.register("telegram", fetch=self._fetch, deliver=self._deliver)
 
     async def _fetch(self, job: Job) -> Audio:
@@ -172,7 +173,7 @@ class Listener:
 
     async def hear(self, chat: ChatKey, hz: int, who: str, n: int, sent: float | None = None) -> None:
         self.files[f"f{n}"] = tone_audio((0, 0.5), (hz, 1.0), (0, 0.5), fmt="ogg")
-        await self.runner.submit(self.runner.assistant.digests.listen_job(
+        await self.runner.submit(self.digests.listen_job(
             chat, key=f"{chat.chat_id}:{n}", file_ref=f"f{n}", sent=sent or time.time(),
             sender=Sender(user_id=str(n)), name=who, source_id=f"m{n}"))
 
@@ -204,7 +205,7 @@ async def test_listening_stores_transcripts_quietly_and_digest_waits_for_them(as
 
 
 async def test_retention_purges_old_transcripts(model, tmp_path) -> None:
-    async with Assistant(settings_for(model, tmp_path, retry_budget=2, retention_days=30)) as assistant:
+    async with Earshot.build(settings_for(model, tmp_path, retry_budget=2, retention_days=30)) as assistant:
         d = assistant.digests
         clock = d.clock = Clock(time.time())
         await d.respond(GROUP, parse_command("on"))
@@ -245,7 +246,7 @@ async def test_daily_digest_fires_at_its_time_in_its_zone_and_survives_a_restart
         delivered.append((chat, text))
         posted.set()
 
-    async with Assistant(settings) as assistant:
+    async with Earshot.build(settings) as assistant:
         d = assistant.digests
         clock = d.clock = Clock(start)
         said = await d.respond(ChatKey("telegram", GROUP.chat_id, "7"), parse_command("daily 09:00 Asia/Tokyo"))
@@ -269,7 +270,7 @@ async def test_daily_digest_fires_at_its_time_in_its_zone_and_survives_a_restart
 
     # down over the next 09:00; on restart the missed digest is posted once, with only the new note
     posted.clear()
-    async with Assistant(settings) as assistant:
+    async with Earshot.build(settings) as assistant:
         d = assistant.digests
         d.clock = Clock(start + 3600 + 86400 + 1800)
         d.start_schedule("telegram", deliver)
@@ -282,7 +283,7 @@ async def test_daily_digest_fires_at_its_time_in_its_zone_and_survives_a_restart
 
 
 async def test_a_quiet_day_posts_nothing(model, tmp_path) -> None:
-    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as assistant:
+    async with Earshot.build(settings_for(model, tmp_path, retry_budget=2)) as assistant:
         d = assistant.digests
         clock = d.clock = Clock(datetime(2030, 5, 6, 8, 0, tzinfo=ZoneInfo("UTC")).timestamp())
         await d.respond(GROUP, parse_command("daily 09:00"))
@@ -319,11 +320,11 @@ async def test_forget_leaves_no_row_for_the_chat_in_any_table(assistant, model, 
 
 async def test_a_voice_note_not_yet_heard_survives_a_restart(model, tmp_path) -> None:
     """Listening is a durable job: stored before anything is fetched, heard by the next process."""
-    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as first:
+    async with Earshot.build(settings_for(model, tmp_path, retry_budget=2)) as first:
         await first.digests.respond(GROUP, parse_command("on"))
         ears = Listener(first)                     # never started: the process dies before the job runs
         await ears.hear(GROUP, 440, "Ana", 1)
-    async with Assistant(settings_for(model, tmp_path, retry_budget=2)) as second:
+    async with Earshot.build(settings_for(model, tmp_path, retry_budget=2)) as second:
         ears = Listener(second)
         ears.files["f1"] = tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg")
         await ears.runner.start()
@@ -341,7 +342,7 @@ async def test_scheduled_digests_obey_budgets_but_not_the_allowed_lists(model, t
         delivered.append(text)
 
     for budget, posts in ((0, 1), (100, 0)):
-        async with Assistant(settings_for(model, tmp_path / str(budget), retry_budget=2, allowed_users="42",
+        async with Earshot.build(settings_for(model, tmp_path / str(budget), retry_budget=2, allowed_users="42",
                                           global_daily_tokens=budget)) as assistant:
             d = assistant.digests
             start = time.time()

@@ -11,8 +11,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from core import messages
+from core.app import Earshot
 from core.help_texts import TELEGRAM_COMMANDS as COMMANDS
-from core.service import Assistant
 from tests.conftest import Harness, bot_running
 from tests.fakes.dashscope import FakeDashScope, heard, tone_audio
 from tests.fakes.telegram import FakeTelegram
@@ -49,8 +49,8 @@ class Group:
         return self.bot.ds
 
     @property
-    def assistant(self) -> Assistant:
-        return self.bot.assistant
+    def earshot(self) -> Earshot:
+        return self.bot.earshot
 
     @property
     def db(self) -> Path:
@@ -71,7 +71,7 @@ class Group:
     async def stored(self, n: int, within: float = 20.0) -> None:
         """Wait until n voice notes of the group are stored and every update and job is done with (a note
         is stored a moment before its job is marked done)."""
-        store = self.assistant.digests.store
+        store = self.earshot.digests.store
 
         async def stored() -> bool:
             return len(await store.notes("telegram", str(GROUP), 0, float("inf"))) >= n
@@ -172,7 +172,7 @@ async def test_two_hours_of_long_voice_notes_fit_the_models_input_limit(tmp_path
 
 async def test_daily_digest_is_posted_at_its_time(tmp_path: Path) -> None:
     async with group_running(tmp_path) as g:
-        clock = g.assistant.digests.clock = Clock(datetime(2030, 5, 6, 8, 30, tzinfo=ZoneInfo("UTC")).timestamp())
+        clock = g.earshot.digests.clock = Clock(datetime(2030, 5, 6, 8, 30, tzinfo=ZoneInfo("UTC")).timestamp())
         g.push(BO, text="/digest daily 09:00")
         g.push(ANA, text="/digest daily 09:00")
         refused, scheduled = await g.said(2)
@@ -181,10 +181,10 @@ async def test_daily_digest_is_posted_at_its_time(tmp_path: Path) -> None:
         g.push(BO, kind="voice", data=short(440))
         g.push(CHEN, kind="voice", data=short(660))
         await g.stored(2)
-        g.assistant.digests.wake()
+        g.earshot.digests.wake()
         await g.said(2)                                   # 08:30: nothing yet
         clock.now += 31 * 60
-        g.assistant.digests.wake()
+        g.earshot.digests.wake()
         posted = (await g.said(3))[2]
     assert replies_to(posted) is None and heard(posted["text"]) == [440, 660]
     assert posted["text"].startswith("Digest: 2 voice notes, 1 minute.")

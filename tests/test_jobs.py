@@ -228,6 +228,49 @@ async def test_one_chat_in_order_many_chats_at_once(world: World):
     assert world.ds.max_in_flight >= 4
 
 
+async def test_a_reserved_place_keeps_a_slow_handlers_turn_and_a_dropped_one_lets_the_rest_go(world: World):
+    """A handler takes its chat's place before its first await: a later update submitted first waits
+    behind it; a place given up (nothing to submit) holds nobody back."""
+    world.ds.latency = 0.2
+    runner = await world.runner()
+    chat = ChatKey(PLATFORM, "reserved")
+
+    def turn(n: int) -> NewJob:
+        return NewJob(key=f"r{n}", chat=chat, task=Task.TRANSCRIBE, message_ref=str(n), file_ref="f",
+                      sender=Sender(user_id="u-reserved"))
+    slow, dropped, fast = runner.reserve(chat), runner.reserve(chat), runner.reserve(chat)
+    await runner.submit(turn(2), fast)         # the later update is ready first...
+    dropped.drop()
+    second = runner.reserve(chat)
+    waiting = asyncio.create_task(second.earlier_settled())
+    await runner.submit(turn(1), slow)          # ...but answered after the one that arrived before it
+    await asyncio.wait_for(waiting, 5)
+    second.drop()
+    await until(lambda: len(world.platform.sent) == 2)
+    assert [k for k, _ in world.platform.sent] == ["r1", "r2"]
+    await runner.drained()
+
+
+async def test_stop_lets_a_handler_holding_a_place_store_its_job_first(world: World):
+    runner = await world.runner()
+    chat = ChatKey(PLATFORM, "closing")
+
+    placed = asyncio.Event()
+
+    async def slow_handler() -> None:
+        with runner.reserve(chat) as slot:
+            placed.set()
+            await asyncio.sleep(0.3)           # a handler still awaiting the database when shutdown begins
+            await runner.submit(NewJob(key="late", chat=chat, task=Task.TRANSCRIBE, message_ref="1",
+                                       file_ref="f", sender=Sender(user_id="u-late")), slot)
+    handler = asyncio.create_task(slow_handler())
+    await placed.wait()
+    await runner.stop(grace=5)
+    assert handler.done(), "stop returned while a handler still held its chat's place"
+    [row] = job_rows(world.settings.db_path)
+    assert row["key"] == "late" and row["state"] == "queued"    # stored; the next start answers it
+
+
 async def test_a_job_left_running_by_a_dead_process_resumes_and_is_answered_once(world: World):
     world.platform.gate = asyncio.Event()
     first = await world.runner()

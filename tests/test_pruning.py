@@ -4,9 +4,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from core.app import Earshot
 from core.jobs import JobState, JobStore, NewJob
 from core.models import Audio, ChatKey, Reply, Request, Task
-from core.service import Assistant
 from tests.conftest import settings_for
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 
@@ -28,9 +28,9 @@ def _count(db: Path, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
-async def _some_of_everything(a: Assistant, n: int) -> None:
+async def _some_of_everything(a: Earshot, n: int) -> None:
     """An answer (turns), the chat's latest audio, a seen event and a delivered job."""
-    await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(tone_audio((440, 1.0), fmt="wav")), user_id="7"))
+    await a.assistant.handle(Request(CHAT, Task.TRANSCRIBE, Audio(tone_audio((440, 1.0), fmt="wav")), user_id="7"))
     await a.history.remember_audio(CHAT, f"file-{n}")
     await a.history.claim_event("slack", f"Ev{n}")
     jobs = JobStore(a.history)
@@ -42,7 +42,7 @@ async def _some_of_everything(a: Assistant, n: int) -> None:
 async def test_the_hourly_tick_prunes_history_jobs_and_seen_events(model: FakeDashScope, tmp_path: Path) -> None:
     db = tmp_path / "earshot.db"
     settings = settings_for(model, tmp_path, history_days=10)
-    async with Assistant(settings) as a:
+    async with Earshot.build(settings) as a:
         await _some_of_everything(a, 1)
         _age(db, 12)                       # past the 10 days of history and the week jobs and events keep
         await _some_of_everything(a, 2)

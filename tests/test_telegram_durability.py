@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bots.telegram.progress import STREAM_TAIL
+from core.progress import STREAM_TAIL
 from tests.conftest import free_port, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served

@@ -16,7 +16,7 @@ from core.jobs import NewJob
 from core.models import ChatKey, Sender
 
 from . import render
-from .convert import PLATFORM, Command, chat_key, sender_of
+from .convert import Command, chat_key, sender_of
 from .files import file_ref, scope_error
 from .outbox import Destination, Outbox
 from .webapi import api_error, read
@@ -47,10 +47,6 @@ class SlackDigests:
         self.outbox = outbox
         self.client = outbox.client
         self._names: dict[str, str] = {}
-
-    def start(self) -> None:
-        """Post scheduled digests in their channels (core.digest runs the schedule)."""
-        self.digests.start_schedule(PLATFORM, self._post)
 
     # --- listening --------------------------------------------------------------------------------
     async def heard_in(self, chat: ChatKey, sender: Sender) -> bool:
@@ -86,12 +82,10 @@ class SlackDigests:
     async def in_chat(self, cmd: Command, dest: Destination, sender: Sender) -> None:
         """`digest …` or `forget` typed to earshot in a mention (or a DM, where it only explains)."""
         digest = FORGET if cmd.word == "forget" else parse_digest(cmd.arg)
-        refusal = await self._refusal(dest.channel, digest, sender)
-        if refusal is not None:
-            if refusal:                # "": a stranger already told no
-                await self.outbox.say(dest, refusal)
-            return
-        await self._run(dest, digest, sender)
+        text = await self.digests.run(chat_key(dest.channel), digest, sender, group=not _in_dm(dest.channel),
+                                      prefix=PREFIX, is_admin=lambda: self._is_admin(sender))
+        if text is not None:
+            await self.outbox.say(dest, text, markdown=digest.action == "summary")
 
     async def _refusal(self, channel: str, digest: DigestCommand, sender: Sender) -> str | None:
         """Why this can't be done here or by this person (core.digest decides); None when it can."""
@@ -145,5 +139,6 @@ class SlackDigests:
             self._names[user_id] = name
 
     # --- scheduled digests ------------------------------------------------------------------------
-    async def _post(self, chat: ChatKey, text: str) -> None:
+    async def post(self, chat: ChatKey, text: str) -> None:
+        """A scheduled digest, in its channel (core.digest runs the schedule)."""
         await self.outbox.deliver(Destination(chat.chat_id, chat.thread_id), render.messages(text), None)

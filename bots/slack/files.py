@@ -11,6 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core import messages
+from core.audio import check_length
 from core.config import DEFAULT_SLACK_API
 from core.errors import AudioError, EarshotError, InputError
 from core.models import Audio
@@ -115,9 +116,7 @@ async def download(client: AsyncWebClient, file: dict[str, Any], *, token: str, 
         raise InputError(messages.SLACK_FILE_EXTERNAL, f"file {info.get('id')} is an external file")
     if not is_audio_file(info):
         raise AudioError(messages.NOT_AUDIO)
-    size = int(info.get("size") or 0)
-    if size > max_bytes:
-        raise AudioError(messages.TOO_BIG.format(size_mb=size / 1048576, limit_mb=max_bytes / 1048576))
+    check_length(int(info.get("size") or 0), max_bytes)
     url = info.get("url_private_download") or info.get("url_private")
     if not url:
         raise InputError(messages.SLACK_FILE_UNAVAILABLE, f"file {info.get('id')} has no private URL")
@@ -138,9 +137,7 @@ async def download(client: AsyncWebClient, file: dict[str, Any], *, token: str, 
                 if not chunks and _looks_like_html(content_type, chunk):
                     raise SlackScopeMissing("files:read", "served its sign-in page instead of a shared file")
                 got += len(chunk)
-                if got > max_bytes:
-                    raise AudioError(messages.TOO_BIG.format(size_mb=got / 1048576,
-                                                             limit_mb=max_bytes / 1048576))
+                check_length(got, max_bytes)
                 chunks.append(chunk)
     except httpx.HTTPError as err:
         raise InputError(messages.SLACK_FILE_UNAVAILABLE,

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
@@ -15,6 +16,7 @@ from core.config import Settings
 from core.jobs import Job, Notice, Outcome, Undeliverable
 from core.links import fetcher_for
 from core.models import Audio, ProgressCallback, Reply, Speech
+from core.progress import Throttle
 from core.runner import JobRunner
 
 from . import render
@@ -35,6 +37,7 @@ class SlackJobs:
         self.http = outbox.http
         self.settings = settings
         self.links = fetcher_for(settings)
+        self.throttle = Throttle()                       # status edits per channel (core.progress)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
         self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
         self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
@@ -65,7 +68,7 @@ class SlackJobs:
 
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
-        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job)))
+        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job), self.throttle))
         yield status.progress
 
     async def _deliver_job(self, job: Job, outcome: Outcome) -> None:
@@ -98,32 +101,31 @@ class SlackJobs:
 
     async def _upload_speech(self, dest: Destination, speech: Speech) -> None:
         """The spoken answer as an audio file in the thread, beside its text (files:write scope)."""
-        try:
-            await self.client.files_upload_v2(
-                channel=dest.channel, thread_ts=dest.thread_ts, content=speech.ogg, filename="answer.ogg",
-                title=f"earshot's answer ({speech.voice}, {round(speech.seconds)} s)")
-        except SlackApiError as err:
-            error = api_error(err)
-            scoped = scope_error(err, "refused the spoken answer")
-            log.error("uploading the spoken answer failed: %s", scoped.operator_message if scoped else error)
-            if error in PASSING or err.response.status_code >= 500:
-                raise RuntimeError(f"Slack answered {error}") from None
-        except Exception as err:     # the text is out; a retry tries the audio again
-            log.error("uploading the spoken answer failed: %s", type(err).__name__)
-            raise RuntimeError(f"uploading to Slack failed: {type(err).__name__}") from None
+        await self._upload("the spoken answer", final=False, channel=dest.channel, thread_ts=dest.thread_ts,
+                           content=speech.ogg, filename="answer.ogg",
+                           title=f"earshot's answer ({speech.voice}, {round(speech.seconds)} s)")
 
     async def _upload_transcript(self, job: Job, dest: Destination, reply: Reply) -> None:
-        """A long transcript also as .txt and .srt files in the answer's thread (files_upload_v2)."""
+        """A long transcript also as .txt and .srt files in the answer's thread."""
         original = json.loads(job.file_ref).get("name") if job.file_ref else None
         uploads = [{"content": data, "filename": name, "title": name}
                    for name, data in subtitles.transcript_files(reply, original)]
+        await self._upload("the transcript files", final=True, file_uploads=uploads, channel=dest.channel,
+                           thread_ts=dest.thread_ts, initial_comment=messages.TRANSCRIPT_FILES)
+
+    async def _upload(self, what: str, *, final: bool, **upload: Any) -> None:
+        """files_upload_v2; a passing fault raises for a retry, a refusal is logged (and ends the delivery
+        when `final`: the text went out, the files can't)."""
         try:
-            await self.client.files_upload_v2(file_uploads=uploads, channel=dest.channel, thread_ts=dest.thread_ts,
-                                              initial_comment=messages.TRANSCRIPT_FILES)
+            await self.client.files_upload_v2(**upload)
         except SlackApiError as err:
             error = api_error(err)
-            scoped = scope_error(err, "refused to upload the transcript files")
-            log.error("uploading the transcript to Slack failed: %s", scoped.operator_message if scoped else error)
-            if error in PASSING:
+            scoped = scope_error(err, f"refused {what}")
+            log.error("uploading %s to Slack failed: %s", what, scoped.operator_message if scoped else error)
+            if error in PASSING or err.response.status_code >= 500:
                 raise RuntimeError(f"Slack answered {error}") from None
-            raise Undeliverable(f"Slack answered {error}") from None
+            if final:
+                raise Undeliverable(f"Slack answered {error}") from None
+        except Exception as err:     # the text is out; a retry tries the file again
+            log.error("uploading %s to Slack failed: %s", what, type(err).__name__)
+            raise RuntimeError(f"uploading to Slack failed: {type(err).__name__}") from None

@@ -6,13 +6,10 @@ short apology.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -27,6 +24,8 @@ from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import split_link
 from core.models import ChatKey, Sender, Task
+from core.redelivery import Redeliveries
+from core.runner import Reservation
 
 from . import render
 from .convert import (
@@ -58,10 +57,10 @@ class Handlers:
     """The listeners, holding what they share: the Web API client, earshot's parts (core.app), the outbox."""
 
     def __init__(self, client: AsyncWebClient, app: Earshot, http: httpx.AsyncClient) -> None:
-        self.client = client
+        self.client, self.earshot = client, app
         # the parts of earshot the listeners use (core.app builds them)
-        self.access, self.history, self.chat_state, self.events = app.access, app.history, app.chat_state, app.events
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self.access, self.history, self.chat_state = app.access, app.history, app.chat_state
+        self.once = Redeliveries(app.events, PLATFORM)      # Slack retries events: each is handled once
         self.outbox = Outbox(client, http)
         # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash;
         # the runner's callbacks for them are in .jobs
@@ -72,8 +71,7 @@ class Handlers:
 
     async def start(self) -> None:
         """Resume what a previous process left unanswered; post scheduled digests (and keep retention)."""
-        await self.jobs.start()
-        self.digests.start()
+        await self.earshot.start(PLATFORM, self.digests.post)
 
     def register(self, app: AsyncApp) -> None:
         app.event("message")(self.on_message)
@@ -85,12 +83,8 @@ class Handlers:
         app.error(self.on_error)
 
     async def drain(self, timeout: float) -> None:
-        """Let listeners in progress finish, then jobs at work (or give up after `timeout` seconds each);
-        jobs left unfinished resume on the next start."""
-        pending = {t for t in self._inflight if not t.done()}
-        if pending:
-            log.info("waiting for %d answer(s) in progress", len(pending))
-            await asyncio.wait(pending, timeout=timeout)
+        """Let listeners in progress store their jobs, then jobs at work finish (or give up after `timeout`
+        seconds each; the runner holds both): jobs left unfinished resume on the next start."""
         await self.jobs.stop(grace=timeout)
 
     # ---- listeners ---------------------------------------------------------------------------------
@@ -99,72 +93,79 @@ class Handlers:
         only heard for digests (mentions arrive as app_mention)."""
         if is_from_bot(event) or event.get("subtype") not in _ANSWERED_MESSAGE_SUBTYPES:
             return
-        if not is_dm(event):
-            await self._overhear(event, body)
-            return
-        if not await self._first_delivery(body):
-            return
-        channel = event["channel"]
-        chat = chat_key(channel)                       # one history per DM
+        # one history per DM; the chat's place in line is taken before any await (core.runner)
+        with self.jobs.reserve(chat_key(str(event.get("channel")))) as slot:
+            if not is_dm(event):
+                await self._overhear(event, body)
+            elif await self.once.first(body.get("event_id")):
+                async with self.once.handling(body.get("event_id")):
+                    await self._dm(event, body, slot)
+
+    async def _dm(self, event: dict[str, Any], body: dict[str, Any], slot: Reservation) -> None:
+        channel, chat = event["channel"], slot.chat
         text = strip_mentions(event.get("text"))
         sender = sender_of(event, body)
         files = audio_files(event)
         key = f"{channel}:{event.get('ts')}"           # one job per message, whatever Slack redelivers
-        async with self._handling(body):
-            if files:
-                await self.history.remember_audio(chat, files[-1]["id"])
-                task, arg = task_for_text(text)
-                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, files[-1], sender,
-                                   key=key)
-            elif event.get("files"):
-                await self.outbox.say(Destination(channel, thread_of(event)), messages.NOT_AUDIO)
-            elif (link := link_file(text)) is not None:     # a link to an audio file: handled like an upload
-                task, arg = task_for_text(link.pop("rest"))
-                await self._answer(Destination(channel, thread_of(event)), chat, task, arg, link, sender, key=key)
-            elif (cmd := parse_command(text, strict=True)) is not None:
-                await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key)
-            elif text:
-                await self._answer(Destination(channel, event.get("thread_ts")), chat, Task.FOLLOW_UP, text,
-                                   None, sender, key=key)
+        dest = Destination(channel, thread_of(event))
+        if files:
+            await self.history.remember_audio(chat, files[-1]["id"])
+            task, arg = task_for_text(text)
+            await self._answer(dest, chat, task, arg, files[-1], sender, key=key, slot=slot)
+        elif event.get("files"):
+            await self.outbox.say(dest, messages.NOT_AUDIO)
+        elif (link := link_file(text)) is not None:     # a link to an audio file: handled like an upload
+            task, arg = task_for_text(link.pop("rest"))
+            await self._answer(dest, chat, task, arg, link, sender, key=key, slot=slot)
+        elif (cmd := parse_command(text, strict=True)) is not None:
+            await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key,
+                                    slot=slot)
+        elif text:
+            await self._answer(Destination(channel, event.get("thread_ts")), chat, Task.FOLLOW_UP, text,
+                               None, sender, key=key, slot=slot)
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """An @mention in a channel: answer about its audio, or the latest audio in its thread."""
         if is_dm(event) or is_from_bot(event):
             return                                     # DMs arrive as message.im; bots are never answered
-        if not await self._first_delivery(body):
-            return
-        channel = event["channel"]
-        dest = Destination(channel, thread_of(event))
-        chat = chat_key(channel, dest.thread_ts)       # one history per thread
+        dest = Destination(event["channel"], thread_of(event))
+        with self.jobs.reserve(chat_key(dest.channel, dest.thread_ts)) as slot:    # one history per thread
+            if await self.once.first(body.get("event_id")):
+                async with self.once.handling(body.get("event_id")):
+                    await self._mention(event, body, dest, slot)
+
+    async def _mention(self, event: dict[str, Any], body: dict[str, Any], dest: Destination,
+                       slot: Reservation) -> None:
         text = strip_mentions(event.get("text"))
         sender = sender_of(event, body)
-        key = f"{channel}:{event.get('ts')}"
-        async with self._handling(body):
-            try:
-                file = await self._mention_audio(event)
-            except EarshotError as err:
-                await self.outbox.report(dest, err, None)
-                return
-            if not audio_files(event) and (link := link_file(text)) is not None:
-                file, text = link, link.pop("rest")
-            cmd = parse_command(text, strict=True)
-            if cmd is not None and cmd.task is None:
-                await self._run_command(cmd, dest, chat, sender, key=key)
-                return
-            if file is None:
-                await self.outbox.say(dest, messages.NO_AUDIO_YET)
-                return
+        key = f"{dest.channel}:{event.get('ts')}"
+        try:
+            file = await self._mention_audio(event)
+        except EarshotError as err:
+            await self.outbox.report(dest, err, None)
+            return
+        if not audio_files(event) and (link := link_file(text)) is not None:
+            file, text = link, link.pop("rest")
+        cmd = parse_command(text, strict=True)
+        if cmd is not None and cmd.task is None:
+            await self._run_command(cmd, dest, slot.chat, sender, key=key, slot=slot)
+        elif file is None:
+            await self.outbox.say(dest, messages.NO_AUDIO_YET)
+        else:
             if "id" in file:
-                await self.history.remember_audio(chat_key(channel), file["id"])
+                await self.history.remember_audio(chat_key(dest.channel), file["id"])
             task, arg = task_for_text(text)
-            await self._answer(dest, chat, task, arg, file, sender, key=key)
+            await self._answer(dest, slot.chat, task, arg, file, sender, key=key, slot=slot)
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/earshot <task> [args]`: acknowledge at once (Slack drops acks after 3 s), then work."""
         cmd = parse_command(command.get("text"))
         assert cmd is not None
-        channel = command["channel_id"]
-        chat = chat_key(channel)
+        with self.jobs.reserve(chat_key(command["channel_id"])) as slot:  # its place, before any await
+            await self._command(ack, command, cmd, slot)
+
+    async def _command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command, slot: Reservation) -> None:
+        channel, chat = command["channel_id"], slot.chat
         if cmd.word in ("", "help"):
             await ack(self.help)
             return
@@ -175,8 +176,7 @@ class Handlers:
             await ack("" if err.silent else err.user_message)     # an empty ack shows nothing
             return
         if cmd.word in DIGEST_WORDS:
-            with self._tracked():
-                await self.digests.on_command(ack, command, cmd)
+            await self.digests.on_command(ack, command, cmd)
             return
         if cmd.word in ("reset", "usage", "voice"):
             await ack(await self._chat_state(cmd.word, chat, sender, cmd.arg) or "")   # local SQLite: well inside 3 s
@@ -189,9 +189,8 @@ class Handlers:
             return
         await ack(LISTENING)
         dest = Destination(channel, None, command.get("response_url") or None)
-        with self._tracked():
-            await self._run_command(cmd, dest, chat, sender, header=True,
-                                    key="command:" + (command.get("trigger_id") or uuid.uuid4().hex))
+        await self._run_command(cmd, dest, chat, sender, header=True, slot=slot,
+                                key="command:" + (command.get("trigger_id") or uuid.uuid4().hex))
 
     async def on_error(self, error: Exception, body: dict[str, Any] | None = None) -> None:
         # Bolt calls this for anything a listener lets escape; log it, keep serving.
@@ -206,7 +205,7 @@ class Handlers:
 
     # ---- shared steps ------------------------------------------------------------------------------
     async def _run_command(self, cmd: Command, dest: Destination, chat: ChatKey, sender: Sender, *,
-                           header: bool = False, key: str | None = None) -> None:
+                           header: bool = False, key: str | None = None, slot: Reservation | None = None) -> None:
         """A named command, from `/earshot` or typed in a DM or mention, acting on the chat's latest audio."""
         if cmd.word in ("", "help"):
             await self.outbox.say(dest, self.help, markdown=True)
@@ -230,7 +229,7 @@ class Handlers:
                 asked = render.escape(f"/earshot {cmd.word} {cmd.arg}".strip())
                 who = f"<@{sender.user_id}> " if sender.user_id else ""
                 top = f"{who}`{asked}` · {render.escape(file.get('name') or file['id'])}"
-            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key)
+            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot)
 
     async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str = "") -> str | None:
         """What reset, usage or voice says (core.chat_state); None when a stranger was already told no."""
@@ -239,13 +238,11 @@ class Handlers:
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
                       file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,
-                      key: str | None = None) -> None:
+                      key: str | None = None, slot: Reservation | None = None) -> None:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
-        refused = await intake.refusal(self.access, chat, sender, task, text, has_audio=file is not None)
-        if refused is not None:              # before fetching the file
-            if refused:
-                await self.outbox.say(dest, refused)
+        if not await intake.admitted(self.access, chat, sender, task, text, has_audio=file is not None,
+                                     say=lambda said: self.outbox.say(dest, said)):    # before fetching the file
             return
         key = key or "once:" + uuid.uuid4().hex
         if dest.response_url:
@@ -253,28 +250,7 @@ class Handlers:
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
-            file_ref=file_ref(file) if file is not None else None))
-
-    async def _first_delivery(self, body: dict[str, Any]) -> bool:
-        """False for an event already handled (Slack retries; we may have restarted since)."""
-        event_id = body.get("event_id")
-        if not event_id:
-            return True
-        if not await self.events.seen(PLATFORM, str(event_id)):
-            return True
-        log.info("skipping repeated delivery of %s", event_id)
-        return False
-
-    @contextlib.asynccontextmanager
-    async def _handling(self, body: dict[str, Any]) -> AsyncIterator[None]:
-        """Tracked for shutdown; the event is claimed once handled, not before: if we die first, Slack's
-        retry gets through, and a job it already became is known by its key, so it can't answer twice."""
-        with self._tracked():
-            try:
-                yield
-            finally:
-                if (event_id := body.get("event_id")):
-                    await self.events.claim(PLATFORM, str(event_id))
+            file_ref=file_ref(file) if file is not None else None), slot)
 
     async def _overhear(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """A clip or audio file posted in a channel with digests on: transcribed quietly, nothing said."""
@@ -283,9 +259,9 @@ class Handlers:
         if not files or not isinstance(channel, str) or is_from_bot(event):
             return
         if not await self.digests.heard_in(chat_key(channel), sender_of(event, body)) \
-                or not await self._first_delivery(body):
+                or not await self.once.first(body.get("event_id")):
             return
-        async with self._handling(body):
+        async with self.once.handling(body.get("event_id")):
             for job in await self.digests.listen_jobs(event, body, files):
                 await self.jobs.submit(job)    # the runner fetches each file (files.info first for stubs)
 
@@ -321,27 +297,8 @@ class Handlers:
         ref = await self.history.latest_audio(chat)
         return {"id": ref} if ref else None
 
-    def _tracked(self) -> _Tracked:
-        return _Tracked(self._inflight)
-
 
 def link_file(text: str) -> dict[str, Any] | None:
     """A message that starts with a link, as a file reference to fetch (core.links); "rest": the words after it."""
     link = split_link(text)
     return {"link": link.url, "name": link.name, "rest": link.rest} if link else None
-
-
-class _Tracked:
-    """Registers the running listener task so shutdown can wait for it."""
-
-    def __init__(self, tasks: set[asyncio.Task[Any]]) -> None:
-        self._tasks = tasks
-        self._task = asyncio.current_task()
-
-    def __enter__(self) -> None:
-        if self._task is not None:
-            self._tasks.add(self._task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._tasks.discard(self._task)

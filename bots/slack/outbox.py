@@ -4,7 +4,6 @@ Used by the listeners, the digests and the job callbacks alike."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from core import messages
 from core.errors import EarshotError
 from core.jobs import Undeliverable
 from core.models import Progress
+from core.progress import StatusLine, Throttle
 
 from . import render
 from .files import scope_error
@@ -24,7 +24,6 @@ from .webapi import api_error
 log = logging.getLogger(__name__)
 
 LISTENING = messages.LISTENING
-STATUS_INTERVAL = 1.0          # seconds between status edits: chat.update is rate limited
 # Web API errors that mean "the bot can't post here", so a slash command answers through response_url
 CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action", "cannot_dm_bot"}
 # Web API errors worth another try when delivering an answer
@@ -41,20 +40,18 @@ class Destination:
 
 
 class Status:
-    """A "Listening…" message for long work, edited as chunks finish and finally replaced by the answer."""
+    """A "Listening…" message for long work (what it says and how often: core.progress), edited as chunks
+    finish and finally replaced by the answer."""
 
-    def __init__(self, client: AsyncWebClient, dest: Destination) -> None:
+    def __init__(self, client: AsyncWebClient, dest: Destination, throttle: Throttle) -> None:
         self._client = client
         self._dest = dest
         self.ts: str | None = None
-        self._last = 0.0
+        self.line = StatusLine(throttle, dest.channel, render.SECTION_LIMIT, render.split)
 
     async def progress(self, p: Progress) -> None:
-        now = time.monotonic()
-        if now - self._last < STATUS_INTERVAL or (p.total <= 1 and p.partial is None):
+        if (text := self.line.next(p, showing=self.ts is not None)) is None:
             return
-        self._last = now
-        text = f"{LISTENING} {p.done}/{p.total} parts done" if p.partial is None else p.partial
         payload = render.messages(text, plain=p.partial is None)[0]
         try:
             if self.ts is None:
@@ -63,6 +60,7 @@ class Status:
                 self.ts = resp["ts"]
             else:
                 await self._client.chat_update(channel=self._dest.channel, ts=self.ts, **payload)
+            self.line.shown = text
         except SlackApiError as err:
             # progress is a courtesy: never let it stop the answer
             log.warning("status message not posted: %s", api_error(err))

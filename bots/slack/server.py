@@ -20,6 +20,7 @@ from core import messages
 from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
+from core.logs import guard_logs
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
 from .app import build_app, check_token, require_credentials
@@ -67,7 +68,32 @@ def web_app(app: AsyncApp, health: Health | None = None) -> web.Application:
     return web_application
 
 
-class SlackServer:
+class _Serving:
+    """What both modes share: earshot's parts (core.app), an HTTP pool, the Bolt app and its listeners."""
+
+    settings: Settings
+    earshot: Earshot
+    _handlers: Handlers
+
+    async def _open(self, *, socket_mode: bool = False) -> AsyncApp:
+        """Everything up, jobs left unanswered resumed, daily digests and retention scheduled."""
+        self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+        try:
+            app, self._handlers = build_app(self.settings, self.earshot, self._http, socket_mode=socket_mode)
+            await check_token(app.client)
+            await self._handlers.start()
+        except BaseException:
+            await self._close_clients()
+            raise
+        return app
+
+    async def _close_clients(self) -> None:
+        await self._http.aclose()
+        await self.earshot.aclose()
+
+
+class SlackServer(_Serving):
     """The HTTP mode, inside a running loop: `port = await server.start()`, later `await server.stop()`."""
 
     def __init__(self, settings: Settings, *, host: str = "0.0.0.0", port: int = 3000) -> None:
@@ -76,15 +102,10 @@ class SlackServer:
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
-        self._handlers: Handlers | None = None
 
     async def start(self) -> int:
-        self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+        app = await self._open()
         try:
-            app, self._handlers = build_app(self.settings, self.earshot, self._http)
-            await check_token(app.client)
-            await self._handlers.start()             # resumes jobs left unanswered; daily digests, retention
             health = Health(self.earshot.history, connection_probe(app), name="slack")
             self._runner = web.AppRunner(web_app(app, health), access_log=None, shutdown_timeout=5)
             await self._runner.setup()
@@ -100,15 +121,10 @@ class SlackServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.shutdown()       # stop accepting requests first
-            if self._handlers is not None:
-                await self._handlers.drain(DRAIN_SECONDS)
+            await self._handlers.drain(DRAIN_SECONDS)
             await self._runner.cleanup()
             self._runner = None
         await self._close_clients()
-
-    async def _close_clients(self) -> None:
-        await self._http.aclose()
-        await self.earshot.aclose()
 
 
 async def _until_signalled() -> None:
@@ -120,7 +136,7 @@ async def _until_signalled() -> None:
     log.info("shutting down")
 
 
-class SlackSocketMode:
+class SlackSocketMode(_Serving):
     """Socket Mode: one outgoing WebSocket to Slack, no public URL. `await start()`, then `await stop()`."""
 
     def __init__(self, settings: Settings) -> None:
@@ -132,12 +148,8 @@ class SlackSocketMode:
         self._health: HealthServer | None = None
 
     async def start(self) -> None:
-        self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
+        app = await self._open(socket_mode=True)
         try:
-            app, self._handlers = build_app(self.settings, self.earshot, self._http, socket_mode=True)
-            await check_token(app.client)
-            await self._handlers.start()
             assert self.settings.slack_app_token is not None
             self._handler = AsyncSocketModeHandler(app, self.settings.slack_app_token.get_secret_value())
             # Ask for the WebSocket URL ourselves: the SDK retries a refused app token forever, quietly.
@@ -166,10 +178,6 @@ class SlackSocketMode:
             self._handler = None
             await self._close_clients()
 
-    async def _close_clients(self) -> None:
-        await self._http.aclose()
-        await self.earshot.aclose()
-
 
 async def _serve(server: SlackServer | SlackSocketMode) -> None:
     await server.start()
@@ -183,6 +191,5 @@ def run(settings: Settings, *, port: int = 3000) -> None:
     """`earshot slack`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on `port`. Blocks until SIGTERM."""
     socket_mode = settings.slack_app_token is not None and bool(settings.slack_app_token.get_secret_value())
     require_credentials(settings, socket_mode=socket_mode)
-    # httpx logs every URL at INFO; response_url paths are bearer-like secrets
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    guard_logs(settings.secrets(), settings.log_format)     # response_url paths are bearer-like secrets
     asyncio.run(_serve(SlackSocketMode(settings) if socket_mode else SlackServer(settings, port=port)))

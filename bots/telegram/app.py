@@ -14,8 +14,7 @@ from core import messages
 from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
-from core.logs import RedactingFilter, setup_logging
-from core.service import Assistant
+from core.logs import RedactingFilter, guard_logs
 
 from ..health import HealthServer, PlatformProbe, serve_health
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
@@ -46,13 +45,12 @@ class SecretToken(str):
     __hash__ = str.__hash__
 
 
-def build_application(settings: Settings, parts: Earshot | Assistant) -> Application:
-    """The Application, wired to `parts` (core.app; or the parts around an Assistant); the caller starts it
-    and owns the assistant's lifetime."""
+def build_application(settings: Settings, parts: Earshot) -> Application:
+    """The Application, wired to `parts` (core.app); the caller starts it and owns their lifetime."""
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
         raise EarshotError(messages.NO_TELEGRAM_TOKEN)
     root = settings.telegram_api_base_url.rstrip("/")
-    handlers = TelegramHandlers(parts if isinstance(parts, Earshot) else Earshot.around(parts))
+    handlers = TelegramHandlers(parts)
     queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
     app = (
         ApplicationBuilder()
@@ -102,19 +100,6 @@ class _NoStartupTraceback(logging.Filter):
 logging.getLogger("telegram.ext").addFilter(_NoStartupTraceback())
 
 
-def _guard_logs(settings: Settings) -> None:
-    """Make sure no log line can carry the token, whoever configured logging."""
-    root = logging.getLogger()
-    if not root.handlers:
-        setup_logging(logging.INFO, settings.secrets(), settings.log_format)
-        return
-    for handler in root.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter(settings.secrets()))
-    for name in ("httpx", "httpcore"):  # they log request URLs, which contain the token
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
-
-
 def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
         listen: str = "0.0.0.0") -> None:
     """Run the bot until SIGINT/SIGTERM, answering in-flight updates before exiting.
@@ -122,7 +107,7 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     Long polling by default; with `webhook_url` (the public HTTPS address Telegram should POST to),
     serves a webhook on listen:port at that URL's path and rejects requests without the secret token.
     """
-    _guard_logs(settings)
+    guard_logs(settings.secrets(), settings.log_format)
     earshot = Earshot.build(settings)       # the composition root (core.app)
     app = build_application(settings, earshot)
     set_up = app.post_init

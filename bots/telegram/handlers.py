@@ -1,11 +1,9 @@
 """What the bot does with each kind of update: thin glue from Telegram messages to `Assistant` calls."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from telegram import BotCommand, Message, Update
@@ -18,7 +16,8 @@ from core.commands import TASK_WORDS, with_question
 from core.digest import FORGET, parse_digest
 from core.jobs import NewJob
 from core.links import split_link
-from core.models import ChatKey, Task
+from core.models import Task
+from core.runner import Reservation
 
 from . import digests
 from .convert import (
@@ -39,39 +38,15 @@ from .render import send_text, with_flood_control
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
-
-
-class ChatLocks:
-    """One lock per conversation, so a chat's updates become jobs in the order they were sent.
-
-    Updates are handled concurrently (CONCURRENT_UPDATES), and a handler awaits the database (access,
-    the chat's latest audio) before it submits its job: without the lock a later update could be
-    submitted first. Once submitted, the runner's one worker per chat (core.runner) keeps the order.
-    asyncio locks are FIFO and handlers take the lock before their first await.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[ChatKey, list[Any]] = {}   # key -> [lock, holders and waiters]
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: ChatKey) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[key]   # idle chats hold no memory
+Handler = Callable[[Message, ContextTypes.DEFAULT_TYPE, Reservation], Awaitable[None]]
 
 
 class TelegramHandlers:
     """Turns messages into core Requests and sends the Replies back."""
 
     def __init__(self, app: Earshot) -> None:
+        self.earshot = app
         self.access, self.history, self.digests, self.chat_state = app.access, app.history, app.digests, app.chat_state
-        self.locks = ChatLocks()
         # requests become durable jobs: stored before work starts, resumed after a crash (core.runner);
         # the runner's callbacks for them are in .jobs
         self.jobs = app.jobs
@@ -93,24 +68,24 @@ class TelegramHandlers:
     async def post_init(self, app: Application) -> None:
         menu = [BotCommand(n, d) for n, d in help_texts.telegram_commands(None)]
         await with_flood_control(lambda: app.bot.set_my_commands(menu))
-        await self.jobs.start()
-        # scheduled digests are posted through this bot (core.digest runs the schedule)
-        self.digests.start_schedule(PLATFORM, functools.partial(digests.post, app.bot))
+        await self.earshot.start(PLATFORM, functools.partial(digests.post, app.bot))   # scheduled digests: this bot
 
     async def post_stop(self, app: Application) -> None:
         await self.jobs.stop()
 
-    def _ordered(self, callback: Callable[[Message, ContextTypes.DEFAULT_TYPE], Awaitable[None]]) -> Callback:
+    def _ordered(self, callback: Handler) -> Callback:
+        """Updates are handled concurrently (CONCURRENT_UPDATES) and a handler awaits the database before it
+        submits: the chat's place in the runner's queue is taken first, before any await, and the handler
+        goes on once the chat's earlier updates are submitted (core.runner.Reservation)."""
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-            message = update.effective_message
-            if message is None:
-                return
-            async with self.locks.hold(chat_key(message)):
-                await callback(message, context)
+            if (message := update.effective_message) is not None:
+                with self.jobs.reserve(chat_key(message)) as slot:
+                    await slot.earlier_settled()     # in arrival order up to submit, like the jobs after
+                    await callback(message, context, slot)
         return run
 
     # --- commands -------------------------------------------------------------------------------
-    async def on_digest(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_digest(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         """/digest [2h|on|off|daily 09:00 Zone], /forget: the flow is core.digest's."""
         parsed = command_of(message, context.bot.username)
         if parsed is not None:
@@ -118,10 +93,10 @@ class TelegramHandlers:
             if (text := await digests.run_command(self.digests, message, context.bot, command)) is not None:
                 await self._say(message, text)
 
-    async def on_help(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_help(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         await self._say(message, self.help)
 
-    async def on_chat_state(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_chat_state(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         """/reset, /usage, /voice on [VOICE] | /voice off (core.chat_state)."""
         if (parsed := command_of(message, context.bot.username)) is not None:
             said = await self.chat_state.run(parsed[0], chat_key(message), sender_of(message), parsed[1],
@@ -129,7 +104,7 @@ class TelegramHandlers:
             if said is not None:
                 await self._say(message, said)
 
-    async def on_audio_command(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_audio_command(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         parsed = command_of(message, context.bot.username)
         if parsed is None:
             return
@@ -141,10 +116,10 @@ class TelegramHandlers:
         if media is None:
             ref = await self.history.latest_audio(chat_key(message))
             media = MediaRef.loads(ref) if ref else None
-        await self._task(message, TASK_WORDS[name], arg, media)
+        await self._task(message, slot, TASK_WORDS[name], arg, media)
 
     # --- audio and text -------------------------------------------------------------------------
-    async def on_media(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_media(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         bot = context.bot
         if message.animation is not None:
             return                # a GIF: nothing to hear, and not the chat's latest audio
@@ -162,15 +137,15 @@ class TelegramHandlers:
             return
         parsed = command_of(message, bot.username)
         if parsed and parsed[0] in TASK_WORDS:  # "/transcribe" as the caption
-            await self._task(message, TASK_WORDS[parsed[0]], parsed[1], media)
+            await self._task(message, slot, TASK_WORDS[parsed[0]], parsed[1], media)
             return
         if parsed and parsed[0] in ("start", "help"):
             await self._say(message, self.help)
             return
         question = strip_mention(message.caption, bot.username)
-        await self._task(message, *with_question(Task.ASK, question), media)
+        await self._task(message, slot, *with_question(Task.ASK, question), media)
 
-    async def on_text(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_text(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         bot = context.bot
         if not is_addressed(message, bot.id, bot.username):
             return
@@ -180,27 +155,25 @@ class TelegramHandlers:
             media, text = link_media(link), link.rest
             await self.history.remember_audio(chat_key(message), media.dumps())
         if media is not None:  # words in reply to an audio message are a question about it
-            await self._task(message, *with_question(Task.ASK, text), media)
+            await self._task(message, slot, *with_question(Task.ASK, text), media)
         elif text:
-            await self._task(message, Task.FOLLOW_UP, text, None)
+            await self._task(message, slot, Task.FOLLOW_UP, text, None)
         else:
             await self._say(message, self.help)
 
     # --- the one path to the core ---------------------------------------------------------------
-    async def _task(self, message: Message, task: Task, text: str | None, media: MediaRef | None) -> None:
+    async def _task(self, message: Message, slot: Reservation, task: Task, text: str | None,
+                    media: MediaRef | None) -> None:
         # before downloading anything or showing "typing"; counted in the rate limit here, at the door
-        refused = await intake.refusal(self.access, chat_key(message), sender_of(message), task, text,
-                                       has_audio=media is not None)
-        if refused is not None:
-            if refused:
-                await self._say(message, refused)
+        if not await intake.admitted(self.access, chat_key(message), sender_of(message), task, text,
+                                     has_audio=media is not None, say=lambda said: self._say(message, said)):
             return
         # stored before this handler returns, so before the update is confirmed to Telegram (.durable);
         # the runner downloads, asks the model and answers (.jobs)
         await self.jobs.submit(NewJob(
             key=f"{message.chat_id}:{message.message_id}", chat=chat_key(message), task=task,
             message_ref=str(message.message_id), file_ref=media.dumps() if media else None, text=text,
-            sender=sender_of(message)))
+            sender=sender_of(message)), slot)
 
     async def _say(self, message: Message, text: str) -> None:
         await send_text(message.get_bot(), message.chat_id, text, thread_id=topic_id(message),

@@ -12,15 +12,17 @@ from telegram import InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from core import messages, subtitles
+from core.audio import check_length
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
 from core.errors import AudioError
 from core.jobs import Job, Notice, Outcome, Undeliverable
 from core.links import fetcher_for
-from core.models import Audio, Progress, ProgressCallback, Reply
+from core.models import Audio, ProgressCallback, Reply
+from core.progress import Throttle
 from core.runner import JobRunner
 
 from .convert import PLATFORM, MediaRef, original_name
-from .progress import EditThrottle, StatusMessage, Typing
+from .progress import StatusMessage, Typing
 from .render import MESSAGE_LIMIT, send_text, send_voice, with_flood_control
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,11 @@ class TelegramJobs:
         self.runner = runner
         self.settings = settings
         self.capped = download_capped(settings)
-        self.throttle = EditThrottle()
+        self.throttle = Throttle()
         self.links = fetcher_for(settings)
         self.bot: Any = None
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True,
-                        audio_id=self._audio_id)
+                        audio_id=self._audio_id, unsay=self._unsay)
 
     @staticmethod
     def _where(job: Job) -> tuple[int, int | None, int]:
@@ -64,27 +66,20 @@ class TelegramJobs:
 
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
-        """Typing and a status message while the job works; a status left by a crashed process goes first."""
+        """Typing and a status message while the job works, noted in the job so that the next process can
+        remove it if this one dies (core.runner calls _unsay)."""
         chat_id, thread, reply_to = self._where(job)
-        if job.progress_ref:
-            with contextlib.suppress(TelegramError):
-                await self.bot.delete_message(chat_id, int(job.progress_ref))
-            await self.runner.set_progress_ref(job, None)
-        status = StatusMessage(self.bot, chat_id, self.throttle, thread_id=thread, reply_to=reply_to)
-        shown: list[int] = []
-
-        async def progress(p: Progress) -> None:
-            await status.update(p)
-            if status.message is not None and status.message.message_id not in shown:
-                shown.append(status.message.message_id)
-                await self.runner.set_progress_ref(job, str(status.message.message_id))
+        status = StatusMessage(self.bot, chat_id, self.throttle, thread_id=thread, reply_to=reply_to,
+                               noted=lambda ref: self.runner.set_progress_ref(job, ref))
         try:
             async with Typing(self.bot, chat_id, thread):
-                yield progress
+                yield status.update
         finally:
             await status.close()
-            if shown:
-                await self.runner.set_progress_ref(job, None)
+
+    async def _unsay(self, job: Job, ref: str) -> None:
+        with contextlib.suppress(TelegramError):
+            await self.bot.delete_message(int(job.chat.chat_id), int(ref))
 
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
         chat_id, thread, reply_to = self._where(job)
@@ -121,8 +116,7 @@ class TelegramJobs:
         size = media.file_size or 0
         if self.capped and size > TELEGRAM_DOWNLOAD_LIMIT:
             raise AudioError(messages.TOO_BIG_TELEGRAM)
-        if size > self.settings.max_file_bytes:
-            raise AudioError(messages.TOO_BIG.format(size_mb=size / 2**20, limit_mb=self.settings.max_file_mb))
+        check_length(size, self.settings.max_file_bytes)
         try:
             file = await with_flood_control(lambda: self.bot.get_file(media.file_id))
         except BadRequest as err:

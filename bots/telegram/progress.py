@@ -1,31 +1,27 @@
 """Feedback while the model works: a typing action kept alive, and a status message edited as parts finish.
 
-Telegram shows a chat action for about 5 s, so it is renewed until the answer is sent. Status edits are
-throttled to about one per second per chat (Telegram's own limit for a chat); surplus updates are
-dropped, since only the latest matters.
+Telegram shows a chat action for about 5 s, so it is renewed until the answer is sent. What the status
+says and how often it changes is core.progress's.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Awaitable, Callable
 
 from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from core.models import Progress
+from core.progress import StatusLine, Throttle
 
 from .render import MESSAGE_LIMIT, retry_after_seconds, split_text
 
 log = logging.getLogger(__name__)
 
 TYPING_EVERY = 4.0
-EDIT_INTERVAL = 1.0
-STREAM_TAIL = " …"
-# quick answers arrive whole: a streamed preview appears only once the wait is noticeable
-STREAM_AFTER = 1.5
 
 
 class Typing:
@@ -58,33 +54,6 @@ class Typing:
                 await self._task
 
 
-class EditThrottle:
-    """When each chat may next see an edit; shared by every request in the process."""
-
-    def __init__(self, interval: float = EDIT_INTERVAL) -> None:
-        self.interval = interval
-        self._next: dict[int, float] = {}
-
-    def take(self, chat_id: int) -> bool:
-        now = time.monotonic()
-        if now < self._next.get(chat_id, 0.0):
-            return False
-        self._next[chat_id] = now + self.interval
-        return True
-
-    def back_off(self, chat_id: int, seconds: float) -> None:
-        self._next[chat_id] = time.monotonic() + seconds
-
-
-def describe(progress: Progress) -> str:
-    if progress.partial:
-        pieces = split_text(progress.partial, MESSAGE_LIMIT - len(STREAM_TAIL))
-        return (pieces[0] if pieces else "") + STREAM_TAIL
-    if progress.done < progress.total:
-        return f"Listening… part {progress.done + 1} of {progress.total}"
-    return f"Listening… all {progress.total} parts heard, writing the answer"
-
-
 class StatusMessage:
     """A message that says how far a long request has got; removed once the answer is ready.
 
@@ -92,21 +61,18 @@ class StatusMessage:
     trouble can't fail the answer.
     """
 
-    def __init__(self, bot: Bot, chat_id: int, throttle: EditThrottle, *, thread_id: int | None = None,
-                 reply_to: int | None = None) -> None:
+    def __init__(self, bot: Bot, chat_id: int, throttle: Throttle, *, thread_id: int | None = None,
+                 reply_to: int | None = None, noted: Callable[[str | None], Awaitable[None]] | None = None) -> None:
         self.bot, self.chat_id, self.throttle = bot, chat_id, throttle
         self.thread_id, self.reply_to = thread_id, reply_to
         self.message: Message | None = None
-        self._shown = ""
+        self.line = StatusLine(throttle, chat_id, MESSAGE_LIMIT, split_text)
         self._lock = asyncio.Lock()
         self._closed = False
-        self._started = time.monotonic()
+        self._noted = noted          # told the message's id once it is shown, and None once it is gone
 
     async def update(self, progress: Progress) -> None:
-        if progress.partial and self.message is None and time.monotonic() - self._started < STREAM_AFTER:
-            return
-        text = describe(progress)
-        if text == self._shown or self._closed or not self.throttle.take(self.chat_id):
+        if self._closed or (text := self.line.next(progress, showing=self.message is not None)) is None:
             return
         async with self._lock:  # chunks finish concurrently: one send/edit at a time
             if self._closed:
@@ -116,9 +82,11 @@ class StatusMessage:
                     reply = ReplyParameters(self.reply_to, allow_sending_without_reply=True) if self.reply_to else None
                     self.message = await self.bot.send_message(self.chat_id, text, reply_parameters=reply,
                                                                message_thread_id=self.thread_id)
+                    if self._noted:
+                        await self._noted(str(self.message.message_id))
                 else:
                     await self.bot.edit_message_text(text, self.chat_id, self.message.message_id)
-                self._shown = text
+                self.line.shown = text
             except RetryAfter as err:
                 self.throttle.back_off(self.chat_id, retry_after_seconds(err))
             except BadRequest as err:  # 'not modified' and the like: harmless for a status line
@@ -137,3 +105,5 @@ class StatusMessage:
             except TelegramError as err:
                 log.debug("could not delete the status message: %s", err)
             self.message = None
+            if self._noted:
+                await self._noted(None)
