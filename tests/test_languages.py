@@ -27,9 +27,14 @@ CLIP = Audio(tone_audio((0, 0.5), (440, 1.0), (0, 0.5)), "clip.mp3")
 
 
 @pytest.fixture
-async def assistant(model, tmp_path):
-    async with Assistant(settings_for(model, tmp_path, retry_budget=1, cache_days=7)) as a:
-        yield a
+async def app(model, tmp_path):
+    async with Earshot.build(settings_for(model, tmp_path, retry_budget=1, cache_days=7)) as built:
+        yield built
+
+
+@pytest.fixture
+def assistant(app):
+    return app.assistant
 
 
 def asked(model) -> str:
@@ -115,8 +120,7 @@ def test_usage_is_said_in_german() -> None:
     assert "\nDu: 20 von 100" in text and "Dieser Chat: 20" in text and "1 Std." in text
 
 
-async def test_lang_is_stored_per_chat_and_read_back(assistant, tmp_path) -> None:
-    app = Earshot.around(assistant)
+async def test_lang_is_stored_per_chat_and_read_back(app) -> None:
     state = app.chat_state
     assert await state.language_for(DM, None) == "en"
     assert await state.language_for(DM, "de-DE") == "de" and await state.language_for(DM, "zh-TW") == "zh-Hant"
@@ -150,10 +154,10 @@ async def test_lang_is_stored_per_chat_and_read_back(assistant, tmp_path) -> Non
 
 async def test_lang_survives_a_restart(model, tmp_path) -> None:
     settings = settings_for(model, tmp_path)
-    async with Assistant(settings) as a:
-        await Earshot.around(a).chat_state.run("lang", GROUP, ALICE, "it", private=False)
-    async with Assistant(settings) as a:
-        assert await Earshot.around(a).chat_state.language_for(GROUP, "de") == "it"
+    async with Earshot.build(settings) as app:
+        await app.chat_state.run("lang", GROUP, ALICE, "it", private=False)
+    async with Earshot.build(settings) as app:
+        assert await app.chat_state.language_for(GROUP, "de") == "it"
 
 
 async def test_jobs_keep_the_language_they_were_asked_in(assistant) -> None:
@@ -164,8 +168,8 @@ async def test_jobs_keep_the_language_they_were_asked_in(assistant) -> None:
     assert plain.lang is None
 
 
-async def test_a_french_digest_is_headed_and_written_in_french(assistant, model) -> None:
-    d = assistant.digests
+async def test_a_french_digest_is_headed_and_written_in_french(app, assistant, model) -> None:
+    d = app.digests
     on = await d.respond(GROUP, parse_digest("on"), lang="fr")
     days = words.days(assistant.settings.retention_days, "fr")
     assert on == messages.text(messages.DIGEST_ON, "fr", prefix="/", days=days) and "jours" in days
@@ -184,9 +188,9 @@ async def test_a_french_digest_is_headed_and_written_in_french(assistant, model)
     assert nothing.text == messages.text(messages.DIGEST_NOTHING_IN, "fr", period="1 minute")
 
 
-async def test_a_scheduled_digest_follows_the_chats_lang(assistant, model) -> None:
-    await Earshot.around(assistant).chat_state.run("lang", GROUP, ALICE, "es", private=False)
-    d = assistant.digests
+async def test_a_scheduled_digest_follows_the_chats_lang(app, assistant, model) -> None:
+    await app.chat_state.run("lang", GROUP, ALICE, "es", private=False)
+    d = app.digests
     await d.respond(GROUP, parse_digest("on"))
     now = time.time()
     await d.store.add_note(VoiceNote(GROUP.platform, GROUP.chat_id, now - 60, 30.0, "hola"), now)
