@@ -23,9 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
-from .db import Database
+from .db import Database, Queries
 from .models import ChatKey, Part, Reply, Sender, Speech, Task, Usage
 
 MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
@@ -145,7 +143,14 @@ def encode_outcome(outcome: Reply | Failure | None) -> str | None:
                        **({"speech": speech} if speech else {})}, ensure_ascii=False)
 
 
-def _job(row: dict[str, Any]) -> Job:
+_COLUMNS = ("id", "key", "platform", "chat_id", "thread_id", "user_id", "sender", "message_ref", "file_ref", "task",
+            "text", "state", "attempts", "faults", "last_error", "notified", "created", "updated", "next_attempt",
+            "outcome", "delivered", "delivery_attempts", "progress_ref")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+
+
+def _job(values: tuple[Any, ...]) -> Job:
+    row = dict(zip(_COLUMNS, values, strict=True))
     sender = Sender(**json.loads(row["sender"])) if row.get("sender") else Sender()
     return Job(
         id=row["id"], key=row["key"], chat=ChatKey(row["platform"], row["chat_id"], row["thread_id"] or None),
@@ -156,8 +161,8 @@ def _job(row: dict[str, Any]) -> Job:
         delivered=row["delivered"], delivery_attempts=row["delivery_attempts"], progress_ref=row["progress_ref"])
 
 
-def _one(db: sqlite_utils.Database, job_id: int) -> Job:
-    row = next(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]), None)
+async def _one(q: Queries, job_id: int) -> Job:
+    row = await q.fetchone(f"{_SELECT} WHERE id = ?", job_id)
     if row is None:
         raise JobGone(f"job {job_id} is gone")
     return _job(row)
@@ -177,19 +182,19 @@ class JobStore:
         platform, chat_id, thread_id = new.chat.platform, new.chat.chat_id, new.chat.thread_id or ""
         sender = json.dumps(dataclasses.asdict(new.sender))
 
-        def add(db: sqlite_utils.Database) -> tuple[Job, bool]:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
+        async with self.history.transaction() as tx:
+            added = await tx.execute(
+                "INSERT INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
                 "file_ref, task, text, state, created, updated, next_attempt) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
-                 new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now])
-            row = next(db.query("SELECT * FROM jobs WHERE platform = ? AND key = ?", [platform, new.key]))
-            return _job(row), cur.rowcount == 1
-        return await self.history.write(add)
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
+                new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now)
+            row = await tx.fetchone(f"{_SELECT} WHERE platform = ? AND key = ?", platform, new.key)
+            assert row is not None
+            return _job(row), added == 1
 
     async def get(self, job_id: int) -> Job:
-        return await self.history.read(lambda db: _one(db, job_id))
+        return await _one(self.history, job_id)
 
     async def pending(self, platforms: Iterable[str]) -> list[Job]:
         """Jobs of these platforms still to work on or to deliver, oldest first."""
@@ -197,9 +202,9 @@ class JobStore:
         if not names:
             return []
         marks = ",".join("?" * len(names))
-        sql = (f"SELECT * FROM jobs WHERE platform IN ({marks}) AND (state IN ('queued', 'running') "
+        sql = (f"{_SELECT} WHERE platform IN ({marks}) AND (state IN ('queued', 'running') "
                f"OR (delivered IS NULL AND delivery_attempts < ?)) ORDER BY id")
-        return await self.history.read(lambda db: [_job(r) for r in db.query(sql, [*names, MAX_DELIVERIES])])
+        return [_job(r) for r in await self.history.fetch(sql, *names, MAX_DELIVERIES)]
 
     async def recover(self, platforms: Iterable[str]) -> int:
         """At start-up: jobs left running by a process that died go back to the queue, one fault more."""
@@ -208,17 +213,17 @@ class JobStore:
             return 0
         marks = ",".join("?" * len(names))
         now = self.clock()
-        return await self.history.write(lambda db: db.execute(
+        return await self.history.execute(
             f"UPDATE jobs SET state = 'queued', faults = faults + 1, updated = ?, next_attempt = ?, "
             f"last_error = 'interrupted: the process stopped while working on it' "
-            f"WHERE state = 'running' AND platform IN ({marks})", [now, now, *names]).rowcount)
+            f"WHERE state = 'running' AND platform IN ({marks})", now, now, *names)
 
     async def prune(self) -> int:
         """Forget delivered jobs after a week: they are only kept to recognise a redelivered message."""
         cutoff = self.clock() - KEEP_FINISHED
-        return await self.history.write(lambda db: db.execute(
+        return await self.history.execute(
             "DELETE FROM jobs WHERE state IN ('done', 'failed', 'expired') AND updated < ? "
-            "AND (delivered IS NOT NULL OR delivery_attempts >= ?)", [cutoff, MAX_DELIVERIES]).rowcount)
+            "AND (delivered IS NOT NULL OR delivery_attempts >= ?)", cutoff, MAX_DELIVERIES)
 
     async def start(self, job_id: int) -> Job:
         """Mark it running, one attempt more: committed before the work starts."""
@@ -258,7 +263,6 @@ class JobStore:
     async def _update(self, job_id: int, assignments: str, *args: Any) -> Job:
         now = self.clock()
 
-        def update(db: sqlite_utils.Database) -> Job:
-            db.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*args, now, job_id])
-            return _one(db, job_id)
-        return await self.history.write(update)
+        async with self.history.transaction() as tx:
+            await tx.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", *args, now, job_id)
+            return await _one(tx, job_id)
