@@ -138,7 +138,7 @@ class Database:
             secret = pg.password_of(self.url or "")
             for text in filter(None, (self.url, secret)):
                 reason = reason.replace(text, "***")
-            raise StorageError(messages.DB_UNUSABLE.format(path=self.where, reason=reason[:300])) from None
+            raise StorageError(messages.DB_POSTGRES_UNUSABLE.format(where=self.where, reason=reason[:300])) from None
 
     async def close(self) -> None:
         if self._pg is not None:

@@ -127,8 +127,13 @@ class PgEngine:
         self._pool: Any = None
 
     async def open(self, timeout: float = 30.0) -> None:
+        import psycopg
         from psycopg_pool import AsyncConnectionPool  # only deployments on PostgreSQL pay for the import
 
+        # one plain connection first: a wrong password or an unreachable server is an error at once, where the
+        # pool would keep retrying until its timeout
+        first = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=10)
+        await first.close()
         pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.max_size, open=False,
                                    kwargs={"autocommit": True}, name="earshot")
         try:
