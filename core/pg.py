@@ -99,6 +99,9 @@ class PgBuilder:
         name = f"idx_{table}_{'_'.join(columns)}"
         self.statements.append(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {table} ({', '.join(columns)})")
 
+    def column(self, table: str, name: str, kind: type) -> None:
+        self.statements.append(f"ALTER TABLE {table} ADD COLUMN {name} {_TYPES[kind]}")
+
 
 class PgTx:
     """One connection's statements (inside a transaction, or one autocommitted statement each)."""

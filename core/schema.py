@@ -21,6 +21,8 @@ class Builder(Protocol):
 
     def index(self, table: str, columns: list[str], *, unique: bool = False) -> None: ...
 
+    def column(self, table: str, name: str, kind: type) -> None: ...
+
 
 Step = Callable[[Builder], None]
 STEPS: list[tuple[str, Step]] = []          # (name, step) in order: what both engines apply
@@ -37,6 +39,9 @@ class SqliteBuilder:
 
     def index(self, table: str, columns: list[str], *, unique: bool = False) -> None:
         self.db.table(table).create_index(columns, unique=unique)
+
+    def column(self, table: str, name: str, kind: type) -> None:
+        self.db.table(table).add_column(name, kind)
 
 
 migrations = Migrations("earshot")          # the SQLite record, under the names files already carry
@@ -124,3 +129,12 @@ def m006_answer_cache(db: Builder) -> None:
         "platform": str, "source_id": str, "chat_id": str, "digest": str, "created": float,
     }, pk=("platform", "source_id"), not_null={"chat_id", "digest", "created"})
     db.index("audio_sources", ["created"])
+
+
+@step
+def m007_job_leases(db: Builder) -> None:
+    """Jobs claimed by one of several processes on one database (JobStore.claim): who holds the job, and until
+    when; a holder that stops renewing loses it to another."""
+    db.column("jobs", "owner", str)
+    db.column("jobs", "lease_until", float)
+    db.index("jobs", ["platform", "chat_id", "thread_id", "state"])
