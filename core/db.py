@@ -207,6 +207,19 @@ class Database:
             await asyncio.shield(self.run(self.db.execute, "COMMIT"))
 
     @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """True when this process, alone among those on the database, may do the work called `name` for the
+        block; False when another holds it now (skip the work: that one does it). PostgreSQL: a transaction-
+        scoped advisory lock, let go with the block (or when its holder dies). SQLite: always True (one
+        process per platform shares a file)."""
+        if self._pg is None:
+            yield True
+            return
+        async with self._pg.transaction() as tx:
+            row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?)", pg.lock_key(name))
+            yield bool(row and row[0])
+
+    @asynccontextmanager
     async def _write_lock(self) -> AsyncIterator[None]:
         # one writer at a time on the one connection: a transaction spans awaits, and another write must
         # not start (or land) inside it

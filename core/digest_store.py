@@ -5,6 +5,7 @@ Digests belong to a whole chat (all its topics or threads), so chats are keyed b
 """
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,10 @@ class DigestStore:
         rows = await self._h.fetch(f"SELECT {', '.join(_CHAT_FIELDS)} FROM digest_chats WHERE platform = ? "
                                    "AND enabled = 1 AND daily != ''", platform)
         return [_chat(r) for r in rows]
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Database.exclusive: one process at a time on the database does the work called `name`."""
+        return self._h.exclusive(name)
 
     # --- voice notes --------------------------------------------------------------------------
     async def add_note(self, note: VoiceNote, created: float, *, job_id: int | None = None) -> bool:

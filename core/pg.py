@@ -6,6 +6,7 @@ The connection string carries a password: it is never logged nor put in an error
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -61,6 +62,11 @@ def translate(sql: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def lock_key(name: str) -> int:
+    """An advisory lock's bigint key for a name, the same in every process."""
+    return int.from_bytes(hashlib.sha256(f"earshot:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def _literal(value: object) -> str:

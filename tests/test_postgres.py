@@ -95,3 +95,30 @@ def test_earshot_doctor_reports_the_database_without_its_password(postgres: Clus
     out = done.stdout + done.stderr
     assert "✓ database" in out and "PostgreSQL" in out, out
     assert postgres.password not in out
+
+
+async def test_two_replicas_due_together_post_one_digest(postgres: Cluster, model, tmp_path: Path) -> None:
+    from core.digest import parse_digest
+    from core.digest_store import VoiceNote
+    from core.service import Assistant
+    from tests.conftest import settings_for
+
+    settings = settings_for(model, tmp_path, retry_budget=2, db_path=postgres.fresh())
+    group = ChatKey("telegram", "-100777")
+    start = 1_900_000_000.0 - 1_900_000_000.0 % 86400 + 8 * 3600          # 08:00 UTC
+    delivered: list[str] = []
+
+    async def deliver(chat: ChatKey, text: str) -> None:
+        delivered.append(text)
+
+    async with Assistant(settings) as one, Assistant(settings) as two:
+        for a in (one, two):
+            a.digests.clock = lambda: start + 3600 + 1                     # both just past 09:00
+        await one.digests.respond(group, parse_digest("daily 09:00"))
+        await one.digests.store.update(group.platform, group.chat_id, start, scheduled_since=start)
+        await one.digests.store.add_note(VoiceNote(group.platform, group.chat_id, start, 5.0, "heard 440Hz@0.5s"),
+                                         start)
+        await asyncio.gather(one.digests.tick("telegram", deliver), two.digests.tick("telegram", deliver))
+        await two.digests.tick("telegram", deliver)                        # and once more, after the first
+        await one.digests.tick("telegram", deliver)
+    assert len(delivered) == 1 and "440Hz" in delivered[0]
