@@ -175,13 +175,15 @@ class Database:
         if self._pg is not None:
             async with self._pg.connection() as tx:
                 return await tx.fetch(sql, *args)
-        return await self.run(lambda: self.db.execute(sql, args).fetchall())
+        async with self._write_lock():     # not inside another's open transaction: only committed rows
+            return await self.run(lambda: self.db.execute(sql, args).fetchall())
 
     async def fetchone(self, sql: str, *args: object) -> Row | None:
         if self._pg is not None:
             async with self._pg.connection() as tx:
                 return await tx.fetchone(sql, *args)
-        return await self.run(lambda: self.db.execute(sql, args).fetchone())
+        async with self._write_lock():
+            return await self.run(lambda: self.db.execute(sql, args).fetchone())
 
     async def execute(self, sql: str, *args: object) -> int:
         """One statement, committed; the rows it touched."""
