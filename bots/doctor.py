@@ -72,6 +72,8 @@ async def check_database(settings: Settings) -> Check:
 
     where = settings.db_path
     store = HistoryStore(where)
+    if store.engine == "postgresql":
+        return await _check_postgres(store)
 
     def probe(db: object) -> int:
         conn = db.conn  # type: ignore[attr-defined]
@@ -94,6 +96,28 @@ async def check_database(settings: Settings) -> Check:
         return Check("database", False, f"{where}: {pending} migration(s) not applied: run a bot once, or check "
                                         "that this earshot is not older than the database")
     return Check("database", True, f"{where} (writable, schema up to date)")
+
+
+async def _check_postgres(store: object) -> Check:
+    """Reachable, writable, and migrated (opening applies what is missing, as the bots do)."""
+    from core.history import HistoryStore
+    assert isinstance(store, HistoryStore)
+    where = store.where                      # without the password
+    try:
+        await store.open()
+        async with store.transaction() as tx:  # a write that is rolled back: fails on a read-only role
+            await tx.execute("CREATE TEMPORARY TABLE earshot_doctor_probe (x INTEGER) ON COMMIT DROP")
+        pending = await store.pending_migrations()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:150] if str(exc) else type(exc).__name__
+        return Check("database", False, f"{where} is not usable ({reason}): check EARSHOT_DB, that the server "
+                                        "is running and that the role may create tables")
+    finally:
+        await store.close()
+    if pending:
+        return Check("database", False, f"{where}: {len(pending)} migration(s) not applied: run a bot once, or "
+                                        "check that this earshot is not older than the database")
+    return Check("database", True, f"{where} (PostgreSQL, writable, schema up to date)")
 
 
 # --- the model -------------------------------------------------------------------------------------

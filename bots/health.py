@@ -67,7 +67,7 @@ class Health:
         if isinstance(path, Path) and not path.exists():
             return f"database: {path} is gone"
         try:
-            await asyncio.wait_for(self.history.read(lambda db: db.execute("SELECT 1").fetchone()), PROBE_TIMEOUT)
+            await asyncio.wait_for(self.history.fetchone("SELECT 1"), PROBE_TIMEOUT)
         except Exception as exc:
             return f"database: does not answer ({type(exc).__name__}: {str(exc)[:120]})"
         return None

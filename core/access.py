@@ -20,8 +20,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from . import messages, metrics, usage_ledger, words
 from .config import Settings
 from .db import Database
@@ -297,8 +295,8 @@ class AccessPolicy:
         quietly=True for background work nobody asked for, lists=False for work set up earlier: see `check`."""
         # a job tried again after an outage or a restart was rate-limited and counted when it first ran;
         # the allowed lists still apply, and `afford` still weighs its cost against today's budgets
-        await self.check(request.chat, request.sender, count=True, spending=not request.retry, quietly=quietly,
-                         rate=not request.admitted, lists=lists)
+        await self.check(request.chat, request.sender, count=True, spending=not request.retry,
+                         quietly=quietly, rate=not request.admitted, lists=lists)
         spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id)
         self._open.add(spend)
         token = _current.set(spend)
@@ -334,13 +332,12 @@ class AccessPolicy:
         since = day_start(self._clock())
         admin = private and self.is_admin(chat, sender)
 
-        def read(db: sqlite_utils.Database) -> tuple[Usage, list, list]:
-            here = usage_ledger.usage_in(db, since, chat.platform, chat.chat_id)
-            if not admin:
-                return here, [], []
-            return here, usage_ledger.top_in(db, since, "user_id", TOP), usage_ledger.top_in(db, since, "chat_id", TOP)
-
-        here, users, chats = await self.history.read(read)
+        here = await usage_ledger.usage_in(self.history, since, chat.platform, chat.chat_id)
+        users: list[tuple[str, str, int]] = []
+        chats: list[tuple[str, str, int]] = []
+        if admin:
+            users = await usage_ledger.top_in(self.history, since, "user_id", TOP)
+            chats = await usage_ledger.top_in(self.history, since, "chat_id", TOP)
         return UsageReport(
             here=here, user=allowances["user"] if sender.user_id else None, chat=allowances["chat"],
             everyone=allowances["global"], resets_in=self._to_midnight(),
@@ -353,8 +350,7 @@ class AccessPolicy:
                           exclude: _Spend | None = None) -> list[tuple[str, Allowance]]:
         s = self.settings
         since = day_start(self._clock())
-        user, here, everyone = await self.history.read(
-            lambda db: usage_ledger.totals_in(db, since, platform, chat_id, user_id))
+        user, here, everyone = await usage_ledger.totals_in(self.history, since, platform, chat_id, user_id)
         for spend in self._open:   # requests in flight count what they are expected to cost
             if spend is exclude:
                 continue

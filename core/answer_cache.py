@@ -12,9 +12,7 @@ import hashlib
 import json
 import time
 
-import sqlite_utils
-
-from .db import Database
+from .db import Database, Queries
 from .models import ChatKey, Part, Reply, Task, Usage
 
 DAY = 86400.0
@@ -62,44 +60,43 @@ class AnswerCache:
 
     async def digest_of(self, platform: str, source_id: str) -> str | None:
         """The content hash of a platform file seen before (and not expired), else None."""
-        def find(db: sqlite_utils.Database) -> str | None:
-            row = db.execute("SELECT digest FROM audio_sources WHERE platform = ? AND source_id = ? AND created >= ?",
-                             [platform, source_id, self._cutoff()]).fetchone()
-            return row[0] if row else None
-        return await self.history.read(find)
+        row = await self.history.fetchone(
+            "SELECT digest FROM audio_sources WHERE platform = ? AND source_id = ? AND created >= ?",
+            platform, source_id, self._cutoff())
+        return row[0] if row else None
 
     async def remember_source(self, chat: ChatKey, source_id: str, digest: str) -> None:
-        row = {"platform": chat.platform, "source_id": source_id, "chat_id": chat.chat_id, "digest": digest,
-               "created": time.time()}
-        await self.history.write(lambda db: db.table("audio_sources").upsert(row, pk=("platform", "source_id")))
+        await self.history.execute(
+            "INSERT INTO audio_sources (platform, source_id, chat_id, digest, created) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (platform, source_id) DO UPDATE SET chat_id = excluded.chat_id, digest = excluded.digest, "
+            "created = excluded.created", chat.platform, source_id, chat.chat_id, digest, time.time())
 
     async def get(self, key: str, task: Task) -> Reply | None:
-        def find(db: sqlite_utils.Database) -> str | None:
-            row = db.execute("SELECT reply FROM answer_cache WHERE key = ? AND created >= ?",
-                             [key, self._cutoff()]).fetchone()
-            return row[0] if row else None
-        raw = await self.history.read(find)
-        return _decode(raw, task) if raw is not None else None
+        row = await self.history.fetchone("SELECT reply FROM answer_cache WHERE key = ? AND created >= ?",
+                                          key, self._cutoff())
+        return _decode(row[0], task) if row is not None else None
 
     async def put(self, key: str, chat: ChatKey, reply: Reply) -> None:
         now = time.time()
-        row = {"key": key, "platform": chat.platform, "chat_id": chat.chat_id, "reply": _encode(reply),
-               "created": now}
         prune = now - self._pruned > PRUNE_EVERY
         if prune:
             self._pruned = now
 
-        def store(db: sqlite_utils.Database) -> None:
-            db.table("answer_cache").upsert(row, pk="key")
+        async with self.history.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO answer_cache (key, platform, chat_id, reply, created) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET platform = excluded.platform, chat_id = excluded.chat_id, "
+                "reply = excluded.reply, created = excluded.created",
+                key, chat.platform, chat.chat_id, _encode(reply), now)
             if prune:
-                self._prune(db)
-        await self.history.write(store)
+                await self._prune(tx)
 
     async def prune(self) -> int:
         """Delete what has outlived EARSHOT_CACHE_DAYS; the count deleted."""
-        return await self.history.write(self._prune)
+        async with self.history.transaction() as tx:
+            return await self._prune(tx)
 
-    def _prune(self, db: sqlite_utils.Database) -> int:
+    async def _prune(self, q: Queries) -> int:
         cutoff = self._cutoff()
-        return (db.execute("DELETE FROM answer_cache WHERE created < ?", [cutoff]).rowcount
-                + db.execute("DELETE FROM audio_sources WHERE created < ?", [cutoff]).rowcount)
+        return (await q.execute("DELETE FROM answer_cache WHERE created < ?", cutoff)
+                + await q.execute("DELETE FROM audio_sources WHERE created < ?", cutoff))

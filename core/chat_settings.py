@@ -14,28 +14,26 @@ class ChatSettings:
 
     async def set_voice(self, chat: ChatKey, voice: str | None) -> None:
         """Speak this chat's answers in `voice`, or (None) answer in text."""
-        await self.db.write(lambda conn: conn.execute(
+        await self.db.execute(
             "INSERT INTO chat_settings (platform, chat_id, voice, updated) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (platform, chat_id) DO UPDATE SET voice = excluded.voice, updated = excluded.updated",
-            [chat.platform, chat.chat_id, voice or "", time.time()]))
+            chat.platform, chat.chat_id, voice or "", time.time())
 
     async def voice(self, chat: ChatKey) -> str | None:
         """The voice this chat's answers are spoken in, or None for text."""
-        row = await self.db.read(lambda conn: conn.execute(
-            "SELECT voice FROM chat_settings WHERE platform = ? AND chat_id = ?",
-            [chat.platform, chat.chat_id]).fetchone())
+        row = await self.db.fetchone("SELECT voice FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                                     chat.platform, chat.chat_id)
         return (row[0] or None) if row else None
 
     async def set_lang(self, chat: ChatKey, code: str | None) -> None:
         """Speak `code` (a core.i18n.LANGUAGES code) in this chat, or (None) each person's app language."""
-        await self.db.write(lambda conn: conn.execute(
+        await self.db.execute(
             "INSERT INTO chat_settings (platform, chat_id, lang, updated) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (platform, chat_id) DO UPDATE SET lang = excluded.lang, updated = excluded.updated",
-            [chat.platform, chat.chat_id, code or "", time.time()]))
+            chat.platform, chat.chat_id, code or "", time.time())
 
     async def lang(self, chat: ChatKey) -> str | None:
         """The language this chat chose with /lang, or None."""
-        row = await self.db.read(lambda conn: conn.execute(
-            "SELECT lang FROM chat_settings WHERE platform = ? AND chat_id = ?",
-            [chat.platform, chat.chat_id]).fetchone())
+        row = await self.db.fetchone("SELECT lang FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                                     chat.platform, chat.chat_id)
         return (row[0] or None) if row else None

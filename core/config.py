@@ -10,6 +10,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import pg
 from .catalog import ModelInfo, model_info
 
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
@@ -66,7 +67,8 @@ class Settings(BaseSettings):
     model_seconds: float | None = Field(None, gt=0, **_env("EARSHOT_MODEL_SECONDS"))
     model_context: int | None = Field(None, gt=0, **_env("EARSHOT_MODEL_CONTEXT"))
     voice: str = Field("Cherry", min_length=1, **_env("EARSHOT_VOICE"))
-    db_path: Path = Field(default_factory=default_db_path, **_env("EARSHOT_DB"))
+    # a file path (SQLite), or a postgresql://… connection string, kept as the string it is
+    db_path: Path | str = Field(default_factory=default_db_path, **_env("EARSHOT_DB"))
     # DEBUG, INFO, WARNING…; unset: INFO for the bots, quiet for one-shot commands (secrets are masked at any level)
     log_level: str | None = Field(None, **_env("EARSHOT_LOG_LEVEL"))
     # "json": one JSON object per log line, for log collectors
@@ -128,6 +130,14 @@ class Settings(BaseSettings):
             return tuple(dict.fromkeys(normalise_id(v) for v in value if str(v).strip() not in ("", "@")))
         return value
 
+    @field_validator("db_path", mode="before")
+    @classmethod
+    def _db_target(cls, value: object) -> object:
+        # a connection string stays a string (a Path would fold its "//"); anything else is a file
+        if isinstance(value, str) and not pg.is_url(value):
+            return Path(value)
+        return value
+
     @field_validator("slack_reaction", mode="before")
     @classmethod
     def _emoji_name(cls, value: object) -> object:
@@ -168,7 +178,10 @@ class Settings(BaseSettings):
         return int(self.max_file_mb * 1024 * 1024)
 
     def secrets(self) -> list[str]:
-        """Every secret value set, for log redaction."""
+        """Every secret value set, for log redaction (the database's connection string and its password too)."""
         fields = (self.dashscope_api_key, self.openai_api_key, self.telegram_bot_token, self.slack_bot_token,
                   self.slack_signing_secret, self.slack_app_token)
-        return [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
+        found = [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
+        if isinstance(self.db_path, str):
+            found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]
+        return found

@@ -1,8 +1,13 @@
-"""The database: one SQLite file shared by every store, through sqlite-utils.
+"""The database every store shares: one SQLite file (the default), or PostgreSQL when replicas share work.
 
-All database work runs on one dedicated thread: sqlite3 connections are bound to the thread that
-made them, and one writer per process keeps ordering simple. WAL and a busy timeout make several
-processes (the Telegram bot, the Slack app, the CLI) safe on one file.
+Stores speak one small async API, the same on both engines: `await db.fetch(sql, *args)` (rows as tuples),
+`await db.fetchone(...)`, `await db.execute(...)` (the row count), and `async with db.transaction() as tx`
+(the same three calls on `tx`, committed together). SQL is plain and portable: `?` placeholders (translated
+for psycopg), `ON CONFLICT`, `RETURNING`, no engine-only helpers.
+
+SQLite: all work runs on one dedicated thread (sqlite3 connections are bound to the thread that made them)
+and writes go one at a time (an asyncio lock, then BEGIN IMMEDIATE); WAL and a busy timeout make several
+processes (the Telegram bot, the Slack app, the CLI) safe on one file. PostgreSQL: core.pg, an async pool.
 """
 from __future__ import annotations
 
@@ -10,15 +15,15 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
-from . import messages
+from . import messages, pg
 from .errors import StorageError
 from .schema import migrations
 
@@ -26,21 +31,64 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class Database:
-    """The SQLite file: its connection, its migrations, and the one thread all work on it runs on.
+Row = tuple[Any, ...]
 
-    Stores keep their own SQL and reach the file only through `read(fn)` and `write(fn)`: fn(conn) runs off
-    the event loop, `write` inside one transaction that takes the write lock first (BEGIN IMMEDIATE).
-    Keep that SQL plain (`?` parameters, no engine-only helpers where plain SQL works), so another engine
-    can stand behind the same two calls."""
+
+class Queries(Protocol):
+    """What a store runs its SQL through: the Database itself, or a transaction of it."""
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, *args: object) -> Row | None: ...
+
+    async def execute(self, sql: str, *args: object) -> int: ...
+
+
+class _SqliteTx:
+    """Statements inside an SQLite transaction: on the database's thread, the write lock already held."""
+
+    def __init__(self, owner: Database) -> None:
+        self._owner = owner
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        return await self._owner.run(lambda: self._owner.db.execute(sql, args).fetchall())
+
+    async def fetchone(self, sql: str, *args: object) -> Row | None:
+        return await self._owner.run(lambda: self._owner.db.execute(sql, args).fetchone())
+
+    async def execute(self, sql: str, *args: object) -> int:
+        return await self._owner.run(lambda: self._owner.db.execute(sql, args).rowcount)
+
+
+class Database:
+    """The store every other store shares: an SQLite file, or a PostgreSQL database (`postgresql://…`).
+
+    Stores keep their own SQL and reach the database through fetch/fetchone/execute/transaction (module
+    docstring). On SQLite, `read(fn)`, `write(fn)` and `run(fn)` still hand fn the sqlite-utils database on its
+    thread (for tools and tests that look inside); PostgreSQL has no such thing."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        self.url: str | None = str(path) if pg.is_url(path) else None
+        self.path = Path("postgresql") if self.url else Path(path)
+        self._pg = pg.PgEngine(self.url) if self.url else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="earshot-db")
         self._db: sqlite_utils.Database | None = None
+        self._writing: asyncio.Lock | None = None
+
+    @property
+    def engine(self) -> str:
+        return "postgresql" if self._pg else "sqlite"
+
+    @property
+    def where(self) -> str:
+        """Where the data is, safe to show (a connection string without its password)."""
+        return pg.masked(self.url) if self.url else str(self.path)
 
     async def open(self) -> None:
         """Open (and create or migrate) the file; StorageError with what to fix when it can't be used."""
+        if self._pg is not None:
+            await self._open_pg()
+            return
         try:
             await self.run(self._open)
         except (OSError, sqlite3.Error) as err:
@@ -74,7 +122,27 @@ class Database:
         with self._write():
             migrations.apply(self._db)
 
+    async def pending_migrations(self) -> list[str]:
+        """Migrations this earshot knows that the database lacks."""
+        if self._pg is not None:
+            return await self._pg.pending()
+        return await self.run(lambda: [m.name for m in migrations.pending(self.db)])
+
+    async def _open_pg(self) -> None:
+        assert self._pg is not None
+        try:
+            await self._pg.open()
+        except Exception as err:
+            # psycopg's messages may quote the connection string: say what failed, never the password
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            secret = pg.password_of(self.url or "")
+            for text in filter(None, (self.url, secret)):
+                reason = reason.replace(text, "***")
+            raise StorageError(messages.DB_POSTGRES_UNUSABLE.format(where=self.where, reason=reason[:300])) from None
+
     async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
         if self._db is not None:
             await self.run(self._db.close)
             self._db = None
@@ -103,16 +171,83 @@ class Database:
         return self._db
 
     # --- what stores use ---------------------------------------------------------------------------
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        if self._pg is not None:
+            async with self._pg.connection() as tx:
+                return await tx.fetch(sql, *args)
+        async with self._write_lock():     # not inside another's open transaction: only committed rows
+            return await self.run(lambda: self.db.execute(sql, args).fetchall())
+
+    async def fetchone(self, sql: str, *args: object) -> Row | None:
+        if self._pg is not None:
+            async with self._pg.connection() as tx:
+                return await tx.fetchone(sql, *args)
+        async with self._write_lock():
+            return await self.run(lambda: self.db.execute(sql, args).fetchone())
+
+    async def execute(self, sql: str, *args: object) -> int:
+        """One statement, committed; the rows it touched."""
+        if self._pg is not None:
+            async with self._pg.connection() as tx:
+                return await tx.execute(sql, *args)
+        return await self.write(lambda db: db.execute(sql, args).rowcount)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        """Statements committed together (or not at all); on SQLite the write lock is taken first."""
+        if self._pg is not None:
+            async with self._pg.transaction() as tx:
+                yield tx
+            return
+        async with self._write_lock():
+            await self.run(self.db.execute, "BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(self)
+            except BaseException:
+                await asyncio.shield(self.run(self.db.execute, "ROLLBACK"))
+                raise
+            await asyncio.shield(self.run(self.db.execute, "COMMIT"))
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """True when this process, alone among those on the database, may do the work called `name` for the
+        block; False when another holds it now (skip the work: that one does it). PostgreSQL: a transaction-
+        scoped advisory lock, let go with the block (or when its holder dies). SQLite: always True (one
+        process per platform shares a file)."""
+        if self._pg is None:
+            yield True
+            return
+        async with self._pg.transaction() as tx:
+            row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?)", pg.lock_key(name))
+            yield bool(row and row[0])
+
+    @asynccontextmanager
+    async def _write_lock(self) -> AsyncIterator[None]:
+        # one writer at a time on the one connection: a transaction spans awaits, and another write must
+        # not start (or land) inside it
+        if self._writing is None:
+            self._writing = asyncio.Lock()
+        async with self._writing:
+            yield
+
+    def _sqlite_only(self, what: str) -> None:
+        if self._pg is not None:
+            raise RuntimeError(f"{what} is for SQLite; use fetch/execute/transaction")
+
     async def read(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """fn(db) on the store's thread."""
+        self._sqlite_only("read(fn)")
         return await self.run(lambda: fn(self.db))
 
     async def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """fn(db) on the store's thread, in one write transaction."""
+        self._sqlite_only("write(fn)")
+
         def run() -> T:
             with self._write():
                 return fn(self.db)
-        return await self.run(run)
+        async with self._write_lock():
+            return await self.run(run)
 
     async def forget_chat(self, platform: str, chat_id: str) -> int:
         """Delete every row of every table that belongs to the chat (all its threads); the count deleted.
@@ -120,6 +255,17 @@ class Database:
         Tables are found by their columns, so tables added later are covered without a change here.
         Freed pages are overwritten (secure_delete), so the words don't linger in the file.
         """
+        if self._pg is not None:
+            deleted = 0
+            tables = await self._pg.chat_tables()
+            async with self.transaction() as tx:
+                for name, has_platform in tables:
+                    where, args = "chat_id = ?", [chat_id]
+                    if has_platform:
+                        where, args = where + " AND platform = ?", args + [platform]
+                    deleted += await tx.execute(f"DELETE FROM {pg.safe_name(name)} WHERE {where}", *args)
+            return deleted
+
         def forget() -> int:
             self.db.execute("PRAGMA secure_delete = ON")
             deleted = 0
@@ -134,21 +280,18 @@ class Database:
                     deleted += self.db.execute(f"DELETE FROM [{table.name}] WHERE {where}", args).rowcount
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")   # the WAL held the deleted rows too
             return deleted
-        return await self.run(forget)
+        async with self._write_lock():
+            return await self.run(forget)
 
     async def prune(self, history_before: float, events_before: float) -> dict[str, int]:
         """The retention sweep's entry point (core.digest runs it hourly): delete turns and latest-audio notes
         older than `history_before`, and seen events older than `events_before` (they only recognise
         redeliveries and say a refusal once a day); counts by table."""
-        def prune() -> dict[str, int]:
-            with self._write():
-                return {
-                    "turns": self.db.execute("DELETE FROM turns WHERE created < ?", [history_before]).rowcount,
-                    "recent_audio": self.db.execute("DELETE FROM recent_audio WHERE created < ?",
-                                                    [history_before]).rowcount,
-                    "seen_events": self.db.execute("DELETE FROM seen_events WHERE created < ?",
-                                                   [events_before]).rowcount,
-                }
-        return await self.run(prune)
+        async with self.transaction() as tx:
+            return {
+                "turns": await tx.execute("DELETE FROM turns WHERE created < ?", history_before),
+                "recent_audio": await tx.execute("DELETE FROM recent_audio WHERE created < ?", history_before),
+                "seen_events": await tx.execute("DELETE FROM seen_events WHERE created < ?", events_before),
+            }
 
     # --- turns ----------------------------------------------------------------------------

@@ -490,7 +490,14 @@ class DigestService:
                 pass
 
     async def tick(self, platform: str, post: Post) -> float | None:
-        """One pass: purge if it's time, post the digests that are due. Returns when the next one is due."""
+        """One pass: purge if it's time, post the digests that are due. Returns when the next one is due.
+        Processes sharing a PostgreSQL database take turns: one passes, the others skip (and look again)."""
+        async with self.store.exclusive(f"digests:{platform}") as mine:
+            if not mine:
+                return None
+            return await self._tick(platform, post)
+
+    async def _tick(self, platform: str, post: Post) -> float | None:
         now = self.clock()
         if now - self._last_purge >= PURGE_EVERY:
             await self.purge()

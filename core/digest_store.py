@@ -5,10 +5,9 @@ Digests belong to a whole chat (all its topics or threads), so chats are keyed b
 """
 from __future__ import annotations
 
-import sqlite3
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-
-import sqlite_utils
+from typing import Any
 
 from .db import Database
 from .models import ChatKey, Usage
@@ -56,7 +55,7 @@ _CHAT_FIELDS = ("platform", "chat_id", "enabled", "daily", "tz", "post_thread", 
                 "last_scheduled", "last_digest", "last_note")
 
 
-def _chat(row: sqlite3.Row | tuple) -> ChatDigest:
+def _chat(row: tuple[Any, ...]) -> ChatDigest:
     values = dict(zip(_CHAT_FIELDS, row, strict=True))
     return ChatDigest(**{**values, "enabled": bool(values["enabled"]), "daily": values["daily"] or "",
                          "tz": values["tz"] or "UTC", "post_thread": values["post_thread"] or "",
@@ -71,66 +70,67 @@ class DigestStore:
 
     # --- settings per chat --------------------------------------------------------------------
     async def chat(self, platform: str, chat_id: str) -> ChatDigest:
-        def find(db: sqlite_utils.Database) -> ChatDigest:
-            row = db.execute(f"SELECT {', '.join(_CHAT_FIELDS)} FROM digest_chats WHERE platform = ? "
-                             "AND chat_id = ?", [platform, chat_id]).fetchone()
-            return _chat(row) if row else ChatDigest(platform, chat_id)
-        return await self._h.read(find)
+        row = await self._h.fetchone(f"SELECT {', '.join(_CHAT_FIELDS)} FROM digest_chats WHERE platform = ? "
+                                     "AND chat_id = ?", platform, chat_id)
+        return _chat(row) if row else ChatDigest(platform, chat_id)
 
     async def update(self, platform: str, chat_id: str, now: float, **values: object) -> None:
         """Create the chat's row if needed and set the given columns."""
-        def upsert(db: sqlite_utils.Database) -> None:
-            db.table("digest_chats").upsert({"platform": platform, "chat_id": chat_id, "updated": now, **values},
-                                      pk=("platform", "chat_id"))
-        await self._h.write(upsert)
+        columns = ["updated", *values]
+        unknown = set(columns) - set(_CHAT_FIELDS) - {"updated"}
+        if unknown:
+            raise ValueError(f"no such digest setting: {', '.join(sorted(unknown))}")
+        await self._h.execute(
+            f"INSERT INTO digest_chats (platform, chat_id, {', '.join(columns)}) "
+            f"VALUES (?, ?{', ?' * len(columns)}) ON CONFLICT (platform, chat_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in columns), platform, chat_id, now, *values.values())
 
     async def scheduled(self, platform: str) -> list[ChatDigest]:
         """Chats of this platform with digests on and a daily time set."""
-        def find(db: sqlite_utils.Database) -> list[ChatDigest]:
-            rows = db.execute(f"SELECT {', '.join(_CHAT_FIELDS)} FROM digest_chats WHERE platform = ? "
-                              "AND enabled = 1 AND daily != ''", [platform]).fetchall()
-            return [_chat(r) for r in rows]
-        return await self._h.read(find)
+        rows = await self._h.fetch(f"SELECT {', '.join(_CHAT_FIELDS)} FROM digest_chats WHERE platform = ? "
+                                   "AND enabled = 1 AND daily != ''", platform)
+        return [_chat(r) for r in rows]
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Database.exclusive: one process at a time on the database does the work called `name`."""
+        return self._h.exclusive(name)
 
     # --- voice notes --------------------------------------------------------------------------
     async def add_note(self, note: VoiceNote, created: float, *, job_id: int | None = None) -> bool:
         """Store a note; False if this message was stored already, or if `job_id` (the listening job it
         came from) is gone: the chat was forgotten while it was being transcribed."""
-        def insert(db: sqlite_utils.Database) -> bool:
-            if job_id is not None and db.execute("SELECT 1 FROM jobs WHERE id = ?", [job_id]).fetchone() is None:
+        async with self._h.transaction() as tx:
+            if job_id is not None and await tx.fetchone("SELECT 1 FROM jobs WHERE id = ?", job_id) is None:
                 return False
-            cur = db.execute(
-                "INSERT OR IGNORE INTO voice_notes (platform, chat_id, thread_id, source_id, user_id, user_name, "
-                "sent, arrived, seconds, text, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [note.platform, note.chat_id, note.thread_id, note.source_id or None, note.user_id,
-                 note.user_name, note.sent, note.arrived, note.seconds, note.text, created])
-            return cur.rowcount == 1
-        return await self._h.write(insert)
+            return await tx.execute(
+                "INSERT INTO voice_notes (platform, chat_id, thread_id, source_id, user_id, user_name, "
+                "sent, arrived, seconds, text, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                note.platform, note.chat_id, note.thread_id, note.source_id or None, note.user_id,
+                note.user_name, note.sent, note.arrived, note.seconds, note.text, created) == 1
 
     async def listening_jobs(self, platform: str, chat_id: str) -> int:
         """Voice notes of the chat still waiting to be transcribed (core.runner jobs)."""
-        return await self._h.read(lambda db: db.execute(
+        row = await self._h.fetchone(
             "SELECT COUNT(*) FROM jobs WHERE platform = ? AND chat_id = ? AND task = 'listen' "
-            "AND state IN ('queued', 'running')", [platform, chat_id]).fetchone()[0])
+            "AND state IN ('queued', 'running')", platform, chat_id)
+        return int(row[0]) if row else 0
 
     async def notes(self, platform: str, chat_id: str, since: float, until: float, *,
                     after_id: int = 0) -> list[VoiceNote]:
         """Notes sent in (since, until] and stored after note `after_id`, oldest first."""
-        def find(db: sqlite_utils.Database) -> list[VoiceNote]:
-            rows = db.execute(
-                "SELECT platform, chat_id, sent, seconds, text, user_id, user_name, thread_id, source_id, id "
-                "FROM voice_notes WHERE platform = ? AND chat_id = ? AND sent > ? AND sent <= ? AND id > ? "
-                "ORDER BY sent, arrived, id", [platform, chat_id, since, until, after_id]).fetchall()
-            return [VoiceNote(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], source_id=r[8] or "", id=r[9])
-                    for r in rows]
-        return await self._h.read(find)
+        rows = await self._h.fetch(
+            "SELECT platform, chat_id, sent, seconds, text, user_id, user_name, thread_id, source_id, id "
+            "FROM voice_notes WHERE platform = ? AND chat_id = ? AND sent > ? AND sent <= ? AND id > ? "
+            "ORDER BY sent, arrived, id", platform, chat_id, since, until, after_id)
+        return [VoiceNote(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], source_id=r[8] or "", id=r[9])
+                for r in rows]
 
     async def purge(self, before: float) -> int:
         """Delete notes stored before `before`; the count deleted."""
-        def delete(db: sqlite_utils.Database) -> int:
-            db.execute("PRAGMA secure_delete = ON")
-            return db.execute("DELETE FROM voice_notes WHERE created < ?", [before]).rowcount
-        return await self._h.write(delete)
+        if self._h.engine == "sqlite":
+            await self._h.run(self._h.db.execute, "PRAGMA secure_delete = ON")   # freed pages overwritten
+        return await self._h.execute("DELETE FROM voice_notes WHERE created < ?", before)
 
     async def record_usage(self, chat: ChatKey, user_id: str | None, usage: Usage, now: float, *,
                            role: str, audio_seconds: float | None = None) -> None:

@@ -45,35 +45,33 @@ class HistoryStore(Database):
         """Store a user turn and the answer to it (with what it cost) in one transaction."""
         now = time.time()
 
-        def add(conn: object) -> None:
-            insert_in(conn, chat, user_id, "user", user_text, Usage(), now, audio_seconds)
-            insert_in(conn, chat, user_id, "assistant", answer, usage, now)
-        await self.write(add)
+        async with self.transaction() as tx:
+            await insert_in(tx, chat, user_id, "user", user_text, Usage(), now, audio_seconds)
+            await insert_in(tx, chat, user_id, "assistant", answer, usage, now)
 
     async def recent_turns(self, chat: ChatKey, limit: int) -> list[Turn]:
         """The chat's last `limit` turns, oldest first."""
-        rows = await self.read(lambda conn: conn.execute(
+        rows = await self.fetch(
             "SELECT role, text FROM turns WHERE platform = ? AND chat_id = ? AND thread_id = ? "
-            "AND role IN ('user', 'assistant') ORDER BY id DESC LIMIT ?", [*_key(chat), limit]).fetchall())
+            "AND role IN ('user', 'assistant') ORDER BY id DESC LIMIT ?", *_key(chat), limit)
         return [Turn(role, text) for role, text in reversed(rows)]
 
     async def reset(self, chat: ChatKey) -> None:
         # usage survives a reset (it is what budgets count), so only the words are cleared
-        await self.write(lambda conn: conn.execute(
+        await self.execute(
             "UPDATE turns SET text = '', role = 'cleared' WHERE platform = ? AND chat_id = ? AND thread_id = ?",
-            _key(chat)))
+            *_key(chat))
 
     # --- the chat's latest audio ------------------------------------------------------------
     async def remember_audio(self, chat: ChatKey, ref: str) -> None:
-        await self.write(lambda conn: conn.execute(
+        await self.execute(
             "INSERT INTO recent_audio (platform, chat_id, thread_id, ref, created) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (platform, chat_id, thread_id) DO UPDATE SET ref = excluded.ref, created = excluded.created",
-            [*_key(chat), ref, time.time()]))
+            *_key(chat), ref, time.time())
 
     async def latest_audio(self, chat: ChatKey) -> str | None:
-        row = await self.read(lambda conn: conn.execute(
-            "SELECT ref FROM recent_audio WHERE platform = ? AND chat_id = ? AND thread_id = ?",
-            _key(chat)).fetchone())
+        row = await self.fetchone("SELECT ref FROM recent_audio WHERE platform = ? AND chat_id = ? AND thread_id = ?",
+                                  *_key(chat))
         return row[0] if row else None
 
     # --- handed to the focused stores ---------------------------------------------------------

@@ -23,9 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
-from .db import Database
+from .db import Database, Queries
 from .models import ChatKey, Part, Reply, Sender, Speech, Task, Usage
 
 MAX_FAULTS = 3              # crashes or unexpected errors before a job is given up (a poison file can't loop)
@@ -147,7 +145,15 @@ def encode_outcome(outcome: Reply | Failure | None) -> str | None:
                        **({"speech": speech} if speech else {})}, ensure_ascii=False)
 
 
-def _job(row: dict[str, Any]) -> Job:
+_COLUMNS = ("id", "key", "platform", "chat_id", "thread_id", "user_id", "sender", "message_ref", "file_ref", "task",
+            "text", "state", "attempts", "faults", "last_error", "notified", "created", "updated", "next_attempt",
+            "outcome", "delivered", "delivery_attempts", "progress_ref", "owner", "lease_until", "lang")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+
+
+def _job(values: tuple[Any, ...]) -> Job:
+    row = dict(zip(_COLUMNS, values, strict=True))
+    row.pop("owner"), row.pop("lease_until")     # the claim's, not the job's: see JobStore.claim
     sender = Sender(**json.loads(row["sender"])) if row.get("sender") else Sender()
     return Job(
         id=row["id"], key=row["key"], chat=ChatKey(row["platform"], row["chat_id"], row["thread_id"] or None),
@@ -159,8 +165,8 @@ def _job(row: dict[str, Any]) -> Job:
         lang=row.get("lang") or None)
 
 
-def _one(db: sqlite_utils.Database, job_id: int) -> Job:
-    row = next(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]), None)
+async def _one(q: Queries, job_id: int) -> Job:
+    row = await q.fetchone(f"{_SELECT} WHERE id = ?", job_id)
     if row is None:
         raise JobGone(f"job {job_id} is gone")
     return _job(row)
@@ -180,19 +186,19 @@ class JobStore:
         platform, chat_id, thread_id = new.chat.platform, new.chat.chat_id, new.chat.thread_id or ""
         sender = json.dumps(dataclasses.asdict(new.sender))
 
-        def add(db: sqlite_utils.Database) -> tuple[Job, bool]:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
+        async with self.history.transaction() as tx:
+            added = await tx.execute(
+                "INSERT INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
                 "file_ref, task, text, state, created, updated, next_attempt, lang) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
-                 new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now, new.lang])
-            row = next(db.query("SELECT * FROM jobs WHERE platform = ? AND key = ?", [platform, new.key]))
-            return _job(row), cur.rowcount == 1
-        return await self.history.write(add)
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
+                new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now, new.lang)
+            row = await tx.fetchone(f"{_SELECT} WHERE platform = ? AND key = ?", platform, new.key)
+            assert row is not None
+            return _job(row), added == 1
 
     async def get(self, job_id: int) -> Job:
-        return await self.history.read(lambda db: _one(db, job_id))
+        return await _one(self.history, job_id)
 
     async def pending(self, platforms: Iterable[str]) -> list[Job]:
         """Jobs of these platforms still to work on or to deliver, oldest first."""
@@ -200,9 +206,9 @@ class JobStore:
         if not names:
             return []
         marks = ",".join("?" * len(names))
-        sql = (f"SELECT * FROM jobs WHERE platform IN ({marks}) AND (state IN ('queued', 'running') "
+        sql = (f"{_SELECT} WHERE platform IN ({marks}) AND (state IN ('queued', 'running') "
                f"OR (delivered IS NULL AND delivery_attempts < ?)) ORDER BY id")
-        return await self.history.read(lambda db: [_job(r) for r in db.query(sql, [*names, MAX_DELIVERIES])])
+        return [_job(r) for r in await self.history.fetch(sql, *names, MAX_DELIVERIES)]
 
     async def recover(self, platforms: Iterable[str]) -> int:
         """At start-up: jobs left running by a process that died go back to the queue, one fault more."""
@@ -211,17 +217,18 @@ class JobStore:
             return 0
         marks = ",".join("?" * len(names))
         now = self.clock()
-        return await self.history.write(lambda db: db.execute(
+        return await self.history.execute(
             f"UPDATE jobs SET state = 'queued', faults = faults + 1, updated = ?, next_attempt = ?, "
             f"last_error = 'interrupted: the process stopped while working on it' "
-            f"WHERE state = 'running' AND platform IN ({marks})", [now, now, *names]).rowcount)
+            # a job claimed under a lease (claim) is left to its lease: its holder may be alive elsewhere
+            f"WHERE state = 'running' AND lease_until IS NULL AND platform IN ({marks})", now, now, *names)
 
     async def prune(self) -> int:
         """Forget delivered jobs after a week: they are only kept to recognise a redelivered message."""
         cutoff = self.clock() - KEEP_FINISHED
-        return await self.history.write(lambda db: db.execute(
+        return await self.history.execute(
             "DELETE FROM jobs WHERE state IN ('done', 'failed', 'expired') AND updated < ? "
-            "AND (delivered IS NOT NULL OR delivery_attempts >= ?)", [cutoff, MAX_DELIVERIES]).rowcount)
+            "AND (delivered IS NOT NULL OR delivery_attempts >= ?)", cutoff, MAX_DELIVERIES)
 
     async def start(self, job_id: int) -> Job:
         """Mark it running, one attempt more: committed before the work starts."""
@@ -261,7 +268,56 @@ class JobStore:
     async def _update(self, job_id: int, assignments: str, *args: Any) -> Job:
         now = self.clock()
 
-        def update(db: sqlite_utils.Database) -> Job:
-            db.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*args, now, job_id])
-            return _one(db, job_id)
-        return await self.history.write(update)
+        async with self.history.transaction() as tx:
+            await tx.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", *args, now, job_id)
+            return await _one(tx, job_id)
+
+    # --- several processes on one database: claims and leases -----------------------------------------
+    async def claim(self, platforms: Iterable[str], owner: str, lease: float) -> Job | None:
+        """Take the next job any process may work on, for `lease` seconds, as `owner`; None when there is none.
+
+        A job is claimable when it is queued and due, or running under a lease that ran out (its holder died:
+        one fault more). Only the oldest unfinished job of a chat's lane (answers, or voice notes heard for
+        digests) is ever claimable, so one chat's jobs run one at a time, in order, whichever process runs
+        them. PostgreSQL: FOR UPDATE SKIP LOCKED, so processes claiming together never wait on each other nor
+        take the same job; SQLite: the write lock serialises claims.
+        """
+        names = sorted(set(platforms))
+        if not names:
+            return None
+        now = self.clock()
+        marks = ",".join("?" * len(names))
+        lock = " FOR UPDATE SKIP LOCKED" if self.history.engine == "postgresql" else ""
+        async with self.history.transaction() as tx:
+            row = await tx.fetchone(
+                f"SELECT id, state FROM jobs j WHERE platform IN ({marks}) "
+                "AND ((state = 'queued' AND COALESCE(next_attempt, 0) <= ?) "
+                "OR (state = 'running' AND lease_until IS NOT NULL AND lease_until < ?)) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.platform = j.platform AND o.chat_id = j.chat_id "
+                "AND o.thread_id = j.thread_id AND (o.task = 'listen') = (j.task = 'listen') "
+                "AND o.state IN ('queued', 'running') AND o.id < j.id) "
+                f"ORDER BY id LIMIT 1{lock}", *names, now, now)
+            if row is None:
+                return None
+            job_id, state = row
+            lost = ", faults = faults + 1, last_error = 'interrupted: its process stopped renewing its lease'"
+            await tx.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, owner = ?, lease_until = ?, updated = ?"
+                + (lost if state == JobState.RUNNING.value else "") + " WHERE id = ?",
+                owner, now + lease, now, job_id)
+            return await _one(tx, job_id)
+
+    async def renew(self, job_id: int, owner: str, lease: float) -> bool:
+        """Extend `owner`'s lease on a running job; False when it is no longer theirs (it ran out and another
+        process claimed it, or it finished): stop working on it."""
+        now = self.clock()
+        return await self.history.execute(
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ? AND state = 'running'",
+            now + lease, job_id, owner) == 1
+
+    async def holder(self, job_id: int) -> tuple[str | None, float | None]:
+        """Who holds the job's lease, and until when (None, None when nobody has claimed it)."""
+        row = await self.history.fetchone("SELECT owner, lease_until FROM jobs WHERE id = ?", job_id)
+        if row is None:
+            raise JobGone(f"job {job_id} is gone")
+        return row[0], row[1]

@@ -220,3 +220,6 @@ def text(message: str, lang: str | None, /, **fmt: object) -> str:
 def count(forms: Plural, n: float, lang: str | None) -> str:
     """"3 minutes" in a chat's language, for the {days}, {notes} and {minutes} of other messages."""
     return translator(lang).plural(forms, n)
+DB_POSTGRES_UNUSABLE = ("Can't use the PostgreSQL database at {where}: {reason}. Check EARSHOT_DB "
+                        "(postgresql://user:password@host:5432/name), that the server is up, and that the role "
+                        "may create tables.")

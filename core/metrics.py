@@ -110,12 +110,7 @@ async def refresh_jobs(history: Database) -> None:
     """Set earshot_jobs from the jobs table (on the store's thread; the loop never blocks on SQLite)."""
     metrics = enable()
 
-    def count(db: Any) -> dict[str, int]:
-        if "jobs" not in db.table_names():
-            return {}
-        return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
-
-    counts = await history.read(count)
+    counts = {str(state): int(n) for state, n in await history.fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
     for state in sorted(set(JOB_STATES) | set(counts)):
         metrics.jobs.labels(state).set(counts.get(state, 0))
 

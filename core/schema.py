@@ -1,59 +1,104 @@
-"""The database's tables, as numbered migrations applied in order (sqlite-utils); core.db applies them.
+"""The database's tables, as numbered migrations applied in order; core.db applies them, on either engine.
 
-Each store keeps its own SQL (core.history, core.jobs, core.digest_store, core.answer_cache, core.usage_ledger,
-core.seen_events, core.chat_settings); this is only where the tables come from.
+Each migration describes its tables once, through a small builder: on SQLite it becomes sqlite-utils calls
+(the same tables and index names as always, recorded in sqlite-utils' migrations table), on PostgreSQL the
+same columns with PostgreSQL's types (core.pg_schema). Each store keeps its own SQL (core.history, core.jobs,
+core.digest_store, core.answer_cache, core.usage_ledger, core.seen_events, core.chat_settings); this is only
+where the tables come from.
 """
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-migrations = Migrations("earshot")
+
+class Builder(Protocol):
+    def table(self, name: str, columns: Mapping[str, type], *, pk: str | tuple[str, ...],
+              not_null: Iterable[str] = (), defaults: Mapping[str, object] | None = None) -> None: ...
+
+    def index(self, table: str, columns: list[str], *, unique: bool = False) -> None: ...
+
+    def column(self, table: str, name: str, kind: type) -> None: ...
 
 
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.table("turns").create({
+Step = Callable[[Builder], None]
+STEPS: list[tuple[str, Step]] = []          # (name, step) in order: what both engines apply
+
+
+class SqliteBuilder:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def table(self, name: str, columns: Mapping[str, type], *, pk: str | tuple[str, ...],
+              not_null: Iterable[str] = (), defaults: Mapping[str, object] | None = None) -> None:
+        self.db.table(name).create(dict(columns), pk=pk, not_null=set(not_null),
+                                   defaults=dict(defaults) if defaults else None)
+
+    def index(self, table: str, columns: list[str], *, unique: bool = False) -> None:
+        self.db.table(table).create_index(columns, unique=unique)
+
+    def column(self, table: str, name: str, kind: type) -> None:
+        self.db.table(table).add_column(name, kind)
+
+
+migrations = Migrations("earshot")          # the SQLite record, under the names files already carry
+
+
+def step(fn: Step) -> Step:
+    STEPS.append((fn.__name__, fn))
+
+    def on_sqlite(db: sqlite_utils.Database) -> None:
+        fn(SqliteBuilder(db))
+    migrations(name=fn.__name__)(on_sqlite)
+    return fn
+
+
+@step
+def m001_initial(db: Builder) -> None:
+    db.table("turns", {
         "id": int, "platform": str, "chat_id": str, "thread_id": str, "user_id": str,
         "role": str, "text": str, "audio_seconds": float,
         "audio_tokens": int, "input_tokens": int, "output_tokens": int, "created": float,
     }, pk="id", not_null={"platform", "chat_id", "thread_id", "role", "text", "created"})
-    db.table("turns").create_index(["platform", "chat_id", "thread_id", "id"])
-    db.table("turns").create_index(["created"])
-    db.table("recent_audio").create({"platform": str, "chat_id": str, "thread_id": str, "ref": str, "created": float},
-                              pk=("platform", "chat_id", "thread_id"))
-    db.table("seen_events").create({"platform": str, "event_id": str, "created": float}, pk=("platform", "event_id"))
+    db.index("turns", ["platform", "chat_id", "thread_id", "id"])
+    db.index("turns", ["created"])
+    db.table("recent_audio", {"platform": str, "chat_id": str, "thread_id": str, "ref": str, "created": float},
+             pk=("platform", "chat_id", "thread_id"))
+    db.table("seen_events", {"platform": str, "event_id": str, "created": float}, pk=("platform", "event_id"))
 
 
-@migrations()
-def m002_digests(db: sqlite_utils.Database) -> None:
+@step
+def m002_digests(db: Builder) -> None:
     """Group digests: which chats opted in and when to post, and the voice notes heard there."""
-    db.table("digest_chats").create({
+    db.table("digest_chats", {
         "platform": str, "chat_id": str, "enabled": int, "daily": str, "tz": str, "post_thread": str,
         "scheduled_since": float, "last_scheduled": float, "last_digest": float, "last_note": int,
         "updated": float,
     }, pk=("platform", "chat_id"), not_null={"enabled"}, defaults={"enabled": 0, "daily": "", "tz": "UTC",
-                                                               "post_thread": "", "last_note": 0})
-    db.table("voice_notes").create({
+                                                                   "post_thread": "", "last_note": 0})
+    db.table("voice_notes", {
         "id": int, "platform": str, "chat_id": str, "thread_id": str, "source_id": str, "user_id": str,
         "user_name": str, "sent": float, "arrived": float, "seconds": float, "text": str, "created": float,
     }, pk="id", not_null={"platform", "chat_id", "sent", "text", "created"})
-    db.table("voice_notes").create_index(["platform", "chat_id", "sent"])
-    db.table("voice_notes").create_index(["platform", "chat_id", "source_id"], unique=True)
-    db.table("voice_notes").create_index(["created"])
+    db.index("voice_notes", ["platform", "chat_id", "sent"])
+    db.index("voice_notes", ["platform", "chat_id", "source_id"], unique=True)
+    db.index("voice_notes", ["created"])
 
 
-@migrations()
-def m003_usage_by_user(db: sqlite_utils.Database) -> None:
+@step
+def m003_usage_by_user(db: Builder) -> None:
     """Daily budgets sum a user's tokens across chats (core.access)."""
-    db.table("turns").create_index(["platform", "user_id", "created"])
-    db.table("turns").create_index(["platform", "chat_id", "created"])
+    db.index("turns", ["platform", "user_id", "created"])
+    db.index("turns", ["platform", "chat_id", "created"])
 
 
-@migrations()
-def m004_jobs(db: sqlite_utils.Database) -> None:
+@step
+def m004_jobs(db: Builder) -> None:
     """Durable work (core.jobs): each accepted request, stored before work starts, until its answer is sent."""
-    db.table("jobs").create({
+    db.table("jobs", {
         "id": int, "key": str, "platform": str, "chat_id": str, "thread_id": str, "user_id": str, "sender": str,
         "message_ref": str, "file_ref": str, "task": str, "text": str, "state": str, "attempts": int,
         "faults": int, "last_error": str, "notified": int, "created": float, "updated": float,
@@ -61,33 +106,42 @@ def m004_jobs(db: sqlite_utils.Database) -> None:
     }, pk="id", not_null={"key", "platform", "chat_id", "thread_id", "message_ref", "task", "state", "attempts",
                           "faults", "notified", "created", "updated", "delivery_attempts"},
        defaults={"thread_id": "", "attempts": 0, "faults": 0, "notified": 0, "delivery_attempts": 0})
-    db.table("jobs").create_index(["platform", "key"], unique=True)
-    db.table("jobs").create_index(["platform", "state"])
+    db.index("jobs", ["platform", "key"], unique=True)
+    db.index("jobs", ["platform", "state"])
 
 
-@migrations()
-def m005_chat_settings(db: sqlite_utils.Database) -> None:
+@step
+def m005_chat_settings(db: Builder) -> None:
     """Per-chat choices made with chat commands: the voice answers are spoken in ('' = text)."""
-    db.table("chat_settings").create({"platform": str, "chat_id": str, "voice": str, "updated": float},
-                               pk=("platform", "chat_id"), not_null={"voice"}, defaults={"voice": ""})
+    db.table("chat_settings", {"platform": str, "chat_id": str, "voice": str, "updated": float},
+             pk=("platform", "chat_id"), not_null={"voice"}, defaults={"voice": ""})
 
 
-@migrations()
-def m006_answer_cache(db: sqlite_utils.Database) -> None:
+@step
+def m006_answer_cache(db: Builder) -> None:
     """Answers kept by audio content (core.answer_cache). Each row names the chat whose audio put it there,
     so forgetting that chat (forget_chat finds tables by their chat_id column) deletes it too."""
-    db.table("answer_cache").create({
+    db.table("answer_cache", {
         "key": str, "platform": str, "chat_id": str, "reply": str, "created": float,
     }, pk="key", not_null={"platform", "chat_id", "reply", "created"})
-    db.table("answer_cache").create_index(["created"])
-    db.table("audio_sources").create({
+    db.index("answer_cache", ["created"])
+    db.table("audio_sources", {
         "platform": str, "source_id": str, "chat_id": str, "digest": str, "created": float,
     }, pk=("platform", "source_id"), not_null={"chat_id", "digest", "created"})
-    db.table("audio_sources").create_index(["created"])
+    db.index("audio_sources", ["created"])
 
 
-@migrations()
-def m007_languages(db: sqlite_utils.Database) -> None:
-    """The chat's language: chosen with /lang ('' = each person's app language), and the one a job was asked in."""
-    db.table("chat_settings").add_column("lang", str, not_null_default="")
-    db.table("jobs").add_column("lang", str)
+@step
+def m007_job_leases(db: Builder) -> None:
+    """Jobs claimed by one of several processes on one database (JobStore.claim): who holds the job, and until
+    when; a holder that stops renewing loses it to another."""
+    db.column("jobs", "owner", str)
+    db.column("jobs", "lease_until", float)
+    db.index("jobs", ["platform", "chat_id", "thread_id", "state"])
+
+
+@step
+def m008_languages(db: Builder) -> None:
+    """The chat's language, chosen with /lang (empty: each person's app language), and the one a job was asked in."""
+    db.column("chat_settings", "lang", str)
+    db.column("jobs", "lang", str)

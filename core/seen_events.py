@@ -12,12 +12,11 @@ class SeenEvents:
 
     async def claim(self, platform: str, event_id: str) -> bool:
         """True the first time an event id is seen, False after."""
-        return await self.db.write(lambda conn: conn.execute(
+        return await self.db.execute(
             "INSERT INTO seen_events (platform, event_id, created) VALUES (?, ?, ?) "
-            "ON CONFLICT (platform, event_id) DO NOTHING", [platform, event_id, time.time()]).rowcount == 1)
+            "ON CONFLICT (platform, event_id) DO NOTHING", platform, event_id, time.time()) == 1
 
     async def seen(self, platform: str, event_id: str) -> bool:
         """Whether `claim` has recorded this event, without claiming it."""
-        return await self.db.read(lambda conn: conn.execute(
-            "SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?",
-            [platform, event_id]).fetchone() is not None)
+        return await self.db.fetchone("SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?",
+                                      platform, event_id) is not None

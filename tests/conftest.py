@@ -27,6 +27,7 @@ from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served, Threaded
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
 from tests.fakes.telegram import FakeTelegram
+from tests.postgres import Cluster
 from tests.waiting import settled, until
 
 MODEL_KEY = "sk-test"                      # what the DashScope stand-in answers to
@@ -83,6 +84,8 @@ def settings_for(model: FakeDashScope, tmp_path: Path, /, *, telegram: FakeTeleg
     Telegram or Slack if given. Keyword arguments override any setting."""
     values: dict[str, Any] = {"dashscope_api_key": model.api_key, "dashscope_base_url": model.url + "/api/v1",
                               "db_path": tmp_path / "earshot.db"}
+    if os.environ.get("EARSHOT_DB", "").startswith("postgresql://"):   # the db_target fixture chose PostgreSQL
+        values["db_path"] = os.environ["EARSHOT_DB"]
     if telegram is not None:
         values |= {"telegram_bot_token": telegram.token, "telegram_api_base_url": telegram.url}
     if slack is not None:
@@ -274,3 +277,26 @@ def dm_clip(slack: FakeSlack, record: dict[str, Any], text: str = "") -> dict[st
     """Alice shares the file in her DM with the app."""
     return {"type": "message", "subtype": "file_share", "channel": DM, "channel_type": "im",
             "user": "U0ALICE", "text": text, "ts": slack.ts(), "files": [FakeSlack.event_file(record)]}
+
+
+# --- PostgreSQL: a throwaway cluster once per test run; stores' tests run on both engines ------------------
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The database a test's earshot uses: an SQLite file, or a fresh schema of the test cluster (EARSHOT_DB,
+    which settings_for follows too). Modules whose tests exercise the stores use it for every test."""
+    if request.param == "sqlite":
+        return str(tmp_path / "earshot.db")
+    url = request.getfixturevalue("postgres").fresh()
+    monkeypatch.setenv("EARSHOT_DB", url)
+    return url

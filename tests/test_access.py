@@ -20,6 +20,9 @@ from tests.fakes.slack import FakeSlack, event_body
 from tests.test_telegram import clip as tg_clip
 from tests.waiting import until
 
+# every test here runs on SQLite and on PostgreSQL (tests/conftest.py: db_target)
+pytestmark = pytest.mark.usefixtures("db_target")
+
 LONG_ANSWER = "word " * 600          # ~750 output tokens: one answer spends more than a small budget
 # 70 s with a tone in each 30 s part
 THREE_PARTS = tone_audio((0, 2), (440, 1), (0, 30), (660, 1), (0, 30), (880, 1), (0, 5), fmt="ogg")

@@ -9,6 +9,9 @@ from core.service import Assistant
 from tests.conftest import bot_running, settings_for
 from tests.test_telegram import clip
 
+# every test here runs on SQLite and on PostgreSQL (tests/conftest.py: db_target)
+pytestmark = pytest.mark.usefixtures("db_target")
+
 
 async def test_a_voice_note_forwarded_to_a_second_chat_is_answered_with_no_model_call(tmp_path):
     async with bot_running(tmp_path) as bot:
@@ -72,7 +75,7 @@ async def test_cache_days_zero_turns_it_off_and_old_answers_expire(model, tmp_pa
     assert len(model.calls) == 2
     async with Assistant(settings_for(model, tmp_path)) as assistant:
         await assistant.handle(Request(ChatKey("cli", "x"), Task.EVENTS, audio=audio))
-        await assistant.history.write(lambda db: db.execute("UPDATE answer_cache SET created = created - 8 * 86400"))
+        await assistant.history.execute("UPDATE answer_cache SET created = created - 8 * 86400")
         assert await assistant.cache.prune() == 1
         assert not (await assistant.handle(Request(ChatKey("cli", "x"), Task.EVENTS, audio=audio))).cached
     assert len(model.calls) == 4

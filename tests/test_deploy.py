@@ -154,3 +154,19 @@ def test_importing_the_cli_loads_no_chat_library_or_server():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_compose_postgres_variant_points_both_bots_at_its_own_postgres_service():
+    base = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    pg = yaml.safe_load((DEPLOY / "compose.postgres.yaml").read_text())
+    services = pg["services"]
+    db = services["postgres"]
+    assert db["image"].startswith("postgres:") and "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert db["volumes"][0].split(":")[0] in pg["volumes"]
+    assert db["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")   # from .env, never here
+    for name in ("telegram", "slack"):
+        assert name in base["services"]                     # it overrides the base file's bots
+        url = services[name]["environment"]["EARSHOT_DB"]
+        assert url.startswith("postgresql://earshot:${POSTGRES_PASSWORD") and url.endswith("@postgres:5432/earshot")
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "compose.postgres.yaml" in (DEPLOY / "compose.yaml").read_text()

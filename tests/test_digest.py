@@ -24,6 +24,9 @@ from tests.conftest import settings_for
 from tests.fakes.dashscope import MARKER, MODELS, TEXT_ONLY_MARKER, FakeDashScope, tone_audio
 from tests.waiting import until
 
+# every test here runs on SQLite and on PostgreSQL (tests/conftest.py: db_target)
+pytestmark = pytest.mark.usefixtures("db_target")
+
 GROUP = ChatKey("telegram", "-100555000111")
 OTHER = ChatKey("telegram", "-100999")
 
@@ -57,9 +60,19 @@ def echo_long(filler_chars: int):
     return reply
 
 
-def rows_mentioning(db_path: Path, value: str) -> dict[str, int]:
+def rows_mentioning(db_path: Path | str, value: str) -> dict[str, int]:
     """Rows in any table with `value` in any column."""
     found: dict[str, int] = {}
+    if isinstance(db_path, str) and db_path.startswith("postgresql://"):
+        from tests.postgres import rows
+        tables = [r["table_name"] for r in rows(db_path, "SELECT table_name FROM information_schema.tables "
+                                                         "WHERE table_schema = current_schema()")]
+        for table in tables:
+            n = rows(db_path, f"SELECT COUNT(*) AS n FROM {table} t WHERE strpos(CAST(t AS TEXT), ?) > 0",
+                     value)[0]["n"]
+            if n:
+                found[table] = n
+        return found
     with sqlite3.connect(db_path) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
@@ -307,13 +320,13 @@ async def test_forget_leaves_no_row_for_the_chat_in_any_table(assistant, model, 
         await ears.hear(chat, 440, "Ana", 1)
         await d.summary(chat)
         await assistant.history.remember_audio(ChatKey(chat.platform, chat.chat_id, "9"), "file-1")
-    assert rows_mentioning(tmp_path / "earshot.db", GROUP.chat_id)
+    assert rows_mentioning(assistant.settings.db_path, GROUP.chat_id)
     await d.respond(GROUP, parse_command("off"))
     said = await d.respond(GROUP, DigestCommand("forget"))
     assert said == messages.FORGOTTEN
-    assert rows_mentioning(tmp_path / "earshot.db", GROUP.chat_id) == {}
+    assert rows_mentioning(assistant.settings.db_path, GROUP.chat_id) == {}
     assert {"voice_notes", "digest_chats", "turns", "recent_audio"} <= set(
-        rows_mentioning(tmp_path / "earshot.db", OTHER.chat_id)), "other chats keep theirs"
+        rows_mentioning(assistant.settings.db_path, OTHER.chat_id)), "other chats keep theirs"
     assert not await d.listening(GROUP)
     await ears.runner.stop()
 

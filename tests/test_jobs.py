@@ -24,6 +24,9 @@ from tests.conftest import serving, settings_for
 from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope, tone_audio
 from tests.waiting import job_rows, until
 
+# every test here runs on SQLite and on PostgreSQL (tests/conftest.py: db_target)
+pytestmark = pytest.mark.usefixtures("db_target")
+
 PLATFORM = "test"
 
 
@@ -354,7 +357,7 @@ async def test_a_job_deleted_while_it_works_is_dropped(world: World):
     runner = await world.runner()
     await runner.submit(job(14))
     await asyncio.wait_for(world.platform.fetching.wait(), 5)
-    await world.assistant.history.write(lambda db: db.execute("DELETE FROM jobs"))   # the chat was forgotten
+    await world.assistant.history.execute("DELETE FROM jobs")   # the chat was forgotten
     world.platform.gate.set()
     await runner.drained()
     assert not world.platform.sent and not job_rows(world.settings.db_path)
@@ -437,8 +440,8 @@ async def test_slack_acks_an_event_only_after_its_job_is_stored(tmp_path: Path):
     from tests.conftest import dm_clip, slack_running
     from tests.fakes.slack import event_body
 
-    db = tmp_path / "earshot.db"
     async with slack_running(tmp_path, ds=FakeDashScope(latency=0.5)) as world:
+        db = world.settings.db_path
         slack, model = world.slack, world.model
         record = slack.add_file(CLIP, name="voice.ogg", mimetype="audio/ogg")
         event = dm_clip(slack, record)

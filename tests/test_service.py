@@ -14,6 +14,9 @@ from tests.audio_fixtures import make_clip
 from tests.conftest import settings_for
 from tests.fakes.dashscope import FREE_QUOTA, TEXT_ONLY_MARKER, FakeDashScope, heard
 
+# every test here runs on SQLite and on PostgreSQL (tests/conftest.py: db_target)
+pytestmark = pytest.mark.usefixtures("db_target")
+
 CHAT = ChatKey("telegram", "42")
 SHORT = [(440, 0.5, 1.0), (660, 2.0, 1.0)]
 # 70 s: tones well inside each 30 s window, and one (880 Hz) straddling the 30 s mark

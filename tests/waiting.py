@@ -41,6 +41,9 @@ def until_sync(predicate: Callable[[], Any], within: float = 20.0, what: str = "
 
 def job_rows(db: Path) -> list[dict[str, Any]]:
     """The jobs table as another process sees it: only what was committed."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        from tests.postgres import rows
+        return rows(db, "SELECT * FROM jobs ORDER BY id")
     if not Path(db).exists():            # connecting would create it
         return []
     conn = sqlite3.connect(db)
