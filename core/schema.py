@@ -91,3 +91,14 @@ def m007_languages(db: sqlite_utils.Database) -> None:
     """The chat's language: chosen with /lang ('' = each person's app language), and the one a job was asked in."""
     db.table("chat_settings").add_column("lang", str, not_null_default="")
     db.table("jobs").add_column("lang", str)
+
+
+@migrations()
+def m008_audio_refs(db: sqlite_utils.Database) -> None:
+    """Audio kept by reference for buttons under answers (core.audio_refs): token -> the chat and the file."""
+    db.table("audio_refs").create({
+        "token": str, "platform": str, "chat_id": str, "thread_id": str, "ref": str, "audio_id": str,
+        "created": float, "expires": float,
+    }, pk="token", not_null={"platform", "chat_id", "ref", "created", "expires"})
+    db.table("audio_refs").create_index(["platform", "chat_id", "ref"])
+    db.table("audio_refs").create_index(["expires"])
