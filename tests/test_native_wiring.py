@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 
+from bots.slack.blocks import HOME_LANGUAGE_ACTION, HOME_VOICE_ACTION
 from bots.telegram.buttons import callback_data, parse_callback
 from core import messages
 from core.app import Earshot
 from core.audio_ref_store import SqlAudioRefStore
 from core.audio_refs import AudioRef
+from core.history import HistoryStore
 from core.models import ChatKey, Task
-from tests.conftest import Harness, reply_to
+from tests.conftest import CHANNEL, Harness, World, answers, reply_to, slack_running
 from tests.fakes.dashscope import tone_audio
 from tests.waiting import until
 
@@ -85,3 +87,91 @@ async def test_references_are_kept_in_the_database_and_expire(tmp_path, model):
         await store.put(AudioRef("OldOldOldOld", "telegram", "9", "r", 1.0, time.time() - 1))
         assert await app.audio_refs.prune() == 1 and await store.get("OldOldOldOld") is None
         assert await app.history.forget_chat("telegram", "9") >= 1 and await store.get(token) is None
+
+
+# ---- Slack: shortcuts, the reaction, the Home tab, buttons under answers --------------------------------------
+
+class HistoryOpen:
+    """The app's database, opened beside it (WAL: another connection may read)."""
+
+    def __init__(self, path: object) -> None:
+        self.history = HistoryStore(str(path))
+
+    async def __aenter__(self) -> HistoryStore:
+        await self.history.open()
+        return self.history
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.history.close()
+
+
+def slack_clip(world: World, clip: bytes, channel: str = CHANNEL) -> dict:
+    record = world.slack.add_file(clip)
+    return world.slack.add_message(channel, {"user": "U0ALICE", "text": "listen", "files": [record]})
+
+
+def in_thread(world: World, ts: str, pattern: str = "440Hz") -> list[dict]:
+    return [p for p in answers(world.slack, pattern) if p.get("thread_ts") == ts]
+
+
+async def test_a_shortcut_on_a_clip_answers_in_its_thread_and_its_buttons_ask_again(world: World, clip: bytes):
+    message = slack_clip(world, clip)
+    r = await world.post(world.slack.shortcut("earshot_transcribe", CHANNEL, message["ts"]))
+    assert r.status_code == 200
+    await world.idle()
+    [answer] = in_thread(world, message["ts"])
+    assert len(world.model.calls) == 1
+    posted = world.slack.message(CHANNEL, answer["ts"])
+    assert any(b.get("type") == "actions" for b in posted["blocks"])          # buttons under the answer
+    r = await world.post(world.slack.press(CHANNEL, answer["ts"], "earshot_task_summarize"))
+    assert r.status_code == 200
+    await world.idle()
+    assert len(in_thread(world, message["ts"])) == 2 and len(world.model.calls) == 2
+    assert "summar" in " ".join(world.model.calls[-1].texts).lower()
+
+
+async def test_a_shortcut_on_a_message_without_a_clip_is_told_only_to_the_user(world: World):
+    message = world.slack.add_message(CHANNEL, {"user": "U0BOB", "text": "just words"})
+    await world.post(world.slack.shortcut("earshot_summarize", CHANNEL, message["ts"]))
+    assert [e["text"] for e in world.slack.ephemerals] == [messages.NOT_AUDIO] and not world.slack.posts
+
+
+async def test_two_people_reacting_get_one_transcript(world: World, clip: bytes):
+    message = slack_clip(world, clip)
+    await world.event(world.slack.react(CHANNEL, message["ts"], user="U0ALICE"))
+    await world.event(world.slack.react(CHANNEL, message["ts"], user="U0BOB"))
+    await world.idle()
+    await world.event(world.slack.react(CHANNEL, message["ts"], "thumbsup", user="U0CAROL"))
+    await world.idle()
+    assert len(in_thread(world, message["ts"])) == 1 and len(world.model.calls) == 1
+
+
+async def test_the_home_tab_is_published_and_its_controls_change_the_settings(tmp_path):
+    async with slack_running(tmp_path, model="qwen-omni-turbo") as world:       # a model that speaks
+        await home_tab_controls(world)
+
+
+async def test_spoken_answers_on_a_model_that_cannot_speak_say_why_and_stay_off(world: World):
+    await world.event(world.slack.home_opened("U0ALICE"))
+    await world.post(world.slack.press_home("U0ALICE", HOME_VOICE_ACTION, value="on"))
+    [voice] = [b for b in world.slack.home_views["U0ALICE"]["blocks"] if b.get("block_id") == "earshot_home_voice"]
+    assert voice["accessory"]["initial_option"]["value"] == "off"
+    assert [p["channel"] for p in world.slack.posts] == [world.slack.home_opened("U0ALICE")["channel"]]
+
+
+async def home_tab_controls(world: World) -> None:
+    await world.event(world.slack.home_opened("U0ALICE"))
+    view = world.slack.home_views["U0ALICE"]
+    assert "Your usage today" in str(view["blocks"])
+    r = await world.post(world.slack.press_home("U0ALICE", HOME_VOICE_ACTION, value="on"))
+    assert r.status_code == 200, r.text
+    assert not world.slack.posts, world.slack.posts
+    chat = ChatKey("slack", world.slack.home_opened("U0ALICE")["channel"], None)
+    async with HistoryOpen(world.settings.db_path) as history:
+        assert await history.settings.voice(chat) is not None
+    await world.post(world.slack.press_home("U0ALICE", HOME_LANGUAGE_ACTION, value="es"))
+    view = world.slack.home_views["U0ALICE"]
+    [voice] = [b for b in view["blocks"] if b.get("block_id") == "earshot_home_voice"]
+    [lang] = [b for b in view["blocks"] if b.get("block_id") == "earshot_home_language"]
+    assert voice["accessory"]["initial_option"]["value"] == "on"
+    assert lang["accessory"]["initial_option"]["value"] == "es"
