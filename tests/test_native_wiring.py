@@ -175,3 +175,25 @@ async def home_tab_controls(world: World) -> None:
     [lang] = [b for b in view["blocks"] if b.get("block_id") == "earshot_home_language"]
     assert voice["accessory"]["initial_option"]["value"] == "on"
     assert lang["accessory"]["initial_option"]["value"] == "es"
+
+
+async def test_a_shortcut_where_the_app_cannot_post_answers_through_its_response_url(world: World, clip: bytes):
+    message = slack_clip(world, clip)
+    world.slack.failures["chat.postMessage"] = "not_in_channel"
+    await world.post(world.slack.shortcut("earshot_transcribe", CHANNEL, message["ts"]))
+    await world.idle()
+    [response] = [r for r in world.slack.responses if "440Hz" in str(r)]
+    assert response["response_type"] == "ephemeral" and not world.slack.posts
+
+
+async def test_a_slack_button_on_forgotten_audio_tells_only_the_presser(world: World, clip: bytes):
+    message = slack_clip(world, clip)
+    await world.post(world.slack.shortcut("earshot_transcribe", CHANNEL, message["ts"]))
+    await world.idle()
+    [answer] = in_thread(world, message["ts"])
+    async with HistoryOpen(world.settings.db_path) as history:
+        await history.forget_chat("slack", CHANNEL)
+    await world.post(world.slack.press(CHANNEL, answer["ts"], "earshot_task_summarize", user="U0BOB"))
+    await world.idle()
+    assert [(e["user"], e["text"]) for e in world.slack.ephemerals] == [("U0BOB", messages.AUDIO_EXPIRED)]
+    assert len(world.model.calls) == 1

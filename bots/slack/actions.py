@@ -79,8 +79,8 @@ class SlackActions:
             return
         with self.earshot.jobs.reserve(chat) as slot:
             key = f"shortcut:{shortcut.trigger_id or shortcut.message_ts}"
-            if shortcut.response_url:      # the app can't post in the channel: answered through the response_url
-                self.handlers.job_callbacks.reply_through(key, shortcut.response_url)
+            if shortcut.response_url:      # the app can't post in the channel: only to the user
+                self.handlers.job_callbacks.reply_through(key, shortcut.response_url, ephemeral=True)
             tap = Tap(key, chat, sender, shortcut.task, _where(shortcut.channel_id, shortcut.thread_ts))
             await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[shortcut.file_ids[-1]]),
                              slot, say=lambda said: self._ephemeral(shortcut.channel_id, shortcut.user_id, said,

@@ -43,18 +43,20 @@ class SlackJobs:
         self.links = fetcher_for(settings)
         self.throttle = Throttle()                       # status edits per channel (core.progress)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
-        self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
+        self._response_urls: dict[str, tuple[str, bool]] = {}   # job key -> response_url, ephemeral (never stored)
         self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend,
                         audio_id=self._audio_id)
 
-    def reply_through(self, key: str, response_url: str) -> None:
-        """A slash command's job may answer through its response_url (kept in memory only: it is a secret)."""
-        self._response_urls[key] = response_url
+    def reply_through(self, key: str, response_url: str, *, ephemeral: bool = False) -> None:
+        """A slash command's job may answer through its response_url (kept in memory only: it is a secret);
+        ephemeral: shown only to the one who asked (a message shortcut where the app can't post)."""
+        self._response_urls[key] = (response_url, ephemeral)
 
     def _destination(self, job: Job) -> Destination:
         where = json.loads(job.message_ref)
-        return Destination(where["channel"], where.get("thread_ts"), self._response_urls.get(job.key))
+        url, ephemeral = self._response_urls.get(job.key, (None, False))
+        return Destination(where["channel"], where.get("thread_ts"), url, ephemeral)
 
     async def _fetch(self, job: Job) -> Audio:
         assert job.file_ref is not None
