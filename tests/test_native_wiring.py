@@ -2,6 +2,7 @@
 references they carry kept in the database."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bots.slack.blocks import HOME_LANGUAGE_ACTION, HOME_VOICE_ACTION
@@ -144,6 +145,21 @@ async def test_two_people_reacting_get_one_transcript(world: World, clip: bytes)
     await world.event(world.slack.react(CHANNEL, message["ts"], "thumbsup", user="U0CAROL"))
     await world.idle()
     assert len(in_thread(world, message["ts"])) == 1 and len(world.model.calls) == 1
+
+
+async def test_two_people_reacting_at_the_same_moment_get_one_transcript(world: World, clip: bytes):
+    message = slack_clip(world, clip)
+    await asyncio.gather(world.event(world.slack.react(CHANNEL, message["ts"], user="U0ALICE")),
+                         world.event(world.slack.react(CHANNEL, message["ts"], user="U0BOB")))
+    await world.idle()
+    assert len(in_thread(world, message["ts"])) == 1 and len(world.model.calls) == 1
+
+
+async def test_anyone_the_bot_answers_in_a_group_may_tap(bot: Harness):
+    answer = await transcript_with_buttons(bot, -304)
+    query = bot.tg.push_callback(-304, answer["message_id"], button_for(answer, Task.SENTIMENT), user_id=999)
+    assert reply_to((await bot.said(-304, 2))[1]) == answer["message_id"]
+    assert query in bot.tg.callback_answers
 
 
 async def test_the_home_tab_is_published_and_its_controls_change_the_settings(tmp_path):
