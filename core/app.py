@@ -14,6 +14,7 @@ What it holds, and who uses what (docs/architecture.md draws the flow):
 - chat_state: reset, usage, voice on/off (core.chat_state).
 - events: platform events already handled (core.seen_events): a redelivery is not answered twice.
 - jobs: the durable job runner (core.runner) the adapter registers its callbacks with and submits to.
+- audio_refs: short tokens for audio kept by reference (core.audio_refs), for buttons under answers.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 from .access import AccessPolicy
 from .answer_cache import AnswerCache
+from .audio_ref_store import SqlAudioRefStore
+from .audio_refs import AudioRefs
 from .chat_state import ChatState
 from .config import Settings
 from .digest import DigestService, Post
@@ -42,6 +45,7 @@ class Earshot:
     chat_state: ChatState
     events: SeenEvents
     jobs: JobRunner
+    audio_refs: AudioRefs
 
     @classmethod
     def build(cls, settings: Settings, *, client: ModelClient | None = None) -> Earshot:
@@ -53,7 +57,8 @@ class Earshot:
         # digests hear and summarise through the assistant's pipeline, over the same database, policy and cache
         digests = DigestService(assistant, history=history, access=access, cache=cache)
         return cls(settings, history, access, cache, assistant, digests, ChatState(assistant, access, history),
-                   SeenEvents(history), JobRunner(assistant, digests))
+                   SeenEvents(history), JobRunner(assistant, digests),
+                   AudioRefs(SqlAudioRefStore(history), keep_seconds=settings.history_days * 86400))
 
     async def open(self) -> Earshot:
         """Open the database (StorageError with what to fix when it can't be used)."""

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import messages, prompts, words
 from .access import DIGEST_TOO_COSTLY
+from .audio_ref_store import SqlAudioRefStore
 from .digest_store import ChatDigest, DigestStore, VoiceNote
 from .errors import AccessRefused, EarshotError
 from .i18n import LANGUAGES, Plural, best_language, translator
@@ -534,13 +535,15 @@ class DigestService:
 
     async def purge(self) -> int:
         """Delete transcripts older than EARSHOT_RETENTION_DAYS, chat history older than
-        EARSHOT_HISTORY_DAYS, finished jobs and seen events after a week. Returns the transcripts deleted."""
+        EARSHOT_HISTORY_DAYS, expired button references,
+        finished jobs and seen events after a week. Returns the transcripts deleted."""
         now = self.clock()
         deleted = await self.store.purge(now - self.settings.retention_days * DAY)
         if deleted:
             log.info("deleted %d expired voice-note transcript(s)", deleted)
         pruned = await self.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
         pruned["jobs"] = await JobStore(self.history, self.clock).prune()
+        pruned["audio_refs"] = await SqlAudioRefStore(self.history).delete_expired(now)
         if any(pruned.values()):
             log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
         if self.cache.enabled and (cached := await self.cache.prune()):

@@ -145,3 +145,14 @@ def m008_languages(db: Builder) -> None:
     """The chat's language, chosen with /lang (empty: each person's app language), and the one a job was asked in."""
     db.column("chat_settings", "lang", str)
     db.column("jobs", "lang", str)
+
+
+@step
+def m009_audio_refs(db: Builder) -> None:
+    """Audio kept by reference for buttons under answers (core.audio_refs): token -> the chat and the file."""
+    db.table("audio_refs", {
+        "token": str, "platform": str, "chat_id": str, "thread_id": str, "ref": str, "audio_id": str,
+        "created": float, "expires": float,
+    }, pk="token", not_null={"platform", "chat_id", "ref", "created", "expires"})
+    db.index("audio_refs", ["platform", "chat_id", "ref"])
+    db.index("audio_refs", ["expires"])

@@ -12,14 +12,17 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from core import messages, subtitles
+from core.audio_refs import AudioRefs
 from core.config import Settings
 from core.jobs import Job, Notice, Outcome, Undeliverable
 from core.links import fetcher_for
 from core.models import Audio, ProgressCallback, Reply, Speech
 from core.progress import Throttle
 from core.runner import JobRunner
+from core.taps import wants_buttons
 
 from . import render
+from .blocks import answer_actions
 from .convert import PLATFORM
 from .files import download, scope_error
 from .outbox import PASSING, Destination, Outbox, Status
@@ -31,26 +34,29 @@ log = logging.getLogger(__name__)
 class SlackJobs:
     """The runner's callbacks for Slack jobs."""
 
-    def __init__(self, runner: JobRunner, outbox: Outbox, settings: Settings) -> None:
+    def __init__(self, runner: JobRunner, outbox: Outbox, settings: Settings, refs: AudioRefs | None = None) -> None:
         self.outbox = outbox
+        self.refs = refs                                 # buttons under answers about audio need a token for it
         self.client = outbox.client
         self.http = outbox.http
         self.settings = settings
         self.links = fetcher_for(settings)
         self.throttle = Throttle()                       # status edits per channel (core.progress)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
-        self._response_urls: dict[str, str] = {}        # job key -> slash command response_url (never stored)
+        self._response_urls: dict[str, tuple[str, bool]] = {}   # job key -> response_url, ephemeral (never stored)
         self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend,
                         audio_id=self._audio_id)
 
-    def reply_through(self, key: str, response_url: str) -> None:
-        """A slash command's job may answer through its response_url (kept in memory only: it is a secret)."""
-        self._response_urls[key] = response_url
+    def reply_through(self, key: str, response_url: str, *, ephemeral: bool = False) -> None:
+        """A slash command's job may answer through its response_url (kept in memory only: it is a secret);
+        ephemeral: shown only to the one who asked (a message shortcut where the app can't post)."""
+        self._response_urls[key] = (response_url, ephemeral)
 
     def _destination(self, job: Job) -> Destination:
         where = json.loads(job.message_ref)
-        return Destination(where["channel"], where.get("thread_ts"), self._response_urls.get(job.key))
+        url, ephemeral = self._response_urls.get(job.key, (None, False))
+        return Destination(where["channel"], where.get("thread_ts"), url, ephemeral)
 
     async def _fetch(self, job: Job) -> Audio:
         assert job.file_ref is not None
@@ -80,6 +86,8 @@ class SlackJobs:
         self._response_urls.pop(job.key, None)
         if isinstance(outcome, Reply):
             payloads = render.messages(outcome.text, header=json.loads(job.message_ref).get("header"))
+            if (buttons := await self._buttons(job)) is not None:     # under the answer's last message
+                payloads[-1] = {**payloads[-1], "blocks": [*payloads[-1]["blocks"], buttons]}
         else:
             payloads = render.messages(outcome.text, plain=True)
         # a retried delivery goes on after the parts already posted
@@ -98,6 +106,13 @@ class SlackJobs:
                 await self._upload_transcript(job, dest, outcome)
                 posted[0] = step
         del self._posted[job.id]
+
+    async def _buttons(self, job: Job) -> dict[str, Any] | None:
+        """The other tasks for the same audio, under an answer about audio (.blocks.answer_actions)."""
+        if self.refs is None or job.file_ref is None or not wants_buttons(job.task, job.file_ref):
+            return None
+        token = await self.refs.mint(job.chat, job.file_ref, audio_id=self._audio_id(job))
+        return answer_actions(token, job.task)
 
     async def _upload_speech(self, dest: Destination, speech: Speech) -> None:
         """The spoken answer as an audio file in the thread, beside its text (files:write scope)."""

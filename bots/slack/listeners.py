@@ -28,6 +28,7 @@ from core.redelivery import Redeliveries
 from core.runner import Reservation
 
 from . import render
+from .actions import SlackActions
 from .convert import (
     PLATFORM,
     Command,
@@ -65,7 +66,7 @@ class Handlers:
         # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash;
         # the runner's callbacks for them are in .jobs
         self.jobs = app.jobs
-        self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings)
+        self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings, app.audio_refs)
         self.digests = SlackDigests(app.digests, self.outbox)   # `/earshot digest`, quiet listening in channels
         self.help = help_texts.slack_help(None, app.settings.retention_days)
 
@@ -77,6 +78,7 @@ class Handlers:
         app.event("message")(self.on_message)
         app.event("app_mention")(self.on_mention)
         app.command("/earshot")(self.on_command)
+        SlackActions(self).register(app)    # shortcuts, the reaction, the Home tab, buttons (.actions)
         # Acknowledge everything else (Slack retries unacknowledged events) and do nothing.
         app.event(re.compile(".*"))(self._ignore)
         app.action(re.compile(".*"))(self._ack_only)

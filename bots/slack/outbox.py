@@ -37,6 +37,7 @@ class Destination:
     channel: str
     thread_ts: str | None = None
     response_url: str | None = None
+    ephemeral: bool = False            # through response_url, shown only to the asker (a message shortcut)
 
 
 class Status:
@@ -110,7 +111,7 @@ class Outbox:
             except SlackApiError as err:
                 error = api_error(err)
                 if dest.response_url and error in CANNOT_POST:
-                    await self.respond(dest.response_url, payload)
+                    await self.respond(dest.response_url, payload, ephemeral=dest.ephemeral)
                     continue
                 scoped = scope_error(err, "refused to post an answer")
                 log.error("posting to Slack failed: %s", scoped.operator_message if scoped else error)
@@ -127,10 +128,11 @@ class Outbox:
             if posted is not None:
                 posted[0] = i + 1
 
-    async def respond(self, response_url: str, payload: dict[str, Any]) -> None:
+    async def respond(self, response_url: str, payload: dict[str, Any], *, ephemeral: bool = False) -> None:
         """Answer a slash command through its response_url (valid 30 minutes, 5 uses)."""
+        kind = "ephemeral" if ephemeral else "in_channel"
         try:
-            r = await self.http.post(response_url, json={"response_type": "in_channel", **payload})
+            r = await self.http.post(response_url, json={"response_type": kind, **payload})
             if r.status_code >= 400:
                 log.error("response_url answered HTTP %d", r.status_code)
         except httpx.HTTPError as err:

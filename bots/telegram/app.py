@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # updates handled at once: different chats run concurrently (ChatLocks keep each chat in order)
 CONCURRENT_UPDATES = 256
-ALLOWED_UPDATES = [Update.MESSAGE]
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]    # taps on the buttons under answers
 
 
 class SecretToken(str):

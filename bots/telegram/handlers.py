@@ -34,6 +34,7 @@ from .convert import (
 )
 from .jobs import TelegramJobs
 from .render import send_text, with_flood_control
+from .taps import TelegramTaps
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class TelegramHandlers:
         # requests become durable jobs: stored before work starts, resumed after a crash (core.runner);
         # the runner's callbacks for them are in .jobs
         self.jobs = app.jobs
-        self.job_callbacks = TelegramJobs(app.jobs, app.settings)
+        self.job_callbacks = TelegramJobs(app.jobs, app.settings, app.audio_refs)
         self.help = help_texts.telegram_help(None, app.settings.retention_days)
 
     def register(self, app: Application) -> None:
@@ -63,6 +64,7 @@ class TelegramHandlers:
         app.add_handler(MessageHandler(media & filters.UpdateType.MESSAGE, self._ordered(self.on_media)))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.UpdateType.MESSAGE,
                                        self._ordered(self.on_text)))
+        TelegramTaps(self.earshot).register(app)      # the buttons under answers (.taps)
         app.add_error_handler(self.on_error)
 
     async def post_init(self, app: Application) -> None:

@@ -8,11 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from telegram import InputFile, ReplyParameters
+from telegram import InlineKeyboardMarkup, InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from core import messages, subtitles
 from core.audio import check_length
+from core.audio_refs import AudioRefs
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
 from core.errors import AudioError
 from core.jobs import Job, Notice, Outcome, Undeliverable
@@ -20,7 +21,9 @@ from core.links import fetcher_for
 from core.models import Audio, ProgressCallback, Reply
 from core.progress import Throttle
 from core.runner import JobRunner
+from core.taps import wants_buttons
 
+from .buttons import task_keyboard
 from .convert import PLATFORM, MediaRef, original_name
 from .progress import StatusMessage, Typing
 from .render import MESSAGE_LIMIT, send_text, send_voice, with_flood_control
@@ -39,8 +42,9 @@ def download_capped(settings: Settings) -> bool:
 class TelegramJobs:
     """The runner's callbacks for Telegram jobs; `bot` is set once the application has started."""
 
-    def __init__(self, runner: JobRunner, settings: Settings) -> None:
+    def __init__(self, runner: JobRunner, settings: Settings, refs: AudioRefs | None = None) -> None:
         self.runner = runner
+        self.refs = refs            # buttons under answers about audio need a token for it
         self.settings = settings
         self.capped = download_capped(settings)
         self.throttle = Throttle()
@@ -83,18 +87,27 @@ class TelegramJobs:
 
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
         chat_id, thread, reply_to = self._where(job)
+        buttons = await self._buttons(job) if isinstance(outcome, Reply) else None
         try:
             if isinstance(outcome, Reply) and outcome.speech is not None:
                 await send_voice(self.bot, chat_id, outcome.speech, outcome.text, thread_id=thread,
-                                 reply_to=reply_to)
+                                 reply_to=reply_to, reply_markup=buttons)
             else:
-                await send_text(self.bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to)
+                await send_text(self.bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to,
+                                reply_markup=buttons)
         except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
             raise Undeliverable(f"Telegram refused: {err.message}") from err
         if isinstance(outcome, Reply) and subtitles.wants_files(outcome, MESSAGE_LIMIT):
             await self._send_transcript_files(job, outcome)
         if not isinstance(outcome, Notice):
             log.info("chat %s: answered message %s (job %d)", chat_id, reply_to, job.id)
+
+    async def _buttons(self, job: Job) -> InlineKeyboardMarkup | None:
+        """The other tasks for the same audio, under an answer about audio (bots.telegram.buttons)."""
+        if self.refs is None or job.file_ref is None or not wants_buttons(job.task, job.file_ref):
+            return None
+        token = await self.refs.mint(job.chat, job.file_ref, audio_id=self._audio_id(job))
+        return task_keyboard(token, job.task)
 
     async def _send_transcript_files(self, job: Job, reply: Reply) -> None:
         """A long transcript also as .txt and .srt documents, named after the user's file if it had a name."""

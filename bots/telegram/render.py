@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 
@@ -70,13 +70,13 @@ def is_format_error(err: BadRequest) -> bool:
 
 
 async def send_piece(bot: Bot, chat_id: int, text: str, *, thread_id: int | None = None,
-                     reply_to: int | None = None) -> Message:
+                     reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None) -> Message:
     """One message of at most MESSAGE_LIMIT: as escaped HTML, else (formatting refused) as plain text."""
     reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
 
     def send(body: str, mode: str | None) -> Callable[[], Awaitable[Message]]:
         return lambda: bot.send_message(chat_id, body, parse_mode=mode, message_thread_id=thread_id,
-                                        reply_parameters=reply)
+                                        reply_parameters=reply, reply_markup=reply_markup)
     try:
         return await with_flood_control(send(escape(text), ParseMode.HTML))
     except BadRequest as err:
@@ -87,17 +87,20 @@ async def send_piece(bot: Bot, chat_id: int, text: str, *, thread_id: int | None
 
 
 async def send_text(bot: Bot, chat_id: int, text: str, *, thread_id: int | None = None,
-                    reply_to: int | None = None) -> list[Message]:
-    """The whole text, in as many messages as it takes; the first one replies to `reply_to`."""
+                    reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None) -> list[Message]:
+    """The whole text, in as many messages as it takes; the first one replies to `reply_to`, the last one carries
+    `reply_markup` (buttons under the whole answer)."""
     sent: list[Message] = []
-    for i, piece in enumerate(split_text(text) or ["…"]):
+    pieces = split_text(text) or ["…"]
+    for i, piece in enumerate(pieces):
         sent.append(await send_piece(bot, chat_id, piece, thread_id=thread_id,
-                                     reply_to=reply_to if i == 0 else None))
+                                     reply_to=reply_to if i == 0 else None,
+                                     reply_markup=reply_markup if i == len(pieces) - 1 else None))
     return sent
 
 
 async def send_voice(bot: Bot, chat_id: int, speech: Speech, text: str, *, thread_id: int | None = None,
-                     reply_to: int | None = None) -> list[Message]:
+                     reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None) -> list[Message]:
     """A spoken answer as a voice note (OGG/Opus: Telegram shows a voice bubble for nothing else), with the
     text as its caption, or in messages after it when longer than a caption may be."""
     reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
@@ -106,7 +109,8 @@ async def send_voice(bot: Bot, chat_id: int, speech: Speech, text: str, *, threa
     def send(body: str | None, mode: str | None) -> Callable[[], Awaitable[Message]]:
         return lambda: bot.send_voice(chat_id, speech.ogg, filename="answer.ogg", duration=round(speech.seconds),
                                       caption=body, parse_mode=mode if body else None,
-                                      message_thread_id=thread_id, reply_parameters=reply)
+                                      message_thread_id=thread_id, reply_parameters=reply,
+                                      reply_markup=reply_markup if caption is not None else None)
     try:
         voice = await with_flood_control(send(escape(caption) if caption else None, ParseMode.HTML))
     except BadRequest as err:
@@ -115,4 +119,5 @@ async def send_voice(bot: Bot, chat_id: int, speech: Speech, text: str, *, threa
         voice = await with_flood_control(send(caption, None))
     if caption is not None:
         return [voice]
-    return [voice, *await send_text(bot, chat_id, text, thread_id=thread_id, reply_to=voice.message_id)]
+    return [voice, *await send_text(bot, chat_id, text, thread_id=thread_id, reply_to=voice.message_id,
+                                    reply_markup=reply_markup)]

@@ -1,0 +1,41 @@
+"""core.audio_refs' references in the database (table audio_refs), so buttons outlive a restart and work on
+every replica. /forget deletes a chat's rows with the rest of the chat (Database.forget_chat finds the table by
+its chat_id column); the hourly retention sweep drops expired ones (core.digest)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .audio_refs import AudioRef
+from .db import Database
+
+_COLUMNS = "token, platform, chat_id, ref, created, expires, thread_id, audio_id"
+
+
+def _ref(row: Any) -> AudioRef | None:
+    return AudioRef(*row) if row else None
+
+
+class SqlAudioRefStore:
+    """AudioRefStore over the database's engine-neutral calls (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def put(self, ref: AudioRef) -> None:
+        await self.db.execute(
+            f"INSERT INTO audio_refs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token) DO NOTHING",
+            ref.token, ref.platform, ref.chat_id, ref.ref, ref.created, ref.expires, ref.thread_id, ref.audio_id)
+
+    async def get(self, token: str) -> AudioRef | None:
+        return _ref(await self.db.fetchone(f"SELECT {_COLUMNS} FROM audio_refs WHERE token = ?", token))
+
+    async def find(self, platform: str, chat_id: str, ref: str) -> AudioRef | None:
+        return _ref(await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM audio_refs WHERE platform = ? AND chat_id = ? AND ref = ? "
+            "ORDER BY created DESC LIMIT 1", platform, chat_id, ref))
+
+    async def delete_chat(self, platform: str, chat_id: str) -> int:
+        return await self.db.execute("DELETE FROM audio_refs WHERE platform = ? AND chat_id = ?", platform, chat_id)
+
+    async def delete_expired(self, now: float) -> int:
+        return await self.db.execute("DELETE FROM audio_refs WHERE expires <= ?", now)
