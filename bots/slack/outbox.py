@@ -43,11 +43,12 @@ class Status:
     """A "Listening…" message for long work (what it says and how often: core.progress), edited as chunks
     finish and finally replaced by the answer."""
 
-    def __init__(self, client: AsyncWebClient, dest: Destination, throttle: Throttle) -> None:
+    def __init__(self, client: AsyncWebClient, dest: Destination, throttle: Throttle,
+                 lang: str | None = None) -> None:
         self._client = client
         self._dest = dest
         self.ts: str | None = None
-        self.line = StatusLine(throttle, dest.channel, render.SECTION_LIMIT, render.split)
+        self.line = StatusLine(throttle, dest.channel, render.SECTION_LIMIT, render.split, lang)
 
     async def progress(self, p: Progress) -> None:
         if (text := self.line.next(p, showing=self.ts is not None)) is None:
