@@ -8,10 +8,9 @@ import pytest
 
 from core import messages, words
 from core.access import AccessPolicy, Allowance, UsageReport, usage_text
-from core.app import Earshot
-from core.chat_state import language_choices
+from core.chat_state import ChatState, language_choices
 from core.commands import Command, parse_command
-from core.digest import parse_digest
+from core.digest import DigestService, parse_digest
 from core.digest_store import DigestStore, VoiceNote
 from core.errors import AccessRefused, AudioError
 from core.jobs import JobStore, NewJob
@@ -116,8 +115,7 @@ def test_usage_is_said_in_german() -> None:
 
 
 async def test_lang_is_stored_per_chat_and_read_back(assistant, tmp_path) -> None:
-    app = Earshot.around(assistant)
-    state = app.chat_state
+    state = ChatState(assistant, assistant.access, assistant.history)
     assert await state.language_for(DM, None) == "en"
     assert await state.language_for(DM, "de-DE") == "de" and await state.language_for(DM, "zh-TW") == "zh-Hant"
     assert await state.language_for(DM, "pt-BR") == "en", "a language earshot doesn't speak: English"
@@ -151,9 +149,9 @@ async def test_lang_is_stored_per_chat_and_read_back(assistant, tmp_path) -> Non
 async def test_lang_survives_a_restart(model, tmp_path) -> None:
     settings = settings_for(model, tmp_path)
     async with Assistant(settings) as a:
-        await Earshot.around(a).chat_state.run("lang", GROUP, ALICE, "it", private=False)
+        await ChatState(a, a.access, a.history).run("lang", GROUP, ALICE, "it", private=False)
     async with Assistant(settings) as a:
-        assert await Earshot.around(a).chat_state.language_for(GROUP, "de") == "it"
+        assert await ChatState(a, a.access, a.history).language_for(GROUP, "de") == "it"
 
 
 async def test_jobs_keep_the_language_they_were_asked_in(assistant) -> None:
@@ -165,7 +163,7 @@ async def test_jobs_keep_the_language_they_were_asked_in(assistant) -> None:
 
 
 async def test_a_french_digest_is_headed_and_written_in_french(assistant, model) -> None:
-    d = assistant.digests
+    d = DigestService(assistant, history=assistant.history, access=assistant.access, cache=assistant.cache)
     on = await d.respond(GROUP, parse_digest("on"), lang="fr")
     days = words.days(assistant.settings.retention_days, "fr")
     assert on == messages.text(messages.DIGEST_ON, "fr", prefix="/", days=days) and "jours" in days
@@ -185,8 +183,8 @@ async def test_a_french_digest_is_headed_and_written_in_french(assistant, model)
 
 
 async def test_a_scheduled_digest_follows_the_chats_lang(assistant, model) -> None:
-    await Earshot.around(assistant).chat_state.run("lang", GROUP, ALICE, "es", private=False)
-    d = assistant.digests
+    await ChatState(assistant, assistant.access, assistant.history).run("lang", GROUP, ALICE, "es", private=False)
+    d = DigestService(assistant, history=assistant.history, access=assistant.access, cache=assistant.cache)
     await d.respond(GROUP, parse_digest("on"))
     now = time.time()
     await d.store.add_note(VoiceNote(GROUP.platform, GROUP.chat_id, now - 60, 30.0, "hola"), now)

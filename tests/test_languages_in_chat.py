@@ -3,8 +3,9 @@ and the model is asked to write in it. Through the stand-ins, with the real clie
 from __future__ import annotations
 
 from core import help_texts, messages
-from tests.conftest import Harness
+from tests.conftest import CHANNEL, Harness, World
 from tests.fakes.dashscope import tone_audio
+from tests.fakes.slack import slash_body
 
 
 async def test_help_from_a_german_speaking_telegram_user_is_german(bot: Harness):
@@ -38,3 +39,18 @@ async def test_the_command_menu_is_set_in_each_language(bot: Harness):
         assert [(c["command"], c["description"]) for c in bot.tg.menus[code]] == \
             help_texts.telegram_commands(lang, with_lang=True)
     assert bot.tg.menus["de"] != bot.tg.menus[""]
+
+
+async def test_a_slack_user_whose_slack_is_in_french_gets_french_help(world: World) -> None:
+    world.slack.add_user("U0LEA", "Léa", locale="fr-FR")
+
+    async def say(text: str, user: str = "U0LEA") -> str:
+        r = await world.post(slash_body(text, channel=CHANNEL, user=user, response_url=world.slack.response_url()))
+        assert r.status_code == 200
+        return r.text
+    french = help_texts.slack_help("fr", 7, with_lang=True).split("\n")[0]
+    assert french != help_texts.slack_help(None, 7).split("\n")[0] and french in await say("help")
+    assert messages.text(messages.NEED_LANGUAGE, "fr") in await say("translate")
+    assert messages.NEED_LANGUAGE in await say("translate", user="U0ALICE"), "others keep their own language"
+    assert messages.text(messages.LANG_SET, "ja", language="日本語") in await say("lang ja")
+    assert messages.text(messages.NEED_LANGUAGE, "ja") in await say("translate", user="U0ALICE")

@@ -74,14 +74,15 @@ class Outbox:
         self.client = client
         self.http = http
 
-    async def report(self, dest: Destination, err: EarshotError, status: Status | None) -> None:
+    async def report(self, dest: Destination, err: EarshotError, status: Status | None,
+                     lang: str | None = None) -> None:
         if err.silent:   # refused again: the user has been told already
             return
         if err.operator:
             log.error("operator action needed: %s", err.operator_message)
         else:
             log.info("told the user: %s (%s)", err.user_message, err.operator_message)
-        await self.deliver(dest, render.messages(err.user_message, plain=True), status)
+        await self.deliver(dest, render.messages(err.user_text(lang), plain=True), status)
 
     async def say(self, dest: Destination, text: str, *, markdown: bool = False) -> None:
         await self.deliver(dest, render.messages(text, plain=not markdown), None)
