@@ -91,3 +91,9 @@ def m007_languages(db: sqlite_utils.Database) -> None:
     """The chat's language: chosen with /lang ('' = each person's app language), and the one a job was asked in."""
     db.table("chat_settings").add_column("lang", str, not_null_default="")
     db.table("jobs").add_column("lang", str)
+
+
+@migrations()
+def m008_chat_models(db: sqlite_utils.Database) -> None:
+    """The model a chat chose with /model among EARSHOT_MODELS ('' = the operator's EARSHOT_MODEL)."""
+    db.table("chat_settings").add_column("model", str, not_null_default="")

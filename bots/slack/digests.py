@@ -114,6 +114,9 @@ class SlackDigests:
         self._remember(user_id, user)
         return user
 
+    async def is_admin(self, sender: Sender) -> bool | None:
+        return await self._is_admin(sender)
+
     async def _is_admin(self, sender: Sender) -> bool | None:
         """A workspace admin or owner; None if Slack wouldn't say."""
         if not sender.user_id:

@@ -242,7 +242,11 @@ class Handlers:
             await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot, lang=lang)
 
     async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str, lang: str) -> str | None:
-        """What reset, usage, voice or lang says (core.chat_state); None when a stranger was already told no."""
+        """What reset, usage, voice, lang or model says (core.chat_state); None when a stranger was already told no."""
+        if word == "model":      # switching it: workspace admins and owners, or EARSHOT_ADMIN_USERS
+            return await self.chat_state.model(chat, sender, arg, private=chat.chat_id.startswith("D"),
+                                               is_admin=lambda: self.digests.is_admin(sender), prefix="/earshot ",
+                                               lang=lang)
         return await self.chat_state.run(word, chat, sender, arg, private=chat.chat_id.startswith("D"),
                                          prefix="/earshot ", lang=lang,
                                          user_lang=await self.digests.locale(sender.user_id))

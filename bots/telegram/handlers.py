@@ -57,6 +57,7 @@ class TelegramHandlers:
         self.job_callbacks.bot = app.bot
         app.add_handler(CommandHandler(["start", "help"], self._ordered(self.on_help)))
         app.add_handler(CommandHandler(list(chat_state.WORDS), self._ordered(self.on_chat_state)))
+        app.add_handler(CommandHandler("model", self._ordered(self.on_model)))
         app.add_handler(CommandHandler(["digest", "forget"], self._ordered(self.on_digest)))
         app.add_handler(CommandHandler(list(TASK_WORDS), self._ordered(self.on_audio_command)))
         media = (filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.VIDEO | filters.Document.ALL)
@@ -112,6 +113,16 @@ class TelegramHandlers:
             said = await self.chat_state.run(parsed[0], chat_key(message), sender_of(message), parsed[1],
                                              private=message.chat.type == "private",
                                              lang=await self.lang_of(message), user_lang=user_language(message))
+            if said is not None:
+                await self._say(message, said)
+
+    async def on_model(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
+        """/model: this chat's model and the allowed ones; /model NAME: switch (group admins; anyone in private)."""
+        if (parsed := command_of(message, context.bot.username)) is not None:
+            said = await self.chat_state.model(chat_key(message), sender_of(message), parsed[1],
+                                               private=message.chat.type == "private",
+                                               is_admin=lambda: digests.is_admin(message, context.bot),
+                                               lang=await self.lang_of(message))
             if said is not None:
                 await self._say(message, said)
 
