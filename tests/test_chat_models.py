@@ -6,8 +6,9 @@ import pytest
 
 from core import messages
 from core.config import Settings
-from tests.conftest import bot_running
+from tests.conftest import CHANNEL, bot_running, slack_running
 from tests.fakes.dashscope import heard, tone_audio
+from tests.fakes.slack import slash_body
 
 ALLOWED = "qwen-audio-turbo-latest, qwen3-omni-flash"
 
@@ -50,3 +51,18 @@ async def test_only_a_groups_admins_switch_its_model(tmp_path) -> None:
         bot.tg.push(group, user_id=12, chat_type="group", text="/model qwen3-omni-flash", language_code="de")
         switched = (await bot.said(group, 2))[1]["text"]
         assert switched == messages.text(messages.MODEL_SET, "de", model="qwen3-omni-flash")
+
+
+async def test_slack_workspace_admins_switch_a_channels_model(tmp_path) -> None:
+    async with slack_running(tmp_path, allowed_models=ALLOWED) as world:
+        world.slack.add_user("U0BOSS", "Boss", admin=True, locale="fr-FR")
+
+        async def say(text: str, user: str) -> str:
+            r = await world.post(slash_body(text, channel=CHANNEL, user=user, response_url=world.slack.response_url()))
+            assert r.status_code == 200
+            return r.text
+        assert messages.MODEL_ADMINS_ONLY in await say("model qwen3-omni-flash", "U0ALICE")
+        assert "qwen-audio-turbo-latest, qwen3-omni-flash" in await say("model klingon-1", "U0ALICE")
+        assert messages.text(messages.MODEL_SET, "fr", model="qwen3-omni-flash") in \
+            await say("model qwen3-omni-flash", "U0BOSS")
+        assert (await say("model", "U0ALICE")).startswith("This chat uses qwen3-omni-flash.")
