@@ -37,3 +37,16 @@ class ChatSettings:
         row = await self.db.fetchone("SELECT lang FROM chat_settings WHERE platform = ? AND chat_id = ?",
                                      chat.platform, chat.chat_id)
         return (row[0] or None) if row else None
+
+    async def set_model(self, chat: ChatKey, model: str | None) -> None:
+        """Answer in this chat with `model` (one of EARSHOT_MODELS), or (None) the operator's default."""
+        await self.db.execute(
+            "INSERT INTO chat_settings (platform, chat_id, model, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id) DO UPDATE SET model = excluded.model, updated = excluded.updated",
+            chat.platform, chat.chat_id, model or "", time.time())
+
+    async def model(self, chat: ChatKey) -> str | None:
+        """The model this chat chose with /model, or None."""
+        row = await self.db.fetchone("SELECT model FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                                     chat.platform, chat.chat_id)
+        return (row[0] or None) if row else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import messages
 from .access import AccessPolicy, usage_text
+from .digest import AdminCheck
 from .errors import AccessRefused, VoiceUnavailable
 from .history import HistoryStore
 from .i18n import LANGUAGES, best_language, supported_language, translator
@@ -71,6 +72,28 @@ class ChatState:
             return messages.text(messages.LANG_UNKNOWN, lang, code=shown, languages=language_choices())
         await self.history.settings.set_lang(chat, code)
         return messages.text(messages.LANG_SET, code, language=LANGUAGES[code].native)
+
+    async def model(self, chat: ChatKey, sender: Sender, arg: str = "", *, private: bool, is_admin: AdminCheck,
+                    prefix: str = "/", lang: str | None = None) -> str | None:
+        """/model: the chat's model and the ones allowed (EARSHOT_MODELS); /model NAME: switch to it (a chat's
+        admins, or earshot's; anyone in a one-to-one chat). None when a stranger was already told no."""
+        try:
+            await self.access.check(chat, sender, spending=False)
+        except AccessRefused as err:
+            return None if err.silent else err.user_text(lang)
+        models = self.assistant.models
+        wanted = arg.strip()
+        if not wanted:
+            return messages.text(messages.MODEL_CURRENT, lang, model=await self.assistant.chat_model(chat),
+                                 models=", ".join(models), prefix=prefix)
+        name = next((m for m in models if m.lower() == wanted.lower()), None)
+        if name is None:
+            shown = wanted if len(wanted) <= 40 else wanted[:40] + "…"
+            return messages.text(messages.MODEL_UNKNOWN, lang, model=shown, models=", ".join(models))
+        if not private and not self.access.is_admin(chat, sender) and not await is_admin():
+            return messages.text(messages.MODEL_ADMINS_ONLY, lang)
+        await self.assistant.use_model(chat, name)
+        return messages.text(messages.MODEL_SET, lang, model=name)
 
     async def _voice(self, chat: ChatKey, arg: str, prefix: str, lang: str | None = None) -> str:
         """voice on [VOICE] | voice off: answers here come back spoken too, or text only."""

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # DashScope's OpenAI-compatible mode (Qwen-Omni); unset: the native base's origin + /compatible-mode/v1
     dashscope_compat_base_url: str | None = Field(None, **_env("DASHSCOPE_COMPAT_BASE_URL"))
     model: str = Field("qwen-audio-turbo-latest", **_env("EARSHOT_MODEL"))
+    # the models a chat may switch to with /model (comma-separated); unset: EARSHOT_MODEL alone
+    allowed_models: Annotated[tuple[str, ...], NoDecode] = Field((), **_env("EARSHOT_MODELS"))
     # an OpenAI-compatible server (vLLM) serving EARSHOT_MODEL, and its optional key
     openai_base_url: str | None = Field(None, **_env("EARSHOT_OPENAI_BASE_URL"))
     openai_api_key: SecretStr | None = Field(None, **_env("EARSHOT_OPENAI_API_KEY"))
@@ -138,6 +140,15 @@ class Settings(BaseSettings):
             return Path(value)
         return value
 
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = re.split(r"[,\s]+", value)
+        if isinstance(value, (list, tuple)):
+            return tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+        return value
+
     @field_validator("slack_reaction", mode="before")
     @classmethod
     def _emoji_name(cls, value: object) -> object:
@@ -172,6 +183,15 @@ class Settings(BaseSettings):
         """The catalog's figures for EARSHOT_MODEL, as served here (see core.catalog)."""
         return model_info(self.model, openai_server=bool(self.openai_base_url), seconds=self.model_seconds,
                           context=self.model_context)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models chats may use: EARSHOT_MODEL first (the default), then the rest of EARSHOT_MODELS."""
+        return tuple(dict.fromkeys((self.model, *self.allowed_models)))
+
+    def for_model(self, name: str) -> Settings:
+        """These settings with `name` as the model: its catalog facts and client follow from them."""
+        return self if name == self.model else self.model_copy(update={"model": name})
 
     @property
     def max_file_bytes(self) -> int:

@@ -51,8 +51,11 @@ if TYPE_CHECKING:
 class Pipeline(Protocol):
     """What digests need of core.service.Assistant (named here, so this module doesn't import it)."""
 
-    settings: Settings
-    limits: ModelInfo
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def limits(self) -> ModelInfo: ...
 
     async def transcribe_quietly(self, request: Request) -> Reply: ...
 

@@ -58,6 +58,7 @@ TELEGRAM_COMMANDS: list[tuple[str, str]] = [
     ("help", N_("What I do and how to use me")),
 ]
 TELEGRAM_LANG_COMMAND = ("lang", N_("The language I speak here: /lang <code>"))
+TELEGRAM_MODEL_COMMAND = ("model", N_("The model that answers here: /model <name>"))
 
 # set_my_commands takes two-letter codes only, so Chinese menus are in Simplified characters
 TELEGRAM_MENU_LANGUAGES = {"de": "de", "es": "es", "fr": "fr", "it": "it", "ja": "ja", "zh": "zh-Hans"}
@@ -90,5 +91,6 @@ def slack_help(lang: str | None, retention_days: float, *, with_lang: bool = Fal
 def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tuple[str, str]]:
     """(command, description) pairs for Telegram's menu in one language."""
     t = translator(lang)
-    commands = TELEGRAM_COMMANDS[:-1] + ([TELEGRAM_LANG_COMMAND] if with_lang else []) + TELEGRAM_COMMANDS[-1:]
+    commands = (TELEGRAM_COMMANDS[:-1] + ([TELEGRAM_LANG_COMMAND, TELEGRAM_MODEL_COMMAND] if with_lang else [])
+                + TELEGRAM_COMMANDS[-1:])
     return [(name, t.text(description)) for name, description in commands]

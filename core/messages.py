@@ -211,6 +211,15 @@ LANG_SET = N_("From now on I speak {language} here, and write summaries and answ
 LANG_UNKNOWN = N_("I don't speak {code}, sorry. I can do {languages}.")
 LANG_AUTO = N_("I'll speak each person's app language here again.")
 
+# /model: which of the operator's allowed models (EARSHOT_MODELS) answers in a chat; {models}: their names.
+MODEL_CURRENT = N_("This chat uses {model}. Models to choose from: {models}. "
+                   "To switch (chat admins): {prefix}model NAME")
+MODEL_SET = N_("From now on {model} answers in this chat.")
+MODEL_UNKNOWN = N_("{model} isn't available here. Choose one of: {models}.")
+MODEL_ADMINS_ONLY = N_("Only this chat's admins can switch its model.")
+# a slash command word earshot doesn't know
+UNKNOWN_COMMAND = N_("I don't know `/earshot {command}`.")
+
 
 def text(message: str, lang: str | None, /, **fmt: object) -> str:
     """A message in a chat's language (a code, a client's locale, or None for English), filled in."""

@@ -21,14 +21,15 @@ STREAM_TAIL = " …"
 Split = Callable[[str, int], list[str]]     # the platform's cut of a text into messages of at most a limit
 
 
-def status_text(progress: Progress, limit: int, split: Split = split_text) -> str:
-    """'Listening… part 2 of 5', '… all 5 parts heard, writing the answer', or the answer so far."""
+def status_text(progress: Progress, limit: int, split: Split = split_text, lang: str | None = None) -> str:
+    """'Listening… part 2 of 5', '… all 5 parts heard, writing the answer', or the answer so far; our own
+    words in `lang` (the job's language)."""
     if progress.partial:
         pieces = split(progress.partial, limit - len(STREAM_TAIL))
         return (pieces[0] if pieces else "") + STREAM_TAIL
     if progress.done < progress.total:
-        return messages.LISTENING_PART.format(part=progress.done + 1, total=progress.total)
-    return messages.LISTENING_WRITING.format(total=progress.total)
+        return messages.text(messages.LISTENING_PART, lang, part=progress.done + 1, total=progress.total)
+    return messages.text(messages.LISTENING_WRITING, lang, total=progress.total)
 
 
 class Throttle:
@@ -52,8 +53,9 @@ class Throttle:
 class StatusLine:
     """One job's status line: what to show next, if anything (the adapter sends or edits it)."""
 
-    def __init__(self, throttle: Throttle, chat: Hashable, limit: int, split: Split = split_text) -> None:
-        self.throttle, self.chat, self.limit, self.split = throttle, chat, limit, split
+    def __init__(self, throttle: Throttle, chat: Hashable, limit: int, split: Split = split_text,
+                 lang: str | None = None) -> None:
+        self.throttle, self.chat, self.limit, self.split, self.lang = throttle, chat, limit, split, lang
         self.shown = ""
         self._started = time.monotonic()
 
@@ -61,7 +63,7 @@ class StatusLine:
         """The text to show now; None when nothing new, too soon, or a quick answer's preview."""
         if progress.partial and not showing and time.monotonic() - self._started < STREAM_AFTER:
             return None
-        text = status_text(progress, self.limit, self.split)
+        text = status_text(progress, self.limit, self.split, self.lang)
         if text == self.shown or not self.throttle.take(self.chat):
             return None
         return text

@@ -156,3 +156,9 @@ def m009_audio_refs(db: Builder) -> None:
     }, pk="token", not_null={"platform", "chat_id", "ref", "created", "expires"})
     db.index("audio_refs", ["platform", "chat_id", "ref"])
     db.index("audio_refs", ["expires"])
+
+
+@step
+def m010_chat_models(db: Builder) -> None:
+    """The model a chat chose with /model among EARSHOT_MODELS (empty: the operator's EARSHOT_MODEL)."""
+    db.column("chat_settings", "model", str)

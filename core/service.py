@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from . import audio, ffmpeg, messages, metrics, prompts, speech
@@ -31,6 +33,20 @@ CONVERSATIONAL = {Task.CHAT, Task.ASK, Task.FOLLOW_UP}
 TIMED = {Task.EVENTS, Task.ASK, Task.SENTIMENT}
 
 Fetch = Callable[[], Awaitable[Audio]]
+
+# the model the request being served uses (its chat's /model); None: EARSHOT_MODEL. A context variable, so the
+# concurrent requests of different chats, and the chunk calls each spawns, each see their own.
+_CHAT_MODEL: ContextVar[str | None] = ContextVar("earshot_chat_model", default=None)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model a chat may use (EARSHOT_MODELS): the settings that name it, its catalog facts, its client."""
+
+    settings: Settings
+    info: ModelInfo
+    client: MeteredClient
+    has_key: bool
 
 
 # tasks whose answer may come back spoken (the chat's /voice setting, or the CLI's --speak)
@@ -74,17 +90,70 @@ class Assistant:
     def __init__(self, settings: Settings, *, client: ModelClient | None = None,
                  history: HistoryStore | None = None, access: AccessPolicy | None = None,
                  cache: AnswerCache | None = None) -> None:
-        self.settings = settings
         ffmpeg.choose(settings.ffmpeg)
-        # the model's window, token rates and limits (core.catalog) drive chunking, budgets and history
-        self.model: ModelInfo = settings.model_info
-        self.limits = self.model
-        # metered: every answer's token usage is charged to the request being served (core.access)
-        self._client = MeteredClient(client or make_client(settings))
-        self._has_key = has_key(settings) or client is not None
+        # one client per allowed model, built up front (cheap: the pools open on first use); a chat's /model
+        # picks one per request, and with it the model's window, token rates and limits (core.catalog), which
+        # drive chunking, budgets and history. Metered: every answer's tokens are charged to its request.
+        self._default = settings.model
+        self._models: dict[str, _Model] = {}
+        for name in settings.models:
+            own = settings.for_model(name)
+            given = client if name == settings.model else None
+            self._models[name] = _Model(own, own.model_info, MeteredClient(given or make_client(own)),
+                                        has_key(own) or given is not None)
         self.history = history or HistoryStore(settings.db_path)
         self.access = access or AccessPolicy(settings, self.history)
         self.cache = cache or AnswerCache(self.history, settings.cache_days)
+
+    # --- the chat's model ----------------------------------------------------------------------
+    @property
+    def _chosen(self) -> _Model:
+        return self._models[_CHAT_MODEL.get() or self._default]
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, naming the model of the request being served (EARSHOT_MODEL outside one)."""
+        return self._chosen.settings
+
+    @property
+    def model(self) -> ModelInfo:
+        """The catalog's facts of the model in use: window, token rates, limits, voices."""
+        return self._chosen.info
+
+    @property
+    def limits(self) -> ModelInfo:
+        return self._chosen.info
+
+    @property
+    def _client(self) -> MeteredClient:
+        return self._chosen.client
+
+    @property
+    def _has_key(self) -> bool:
+        return self._chosen.has_key
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models chats may choose (EARSHOT_MODELS), the default first."""
+        return tuple(self._models)
+
+    async def chat_model(self, chat: ChatKey) -> str:
+        """The model that answers in `chat`: its /model while the operator still allows it, else EARSHOT_MODEL."""
+        chosen = await self.history.settings.model(chat)
+        return chosen if chosen in self._models else self._default
+
+    async def use_model(self, chat: ChatKey, name: str | None) -> None:
+        """/model NAME: `name` (one of `models`) answers in this chat from now on; None: the default."""
+        assert name is None or name in self._models
+        await self.history.settings.set_model(chat, None if name == self._default else name)
+
+    @contextlib.contextmanager
+    def _using(self, name: str) -> Iterator[None]:
+        token = _CHAT_MODEL.set(name)
+        try:
+            yield
+        finally:
+            _CHAT_MODEL.reset(token)
 
     async def __aenter__(self) -> Assistant:
         await self.history.open()
@@ -95,7 +164,8 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
-        await self._client.aclose()
+        for model in self._models.values():
+            await model.client.aclose()
         await self.history.close()
 
     @metrics.handled
@@ -110,8 +180,9 @@ class Assistant:
         """
         # who may ask, how fast, how much: refused before anything is downloaded, decoded or sent to the model
         async with self.access.admit(request):
-            self._check(request, fetch is not None)
-            return await self._handle(request, progress, stream, fetch)
+            with self._using(await self.chat_model(request.chat)):
+                self._check(request, fetch is not None)
+                return await self._handle(request, progress, stream, fetch)
 
     def _check(self, request: Request, can_fetch: bool = False) -> None:
         """Refuse what can't work before spending anything."""
@@ -202,7 +273,8 @@ class Assistant:
     async def voice_on(self, chat: ChatKey, voice: str | None = None) -> str:
         """/voice on [VOICE]: answers in this chat come back spoken; the voice chosen. Raises
         VoiceUnavailable, storing nothing, when the model can't speak or lacks the voice."""
-        chosen = self.check_voice(voice)
+        with self._using(await self.chat_model(chat)):
+            chosen = self.check_voice(voice)
         await self.history.set_voice(chat, chosen)
         return chosen
 
@@ -332,8 +404,9 @@ class Assistant:
         request = dataclasses.replace(request, task=Task.TRANSCRIBE)
         # the same lists and budgets as any request; quietly: no rate limit, and refusing it tells nobody
         async with self.access.admit(request, quietly=True):
-            self._check(request)
-            return await self._hear(request, None, False)
+            with self._using(await self.chat_model(request.chat)):
+                self._check(request)
+                return await self._hear(request, None, False)
 
     async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer:
         """One text-only model call with the system prompt and no history. The caller keeps it within

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from core import messages
 from core.app import Earshot
-from core.help_texts import TELEGRAM_COMMANDS as COMMANDS
+from core.help_texts import telegram_commands
 from tests.conftest import Harness, bot_running
 from tests.fakes.dashscope import FakeDashScope, heard, tone_audio
 from tests.fakes.telegram import FakeTelegram
@@ -95,7 +95,7 @@ async def test_voice_notes_are_heard_quietly_and_summed_up_in_order(tmp_path: Pa
     async with group_running(tmp_path) as g:
         g.tg.set_member(GROUP, g.tg.bot["id"], "administrator")      # so it sees every message
         assert {"digest", "forget"} <= {c["command"] for c in g.tg.commands}
-        assert [c["command"] for c in g.tg.commands] == [n for n, _ in COMMANDS]
+        assert [c["command"] for c in g.tg.commands] == [n for n, _ in telegram_commands(None, with_lang=True)]
         g.push(BO, text="/digest on")
         g.push(ANA, text="/digest on")
         refused, on = await g.said(2)

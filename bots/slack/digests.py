@@ -47,6 +47,7 @@ class SlackDigests:
         self.outbox = outbox
         self.client = outbox.client
         self._names: dict[str, str] = {}
+        self._locales: dict[str, str | None] = {}
 
     # --- listening --------------------------------------------------------------------------------
     async def heard_in(self, chat: ChatKey, sender: Sender) -> bool:
@@ -64,36 +65,37 @@ class SlackDigests:
             sender=sender, name=name, source_id=str(f.get("id") or "")) for f in files]
 
     # --- commands ---------------------------------------------------------------------------------
-    async def on_command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command) -> None:
+    async def on_command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command, lang: str | None = None) -> None:
         """`/earshot digest …` or `/earshot forget`: refusals go to the asker alone; the rest to the channel."""
         channel = command["channel_id"]
         digest = FORGET if cmd.word == "forget" else parse_digest(cmd.arg)
         sender = sender_of(command)
-        refusal = await self._refusal(channel, digest, sender)
+        refusal = await self._refusal(channel, digest, sender, lang)
         if refusal is not None:
             await ack(refusal)
             return
         if digest.action == "invalid":     # how to write it: for the asker's eyes only
-            await ack(await self.digests.respond(chat_key(channel), digest, prefix=PREFIX))
+            await ack(await self.digests.respond(chat_key(channel), digest, prefix=PREFIX, lang=lang))
             return
-        await ack(messages.DIGEST_WORKING if digest.action == "summary" else "")
-        await self._run(Destination(channel, None, command.get("response_url") or None), digest, sender)
+        await ack(messages.text(messages.DIGEST_WORKING, lang) if digest.action == "summary" else "")
+        await self._run(Destination(channel, None, command.get("response_url") or None), digest, sender, lang)
 
-    async def in_chat(self, cmd: Command, dest: Destination, sender: Sender) -> None:
+    async def in_chat(self, cmd: Command, dest: Destination, sender: Sender, lang: str | None = None) -> None:
         """`digest …` or `forget` typed to earshot in a mention (or a DM, where it only explains)."""
         digest = FORGET if cmd.word == "forget" else parse_digest(cmd.arg)
         text = await self.digests.run(chat_key(dest.channel), digest, sender, group=not _in_dm(dest.channel),
-                                      prefix=PREFIX, is_admin=lambda: self._is_admin(sender))
+                                      prefix=PREFIX, is_admin=lambda: self._is_admin(sender), lang=lang)
         if text is not None:
             await self.outbox.say(dest, text, markdown=digest.action == "summary")
 
-    async def _refusal(self, channel: str, digest: DigestCommand, sender: Sender) -> str | None:
+    async def _refusal(self, channel: str, digest: DigestCommand, sender: Sender,
+                       lang: str | None = None) -> str | None:
         """Why this can't be done here or by this person (core.digest decides); None when it can."""
         return await self.digests.refusal(chat_key(channel), digest, sender, group=not _in_dm(channel), prefix=PREFIX,
-                                          is_admin=lambda: self._is_admin(sender))
+                                          is_admin=lambda: self._is_admin(sender), lang=lang)
 
-    async def _run(self, dest: Destination, digest: DigestCommand, sender: Sender) -> None:
-        text = await self.digests.answer(chat_key(dest.channel), digest, sender, prefix=PREFIX)
+    async def _run(self, dest: Destination, digest: DigestCommand, sender: Sender, lang: str | None = None) -> None:
+        text = await self.digests.answer(chat_key(dest.channel), digest, sender, prefix=PREFIX, lang=lang)
         if text is not None:
             # a digest is the model's Markdown under our header; the other answers are our plain sentences
             await self.outbox.say(dest, text, markdown=digest.action == "summary")
@@ -101,7 +103,7 @@ class SlackDigests:
     # --- who --------------------------------------------------------------------------------------
     async def _user(self, user_id: str) -> dict[str, Any] | None:
         try:
-            resp = await read(self.client, "users.info", user=user_id)
+            resp = await read(self.client, "users.info", user=user_id, include_locale="true")
         except SlackApiError as err:
             if (scoped := scope_error(err, "refused users.info")):
                 log.error("operator action needed: %s", scoped.operator_message)
@@ -111,6 +113,9 @@ class SlackDigests:
         user = resp.get("user") or {}
         self._remember(user_id, user)
         return user
+
+    async def is_admin(self, sender: Sender) -> bool | None:
+        return await self._is_admin(sender)
 
     async def _is_admin(self, sender: Sender) -> bool | None:
         """A workspace admin or owner; None if Slack wouldn't say."""
@@ -129,7 +134,19 @@ class SlackDigests:
             await self._user(user_id)
         return self._names.get(user_id, user_id)
 
+    async def locale(self, user_id: str | None) -> str | None:
+        """The language a person's Slack is in ("fr-FR"), for what earshot says to them; None if unknown."""
+        if not user_id:
+            return None
+        if user_id not in self._locales:
+            if await self._user(user_id) is None:
+                self._locales[user_id] = None     # Slack wouldn't say: English, and not asked again each time
+        return self._locales.get(user_id)
+
     def _remember(self, user_id: str, user: dict[str, Any]) -> None:
+        if len(self._locales) >= NAMES_KEPT:
+            self._locales.pop(next(iter(self._locales)))
+        self._locales[user_id] = user.get("locale") or None
         profile = user.get("profile") or {}
         name = (profile.get("display_name") or profile.get("real_name") or user.get("real_name")
                 or user.get("name"))

@@ -74,7 +74,8 @@ class SlackJobs:
 
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
-        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job), self.throttle))
+        status = self._statuses.setdefault(job.id, Status(self.client, self._destination(job), self.throttle,
+                                                               job.lang))
         yield status.progress
 
     async def _deliver_job(self, job: Job, outcome: Outcome) -> None:
@@ -126,7 +127,7 @@ class SlackJobs:
         uploads = [{"content": data, "filename": name, "title": name}
                    for name, data in subtitles.transcript_files(reply, original)]
         await self._upload("the transcript files", final=True, file_uploads=uploads, channel=dest.channel,
-                           thread_ts=dest.thread_ts, initial_comment=messages.TRANSCRIPT_FILES)
+                           thread_ts=dest.thread_ts, initial_comment=messages.text(messages.TRANSCRIPT_FILES, job.lang))
 
     async def _upload(self, what: str, *, final: bool, **upload: Any) -> None:
         """files_upload_v2; a passing fault raises for a retry, a refusal is logged (and ends the delivery

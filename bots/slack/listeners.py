@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from core import help_texts, intake, messages
 from core.app import Earshot
-from core.commands import DIGEST_WORDS, with_question
+from core.commands import DIGEST_WORDS, STATE_WORDS, with_question
 from core.errors import AccessRefused, EarshotError
 from core.jobs import NewJob
 from core.links import split_link
@@ -68,7 +68,13 @@ class Handlers:
         self.jobs = app.jobs
         self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings, app.audio_refs)
         self.digests = SlackDigests(app.digests, self.outbox)   # `/earshot digest`, quiet listening in channels
-        self.help = help_texts.slack_help(None, app.settings.retention_days)
+
+    def help_text(self, lang: str | None) -> str:
+        return help_texts.slack_help(lang, self.earshot.settings.retention_days, with_lang=True)
+
+    async def lang_of(self, chat: ChatKey, sender: Sender) -> str:
+        """The language to answer in: the chat's /earshot lang, else the asker's Slack locale (users.info)."""
+        return await self.chat_state.language_for(chat, await self.digests.locale(sender.user_id))
 
     async def start(self) -> None:
         """Resume what a previous process left unanswered; post scheduled digests (and keep retention)."""
@@ -115,7 +121,7 @@ class Handlers:
             task, arg = task_for_text(text)
             await self._answer(dest, chat, task, arg, files[-1], sender, key=key, slot=slot)
         elif event.get("files"):
-            await self.outbox.say(dest, messages.NOT_AUDIO)
+            await self.outbox.say(dest, messages.text(messages.NOT_AUDIO, await self.lang_of(chat, sender)))
         elif (link := link_file(text)) is not None:     # a link to an audio file: handled like an upload
             task, arg = task_for_text(link.pop("rest"))
             await self._answer(dest, chat, task, arg, link, sender, key=key, slot=slot)
@@ -144,7 +150,7 @@ class Handlers:
         try:
             file = await self._mention_audio(event)
         except EarshotError as err:
-            await self.outbox.report(dest, err, None)
+            await self.outbox.report(dest, err, None, await self.lang_of(slot.chat, sender))
             return
         if not audio_files(event) and (link := link_file(text)) is not None:
             file, text = link, link.pop("rest")
@@ -152,7 +158,7 @@ class Handlers:
         if cmd is not None and cmd.task is None:
             await self._run_command(cmd, dest, slot.chat, sender, key=key, slot=slot)
         elif file is None:
-            await self.outbox.say(dest, messages.NO_AUDIO_YET)
+            await self.outbox.say(dest, messages.text(messages.NO_AUDIO_YET, await self.lang_of(slot.chat, sender)))
         else:
             if "id" in file:
                 await self.history.remember_audio(chat_key(dest.channel), file["id"])
@@ -168,30 +174,32 @@ class Handlers:
 
     async def _command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command, slot: Reservation) -> None:
         channel, chat = command["channel_id"], slot.chat
-        if cmd.word in ("", "help"):
-            await ack(self.help)
-            return
         sender = sender_of(command)
+        lang = await self.lang_of(chat, sender)       # users.info once per person, then remembered
+        if cmd.word in ("", "help"):
+            await ack(self.help_text(lang))
+            return
         try:   # strangers are told once, in the ack, and nothing is fetched or spent for them
             await self.access.check(chat, sender, spending=cmd.task is not None)
         except AccessRefused as err:
-            await ack("" if err.silent else err.user_message)     # an empty ack shows nothing
+            await ack("" if err.silent else err.user_text(lang))     # an empty ack shows nothing
             return
         if cmd.word in DIGEST_WORDS:
-            await self.digests.on_command(ack, command, cmd)
+            await self.digests.on_command(ack, command, cmd, lang)
             return
-        if cmd.word in ("reset", "usage", "voice"):
-            await ack(await self._chat_state(cmd.word, chat, sender, cmd.arg) or "")   # local SQLite: well inside 3 s
+        if cmd.word in STATE_WORDS:    # local database: well inside 3 s
+            await ack(await self._chat_state(cmd.word, chat, sender, cmd.arg, lang) or "")
             return
         if cmd.task is None:
-            await ack(f"I don't know `/earshot {render.escape(cmd.word)}`.\n\n{self.help}")
+            unknown = messages.text(messages.UNKNOWN_COMMAND, lang, command=render.escape(cmd.word))
+            await ack(f"{unknown}\n\n{self.help_text(lang)}")
             return
         if cmd.task is Task.TRANSLATE and not cmd.arg:
-            await ack(messages.NEED_LANGUAGE)
+            await ack(messages.text(messages.NEED_LANGUAGE, lang))
             return
-        await ack(LISTENING)
+        await ack(messages.text(LISTENING, lang))
         dest = Destination(channel, None, command.get("response_url") or None)
-        await self._run_command(cmd, dest, chat, sender, header=True, slot=slot,
+        await self._run_command(cmd, dest, chat, sender, header=True, slot=slot, lang=lang,
                                 key="command:" + (command.get("trigger_id") or uuid.uuid4().hex))
 
     async def on_error(self, error: Exception, body: dict[str, Any] | None = None) -> None:
@@ -207,43 +215,51 @@ class Handlers:
 
     # ---- shared steps ------------------------------------------------------------------------------
     async def _run_command(self, cmd: Command, dest: Destination, chat: ChatKey, sender: Sender, *,
-                           header: bool = False, key: str | None = None, slot: Reservation | None = None) -> None:
+                           header: bool = False, key: str | None = None, slot: Reservation | None = None,
+                           lang: str | None = None) -> None:
         """A named command, from `/earshot` or typed in a DM or mention, acting on the chat's latest audio."""
+        lang = lang or await self.lang_of(chat, sender)
         if cmd.word in ("", "help"):
-            await self.outbox.say(dest, self.help, markdown=True)
+            await self.outbox.say(dest, self.help_text(lang), markdown=True)
         elif cmd.word in DIGEST_WORDS:
-            await self.digests.in_chat(cmd, dest, sender)
-        elif cmd.word in ("reset", "usage", "voice"):
-            if (said := await self._chat_state(cmd.word, chat, sender, cmd.arg)) is not None:
+            await self.digests.in_chat(cmd, dest, sender, lang)
+        elif cmd.word in STATE_WORDS:
+            if (said := await self._chat_state(cmd.word, chat, sender, cmd.arg, lang)) is not None:
                 await self.outbox.say(dest, said)
         elif cmd.task is not None:
             task, arg = with_question(cmd.task, cmd.arg)
             try:
                 file = await self._channel_audio(dest.channel, chat)
             except EarshotError as err:
-                await self.outbox.report(dest, err, None)
+                await self.outbox.report(dest, err, None, lang)
                 return
             if file is None:
-                await self.outbox.say(dest, messages.NO_AUDIO_YET)
+                await self.outbox.say(dest, messages.text(messages.NO_AUDIO_YET, lang))
                 return
             top = None
             if header:   # in a channel, say who asked what about which file
                 asked = render.escape(f"/earshot {cmd.word} {cmd.arg}".strip())
                 who = f"<@{sender.user_id}> " if sender.user_id else ""
                 top = f"{who}`{asked}` · {render.escape(file.get('name') or file['id'])}"
-            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot)
+            await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot, lang=lang)
 
-    async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str = "") -> str | None:
-        """What reset, usage or voice says (core.chat_state); None when a stranger was already told no."""
+    async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str, lang: str) -> str | None:
+        """What reset, usage, voice, lang or model says (core.chat_state); None when a stranger was already told no."""
+        if word == "model":      # switching it: workspace admins and owners, or EARSHOT_ADMIN_USERS
+            return await self.chat_state.model(chat, sender, arg, private=chat.chat_id.startswith("D"),
+                                               is_admin=lambda: self.digests.is_admin(sender), prefix="/earshot ",
+                                               lang=lang)
         return await self.chat_state.run(word, chat, sender, arg, private=chat.chat_id.startswith("D"),
-                                         prefix="/earshot ")
+                                         prefix="/earshot ", lang=lang,
+                                         user_lang=await self.digests.locale(sender.user_id))
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
                       file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,
-                      key: str | None = None, slot: Reservation | None = None) -> None:
+                      key: str | None = None, slot: Reservation | None = None, lang: str | None = None) -> None:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
-        if not await intake.admitted(self.access, chat, sender, task, text, has_audio=file is not None,
+        lang = lang or await self.lang_of(chat, sender)
+        if not await intake.admitted(self.access, chat, sender, task, text, has_audio=file is not None, lang=lang,
                                      say=lambda said: self.outbox.say(dest, said)):    # before fetching the file
             return
         key = key or "once:" + uuid.uuid4().hex
@@ -252,7 +268,7 @@ class Handlers:
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
-            file_ref=file_ref(file) if file is not None else None), slot)
+            file_ref=file_ref(file) if file is not None else None, lang=lang), slot)
 
     async def _overhear(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """A clip or audio file posted in a channel with digests on: transcribed quietly, nothing said."""

@@ -44,11 +44,12 @@ class Status:
     """A "Listening…" message for long work (what it says and how often: core.progress), edited as chunks
     finish and finally replaced by the answer."""
 
-    def __init__(self, client: AsyncWebClient, dest: Destination, throttle: Throttle) -> None:
+    def __init__(self, client: AsyncWebClient, dest: Destination, throttle: Throttle,
+                 lang: str | None = None) -> None:
         self._client = client
         self._dest = dest
         self.ts: str | None = None
-        self.line = StatusLine(throttle, dest.channel, render.SECTION_LIMIT, render.split)
+        self.line = StatusLine(throttle, dest.channel, render.SECTION_LIMIT, render.split, lang)
 
     async def progress(self, p: Progress) -> None:
         if (text := self.line.next(p, showing=self.ts is not None)) is None:
@@ -74,14 +75,15 @@ class Outbox:
         self.client = client
         self.http = http
 
-    async def report(self, dest: Destination, err: EarshotError, status: Status | None) -> None:
+    async def report(self, dest: Destination, err: EarshotError, status: Status | None,
+                     lang: str | None = None) -> None:
         if err.silent:   # refused again: the user has been told already
             return
         if err.operator:
             log.error("operator action needed: %s", err.operator_message)
         else:
             log.info("told the user: %s (%s)", err.user_message, err.operator_message)
-        await self.deliver(dest, render.messages(err.user_message, plain=True), status)
+        await self.deliver(dest, render.messages(err.user_text(lang), plain=True), status)
 
     async def say(self, dest: Destination, text: str, *, markdown: bool = False) -> None:
         await self.deliver(dest, render.messages(text, plain=not markdown), None)

@@ -78,6 +78,11 @@ def chat_key(message: Message) -> ChatKey:
     return ChatKey(PLATFORM, str(message.chat_id), str(topic) if topic is not None else None)
 
 
+def user_language(message: Message) -> str | None:
+    """The sender's Telegram app language (an IETF tag like "de" or "pt-br"), when Telegram tells it."""
+    return message.from_user.language_code if message.from_user is not None else None
+
+
 def sender_of(message: Message) -> Sender:
     """Who sent it, as access rules and budgets see them: the user's id and @username, the chat's @username.
 

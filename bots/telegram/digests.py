@@ -28,17 +28,18 @@ ADMINS = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
 HEARD_KINDS = {"voice", "audio", "video_note", "document"}
 
 
-async def run_command(digests: DigestService, message: Message, bot: Bot, command: DigestCommand) -> str | None:
-    """What to answer to /digest or /forget in this chat (None: nothing)."""
+async def run_command(digests: DigestService, message: Message, bot: Bot, command: DigestCommand,
+                      lang: str | None = None) -> str | None:
+    """What to answer to /digest or /forget in this chat, in `lang` (None: nothing)."""
     chat, sender = chat_key(message), sender_of(message)
     refused = await digests.refusal(chat, command, sender, group=message.chat.type in GROUPS, prefix=PREFIX,
-                                    is_admin=lambda: is_admin(message, bot))
+                                    is_admin=lambda: is_admin(message, bot), lang=lang)
     if refused is not None:
         return refused or None
     async with Typing(bot, message.chat_id, topic_id(message)):
-        text = await digests.answer(chat, command, sender, prefix=PREFIX)
+        text = await digests.answer(chat, command, sender, prefix=PREFIX, lang=lang)
     if text is not None and command.action in ("on", "daily") and not await can_hear(message, bot):
-        text += "\n\n" + messages.DIGEST_CANT_HEAR
+        text += "\n\n" + messages.text(messages.DIGEST_CANT_HEAR, lang)
     return text
 
 

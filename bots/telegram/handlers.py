@@ -31,6 +31,7 @@ from .convert import (
     sender_of,
     strip_mention,
     topic_id,
+    user_language,
 )
 from .jobs import TelegramJobs
 from .render import send_text, with_flood_control
@@ -52,12 +53,12 @@ class TelegramHandlers:
         # the runner's callbacks for them are in .jobs
         self.jobs = app.jobs
         self.job_callbacks = TelegramJobs(app.jobs, app.settings, app.audio_refs)
-        self.help = help_texts.telegram_help(None, app.settings.retention_days)
 
     def register(self, app: Application) -> None:
         self.job_callbacks.bot = app.bot
         app.add_handler(CommandHandler(["start", "help"], self._ordered(self.on_help)))
         app.add_handler(CommandHandler(list(chat_state.WORDS), self._ordered(self.on_chat_state)))
+        app.add_handler(CommandHandler("model", self._ordered(self.on_model)))
         app.add_handler(CommandHandler(["digest", "forget"], self._ordered(self.on_digest)))
         app.add_handler(CommandHandler(list(TASK_WORDS), self._ordered(self.on_audio_command)))
         media = (filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.VIDEO | filters.Document.ALL)
@@ -68,8 +69,10 @@ class TelegramHandlers:
         app.add_error_handler(self.on_error)
 
     async def post_init(self, app: Application) -> None:
-        menu = [BotCommand(n, d) for n, d in help_texts.telegram_commands(None)]
-        await with_flood_control(lambda: app.bot.set_my_commands(menu))
+        # the command menu in each language Telegram shows menus in, and English for everyone else
+        for code, lang in [(None, None), *help_texts.TELEGRAM_MENU_LANGUAGES.items()]:
+            menu = [BotCommand(n, d) for n, d in help_texts.telegram_commands(lang, with_lang=True)]
+            await with_flood_control(lambda m=menu, c=code: app.bot.set_my_commands(m, language_code=c))  # type: ignore[misc]
         await self.earshot.start(PLATFORM, functools.partial(digests.post, app.bot))   # scheduled digests: this bot
 
     async def post_stop(self, app: Application) -> None:
@@ -86,23 +89,42 @@ class TelegramHandlers:
                     await callback(message, context, slot)
         return run
 
+    async def lang_of(self, message: Message) -> str:
+        """The language to answer this message in: the chat's /lang, else the sender's Telegram language."""
+        return await self.chat_state.language_for(chat_key(message), user_language(message))
+
+    def help_text(self, lang: str | None) -> str:
+        return help_texts.telegram_help(lang, self.earshot.settings.retention_days, with_lang=True)
+
     # --- commands -------------------------------------------------------------------------------
     async def on_digest(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         """/digest [2h|on|off|daily 09:00 Zone], /forget: the flow is core.digest's."""
         parsed = command_of(message, context.bot.username)
         if parsed is not None:
             command = FORGET if parsed[0] == "forget" else parse_digest(parsed[1])
-            if (text := await digests.run_command(self.digests, message, context.bot, command)) is not None:
+            lang = await self.lang_of(message)
+            if (text := await digests.run_command(self.digests, message, context.bot, command, lang)) is not None:
                 await self._say(message, text)
 
     async def on_help(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
-        await self._say(message, self.help)
+        await self._say(message, self.help_text(await self.lang_of(message)))
 
     async def on_chat_state(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
-        """/reset, /usage, /voice on [VOICE] | /voice off (core.chat_state)."""
+        """/reset, /usage, /voice on [VOICE] | /voice off, /lang [CODE|auto] (core.chat_state)."""
         if (parsed := command_of(message, context.bot.username)) is not None:
             said = await self.chat_state.run(parsed[0], chat_key(message), sender_of(message), parsed[1],
-                                             private=message.chat.type == "private")
+                                             private=message.chat.type == "private",
+                                             lang=await self.lang_of(message), user_lang=user_language(message))
+            if said is not None:
+                await self._say(message, said)
+
+    async def on_model(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
+        """/model: this chat's model and the allowed ones; /model NAME: switch (group admins; anyone in private)."""
+        if (parsed := command_of(message, context.bot.username)) is not None:
+            said = await self.chat_state.model(chat_key(message), sender_of(message), parsed[1],
+                                               private=message.chat.type == "private",
+                                               is_admin=lambda: digests.is_admin(message, context.bot),
+                                               lang=await self.lang_of(message))
             if said is not None:
                 await self._say(message, said)
 
@@ -129,7 +151,7 @@ class TelegramHandlers:
         addressed = is_addressed(message, bot.id, bot.username)
         if media is None:  # a document that isn't audio
             if addressed:
-                await self._say(message, messages.NOT_AUDIO)
+                await self._say(message, messages.text(messages.NOT_AUDIO, await self.lang_of(message)))
             return
         # remembered even when not addressed, so a later command in a group can act on it
         await self.history.remember_audio(chat_key(message), media.dumps())
@@ -142,7 +164,7 @@ class TelegramHandlers:
             await self._task(message, slot, TASK_WORDS[parsed[0]], parsed[1], media)
             return
         if parsed and parsed[0] in ("start", "help"):
-            await self._say(message, self.help)
+            await self._say(message, self.help_text(await self.lang_of(message)))
             return
         question = strip_mention(message.caption, bot.username)
         await self._task(message, slot, *with_question(Task.ASK, question), media)
@@ -161,13 +183,14 @@ class TelegramHandlers:
         elif text:
             await self._task(message, slot, Task.FOLLOW_UP, text, None)
         else:
-            await self._say(message, self.help)
+            await self._say(message, self.help_text(await self.lang_of(message)))
 
     # --- the one path to the core ---------------------------------------------------------------
     async def _task(self, message: Message, slot: Reservation, task: Task, text: str | None,
                     media: MediaRef | None) -> None:
         # before downloading anything or showing "typing"; counted in the rate limit here, at the door
-        if not await intake.admitted(self.access, chat_key(message), sender_of(message), task, text,
+        lang = await self.lang_of(message)
+        if not await intake.admitted(self.access, chat_key(message), sender_of(message), task, text, lang=lang,
                                      has_audio=media is not None, say=lambda said: self._say(message, said)):
             return
         # stored before this handler returns, so before the update is confirmed to Telegram (.durable);
@@ -175,7 +198,7 @@ class TelegramHandlers:
         await self.jobs.submit(NewJob(
             key=f"{message.chat_id}:{message.message_id}", chat=chat_key(message), task=task,
             message_ref=str(message.message_id), file_ref=media.dumps() if media else None, text=text,
-            sender=sender_of(message)), slot)
+            sender=sender_of(message), lang=lang), slot)
 
     async def _say(self, message: Message, text: str) -> None:
         await send_text(message.get_bot(), message.chat_id, text, thread_id=topic_id(message),
@@ -191,6 +214,6 @@ class TelegramHandlers:
         if message.chat.type != "private" and not is_addressed(message, context.bot.id, context.bot.username):
             return  # silent in groups unless spoken to, even when failing
         try:
-            await self._say(message, messages.INTERNAL)
+            await self._say(message, messages.text(messages.INTERNAL, user_language(message)))
         except TelegramError as err:
             log.warning("could not apologise in chat %s: %s", message.chat_id, err)

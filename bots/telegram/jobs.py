@@ -74,7 +74,7 @@ class TelegramJobs:
         remove it if this one dies (core.runner calls _unsay)."""
         chat_id, thread, reply_to = self._where(job)
         status = StatusMessage(self.bot, chat_id, self.throttle, thread_id=thread, reply_to=reply_to,
-                               noted=lambda ref: self.runner.set_progress_ref(job, ref))
+                               noted=lambda ref: self.runner.set_progress_ref(job, ref), lang=job.lang)
         try:
             async with Typing(self.bot, chat_id, thread):
                 yield status.update
@@ -117,7 +117,7 @@ class TelegramJobs:
         for i, (name, data) in enumerate(subtitles.transcript_files(reply, original)):
             try:
                 document = InputFile(data, filename=name)
-                caption = messages.TRANSCRIPT_FILES if i == 0 else None
+                caption = messages.text(messages.TRANSCRIPT_FILES, job.lang) if i == 0 else None
                 await with_flood_control(lambda d=document, c=caption: self.bot.send_document(  # type: ignore[misc]
                     chat_id, d, message_thread_id=thread, reply_parameters=where, caption=c))
             except (Forbidden, BadRequest) as err:

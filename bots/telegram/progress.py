@@ -62,11 +62,12 @@ class StatusMessage:
     """
 
     def __init__(self, bot: Bot, chat_id: int, throttle: Throttle, *, thread_id: int | None = None,
-                 reply_to: int | None = None, noted: Callable[[str | None], Awaitable[None]] | None = None) -> None:
+                 reply_to: int | None = None, noted: Callable[[str | None], Awaitable[None]] | None = None,
+                 lang: str | None = None) -> None:
         self.bot, self.chat_id, self.throttle = bot, chat_id, throttle
         self.thread_id, self.reply_to = thread_id, reply_to
         self.message: Message | None = None
-        self.line = StatusLine(throttle, chat_id, MESSAGE_LIMIT, split_text)
+        self.line = StatusLine(throttle, chat_id, MESSAGE_LIMIT, split_text, lang)
         self._lock = asyncio.Lock()
         self._closed = False
         self._noted = noted          # told the message's id once it is shown, and None once it is gone

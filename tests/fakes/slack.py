@@ -426,11 +426,14 @@ class FakeSlack:
                          "size": len(pending["data"])})
         return self._ok(files=done)
 
-    def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False) -> None:
-        """A workspace member with a display name; admin/owner as users.info reports them."""
+    def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False,
+                 locale: str = "en-US") -> None:
+        """A workspace member with a display name; admin/owner as users.info reports them; locale: the
+        language their Slack is in (users.info tells it only with include_locale=true)."""
         self.users[user_id] = {"id": user_id, "team_id": TEAM_ID, "name": name.lower(), "real_name": name,
                                "is_admin": admin, "is_owner": owner, "is_primary_owner": False,
-                               "is_bot": False, "profile": {"display_name": name, "real_name": name}}
+                               "is_bot": False, "profile": {"display_name": name, "real_name": name},
+                               "locale": locale}
 
     def _users_info(self, params: dict[str, Any]) -> web.Response:
         user_id = params.get("user", "")
@@ -438,7 +441,10 @@ class FakeSlack:
             return self._error("user_not_found")
         if user_id not in self.users:
             self.add_user(user_id, user_id.lower())
-        return self._ok(user=self.users[user_id])
+        user = dict(self.users[user_id])
+        if str(params.get("include_locale", "")).lower() not in ("true", "1"):
+            user.pop("locale", None)
+        return self._ok(user=user)
 
     def _files_info(self, params: dict[str, Any]) -> web.Response:
         record = self.files.get(params.get("file", ""))

@@ -134,7 +134,8 @@ class FakeTelegram:
         self.deleted: list[tuple[int, int]] = []
         self.edits: list[dict] = []               # {"t", "chat_id", "message_id", "text"}
         self.voices: list[dict] = []              # voice notes sent: {"chat_id", "ogg", "caption", "message_id"}
-        self.commands: list[dict] = []
+        self.commands: list[dict] = []            # the default menu (no language_code)
+        self.menus: dict[str, list[dict]] = {}     # every menu set, by language_code ("" the default)
         self.members: dict[tuple[int, int], str] = {}   # (chat, user) -> getChatMember status; default "member"
         self.webhook: dict | None = None
         self.webhook_error: str | None = None      # getWebhookInfo's last_error_message, once a delivery failed
@@ -166,7 +167,7 @@ class FakeTelegram:
              duration: int = 3, chat_type: str = "private", thread_id: int | None = None,
              reply_to: int | None = None, username: str | None = None, chat_username: str | None = None,
              date: float | None = None, forward_of: tuple[int, int] | None = None,
-             anonymous_admin: bool = False) -> int:
+             anonymous_admin: bool = False, language_code: str | None = None) -> int:
         """A user's message arrives; returns its message_id. kind: voice, audio, video_note, video, document,
         or animation (a GIF: Telegram sends it as `animation` plus a video/mp4 `document`, same file).
 
@@ -175,6 +176,7 @@ class FakeTelegram:
 
         username / chat_username: the sender's and the (public) chat's @username, without the @.
         date: when it was sent (Unix time), if not now.
+        language_code: the sender's app language (an IETF tag), as Telegram sends it when it knows it.
         forward_of: (chat_id, message_id) of a message whose media this one forwards: the same file_id and
         file_unique_id, as Telegram keeps them for a forwarded file."""
         user_id = user_id if user_id is not None else abs(chat_id)
@@ -189,6 +191,8 @@ class FakeTelegram:
         if chat_username is not None:
             chat["username"] = chat_username
         sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+        if language_code is not None:
+            sender["language_code"] = language_code
         if username is not None:
             sender["username"] = username
             if chat_type == "private":
@@ -567,7 +571,12 @@ class FakeTelegram:
         return self._ok(True)
 
     async def _m_setmycommands(self, params: dict) -> web.Response:
-        self.commands = params.get("commands") or []
+        lang = params.get("language_code") or ""
+        if lang and not re.fullmatch(r"[a-z]{2}", lang):     # a two-letter ISO 639-1 code, or none
+            return self._fail(400, "Bad Request: invalid language code specified")
+        self.menus[lang] = params.get("commands") or []
+        if not lang:
+            self.commands = self.menus[lang]
         return self._ok(True)
 
     async def _m_deletewebhook(self, params: dict) -> web.Response:
