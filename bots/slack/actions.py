@@ -81,7 +81,8 @@ class SlackActions:
             key = f"shortcut:{shortcut.trigger_id or shortcut.message_ts}"
             if shortcut.response_url:      # the app can't post in the channel: only to the user
                 self.handlers.job_callbacks.reply_through(key, shortcut.response_url, ephemeral=True)
-            tap = Tap(key, chat, sender, shortcut.task, _where(shortcut.channel_id, shortcut.thread_ts))
+            tap = Tap(key, chat, sender, shortcut.task, _where(shortcut.channel_id, shortcut.thread_ts),
+                      lang=await self.handlers.lang_of(chat, sender))
             await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[shortcut.file_ids[-1]]),
                              slot, say=lambda said: self._ephemeral(shortcut.channel_id, shortcut.user_id, said,
                                                                     shortcut.thread_ts, shortcut.response_url))
@@ -100,8 +101,9 @@ class SlackActions:
         thread = message.get("thread_ts") or reaction.message_ts
         chat = chat_of(reaction.channel_id, thread)
         with self.earshot.jobs.reserve(chat) as slot:
-            tap = Tap(reaction.once_key, chat, Sender(user_id=reaction.user_id), Task.TRANSCRIBE,
-                      _where(reaction.channel_id, thread))
+            sender = Sender(user_id=reaction.user_id)
+            tap = Tap(reaction.once_key, chat, sender, Task.TRANSCRIBE, _where(reaction.channel_id, thread),
+                      lang=await self.handlers.lang_of(chat, sender))
             await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[-1]), slot,
                              say=lambda said: self._ephemeral(reaction.channel_id, reaction.user_id, said, thread))
         await self.earshot.events.claim(PLATFORM, reaction.once_key)
@@ -166,14 +168,16 @@ class SlackActions:
     async def _button(self, button: TaskButton, trigger: str) -> None:
         chat = chat_of(button.channel_id, button.thread_ts)
         with self.earshot.jobs.reserve(chat) as slot:
+            sender = Sender(user_id=button.user_id, team_id=button.team_id)
+            lang = await self.handlers.lang_of(chat, sender)
             try:
                 ref = await self.earshot.audio_refs.resolve(button.token, chat)
             except AudioExpired as err:
-                await self._ephemeral(button.channel_id, button.user_id, err.user_text(None), button.thread_ts,
+                await self._ephemeral(button.channel_id, button.user_id, err.user_text(lang), button.thread_ts,
                                       button.response_url)
                 return
-            tap = Tap(f"action:{trigger}", chat, Sender(user_id=button.user_id, team_id=button.team_id),
-                      button.task, _where(button.channel_id, button.thread_ts), text=button.language)
+            tap = Tap(f"action:{trigger}", chat, sender, button.task, _where(button.channel_id, button.thread_ts),
+                      text=button.language, lang=lang)
             await submit_tap(self.earshot.access, self.earshot.jobs, tap, ref.ref, slot,
                              say=lambda said: self._ephemeral(button.channel_id, button.user_id, said,
                                                               button.thread_ts, button.response_url))

@@ -49,10 +49,12 @@ class TelegramTaps:
             return
         chat = chat_key(message)
         with self.earshot.jobs.reserve(chat) as slot:     # the chat's place in line, before the first await
+            user = query.from_user
+            lang = await self.earshot.chat_state.language_for(chat, user.language_code if user else None)
             try:
                 ref = await self.earshot.audio_refs.resolve(press.token, chat)
             except AudioExpired as err:
-                await self._answer(query, err.user_text(None))
+                await self._answer(query, err.user_text(lang))
                 with contextlib.suppress(BadRequest):       # buttons already gone
                     await with_flood_control(lambda: message.edit_reply_markup(reply_markup=None))
                 return
@@ -61,10 +63,9 @@ class TelegramTaps:
                 await self._languages(message, press)
                 return
             await slot.earlier_settled()
-            user = query.from_user
             tap = Tap(key=f"cb:{query.id}", chat=chat, sender=Sender(str(user.id), user.username,
                                                                  chat_name=message.chat.username),
-                      task=press.task, message_ref=str(message.message_id), text=press.language)
+                      task=press.task, message_ref=str(message.message_id), text=press.language, lang=lang)
             await submit_tap(self.earshot.access, self.earshot.jobs, tap, ref.ref, slot,
                              say=lambda said: self._say(message, said))
 
