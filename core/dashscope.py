@@ -253,6 +253,16 @@ class RetryPolicy:
                     getattr(exc, "code", None), getattr(exc, "request_id", None),
                     state.next_action.sleep if state.next_action else 0.0)
 
+    def _retrying(self) -> AsyncRetrying:
+        """Attempts at one request: bounded by count and by the retry budget; only retryable errors again."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.retry_budget),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, ModelError) and e.retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
     def _redact(self, text: str) -> str:
         """Servers may echo what they were sent; the key must not reach an error or a log."""
         return text.replace(self._api_key, "***") if self._api_key else text
@@ -288,14 +298,7 @@ class DashScopeClient(RetryPolicy):
             parameters["incremental_output"] = True
         body = json.dumps({"model": self.model, "input": {"messages": messages}, "parameters": parameters},
                           ensure_ascii=False).encode("utf-8")
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.retry_budget),
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, ModelError) and e.retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in self._retrying():
             with attempt:
                 if on_delta is None:
                     return await self._call(body)

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from . import messages as msgs
 from . import prompts
@@ -160,14 +159,7 @@ class OpenAICompatClient(RetryPolicy):
         if voice is not None:
             kwargs["modalities"] = ["text", "audio"]
             kwargs["audio"] = {"voice": voice, "format": "wav"}   # "wav" is the only value; PCM arrives
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.retry_budget),
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, ModelError) and e.retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in self._retrying():
             with attempt:
                 return await self._stream(kwargs, on_delta)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
