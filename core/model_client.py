@@ -14,13 +14,12 @@ __all__ = ["SPEECH_RATE", "ModelAnswer", "ModelClient", "OnDelta", "has_key", "m
 if TYPE_CHECKING:
     from .config import Settings
 
+
 def make_client(settings: Settings) -> ModelClient:
     """The client for EARSHOT_MODEL: DashScope's native API, its compatible mode, or an OpenAI-compatible
     server. Each credential goes only to its own service's origin."""
     from .catalog import Backend
     from .config import origin
-    from .dashscope import DashScopeClient
-    from .openai_compat import OpenAICompatClient
 
     s = settings
     ds_key = s.dashscope_api_key.get_secret_value() if s.dashscope_api_key else ""
@@ -28,7 +27,10 @@ def make_client(settings: Settings) -> ModelClient:
                                   max_concurrency=s.global_concurrency)
     backend = s.model_info.backend
     if backend is Backend.NATIVE:
+        from .dashscope import DashScopeClient
         return DashScopeClient(ds_key, s.native_base_url, s.model, **common)
+    # the openai SDK takes ~0.2 s to import: only the models that use it pay for it
+    from .openai_compat import OpenAICompatClient
     if backend is Backend.COMPAT:
         return OpenAICompatClient(ds_key, s.compat_base_url, s.model, dashscope=True,
                                   system_when_speaking=s.model_info.system_when_speaking, **common)
