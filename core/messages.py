@@ -202,7 +202,6 @@ WAIT_HOURS_MINUTES = N_("{hours} h {minutes} min")
 LISTENING = N_("Listening…")
 LISTENING_PART = N_("Listening… part {part} of {total}")
 LISTENING_WRITING = N_("Listening… all {total} parts heard, writing the answer")
-LISTENING_DONE = N_("Listening… {done}/{total} parts done")
 RESET_DONE = N_("Done: I've forgotten this conversation.")
 
 # /lang. {language} is a language's own name (Deutsch, 日本語), {languages} the codes and names to choose from.

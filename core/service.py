@@ -120,9 +120,7 @@ class Assistant:
         """The catalog's facts of the model in use: window, token rates, limits, voices."""
         return self._chosen.info
 
-    @property
-    def limits(self) -> ModelInfo:
-        return self._chosen.info
+    limits = model          # the same facts, under the name the token budgeting reads
 
     @property
     def _client(self) -> MeteredClient:
