@@ -156,7 +156,7 @@ def test_importing_the_cli_loads_no_chat_library_or_server():
     assert out.stdout.strip() == "[]"
 
 
-def test_compose_postgres_variant_points_both_bots_at_its_own_postgres_service():
+def test_compose_postgres_variant_runs_replicas_of_both_bots_on_its_own_postgres_service():
     base = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     pg = yaml.safe_load((DEPLOY / "compose.postgres.yaml").read_text())
     services = pg["services"]
@@ -169,4 +169,9 @@ def test_compose_postgres_variant_points_both_bots_at_its_own_postgres_service()
         url = services[name]["environment"]["EARSHOT_DB"]
         assert url.startswith("postgresql://earshot:${POSTGRES_PASSWORD") and url.endswith("@postgres:5432/earshot")
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        replicas = services[name]["deploy"]["replicas"]
+        assert replicas >= 2
+        for port in base["services"][name]["ports"]:      # each replica takes a host port of its own
+            first, last = port.split(":")[-2].split("-")
+            assert int(last) - int(first) + 1 >= replicas
     assert "compose.postgres.yaml" in (DEPLOY / "compose.yaml").read_text()
