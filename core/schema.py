@@ -173,5 +173,6 @@ def m012_shared_limits(db: Builder) -> None:
     db.index("rate_hits", ["platform", "subject", "at"])
     db.index("rate_hits", ["at"])
     db.table("spend_holds", {"id": str, "platform": str, "chat_id": str, "user_id": str, "tokens": int,
-                             "expires": float}, pk="id", not_null={"platform", "chat_id", "user_id", "tokens", "expires"})
+                             "expires": float},
+             pk="id", not_null={"platform", "chat_id", "user_id", "tokens", "expires"})
     db.index("spend_holds", ["expires"])

@@ -463,7 +463,7 @@ class FakeTelegram:
             return self._fail(409, "Conflict: can't use getUpdates method while webhook is active; "
                                    "use deleteWebhook to delete the webhook first")
         offset = int(params.get("offset") or 0)
-        if offset and self.forget_confirmed:  # asking from `offset` confirms every earlier update: Telegram forgets them
+        if offset and self.forget_confirmed:  # asking from `offset` confirms earlier updates: Telegram forgets them
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + float(params.get("timeout") or 0)
