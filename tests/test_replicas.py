@@ -21,6 +21,8 @@ import pytest
 
 from core import messages
 from core.app import Earshot
+from core.db import Database
+from core.election import Election
 from core.errors import AccessRefused
 from core.models import ChatKey, Request, Sender, Task, Usage
 from core.progress import STREAM_TAIL
@@ -215,3 +217,26 @@ async def test_a_request_in_flight_on_one_replica_holds_its_cost_on_the_other(tw
                 await b.access.afford(1_000)                # what is left still fits
         async with b.access.admit(request("-61")):          # both done: their holds are gone
             await b.access.afford(2_900)
+
+
+# --- the election itself ------------------------------------------------------------------------------
+
+async def test_one_process_leads_and_another_takes_over_when_it_steps_down(postgres: Cluster, tmp_path: Path):
+    url = postgres.fresh()
+    a_db, b_db = Database(url), Database(url)
+    await asyncio.gather(a_db.open(), b_db.open())
+    a, b = Election(a_db, "work", retry=0.05), Election(b_db, "work", retry=0.05)
+    try:
+        assert await a.wait(10)
+        assert not await b.wait(0.3) and a.leading      # b keeps trying; a still holds it
+        await a.stop()                                   # its session closes, as when its process dies
+        assert await b.wait(10) and not a.leading
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await asyncio.gather(a_db.close(), b_db.close())
+    alone = Database(tmp_path / "alone.db")              # SQLite: one process, always the leader
+    await alone.open()
+    try:
+        assert await Election(alone, "work").wait(0)
+    finally:
+        await alone.close()
