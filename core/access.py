@@ -208,7 +208,10 @@ class MeteredClient:
         metrics.tokens(answer.usage)
         if (spend := _current.get()) is not None:
             spend.spent = spend.spent + answer.usage
-            await spend.share()       # replicas: what it counts now, and a renewal of its hold
+            try:
+                await spend.share()   # replicas: what it counts now, and a renewal of its hold
+            except Exception:         # the answer is paid for: keep it; the hold stays at its estimate
+                log.warning("could not update what a request in flight holds", exc_info=True)
         return answer
 
     def __getattr__(self, name: str) -> Any:
@@ -296,7 +299,7 @@ class AccessPolicy:
         if rate and (wait := await self._take_rate(key, count)) > 0:
             limit = self.settings.user_requests_per_minute
             await self._refuse(("rate", *key), wait, messages.RATE_LIMITED,
-                         dict(limit=limit, wait=words.Span(wait_words, wait)))
+                               dict(limit=limit, wait=words.Span(wait_words, wait)))
         for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
             if allowance.limit and allowance.used >= allowance.limit:
                 template, fmt = _budget_message(kind, allowance.limit, self._to_midnight())
