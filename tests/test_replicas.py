@@ -265,3 +265,15 @@ async def test_the_shared_rate_window_slides_and_old_hits_are_pruned(postgres: C
         assert await shared_limits.prune(db, clock[0] + 61) == {"rate_hits": 2, "spend_holds": 0}
     finally:
         await db.close()
+
+
+async def test_the_telegram_stand_in_refuses_a_second_consumer_like_telegram():
+    tg = FakeTelegram()
+    async with Served(tg.app) as tgs, httpx.AsyncClient(base_url=f"{tgs.url}/bot{tg.token}", timeout=10) as http:
+        first = asyncio.create_task(http.post("/getUpdates", json={"timeout": 5}))
+        await until(lambda: tg.called("getUpdates"))
+        second = await http.post("/getUpdates", json={"timeout": 0})
+        assert second.status_code == 409 and "Conflict" in second.json()["description"] and tg.conflicts == 1
+        tg.push(1, text="hello")                  # the first poll still gets it
+        assert (await first).json()["result"][0]["message"]["text"] == "hello"
+        assert (await http.post("/getUpdates", json={"timeout": 0})).status_code == 200   # one at a time is fine
