@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+UPDATE_IDS = itertools.count(500)
 ANONYMOUS_ADMIN_ID = 1087968824           # GroupAnonymousBot: the "from" of every anonymous admin's message
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -145,9 +146,10 @@ class FakeTelegram:
         self._failures: dict[str, list[Any]] = {} # method -> [times left, status, description]
         self._updates: list[dict] = []
         self._ids = itertools.count(1)
-        self._update_ids = itertools.count(500)
+        self._update_ids = UPDATE_IDS     # a bot's update ids never repeat, even across the stand-in's restarts
         self.url = ""                             # set once served
         self.pushed = 0                           # updates sent to the bot so far
+        self.last_update_id = 0
         self._new = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -159,6 +161,10 @@ class FakeTelegram:
         self.callback_queries: dict[str, dict] = {}    # query id -> the callback_query pushed
         self.callback_answers: dict[str, dict] = {}    # query id -> answerCallbackQuery's parameters
         self.markup_edits: list[dict] = []            # editMessageReplyMarkup calls that changed a message
+        # getUpdates allows one consumer: a second one polling at the same time gets 409 Conflict, as from Telegram
+        self.conflicts = 0
+        self.forget_confirmed = True      # False: confirmed updates stay, as when the poller died before confirming
+        self._polls: dict[int, web.Request] = {}     # id -> a getUpdates request being answered
 
     # ---- what tests do ------------------------------------------------------------------
     def push(self, chat_id: int, *, user_id: int | None = None, text: str | None = None,
@@ -253,6 +259,10 @@ class FakeTelegram:
     def called(self, method: str) -> list[dict]:
         return [c["params"] for c in self.calls if c["method"].lower() == method.lower()]
 
+    def confirmed(self, update_id: int) -> bool:
+        """Whether a getUpdates call has confirmed the update (asked from a later offset)."""
+        return any(int(p.get("offset") or 0) > update_id for p in self.called("getUpdates"))
+
     @property
     def pending_updates(self) -> int:
         return len(self._updates)
@@ -291,6 +301,8 @@ class FakeTelegram:
     def deliver(self, update: dict) -> None:
         """Hand the bot a raw update, as it is (the hostile tests send malformed ones)."""
         self.pushed += 1
+        if isinstance(update, dict) and type(update.get("update_id")) is int:
+            self.last_update_id = max(self.last_update_id, update["update_id"])
         if self.webhook:
             asyncio.get_running_loop().create_task(self._post_webhook(update))
             return
@@ -392,6 +404,8 @@ class FakeTelegram:
         handler = getattr(self, f"_m_{m}", None)
         if handler is None:
             return self._fail(404, "Not Found")
+        if m == "getupdates":
+            return await self._one_consumer(request, handler, params)
         if m in MARKUP_METHODS and (problem := reply_markup_problem(params.get("reply_markup"))):
             return self._fail(400, problem)
         response = await handler(params)
@@ -431,12 +445,25 @@ class FakeTelegram:
     async def _m_getme(self, params: dict) -> web.Response:
         return self._ok(self.bot)
 
+    async def _one_consumer(self, request: web.Request, handler: Any, params: dict) -> web.Response:
+        # a poll whose client hung up (killed, or its request cancelled) no longer counts
+        self._polls = {i: r for i, r in self._polls.items() if r.transport is not None and not r.transport.is_closing()}
+        if self._polls:
+            self.conflicts += 1
+            return self._fail(409, "Conflict: terminated by other getUpdates request; make sure that only one "
+                                   "bot instance is running")
+        self._polls[id(request)] = request
+        try:
+            return await handler(params)
+        finally:
+            self._polls.pop(id(request), None)
+
     async def _m_getupdates(self, params: dict) -> web.Response:
         if self.webhook:
             return self._fail(409, "Conflict: can't use getUpdates method while webhook is active; "
                                    "use deleteWebhook to delete the webhook first")
         offset = int(params.get("offset") or 0)
-        if offset:  # asking from `offset` confirms every earlier update, so Telegram forgets them
+        if offset and self.forget_confirmed:  # asking from `offset` confirms earlier updates: Telegram forgets them
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + float(params.get("timeout") or 0)
