@@ -71,6 +71,9 @@ class Replica:
             self.env, cwd=ROOT)
         await until(lambda: self.said("earshot is listening") or self.proc.poll() is not None)
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        if "--port" in self.args:         # webhook mode: Telegram is told the URL before the server listens
+            port = int(self.args[self.args.index("--port") + 1])
+            await until(lambda: accepts(port))
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -85,6 +88,17 @@ class Replica:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+async def accepts(port: int) -> bool:
+    """Whether something listens on the loopback port."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
 
 
 def answers(tg: FakeTelegram, chat: int) -> list[dict]:
@@ -112,6 +126,7 @@ async def test_one_replica_polls_and_another_takes_over_when_it_is_killed(tmp_pa
             tg.push(802, text="/help")
             await until(lambda: answers(tg, 801) and sent_to(tg, 802))
             await until(lambda: tg.confirmed(tg.last_update_id))     # a took both and handled them
+            await until(lambda: settled(db, 1))                      # and recorded the answer as delivered
             assert not b.said(POLLS) and tg.conflicts == 0
 
             a.kill()                                                # the poller dies
