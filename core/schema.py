@@ -162,3 +162,11 @@ def m009_audio_refs(db: Builder) -> None:
 def m010_chat_models(db: Builder) -> None:
     """The model a chat chose with /model among EARSHOT_MODELS (empty: the operator's EARSHOT_MODEL)."""
     db.column("chat_settings", "model", str)
+
+
+@step
+def m011_job_lanes(db: Builder) -> None:
+    """Open jobs (not yet delivered) found by platform, and per chat lane, without reading the week of
+    delivered ones kept beside them: what runners on several processes look up to take and share work."""
+    db.index("jobs", ["platform", "delivered"])
+    db.index("jobs", ["platform", "chat_id", "thread_id", "delivered"])
