@@ -10,7 +10,9 @@ database thread (Database.read/write, core.db), so there is still one file and o
       └──┘<───────┘ (outage: wait)   │
       └────────────> failed/expired ─┘
 
-`core.runner.JobRunner` drives them; this module is the data and the store.
+`core.runner.JobRunner` drives them; this module is the data and the store. On PostgreSQL several processes
+share the table: a runner takes a job under a lease before working on it (take, keep, release: who holds
+it is the `owner` column, until `lease_until`), see core.runner.
 """
 from __future__ import annotations
 
