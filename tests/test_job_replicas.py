@@ -1,4 +1,4 @@
-"""Jobs shared by the runners of several processes on one database: leases, fencing, order per chat."""
+"""Job runners of several processes on one PostgreSQL database: the jobs are shared, each once, one at a time and
 in order per chat, and a runner that dies (a separate OS process, killed) loses its jobs to the others after its
 lease. Two runners live in this test process, each with its own database pool and Assistant, against one
 DashScope stand-in; what each delivers is recorded."""
