@@ -13,6 +13,7 @@ What it holds, and who uses what (docs/architecture.md draws the flow):
 - digests: group digests (core.digest) — listening, the digest command, the daily schedule, retention.
 - chat_state: reset, usage, voice on/off (core.chat_state).
 - events: platform events already handled (core.seen_events): a redelivery is not answered twice.
+- locks: session locks (core.election), so an event two replicas get at the same moment is handled by one.
 - jobs: the durable job runner (core.runner) the adapter registers its callbacks with and submits to.
 - audio_refs: short tokens for audio kept by reference (core.audio_refs), for buttons under answers.
 """
@@ -27,6 +28,7 @@ from .audio_refs import AudioRefs
 from .chat_state import ChatState
 from .config import Settings
 from .digest import DigestService, Post
+from .election import SessionLocks
 from .history import HistoryStore
 from .model_client import ModelClient
 from .runner import JobRunner
@@ -46,6 +48,7 @@ class Earshot:
     events: SeenEvents
     jobs: JobRunner
     audio_refs: AudioRefs
+    locks: SessionLocks
 
     @classmethod
     def build(cls, settings: Settings, *, client: ModelClient | None = None) -> Earshot:
@@ -58,7 +61,8 @@ class Earshot:
         digests = DigestService(assistant, history=history, access=access, cache=cache)
         return cls(settings, history, access, cache, assistant, digests, ChatState(assistant, access, history),
                    SeenEvents(history), JobRunner(assistant, digests),
-                   AudioRefs(SqlAudioRefStore(history), keep_seconds=settings.history_days * 86400))
+                   AudioRefs(SqlAudioRefStore(history), keep_seconds=settings.history_days * 86400),
+                   SessionLocks(history))
 
     async def open(self) -> Earshot:
         """Open the database (StorageError with what to fix when it can't be used)."""
@@ -75,6 +79,7 @@ class Earshot:
         """Stop the job runner, then the digests' schedules, the HTTP pool and the database."""
         await self.jobs.stop()
         await self.digests.aclose()         # its schedulers stop before the pool goes
+        await self.locks.close()
         await self.assistant.aclose()
 
     async def __aenter__(self) -> Earshot:

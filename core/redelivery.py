@@ -37,30 +37,26 @@ class Redeliveries:
         return False
 
     @contextlib.asynccontextmanager
-    async def handling(self, event_id: object) -> AsyncIterator[None]:
-        """Around handling an event: claimed when done, whatever happened."""
-        try:
-            yield
-        finally:
-            if event_id:
-                await self.events.claim(self.platform, str(event_id))
-
-    @contextlib.asynccontextmanager
-    async def only(self, event_id: str) -> AsyncIterator[bool]:
+    async def only(self, event_id: object) -> AsyncIterator[bool]:
         """Whether to handle the event (False: handled already, here or by another replica); claimed when the
-        block ends without an exception. With `locks`, one process at a time handles it."""
+        block ends without an exception. With `locks`, one process at a time handles it. An event without an
+        id is always handled."""
+        if not event_id:
+            yield True
+            return
+        event = str(event_id)
         if self.locks is None:
-            first = await self.first(event_id)
+            first = await self.first(event)
             yield first
             if first:
-                await self.events.claim(self.platform, event_id)
+                await self.events.claim(self.platform, event)
             return
-        name = f"{self.platform}:{event_id}"
+        name = f"{self.platform}:{event}"
         give_up = time.monotonic() + WAIT_LONGEST
         locked = False
         try:
             while True:
-                if not await self.first(event_id):
+                if not await self.first(event):
                     yield False
                     return
                 if locked:
@@ -74,7 +70,7 @@ class Redeliveries:
                     await asyncio.sleep(WAIT_STEP)
             # locked (or given up on waiting), and not handled yet: seen once more after taking the lock above
             yield True
-            await self.events.claim(self.platform, event_id)
+            await self.events.claim(self.platform, event)
         finally:
             if locked:
                 await self.locks.unlock(name)

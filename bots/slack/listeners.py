@@ -61,7 +61,8 @@ class Handlers:
         self.client, self.earshot = client, app
         # the parts of earshot the listeners use (core.app builds them)
         self.access, self.history, self.chat_state = app.access, app.history, app.chat_state
-        self.once = Redeliveries(app.events, PLATFORM)      # Slack retries events: each is handled once
+        # Slack retries events (maybe to another replica while the first still works on it): each is handled once
+        self.once = Redeliveries(app.events, PLATFORM, app.locks)
         self.outbox = Outbox(client, http)
         # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash;
         # the runner's callbacks for them are in .jobs
@@ -105,9 +106,10 @@ class Handlers:
         with self.jobs.reserve(chat_key(str(event.get("channel")))) as slot:
             if not is_dm(event):
                 await self._overhear(event, body)
-            elif await self.once.first(body.get("event_id")):
-                async with self.once.handling(body.get("event_id")):
-                    await self._dm(event, body, slot)
+            else:
+                async with self.once.only(body.get("event_id")) as first:
+                    if first:
+                        await self._dm(event, body, slot)
 
     async def _dm(self, event: dict[str, Any], body: dict[str, Any], slot: Reservation) -> None:
         channel, chat = event["channel"], slot.chat
@@ -138,8 +140,8 @@ class Handlers:
             return                                     # DMs arrive as message.im; bots are never answered
         dest = Destination(event["channel"], thread_of(event))
         with self.jobs.reserve(chat_key(dest.channel, dest.thread_ts)) as slot:    # one history per thread
-            if await self.once.first(body.get("event_id")):
-                async with self.once.handling(body.get("event_id")):
+            async with self.once.only(body.get("event_id")) as first:
+                if first:
                     await self._mention(event, body, dest, slot)
 
     async def _mention(self, event: dict[str, Any], body: dict[str, Any], dest: Destination,
@@ -276,12 +278,12 @@ class Handlers:
         channel = event.get("channel")
         if not files or not isinstance(channel, str) or is_from_bot(event):
             return
-        if not await self.digests.heard_in(chat_key(channel), sender_of(event, body)) \
-                or not await self.once.first(body.get("event_id")):
+        if not await self.digests.heard_in(chat_key(channel), sender_of(event, body)):
             return
-        async with self.once.handling(body.get("event_id")):
-            for job in await self.digests.listen_jobs(event, body, files):
-                await self.jobs.submit(job)    # the runner fetches each file (files.info first for stubs)
+        async with self.once.only(body.get("event_id")) as first:
+            if first:
+                for job in await self.digests.listen_jobs(event, body, files):
+                    await self.jobs.submit(job)    # the runner fetches each file (files.info first for stubs)
 
     async def _mention_audio(self, event: dict[str, Any]) -> dict[str, Any] | None:
         files = audio_files(event)
