@@ -160,7 +160,7 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 
 def _job(values: tuple[Any, ...]) -> Job:
     row = dict(zip(_COLUMNS, values, strict=True))
-    row.pop("owner"), row.pop("lease_until")     # the claim's, not the job's: see JobStore.claim
+    row.pop("owner"), row.pop("lease_until")     # the hold's, not the job's: see JobStore.take
     sender = Sender(**json.loads(row["sender"])) if row.get("sender") else Sender()
     return Job(
         id=row["id"], key=row["key"], chat=ChatKey(row["platform"], row["chat_id"], row["thread_id"] or None),
@@ -397,51 +397,8 @@ class JobStore:
         rows = await self.history.fetch(sql, *names, now, self.owner, quiet_since, self.owner, now, limit)
         return [_job(r) for r in rows]
 
-    # --- several processes on one database: claims and leases -----------------------------------------
-    async def claim(self, platforms: Iterable[str], owner: str, lease: float) -> Job | None:
-        """Take the next job any process may work on, for `lease` seconds, as `owner`; None when there is none.
-
-        A job is claimable when it is queued and due, or running under a lease that ran out (its holder died:
-        one fault more). Only the oldest unfinished job of a chat's lane (answers, or voice notes heard for
-        digests) is ever claimable, so one chat's jobs run one at a time, in order, whichever process runs
-        them. PostgreSQL: FOR UPDATE SKIP LOCKED, so processes claiming together never wait on each other nor
-        take the same job; SQLite: the write lock serialises claims.
-        """
-        names = sorted(set(platforms))
-        if not names:
-            return None
-        now = self.clock()
-        marks = ",".join("?" * len(names))
-        lock = " FOR UPDATE SKIP LOCKED" if self.history.engine == "postgresql" else ""
-        async with self.history.transaction() as tx:
-            row = await tx.fetchone(
-                f"SELECT id, state FROM jobs j WHERE platform IN ({marks}) "
-                "AND ((state = 'queued' AND COALESCE(next_attempt, 0) <= ?) "
-                "OR (state = 'running' AND lease_until IS NOT NULL AND lease_until < ?)) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.platform = j.platform AND o.chat_id = j.chat_id "
-                "AND o.thread_id = j.thread_id AND (o.task = 'listen') = (j.task = 'listen') "
-                "AND o.state IN ('queued', 'running') AND o.id < j.id) "
-                f"ORDER BY id LIMIT 1{lock}", *names, now, now)
-            if row is None:
-                return None
-            job_id, state = row
-            lost = ", faults = faults + 1, last_error = 'interrupted: its process stopped renewing its lease'"
-            await tx.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, owner = ?, lease_until = ?, updated = ?"
-                + (lost if state == JobState.RUNNING.value else "") + " WHERE id = ?",
-                owner, now + lease, now, job_id)
-            return await _one(tx, job_id)
-
-    async def renew(self, job_id: int, owner: str, lease: float) -> bool:
-        """Extend `owner`'s lease on a running job; False when it is no longer theirs (it ran out and another
-        process claimed it, or it finished): stop working on it."""
-        now = self.clock()
-        return await self.history.execute(
-            "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ? AND state = 'running'",
-            now + lease, job_id, owner) == 1
-
     async def holder(self, job_id: int) -> tuple[str | None, float | None]:
-        """Who holds the job's lease, and until when (None, None when nobody has claimed it)."""
+        """Who holds (or last held) the job, and until when (None, None when nobody has taken it)."""
         row = await self.history.fetchone("SELECT owner, lease_until FROM jobs WHERE id = ?", job_id)
         if row is None:
             raise JobGone(f"job {job_id} is gone")
