@@ -133,7 +133,7 @@ def m006_answer_cache(db: Builder) -> None:
 
 @step
 def m007_job_leases(db: Builder) -> None:
-    """Jobs claimed by one of several processes on one database (JobStore.claim): who holds the job, and until
+    """Jobs held by one of several processes on one database (JobStore.take): who holds the job, and until
     when; a holder that stops renewing loses it to another."""
     db.column("jobs", "owner", str)
     db.column("jobs", "lease_until", float)
