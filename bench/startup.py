@@ -10,7 +10,9 @@ baseline:            `ffmpeg -i note.ogg -ac 1 -ar 16000 out.mp3` on the same fi
                      binary, as a child process.
 before:              with --before REV (default: the last revision that imported everything up front),
                      `earshot --help` and `earshot transcribe` of that revision's code, exported from git.
-All alternate in one run after a warm-up each; each figure is the median wall time.
+All alternate in one run after a warm-up each; each figure is the median wall time. The children run from
+compiled bytecode, as an installed earshot does (pip compiles it at install time): PYTHONDONTWRITEBYTECODE
+is dropped for them and their .pyc files go to the cache (PYTHONPYCACHEPREFIX), not into the checkout.
 
     python -m bench.startup [--full] [--repeats N] [--before REV]
 """
@@ -49,6 +51,12 @@ def _without_test_extras() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
+def _compiled() -> dict[str, str]:
+    """Environment for children that write .pyc files at the warm-up and read them afterwards."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | {"PYTHONPYCACHEPREFIX": str(CACHE / "pycache")}
+
+
 def _wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, timeout=120)
@@ -74,7 +82,7 @@ def run(repeats: int, before: str | None = None) -> dict[str, Any]:
     src = voice_note(30.0, "opus24")
     with Threaded(FakeDashScope("sk-bench", inspect=False).app) as model, \
             tempfile.TemporaryDirectory(prefix="earshot-bench-") as tmp:
-        env = {**os.environ, **bench_env(), "DASHSCOPE_API_KEY": "sk-bench",
+        env = {**_compiled(), **bench_env(), "DASHSCOPE_API_KEY": "sk-bench",
                "DASHSCOPE_HTTP_BASE_URL": model.url + "/api/v1", "EARSHOT_DB": str(Path(tmp) / "e.db")}
         out = Path(tmp) / "out.mp3"
         commands = {
