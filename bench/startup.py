@@ -93,10 +93,11 @@ def run(repeats: int, before: str | None = None) -> dict[str, Any]:
                         "-ac", "1", "-ar", "16000", str(out)], None),
         }
         if before:
-            # the same console script, importing the older revision's code first (PYTHONPATH wins)
+            # what the console script of that revision ran (bots.cli's main), with its code first on the path
             old = env | {"PYTHONPATH": str(_checkout(before))}
-            commands["before_help"] = (_earshot() + ["--help"], old)
-            commands["before_transcribe"] = (_earshot() + ["transcribe", str(src)], old)
+            script = [sys.executable, "-c", "import sys; from bots.cli import main; sys.argv[0] = 'earshot'; main()"]
+            commands["before_help"] = (script + ["--help"], old)
+            commands["before_transcribe"] = (script + ["transcribe", str(src)], old)
         cases: dict[str, list[float]] = {name: [] for name in commands}
         for cmd, e in commands.values():          # warm-up: page cache, .pyc files, the database
             _wall(cmd, e)
