@@ -199,6 +199,7 @@ class Decoding:
                 mp3 = f.read()
         finally:
             self._tmp.cleanup()
+            self.data = b""            # the caller holds the bytes; a decode started ahead held its own copy
         segment = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
         decoded = Decoded(segment, mp3)
         if decoded.duration > self.max_seconds + LENGTH_TOLERANCE_SECONDS:
