@@ -10,7 +10,9 @@ baseline:            `ffmpeg -i note.ogg -ac 1 -ar 16000 out.mp3` on the same fi
                      binary, as a child process.
 before:              with --before REV (default: the last revision that imported everything up front),
                      `earshot --help` and `earshot transcribe` of that revision's code, exported from git.
-All alternate in one run after a warm-up each; each figure is the median wall time.
+All alternate in one run after a warm-up each; each figure is the median wall time. The children run from
+compiled bytecode, as an installed earshot does (pip compiles it at install time): PYTHONDONTWRITEBYTECODE
+is dropped for them and their .pyc files go to the cache (PYTHONPYCACHEPREFIX), not into the checkout.
 
     python -m bench.startup [--full] [--repeats N] [--before REV]
 """
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,10 +52,27 @@ def _without_test_extras() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
+def _compiled() -> dict[str, str]:
+    """Environment for children that write .pyc files at the warm-up and read them afterwards."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | {"PYTHONPYCACHEPREFIX": str(CACHE / "pycache")}
+
+
 def _wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """The child's wall time. Waited for with a blocking wait, not subprocess.run's timeout, which polls
+    at up to 50 ms intervals and so rounds every figure up to the next poll (a watchdog kills a hung one)."""
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, timeout=120)
-    return time.perf_counter() - started
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env) as proc:
+        watchdog = threading.Timer(120, proc.kill)
+        watchdog.start()
+        try:
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+    took = time.perf_counter() - started
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
+    return took
 
 
 def _checkout(rev: str) -> Path:
@@ -74,7 +94,7 @@ def run(repeats: int, before: str | None = None) -> dict[str, Any]:
     src = voice_note(30.0, "opus24")
     with Threaded(FakeDashScope("sk-bench", inspect=False).app) as model, \
             tempfile.TemporaryDirectory(prefix="earshot-bench-") as tmp:
-        env = {**os.environ, **bench_env(), "DASHSCOPE_API_KEY": "sk-bench",
+        env = {**_compiled(), **bench_env(), "DASHSCOPE_API_KEY": "sk-bench",
                "DASHSCOPE_HTTP_BASE_URL": model.url + "/api/v1", "EARSHOT_DB": str(Path(tmp) / "e.db")}
         out = Path(tmp) / "out.mp3"
         commands = {
@@ -85,10 +105,11 @@ def run(repeats: int, before: str | None = None) -> dict[str, Any]:
                         "-ac", "1", "-ar", "16000", str(out)], None),
         }
         if before:
-            # the same console script, importing the older revision's code first (PYTHONPATH wins)
+            # what the console script of that revision ran (bots.cli's main), with its code first on the path
             old = env | {"PYTHONPATH": str(_checkout(before))}
-            commands["before_help"] = (_earshot() + ["--help"], old)
-            commands["before_transcribe"] = (_earshot() + ["transcribe", str(src)], old)
+            script = [sys.executable, "-c", "import sys; from bots.cli import main; sys.argv[0] = 'earshot'; main()"]
+            commands["before_help"] = (script + ["--help"], old)
+            commands["before_transcribe"] = (script + ["transcribe", str(src)], old)
         cases: dict[str, list[float]] = {name: [] for name in commands}
         for cmd, e in commands.values():          # warm-up: page cache, .pyc files, the database
             _wall(cmd, e)

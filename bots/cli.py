@@ -6,6 +6,7 @@ runs, the chat libraries (python-telegram-bot, slack-bolt, aiohttp) only for `ea
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -110,6 +111,7 @@ async def _ask(settings: Settings, request: Request) -> Reply:
     bar = _ProgressBar()
     try:
         async with Earshot.build(settings) as app:     # the composition root, as the bots use it
+            _loaded()
             return await app.assistant.handle(request, progress=bar)
     finally:
         bar.close()
@@ -280,6 +282,7 @@ def doctor(
     from core.logs import setup_logging
     setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
     from bots.doctor import doctor as check_all
+    _loaded()
     if not check_all(settings, webhook_url=webhook_url, echo=typer.echo):
         raise typer.Exit(EXIT_CONFIG)
 
@@ -301,6 +304,7 @@ def _options(
 
 def _serve(run: Callable[[], None]) -> None:
     """Run a bot until it is stopped; a refused token or a port in use is one line, not a traceback."""
+    _loaded()
     try:
         run()
     except KeyboardInterrupt:
@@ -313,3 +317,11 @@ def _serve(run: Callable[[], None]) -> None:
 
 def main() -> None:
     app()
+
+
+def _loaded() -> None:
+    """Everything the command needs is loaded: garbage collection, which bots.launch keeps off while earshot
+    loads, runs again from here on, over what is made from now on."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()

@@ -21,11 +21,13 @@ Everything a user can get wrong raises core.errors.AudioError with a one-line me
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -136,48 +138,117 @@ describe_seconds = words.duration     # "30 minutes", "1 hour", "90 seconds" (co
 def decode(data: bytes, *, max_seconds: float, timeout: float) -> Decoded:
     """Decode any audio or video file once, reading at most max_seconds (+ slack): PCM and MP3 together.
 
+    Takes the decode `decoding_ahead` started for the same bytes and limits, if there is one.
+    """
+    return (_take_ahead(data, max_seconds, timeout) or Decoding(data, max_seconds=max_seconds,
+                                                                timeout=timeout)).result()
+
+
+class Decoding:
+    """One decode under way: ffmpeg runs from construction on, `result()` waits for it (once).
+
     The bytes go to a temp file, not a pipe, because MP4/M4A with the index at the end needs seeking.
     The file has no extension so ffmpeg judges it by content, never by a name that lies. Only local
     files and the demuxers in DEMUXERS are allowed, so nothing in the file can make ffmpeg open more.
     """
-    # -t trusts the file's timestamps, which can lie (an MP4 whose sample table gives each frame a
-    # sliver of its real length slips its whole length past -t), so atrim also stops the decode after a
-    # count of samples: the PCM held in memory never exceeds the limit's worth.
-    most = math.ceil((max_seconds + DECODE_SLACK_SECONDS) * SAMPLE_RATE)
-    graph = (f"[0:a:0]aformat=sample_fmts=s16:sample_rates={SAMPLE_RATE}:channel_layouts=mono,"
-             f"atrim=end_sample={most},"
-             f"asplit=2[pcm][lead];[lead]adelay=delays={MP3_PAD_SAMPLES}S:all=1[mp3]")
-    with tempfile.TemporaryDirectory(prefix="earshot-") as tmp:
-        src, out = os.path.join(tmp, "input"), os.path.join(tmp, "audio.mp3")
+
+    def __init__(self, data: bytes, *, max_seconds: float, timeout: float) -> None:
+        self.data, self.max_seconds, self.timeout = data, max_seconds, timeout
+        # -t trusts the file's timestamps, which can lie (an MP4 whose sample table gives each frame a
+        # sliver of its real length slips its whole length past -t), so atrim also stops the decode after a
+        # count of samples: the PCM held in memory never exceeds the limit's worth.
+        most = math.ceil((max_seconds + DECODE_SLACK_SECONDS) * SAMPLE_RATE)
+        graph = (f"[0:a:0]aformat=sample_fmts=s16:sample_rates={SAMPLE_RATE}:channel_layouts=mono,"
+                 f"atrim=end_sample={most},"
+                 f"asplit=2[pcm][lead];[lead]adelay=delays={MP3_PAD_SAMPLES}S:all=1[mp3]")
+        self._tmp = tempfile.TemporaryDirectory(prefix="earshot-")
+        tmp = self._tmp.name
+        src, self._out = os.path.join(tmp, "input"), os.path.join(tmp, "audio.mp3")
         # PCM goes through a file too: read back in one piece, it is held once, where a pipe's chunks
         # are joined at the end and a long file's PCM sits in memory twice at the peak
-        raw = os.path.join(tmp, "audio.pcm")
-        with open(src, "wb") as f:
-            f.write(data)
+        self._raw = os.path.join(tmp, "audio.pcm")
         try:
-            ffmpeg.run([
+            with open(src, "wb") as f:
+                f.write(data)
+            self._child = ffmpeg.start([
                 "-protocol_whitelist", "file", "-format_whitelist", ",".join(DEMUXERS),
                 "-t", f"{max_seconds + DECODE_SLACK_SECONDS:.3f}", "-i", src,
                 "-filter_complex", graph,
-                "-map", "[pcm]", "-c:a", "pcm_s16le", "-f", "s16le", raw,
+                "-map", "[pcm]", "-c:a", "pcm_s16le", "-f", "s16le", self._raw,
                 "-map", "[mp3]", "-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-compression_level", MP3_QUALITY,
-                "-reservoir", "0", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", out,
+                "-reservoir", "0", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", self._out,
             ], timeout=timeout)
-        except ffmpeg.FfmpegError as e:
-            raise _decode_error(e) from None
-        with open(raw, "rb") as f:
-            pcm = f.read()
-        if len(pcm) % SAMPLE_WIDTH:
-            pcm = pcm[:len(pcm) - len(pcm) % SAMPLE_WIDTH]
-        if not pcm:
-            raise AudioError(messages.NO_SAMPLES, "ffmpeg decoded no samples")
-        with open(out, "rb") as f:
-            mp3 = f.read()
-    segment = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
-    decoded = Decoded(segment, mp3)
-    if decoded.duration > max_seconds + LENGTH_TOLERANCE_SECONDS:
-        raise AudioError(messages.TOO_LONG, fmt=dict(limit=words.Span(describe_seconds, max_seconds)))
-    return decoded
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+
+    def result(self) -> Decoded:
+        """The decoded audio, once ffmpeg is done; AudioError for anything unusable."""
+        try:
+            try:
+                self._child.wait()
+            except ffmpeg.FfmpegError as e:
+                raise _decode_error(e) from None
+            with open(self._raw, "rb") as f:
+                pcm = f.read()
+            if len(pcm) % SAMPLE_WIDTH:
+                pcm = pcm[:len(pcm) - len(pcm) % SAMPLE_WIDTH]
+            if not pcm:
+                raise AudioError(messages.NO_SAMPLES, "ffmpeg decoded no samples")
+            with open(self._out, "rb") as f:
+                mp3 = f.read()
+        finally:
+            self._tmp.cleanup()
+            self.data = b""            # the caller holds the bytes; a decode started ahead held its own copy
+        segment = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
+        decoded = Decoded(segment, mp3)
+        if decoded.duration > self.max_seconds + LENGTH_TOLERANCE_SECONDS:
+            raise AudioError(messages.TOO_LONG, fmt=dict(limit=words.Span(describe_seconds, self.max_seconds)))
+        return decoded
+
+    def cancel(self) -> None:
+        """Not wanted after all: stop ffmpeg and remove its files."""
+        try:
+            self._child.kill()
+        finally:
+            self._tmp.cleanup()
+
+
+_ahead: list[Decoding] = []
+_ahead_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def decoding_ahead(data: bytes, *, max_seconds: float, timeout: float) -> Iterator[None]:
+    """Start decoding `data` now, for the first `decode` of the same bytes and limits in the block to take:
+    a one-shot command (the CLI) lets ffmpeg work while it loads the rest of earshot. Never taken (an
+    answer from the cache, an error first), it is stopped and cleaned up when the block ends. When it can't
+    start, `decode` starts its own and reports what is wrong where it always does."""
+    try:
+        pending = Decoding(data, max_seconds=max_seconds, timeout=timeout)
+    except Exception:
+        yield
+        return
+    with _ahead_lock:
+        _ahead.append(pending)
+    try:
+        yield
+    finally:
+        with _ahead_lock:
+            untaken = pending in _ahead
+            if untaken:
+                _ahead.remove(pending)
+        if untaken:
+            pending.cancel()
+
+
+def _take_ahead(data: bytes, max_seconds: float, timeout: float) -> Decoding | None:
+    with _ahead_lock:
+        for pending in _ahead:
+            if (pending.max_seconds, pending.timeout) == (max_seconds, timeout) and pending.data == data:
+                _ahead.remove(pending)
+                return pending
+    return None
 
 
 def _decode_error(e: ffmpeg.FfmpegError) -> AudioError:

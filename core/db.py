@@ -19,13 +19,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import messages, pg
 from .errors import StorageError
-from .schema import migrations
+from .schema import sqlite_migrations, sqlite_pending
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -51,13 +52,13 @@ class _SqliteTx:
         self._owner = owner
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return await self._owner.run(lambda: self._owner.db.execute(sql, args).fetchall())
+        return await self._owner.run(lambda: self._owner.connection.execute(sql, args).fetchall())
 
     async def fetchone(self, sql: str, *args: object) -> Row | None:
-        return await self._owner.run(lambda: self._owner.db.execute(sql, args).fetchone())
+        return await self._owner.run(lambda: self._owner.connection.execute(sql, args).fetchone())
 
     async def execute(self, sql: str, *args: object) -> int:
-        return await self._owner.run(lambda: self._owner.db.execute(sql, args).rowcount)
+        return await self._owner.run(lambda: self._owner.connection.execute(sql, args).rowcount)
 
 
 class Database:
@@ -72,7 +73,8 @@ class Database:
         self.path = Path("postgresql") if self.url else Path(path)
         self._pg = pg.PgEngine(self.url) if self.url else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="earshot-db")
-        self._db: sqlite_utils.Database | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._db: sqlite_utils.Database | None = None     # over _conn, made when first asked for (`db`)
         self._writing: asyncio.Lock | None = None
 
     @property
@@ -92,9 +94,7 @@ class Database:
         try:
             await self.run(self._open)
         except (OSError, sqlite3.Error) as err:
-            if self._db is not None:
-                await self.run(self._db.close)
-                self._db = None
+            await self._close_sqlite()
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
             if isinstance(err, sqlite3.DatabaseError) and "not a database" in str(err):
                 reason = "the file is not an SQLite database (damaged, or another program's)"
@@ -113,20 +113,23 @@ class Database:
                 pass
             except PermissionError:     # another user's file: usable, but say it is readable by others
                 log.warning("could not make %s private (mode 0600): it belongs to another user", path)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db = sqlite_utils.Database(conn)
-        self._db.execute("PRAGMA busy_timeout = 30000")
-        self._db.enable_wal()
+        self._conn = conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA recursive_triggers = on")      # as sqlite-utils sets it
+        # set in one statement (a no-op when WAL already): reading the mode first left a window in which
+        # processes opening a new file together could find it locked
+        conn.execute("PRAGMA journal_mode = wal")
         # the write lock first, waiting for it as long as the busy timeout: two processes opening a fresh
         # or older file at once would otherwise both start migrating and one fail with "database is locked"
         with self._write():
-            migrations.apply(self._db)
+            if sqlite_pending(conn):      # sqlite-utils is loaded only to apply what the file lacks
+                sqlite_migrations().apply(self.db)
 
     async def pending_migrations(self) -> list[str]:
         """Migrations this earshot knows that the database lacks."""
         if self._pg is not None:
             return await self._pg.pending()
-        return await self.run(lambda: [m.name for m in migrations.pending(self.db)])
+        return await self.run(lambda: [m.name for m in sqlite_migrations().pending(self.db)])
 
     async def _open_pg(self) -> None:
         assert self._pg is not None
@@ -143,10 +146,13 @@ class Database:
     async def close(self) -> None:
         if self._pg is not None:
             await self._pg.close()
-        if self._db is not None:
-            await self.run(self._db.close)
-            self._db = None
+        await self._close_sqlite()
         self._executor.shutdown(wait=True)
+
+    async def _close_sqlite(self) -> None:
+        if self._conn is not None:
+            await self.run(self._conn.close)
+            self._conn = self._db = None
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """fn(*args) on the database's thread (for tools and tests that look inside)."""
@@ -156,18 +162,29 @@ class Database:
     def _write(self) -> Iterator[None]:
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads first can't
         # wait for another process's lock and fails at once with "database is locked"
-        self.db.execute("BEGIN IMMEDIATE")
+        self.connection.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.connection.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        self.connection.execute("COMMIT")
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The SQLite connection (on the database's thread), as the stores' calls use it."""
+        if self._conn is None:
+            raise RuntimeError("the database is not open")
+        return self._conn
 
     @property
     def db(self) -> sqlite_utils.Database:
+        """The sqlite-utils database over the same connection, for migrations and for tools and tests that
+        look inside; sqlite-utils is imported on first use. Made without running anything on the connection
+        (this may be read on any thread; the connection is set up in _open), and earshot has no plugins."""
         if self._db is None:
-            raise RuntimeError("the database is not open")
+            import sqlite_utils
+            self._db = sqlite_utils.Database(self.connection, recursive_triggers=False, execute_plugins=False)
         return self._db
 
     # --- what stores use ---------------------------------------------------------------------------
@@ -176,21 +193,21 @@ class Database:
             async with self._pg.connection() as tx:
                 return await tx.fetch(sql, *args)
         async with self._write_lock():     # not inside another's open transaction: only committed rows
-            return await self.run(lambda: self.db.execute(sql, args).fetchall())
+            return await self.run(lambda: self.connection.execute(sql, args).fetchall())
 
     async def fetchone(self, sql: str, *args: object) -> Row | None:
         if self._pg is not None:
             async with self._pg.connection() as tx:
                 return await tx.fetchone(sql, *args)
         async with self._write_lock():
-            return await self.run(lambda: self.db.execute(sql, args).fetchone())
+            return await self.run(lambda: self.connection.execute(sql, args).fetchone())
 
     async def execute(self, sql: str, *args: object) -> int:
         """One statement, committed; the rows it touched."""
         if self._pg is not None:
             async with self._pg.connection() as tx:
                 return await tx.execute(sql, *args)
-        return await self.write(lambda db: db.execute(sql, args).rowcount)
+        return await self._written(lambda: self.connection.execute(sql, args).rowcount)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
@@ -200,13 +217,13 @@ class Database:
                 yield tx
             return
         async with self._write_lock():
-            await self.run(self.db.execute, "BEGIN IMMEDIATE")
+            await self.run(self.connection.execute, "BEGIN IMMEDIATE")
             try:
                 yield _SqliteTx(self)
             except BaseException:
-                await asyncio.shield(self.run(self.db.execute, "ROLLBACK"))
+                await asyncio.shield(self.run(self.connection.execute, "ROLLBACK"))
                 raise
-            await asyncio.shield(self.run(self.db.execute, "COMMIT"))
+            await asyncio.shield(self.run(self.connection.execute, "COMMIT"))
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
@@ -249,10 +266,12 @@ class Database:
     async def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """fn(db) on the store's thread, in one write transaction."""
         self._sqlite_only("write(fn)")
+        return await self._written(lambda: fn(self.db))
 
+    async def _written(self, fn: Callable[[], T]) -> T:
         def run() -> T:
             with self._write():
-                return fn(self.db)
+                return fn()
         async with self._write_lock():
             return await self.run(run)
 

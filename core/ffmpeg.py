@@ -159,30 +159,50 @@ def run(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> b
     Raises AudioError(DECODE_TIMEOUT) if it runs past `timeout` seconds (the child is killed), and
     FfmpegError if it exits non-zero.
     """
-    cmd = [executable(), *BASE_ARGS, *args]
-    started = time.perf_counter()
-    try:
-        return _run(cmd, input, timeout)
-    finally:
-        metrics.ffmpeg_seconds(time.perf_counter() - started)
+    return start(args, input=input, timeout=timeout).wait()
 
 
-def _run(cmd: list[str], input: bytes | None, timeout: float) -> bytes:
-    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
-    with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=child_env()) as proc:
-        limit_child(proc.pid, timeout)
-        _widen(proc.stdin, proc.stdout)
+def start(args: Sequence[str], *, input: bytes | None = None, timeout: float) -> Child:
+    """Start ffmpeg with `args` and return at once, for work begun ahead of need: `Child.wait()` gives
+    what `run` would have, with the same timeout counted from now."""
+    return Child([executable(), *BASE_ARGS, *args], input, timeout)
+
+
+class Child:
+    """One ffmpeg child, capped as `limit_child` says; `wait` once for its stdout, or `kill` it."""
+
+    def __init__(self, cmd: list[str], input: bytes | None, timeout: float) -> None:
+        self._started = time.perf_counter()
+        self._input, self._timeout = input, timeout
+        stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+        self._proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      env=child_env())
+        limit_child(self._proc.pid, timeout)
+        _widen(self._proc.stdin, self._proc.stdout)
+
+    def wait(self) -> bytes:
+        proc = self._proc
         try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
+            with proc:
+                left = self._timeout - (time.perf_counter() - self._started)
+                try:
+                    out, err = proc.communicate(self._input, timeout=max(left, 0.0))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+                    raise AudioError(messages.DECODE_TIMEOUT,
+                                     f"ffmpeg ran over {self._timeout:g} s and was killed") from None
+                except BaseException:
+                    proc.kill()
+                    raise
+        finally:
+            metrics.ffmpeg_seconds(time.perf_counter() - self._started)
+        if proc.returncode != 0:
+            raise FfmpegError(proc.returncode, err.decode("utf-8", "replace"))
+        return out
+
+    def kill(self) -> None:
+        """Stop it and reap it (its output is not wanted)."""
+        with self._proc as proc:
             proc.kill()
             proc.communicate()
-            raise AudioError(messages.DECODE_TIMEOUT,
-                             f"ffmpeg ran over {timeout:g} s and was killed") from None
-        except BaseException:
-            proc.kill()
-            raise
-    if proc.returncode != 0:
-        raise FfmpegError(proc.returncode, err.decode("utf-8", "replace"))
-    return out

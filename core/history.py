@@ -15,11 +15,17 @@ from pathlib import Path
 from .chat_settings import ChatSettings
 from .db import Database
 from .models import ChatKey, Usage
-from .schema import migrations
+from .schema import sqlite_migrations
 from .seen_events import SeenEvents
 from .usage_ledger import UsageLedger, insert_in
 
-__all__ = ["HistoryStore", "Turn", "migrations"]    # the schema lives in core.schema
+__all__ = ["HistoryStore", "Turn", "migrations"]  # noqa: F822 (migrations: __getattr__); the schema lives in core.schema
+
+
+def __getattr__(name: str) -> object:
+    if name == "migrations":                 # core.schema's, built on first use (it loads sqlite-utils)
+        return sqlite_migrations()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)

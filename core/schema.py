@@ -8,11 +8,14 @@ where the tables come from.
 """
 from __future__ import annotations
 
+import functools
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 
 class Builder(Protocol):
@@ -44,16 +47,45 @@ class SqliteBuilder:
         self.db.table(table).add_column(name, kind)
 
 
-migrations = Migrations("earshot")          # the SQLite record, under the names files already carry
+SET = "earshot"                             # the SQLite record, under the names files already carry
+RECORD = "_sqlite_migrations"                # where sqlite-utils keeps it
 
 
 def step(fn: Step) -> Step:
     STEPS.append((fn.__name__, fn))
-
-    def on_sqlite(db: sqlite_utils.Database) -> None:
-        fn(SqliteBuilder(db))
-    migrations(name=fn.__name__)(on_sqlite)
     return fn
+
+
+@functools.cache
+def sqlite_migrations() -> Migrations:
+    """The steps as sqlite-utils migrations. Built when first needed: importing sqlite-utils costs a one-shot
+    command ~25 ms, and a file that is up to date (`sqlite_pending`) needs none of it."""
+    from sqlite_utils.migrations import Migrations
+
+    record = Migrations(SET)
+    for name, fn in STEPS:
+        record(name=name)(_on_sqlite(fn))
+    return record
+
+
+def _on_sqlite(fn: Step) -> Callable[[sqlite_utils.Database], None]:
+    def apply(db: sqlite_utils.Database) -> None:
+        fn(SqliteBuilder(db))
+    return apply
+
+
+def sqlite_pending(conn: sqlite3.Connection) -> bool:
+    """True when the SQLite file lacks a step (read in plain SQL from sqlite-utils' record)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (RECORD,)).fetchone() is None:
+        return bool(STEPS)
+    done = {row[0] for row in conn.execute(f"SELECT name FROM {RECORD} WHERE migration_set = ?", (SET,))}
+    return any(name not in done for name, _ in STEPS)
+
+
+def __getattr__(name: str) -> Migrations:
+    if name == "migrations":                 # core.schema.migrations, built on first use
+        return sqlite_migrations()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @step

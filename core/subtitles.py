@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .models import Part, Reply, Task
-from .service import TIMED
 from .timestamps import mmss
 
 MAX_CUE = 30.0
@@ -35,6 +34,7 @@ def cues(reply: Reply) -> list[Cue]:
     """The reply's transcript as timed cues of at most MAX_CUE seconds, in order."""
     parts = reply.parts or ((Part(0.0, reply.duration, reply.text),) if reply.duration else ())
     # core.service moves the marks of timed tasks to the whole recording; a transcript's stay per part
+    from .service import TIMED  # here, so that checking a --format (FORMATS) loads no pipeline
     shifted = reply.task in TIMED
     out: list[Cue] = []
     for part in parts:

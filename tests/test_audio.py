@@ -2,8 +2,10 @@
 long audio splits at pauses into MP3 chunks of at most 30 s whose offsets are true."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -319,3 +321,37 @@ def test_the_ffmpeg_binary_can_be_chosen(tmp_path):
     finally:
         ffmpeg.choose(None)
     assert ffmpeg.executable()
+
+
+# --- a decode started ahead (the CLI's ffmpeg runs while earshot loads) ------------------------------
+def test_the_pipeline_takes_the_decode_started_ahead_of_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    data = make_clip(None, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    other = make_clip(None, [(660, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    try:
+        with audio.decoding_ahead(data, max_seconds=1800, timeout=30):
+            ffmpeg.choose(str(tmp_path / "no-such-ffmpeg"))     # from here on, no new ffmpeg can start
+            with pytest.raises(OSError):
+                prepare(other)                                  # other bytes: not the decode under way
+            prepared = prepare(data)                            # the same bytes: the one under way
+            assert list(tmp_path.glob("earshot-*")) == []       # taken and cleaned up
+    finally:
+        ffmpeg.choose(None)
+    assert prepared.duration == pytest.approx(2.0, abs=0.05)
+    assert_span(tone_spans(decode_pcm(prepared.chunks[0].data), 440), 0.5, 1.5)
+
+
+def _children() -> list[str]:
+    """This thread's child processes, running or not yet reaped (Linux)."""
+    return Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children").read_text().split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux")
+def test_a_decode_started_ahead_and_never_taken_is_stopped_and_cleaned_up(tmp_path, monkeypatch,
+                                                                           ten_hours_of_silence):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with audio.decoding_ahead(ten_hours_of_silence, max_seconds=1800, timeout=30):    # ffmpeg works for a while
+        assert len(_children()) == 1 and len(list(tmp_path.glob("earshot-*"))) == 1
+        refused(make_clip(None, [(440, 0.0, 3.0)], total_s=3.0), max_seconds=2)   # other bytes and limits
+        assert len(_children()) == 1                                              # still running, not taken
+    assert _children() == [] and list(tmp_path.glob("earshot-*")) == []

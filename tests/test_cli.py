@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.audio_fixtures import make_clip
+from tests.audio_fixtures import FFMPEG, make_clip
 from tests.conftest import earshot, one_clean_line
 from tests.fakes.dashscope import FREE_QUOTA, HTML
 
@@ -100,3 +100,19 @@ def test_usage_errors_and_help(earshot_env, clips):
         assert command in h.stdout
     v = earshot(earshot_env, "--version")
     assert v.returncode == 0 and v.stdout.strip() == f"earshot {importlib.metadata.version('earshot')}"
+
+
+def test_ffmpeg_starts_before_the_rest_loads_and_runs_once(earshot_env, threaded_model, clips, tmp_path):
+    log = tmp_path / "ffmpeg-runs.log"
+    ffmpeg_sh = tmp_path / "ffmpeg"            # counts its runs, then is the real ffmpeg
+    ffmpeg_sh.write_text(f'#!/bin/sh\necho run >> "{log}"\nexec "{FFMPEG}" "$@"\n')
+    ffmpeg_sh.chmod(0o755)
+    env = {**earshot_env, "EARSHOT_FFMPEG": str(ffmpeg_sh)}
+    p = earshot(env, "transcribe", clips["voice.ogg"], "--json")
+    assert p.returncode == 0 and re.findall(r"(\d+)Hz@", json.loads(p.stdout)["text"]) == ["440", "660"], p.stderr
+    assert log.read_text().splitlines() == ["run"]          # the decode started first is the pipeline's
+    calls = len(threaded_model.calls)
+    p = earshot(env, "transcribe", clips["voice.ogg"], "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["cached"] is True and len(threaded_model.calls) == calls
+    # answered from the cache, which needs no decode: ffmpeg had started before anything else, and was stopped
+    assert log.read_text().splitlines() == ["run", "run"]

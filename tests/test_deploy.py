@@ -104,7 +104,7 @@ def test_dockerfile_names_files_settings_and_commands_that_exist():
     assert "healthcheck.py" in health and (DEPLOY / "healthcheck.py").exists()
     assert "healthcheck.py" in " ".join(arg for k, arg in steps if k == "COPY")
     assert dict(steps)["ENTRYPOINT"].strip() == '["earshot"]'
-    assert 'earshot = "bots.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'earshot = "bots.launch:main"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_compose_runs_both_bots_from_one_image_volume_and_env_file():
