@@ -1,7 +1,7 @@
 """The `earshot` console script: a one-shot command on a local file starts ffmpeg before anything else loads.
 
-`earshot transcribe note.ogg …` (or summarize, sentiment, events, ask, translate) reads the settings and the
-file, starts decoding it (core.audio.decoding_ahead, which the pipeline takes), and only then loads the
+`earshot transcribe note.ogg …` (or summarize, sentiment, events, ask, translate) reads the file and the
+decode's limits, starts decoding it (core.audio.decoding_ahead, which the pipeline takes), and only then loads the
 command line (bots.cli, typer) and the rest of earshot, while ffmpeg works on the other core. Anything
 unusual (an option before the file, a link, a missing or oversized file, bad settings) starts nothing here:
 the pipeline then decodes when it gets there, and bots.cli says what is wrong as it always does.
@@ -9,12 +9,20 @@ the pipeline then decodes when it gets there, and bots.cli says what is wrong as
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 # the commands whose first argument is the audio file
 ONE_SHOT = ("transcribe", "summarize", "sentiment", "events", "ask", "translate")
+
+# What the early decode assumes, read straight from the environment: loading and validating the settings
+# (pydantic) takes longer than the decode. A guess the pipeline checks: it takes the early decode only for
+# the same bytes, limits and ffmpeg its real settings ask for, and decodes afresh otherwise. The defaults
+# are Settings' own (tests/test_cli.py keeps them equal).
+EARLY_GUESS = {"EARSHOT_MAX_FILE_MB": "20", "EARSHOT_MAX_AUDIO_SECONDS": "1800", "EARSHOT_FFMPEG_TIMEOUT": "120",
+               "EARSHOT_FFMPEG": "system"}
 
 
 def main() -> None:
@@ -42,13 +50,12 @@ def _decode_early(args: list[str]) -> AbstractContextManager[None]:
         return nullcontext()
     try:
         from core import audio, ffmpeg
-        from core.config import Settings
-        settings = Settings()
+        limits = {name: os.environ.get(name, default) for name, default in EARLY_GUESS.items()}
         path = Path(args[1])
-        if not path.is_file() or path.stat().st_size > settings.max_file_bytes:
+        if not path.is_file() or path.stat().st_size > float(limits["EARSHOT_MAX_FILE_MB"]) * 1024 * 1024:
             return nullcontext()
-        ffmpeg.choose(settings.ffmpeg)       # the binary the pipeline will use
-        return audio.decoding_ahead(path.read_bytes(), max_seconds=settings.max_audio_seconds,
-                                    timeout=settings.ffmpeg_timeout)
+        ffmpeg.choose(limits["EARSHOT_FFMPEG"])
+        return audio.decoding_ahead(path.read_bytes(), max_seconds=float(limits["EARSHOT_MAX_AUDIO_SECONDS"]),
+                                    timeout=float(limits["EARSHOT_FFMPEG_TIMEOUT"]))
     except Exception:                        # bots.cli meets it again and says what is wrong
         return nullcontext()

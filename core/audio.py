@@ -154,6 +154,7 @@ class Decoding:
 
     def __init__(self, data: bytes, *, max_seconds: float, timeout: float) -> None:
         self.data, self.max_seconds, self.timeout = data, max_seconds, timeout
+        self.binary = ffmpeg.executable()       # a decode started ahead is taken only by the same ffmpeg
         # -t trusts the file's timestamps, which can lie (an MP4 whose sample table gives each frame a
         # sliver of its real length slips its whole length past -t), so atrim also stops the decode after a
         # count of samples: the PCM held in memory never exceeds the limit's worth.
@@ -245,7 +246,8 @@ def decoding_ahead(data: bytes, *, max_seconds: float, timeout: float) -> Iterat
 def _take_ahead(data: bytes, max_seconds: float, timeout: float) -> Decoding | None:
     with _ahead_lock:
         for pending in _ahead:
-            if (pending.max_seconds, pending.timeout) == (max_seconds, timeout) and pending.data == data:
+            if (pending.max_seconds, pending.timeout, pending.binary) == (max_seconds, timeout, ffmpeg.executable()) \
+                    and pending.data == data:
                 _ahead.remove(pending)
                 return pending
     return None

@@ -328,13 +328,22 @@ def test_the_pipeline_takes_the_decode_started_ahead_of_it(tmp_path, monkeypatch
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     data = make_clip(None, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
     other = make_clip(None, [(660, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    runs = tmp_path / "runs.log"
+    counting = tmp_path / "ffmpeg"             # counts its runs, then is the real ffmpeg
+    counting.write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{ffmpeg.executable()}" "$@"\n')
+    counting.chmod(0o755)
     try:
+        ffmpeg.choose(str(counting))
         with audio.decoding_ahead(data, max_seconds=1800, timeout=30):
-            ffmpeg.choose(str(tmp_path / "no-such-ffmpeg"))     # from here on, no new ffmpeg can start
-            with pytest.raises(OSError):
-                prepare(other)                                  # other bytes: not the decode under way
+            prepare(other)                                      # other bytes: not the decode under way
+            assert len(runs.read_text().splitlines()) == 2
             prepared = prepare(data)                            # the same bytes: the one under way
-            assert list(tmp_path.glob("earshot-*")) == []       # taken and cleaned up
+            assert len(runs.read_text().splitlines()) == 2
+            assert [p.name for p in tmp_path.glob("earshot-*")] == []   # taken and cleaned up
+        with audio.decoding_ahead(data, max_seconds=1800, timeout=30):
+            ffmpeg.choose(None)                                 # the settings name another ffmpeg: not taken
+            prepare(data)
+            assert len(runs.read_text().splitlines()) == 3
     finally:
         ffmpeg.choose(None)
     assert prepared.duration == pytest.approx(2.0, abs=0.05)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bots.launch import EARLY_GUESS
+from core.config import Settings
 from tests.audio_fixtures import FFMPEG, make_clip
 from tests.conftest import earshot, one_clean_line
 from tests.fakes.dashscope import FREE_QUOTA, HTML
@@ -100,6 +102,27 @@ def test_usage_errors_and_help(earshot_env, clips):
         assert command in h.stdout
     v = earshot(earshot_env, "--version")
     assert v.returncode == 0 and v.stdout.strip() == f"earshot {importlib.metadata.version('earshot')}"
+
+
+def test_the_early_decode_guesses_the_settings_defaults():
+    fields = {str(alias): f for f in Settings.model_fields.values()
+              for alias in getattr(f.validation_alias, "choices", [f.validation_alias])}
+    for name, guess in EARLY_GUESS.items():
+        default = fields[name].default
+        assert (float(guess) if isinstance(default, float) else guess) == default, name
+
+
+def test_an_early_decode_with_other_limits_than_the_settings_is_not_taken(earshot_env, threaded_model, clips,
+                                                                          tmp_path):
+    log = tmp_path / "ffmpeg-runs.log"
+    ffmpeg_sh = tmp_path / "ffmpeg"
+    ffmpeg_sh.write_text(f'#!/bin/sh\necho run >> "{log}"\nexec "{FFMPEG}" "$@"\n')
+    ffmpeg_sh.chmod(0o755)
+    # settings read names in any case; the early guess only the usual spelling, so it guesses the default
+    env = {**earshot_env, "EARSHOT_FFMPEG": str(ffmpeg_sh), "earshot_max_audio_seconds": "600"}
+    p = earshot(env, "transcribe", clips["voice.ogg"], "--json")
+    assert p.returncode == 0 and re.findall(r"(\d+)Hz@", json.loads(p.stdout)["text"]) == ["440", "660"], p.stderr
+    assert log.read_text().splitlines() == ["run", "run"]     # the guess was wrong: decoded again, as asked
 
 
 def test_ffmpeg_starts_before_the_rest_loads_and_runs_once(earshot_env, threaded_model, clips, tmp_path):
