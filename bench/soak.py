@@ -3,13 +3,22 @@
 By default 500 voice notes from 50 chats arrive over 2.5 minutes through the Telegram stand-in; the
 DashScope stand-in fails 10 % of calls with 429, 5 % with 500 and 2 % by hanging; the bot (the real
 `earshot telegram`, a child process) is killed with SIGKILL and started again twice while notes keep
-coming. It checks that every voice note is answered exactly once, that no update was confirmed to
-Telegram before its job was stored, and samples the bot's RSS to show whether memory stays flat.
+coming. It checks that every voice note is answered exactly once and in order per chat, that no update
+was confirmed to Telegram before its job was stored, and samples the bot's RSS to show whether memory
+stays flat.
+
+With `--replicas N --db postgres` a throwaway PostgreSQL cluster (tests/postgres.py) is the shared store
+of N `earshot telegram` replicas, and every `--kill-every` seconds (30 by default) one replica picked at
+random is killed with SIGKILL and started again while the notes arrive. The Telegram stand-in answers
+overlapping long polls as the Bot API does (the older one ends with 409 Conflict) and counts them: with
+one elected poller there are none.
 
     python -m bench.soak [--notes 500] [--chats 50] [--minutes 2.5] [--kills 2] [--seed 7]
+    python -m bench.soak --replicas 3 --db postgres [--kill-every 30]
 
-Not part of the unit suite: it takes about four minutes. Figures go to bench/results/soak.json; the
-exit status is 1 when a note was lost or answered twice.
+Not part of the unit suite: it takes about four minutes. Figures go to bench/results/soak.json (one
+replica on SQLite) or soak-<db>-<N>replicas.json; the exit status is 1 when a note was lost, answered
+twice, or answered out of order.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +48,53 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:           # `python bench/soak.py` as well as `python -m bench.soak`
     sys.path.insert(0, str(ROOT))
 
-from bots.telegram.progress import STREAM_TAIL  # noqa: E402
 from core import messages  # noqa: E402
+from core.progress import STREAM_TAIL  # noqa: E402
 from tests.fakes.dashscope import SERVER_ERROR, THROTTLED, Failure, FakeDashScope, tone_audio  # noqa: E402
 from tests.fakes.server import Served  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
+from tests.postgres import Cluster  # noqa: E402
 
 API_KEY = "sk-soak-key"
-RESULTS = ROOT / "bench" / "results" / "soak.json"
+RESULTS = ROOT / "bench" / "results"
 REQUEST_TIMEOUT = 4.0        # what the bot waits for one model call: a hung call costs this much, then a retry
 HANG = Failure(None, hang=60.0)
 WINDOW_BOUND = 1.0          # a repeat counts as the send-to-mark corner if a kill came this soon after the answer
 WARM_UP = 10.0               # seconds of each bot life left out of the memory trend (imports, first ffmpeg runs)
+READY = b"earshot is listening"   # what a replica logs once it has started (core.app opened, bot set up)
+CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+
+
+class JobsView:
+    """The bots' jobs table as the soak reads it from outside: an SQLite file or a PostgreSQL database."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.postgres = target.startswith("postgresql://")
+        self._conn: Any = None
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if not self.postgres:
+            with contextlib.closing(sqlite3.connect(self.target)) as conn:
+                return conn.execute(sql).fetchall()
+        import psycopg
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.target, autocommit=True)
+            return self._conn.execute(sql).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+
+    def keys(self) -> set[str]:
+        """The message keys of the Telegram jobs stored (committed) so far."""
+        try:
+            return {k for (k,) in self.query("SELECT key FROM jobs WHERE platform = 'telegram'")}
+        except (sqlite3.Error, OSError):
+            return set()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 class FlakyModel(FakeDashScope):
@@ -76,12 +121,16 @@ class FlakyModel(FakeDashScope):
 class SoakTelegram(FakeTelegram):
     """Sorts what the bot says by the voice note it replies to, and checks every confirmation of updates."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, jobs: JobsView) -> None:
         super().__init__()
-        self.db = db
+        self.jobs = jobs
         self.sent_at: dict[int, float] = {}              # message id -> when the user sent it
         self.chat_of: dict[int, int] = {}
         self.answers: dict[int, list[float]] = {}        # message id -> times answered
+        self.answer_order: dict[int, list[int]] = {}     # chat -> the notes answered, in the order answers came
+        self.poll_conflicts = 0                          # long polls that overlapped a live one (Telegram: 409)
+        self._poll: tuple[asyncio.Task[web.Response], web.Request] | None = None
+        self._ended: set[asyncio.Task[web.Response]] = set()
         self.notices: Counter[int] = Counter()           # "the model is unavailable" said about it
         self.failures: dict[int, list[str]] = {}         # anything else said in reply to it
         self.unconfirmed: dict[int, tuple[int, int]] = {}   # update id -> (chat, message), not yet confirmed
@@ -102,52 +151,84 @@ class SoakTelegram(FakeTelegram):
             return response                              # not about a voice note, or a streamed preview
         if text.startswith("heard"):
             self.answers.setdefault(reply, []).append(time.monotonic())
+            self.answer_order.setdefault(self.chat_of[reply], []).append(reply)
         elif text == messages.MODEL_WAITING:
             self.notices[reply] += 1
         else:
             self.failures.setdefault(reply, []).append(text)
         return response
 
+    async def _api(self, request: web.Request) -> web.Response:
+        """The Bot API allows one long poll per bot: a second ends the first with 409 Conflict. A poll whose
+        client is gone (a killed replica) is no conflict."""
+        if request.match_info["method"].lower() != "getupdates":
+            return await super()._api(request)
+        inner = asyncio.ensure_future(super()._api(request))
+        previous, self._poll = self._poll, (inner, request)
+        if previous is not None and not previous[0].done():
+            transport = previous[1].transport
+            if transport is not None and not transport.is_closing():
+                self.poll_conflicts += 1
+                self._ended.add(previous[0])
+                previous[0].cancel()
+        try:
+            return await inner
+        except asyncio.CancelledError:
+            if inner in self._ended:
+                self._ended.discard(inner)
+                return self._fail(409, CONFLICT)
+            raise
+
     async def _m_getupdates(self, params: dict) -> web.Response:
         offset = int(params.get("offset") or 0)
         confirmed = [u for u in self.unconfirmed if u < offset]
         if confirmed:
-            stored = self._stored_keys()
+            stored = await asyncio.to_thread(self.jobs.keys)
             for u in confirmed:
                 chat, mid = self.unconfirmed.pop(u)
                 if f"{chat}:{mid}" not in stored:
                     self.confirmed_unstored.append(u)
         return await super()._m_getupdates(params)
 
-    def _stored_keys(self) -> set[str]:
-        try:
-            with contextlib.closing(sqlite3.connect(self.db)) as conn:
-                return {k for (k,) in conn.execute("SELECT key FROM jobs WHERE platform = 'telegram'")}
-        except sqlite3.Error:
-            return set()
 
+class Replica:
+    """One `earshot telegram` child process; each start is a new life, logged to the same file."""
 
-class BotProcess:
-    """`earshot telegram` as a child process; each start is a new life."""
-
-    def __init__(self, tg: SoakTelegram, env: dict[str, str], log: Path) -> None:
-        self.tg, self.env, self.log = tg, env, log
+    def __init__(self, env: dict[str, str], log: Path, index: int = 0) -> None:
+        self.env, self.log, self.index = env, log, index
         self.proc: subprocess.Popen[bytes] | None = None
         self.lives: list[dict[str, Any]] = []
 
+    def _said_ready(self) -> int:
+        try:
+            return self.log.read_bytes().count(READY)
+        except FileNotFoundError:
+            return 0
+
     async def start(self) -> None:
-        polls = len(self.tg.called("getUpdates"))
+        """Start a life and wait until it says it is listening (polling, or working jobs beside the poller)."""
+        before = self._said_ready()
         began = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-c", "from bots.cli import main; main()", "telegram"],
                                          cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT)
-        while len(self.tg.called("getUpdates")) == polls:
+        while self._said_ready() == before:
             if self.proc.poll() is not None or time.monotonic() - began > 60:
-                raise RuntimeError(f"the bot did not start:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"replica {self.index} did not start:\n{self.log.read_text()[-3000:]}")
             await asyncio.sleep(0.05)
         self.lives.append({"pid": self.proc.pid, "started": began, "ready_s": round(time.monotonic() - began, 2),
                            "rss": []})
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the current life: the bot's process and its finished ffmpeg children."""
+        if self.proc is None:
+            return 0.0
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return t.user + t.system + t.children_user + t.children_system
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -200,20 +281,57 @@ def memory_trend(samples: list[tuple[float, int]]) -> dict[str, Any]:
             "peak_mb": round(max(r for _, r in steady), 1)}
 
 
-def jobs_summary(db: Path) -> tuple[dict[str, Any], dict[str, tuple[int, str | None]]]:
-    """Totals from the jobs table, and per message key its failed sends and last error."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT state, attempts, faults, notified, delivered IS NOT NULL, delivery_attempts, "
-                            "key, last_error FROM jobs").fetchall()
+def jobs_summary(jobs: JobsView) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Totals from the jobs table, and per message key what became of its job."""
+    rows = jobs.query("SELECT state, attempts, faults, notified, CASE WHEN delivered IS NULL THEN 0 ELSE 1 END, "
+                      "delivery_attempts, key, last_error, owner FROM jobs")
     summary = {"jobs": len(rows), "states": dict(Counter(r[0] for r in rows)),
                "delivered": sum(r[4] for r in rows), "attempts": sum(r[1] for r in rows),
                "tried_more_than_once": sum(r[1] > 1 for r in rows), "interrupted_by_a_kill": sum(r[2] for r in rows),
-               "told_model_unavailable": sum(r[3] for r in rows), "sends_retried": sum(r[5] for r in rows)}
-    return summary, {r[6]: (r[5], r[7]) for r in rows}
+               "told_model_unavailable": sum(bool(r[3]) for r in rows), "sends_retried": sum(r[5] for r in rows)}
+    return summary, {r[6]: {"state": r[0], "attempts": r[1], "faults": r[2], "delivered": bool(r[4]),
+                            "failed_sends": r[5], "last_error": r[7], "owner": r[8]} for r in rows}
+
+
+@contextlib.contextmanager
+def shared_store(db: str, directory: Path) -> Iterator[str]:
+    """EARSHOT_DB for the replicas: an SQLite file in `directory`, or a throwaway PostgreSQL cluster's database."""
+    if db == "sqlite":
+        yield str(directory / "earshot.db")
+        return
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster.url()
+    finally:
+        cluster.stop()
+
+
+def stand_in_env(tg: FakeTelegram, telegram_url: str, model_url: str, db: str) -> dict[str, str]:
+    """The replicas' environment: this one without earshot's settings or a proxy, pointed at the stand-ins."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DASHSCOPE_", "EARSHOT_"))
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    return env | {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": telegram_url,
+                  "DASHSCOPE_API_KEY": API_KEY, "DASHSCOPE_HTTP_BASE_URL": model_url + "/api/v1",
+                  "EARSHOT_DB": db, "EARSHOT_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+                  # budgets and the rate limit would refuse a soak's volume; they are not what is tested here
+                  "EARSHOT_USER_DAILY_TOKENS": "0", "EARSHOT_CHAT_DAILY_TOKENS": "0",
+                  "EARSHOT_GLOBAL_DAILY_TOKENS": "0", "EARSHOT_USER_REQUESTS_PER_MINUTE": "0",
+                  "EARSHOT_METRICS_PORT": "0"}
+
+
+def kill_times(args: argparse.Namespace, window: float) -> list[float]:
+    """Seconds from the first note at which a replica is killed: every `kill_every` while notes arrive, or
+    `kills` spread so that the last life is the longest."""
+    if args.kill_every:
+        return [args.kill_every * k for k in range(1, int(window // args.kill_every) + 1)
+                if args.kill_every * k < window]
+    return [window * (k + 1) / (args.kills + 2) for k in range(args.kills)]
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
+    victims = random.Random(args.seed + 2)
     # a few lengths of voice note, so the bot decodes different amounts
     clips = [(tone_audio((0, 0.3), (hz, seconds), (0, 0.3), fmt="ogg"), int(seconds + 1))
              for hz, seconds in ((440, 1.0), (550, 2.5), (660, 4.0), (880, 6.0))]
@@ -221,97 +339,113 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     plan = [chats[n % len(chats)] for n in range(args.notes)]
     rng.shuffle(plan)
     window = args.minutes * 60
-    kills = [window * (k + 1) / (args.kills + 2) for k in range(args.kills)]   # the last life is the longest
+    kills = kill_times(args, window)
 
     with tempfile.TemporaryDirectory(prefix="earshot-soak-") as tmp:
-        db, log = Path(tmp) / "earshot.db", Path(tmp) / "bot.log"
-        tg = SoakTelegram(db)
-        model = FlakyModel(random.Random(args.seed + 1), throttled=args.throttled, server_error=args.server_error,
-                           hang=args.hang, latency=args.latency)
-        async with Served(tg.app) as tgs, Served(model.app) as ms:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DASHSCOPE_", "EARSHOT_"))
-                   and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-            env |= {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url,
-                    "DASHSCOPE_API_KEY": API_KEY, "DASHSCOPE_HTTP_BASE_URL": ms.url + "/api/v1",
-                    "EARSHOT_DB": str(db), "EARSHOT_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
-                    # budgets and the rate limit would refuse a soak's volume; they are not what is tested here
-                    "EARSHOT_USER_DAILY_TOKENS": "0", "EARSHOT_CHAT_DAILY_TOKENS": "0",
-                    "EARSHOT_GLOBAL_DAILY_TOKENS": "0", "EARSHOT_USER_REQUESTS_PER_MINUTE": "0",
-                    "EARSHOT_METRICS_PORT": "0"}
-            bot = BotProcess(tg, env, log)
-            await bot.start()
-            sampler = asyncio.create_task(bot.sample(0.5))
-            started = time.monotonic()
+        if args.db != "sqlite":
+            os.chmod(tmp, 0o755)          # as root the cluster runs as `postgres`, in a directory made inside
+        with shared_store(args.db, Path(tmp)) as target:
+            jobs = JobsView(target)
+            tg = SoakTelegram(jobs)
+            model = FlakyModel(random.Random(args.seed + 1), throttled=args.throttled,
+                               server_error=args.server_error, hang=args.hang, latency=args.latency)
+            async with Served(tg.app) as tgs, Served(model.app) as ms:
+                env = stand_in_env(tg, tgs.url, ms.url, target)
+                replicas = [Replica(env, Path(tmp) / f"replica-{i}.log", i) for i in range(args.replicas)]
+                await asyncio.gather(*(r.start() for r in replicas))    # together: migrations run once
+                samplers = [asyncio.create_task(r.sample(0.5)) for r in replicas]
+                started = time.monotonic()
+                killed: list[dict[str, Any]] = []
 
-            async def killer() -> None:
-                for at in kills:
-                    await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-                    in_flight = model.in_flight
-                    bot.kill()
-                    bot.lives[-1]["model_calls_in_flight_when_killed"] = in_flight
-                    await bot.start()
-                    print(f"  {time.monotonic() - started:5.1f} s: killed the bot (SIGKILL) with {in_flight} "
-                          f"model call(s) in flight; up again in {bot.lives[-1]['ready_s']:.1f} s", flush=True)
+                async def killer() -> None:
+                    for at in kills:
+                        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+                        victim = replicas[victims.randrange(len(replicas))]
+                        in_flight = model.in_flight
+                        victim.kill()
+                        victim.lives[-1]["model_calls_in_flight_when_killed"] = in_flight
+                        kill = {"at": time.monotonic(), "replica": victim.index, "model_calls_in_flight": in_flight}
+                        await victim.start()
+                        killed.append(kill | {"up_again_s": victim.lives[-1]["ready_s"]})
+                        print(f"  {kill['at'] - started:5.1f} s: killed replica {victim.index} (SIGKILL) with "
+                              f"{in_flight} model call(s) in flight; up again in {victim.lives[-1]['ready_s']:.1f} s",
+                              flush=True)
 
-            killing = asyncio.create_task(killer())
-            for n, chat in enumerate(plan):
-                await asyncio.sleep(max(0.0, started + window * n / len(plan) - time.monotonic()))
-                data, seconds = clips[rng.randrange(len(clips))]
-                tg.push_voice(chat, data, seconds)
-                if (n + 1) % 100 == 0:
-                    print(f"  {time.monotonic() - started:5.1f} s: {n + 1} sent, {len(tg.answers)} answered",
-                          flush=True)
-            await killing
-            sent_all = time.monotonic()
-            deadline = sent_all + args.drain
-            # the stand-in's counts, polled
-            while len(tg.answers) < len(plan) and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.2)
-            drained = time.monotonic()
-            await asyncio.sleep(5.0)                 # a repeated answer would arrive by now
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-            exit_code = await bot.stop()
-        jobs, by_key = jobs_summary(db)
-        log_text = log.read_text(errors="replace")
+                killing = asyncio.create_task(killer())
+                for n, chat in enumerate(plan):
+                    await asyncio.sleep(max(0.0, started + window * n / len(plan) - time.monotonic()))
+                    data, seconds = clips[rng.randrange(len(clips))]
+                    tg.push_voice(chat, data, seconds)
+                    if (n + 1) % 100 == 0:
+                        print(f"  {time.monotonic() - started:5.1f} s: {n + 1} sent, {len(tg.answers)} answered",
+                              flush=True)
+                await killing
+                sent_all = time.monotonic()
+                deadline = sent_all + args.drain
+                # the stand-in's counts, polled
+                while len(tg.answers) < len(plan) and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                drained = time.monotonic()
+                await asyncio.sleep(5.0)                 # a repeated answer would arrive by now
+                for sampler in samplers:
+                    sampler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sampler
+                exit_codes = await asyncio.gather(*(r.stop() for r in replicas))
+            totals, by_key = await asyncio.to_thread(jobs_summary, jobs)
+            jobs.close()
+        logs = {r.index: r.log.read_text(errors="replace") for r in replicas}
 
     counts = [len(tg.answers.get(mid, [])) for mid in tg.sent_at]
-    killed_at = [life["killed"] for life in bot.lives if "killed" in life]
+    killed_at = [k["at"] for k in killed]
     latencies = [tg.answers[mid][0] - sent for mid, sent in tg.sent_at.items() if tg.answers.get(mid)]
-    in_order = sum(1 for chat in chats if _answered_in_order(tg, chat))
-    result = {
-        "config": {"notes": args.notes, "chats": args.chats, "minutes": args.minutes, "kills": args.kills,
+    out_of_order = [o for chat in chats if (o := _out_of_order(tg, chat))]
+
+    def job_of(mid: int) -> dict[str, Any]:
+        return by_key.get(f"{tg.chat_of[mid]}:{mid}", {})
+
+    result: dict[str, Any] = {
+        "config": {"notes": args.notes, "chats": args.chats, "minutes": args.minutes, "replicas": args.replicas,
+                   "db": args.db, "kills": len(kills), "kill_every_s": args.kill_every,
                    "seed": args.seed, "model_latency_s": args.latency, "request_timeout_s": REQUEST_TIMEOUT,
                    "fail_429": args.throttled, "fail_500": args.server_error, "fail_hang": args.hang},
         "sent": len(counts),
         "answered_exactly_once": counts.count(1),
         "unanswered": counts.count(0),
         "answered_twice_or_more": sum(c > 1 for c in counts),
+        "unanswered_notes": [{"chat": tg.chat_of[mid], "message": mid, "sent_at_s": round(sent - started, 2),
+                              "job": job_of(mid) or None}
+                             for mid, sent in tg.sent_at.items() if not tg.answers.get(mid)][:50],
         # each repeat with when it went out and the nearest kill (seconds from the start): the window between
         # a send and its delivery mark is the one place a kill can make an answer go out twice
         # or a send that failed ambiguously (a timeout after Telegram had the message) and was tried again
-        "repeats": [{"message": mid, "answers_at_s": [round(t - started, 2) for t in times],
+        "repeats": [{"message": mid, "chat": tg.chat_of[mid], "answers_at_s": [round(t - started, 2) for t in times],
                      "killed_after_first_s": _kill_after(times[0], killed_at),
-                     "failed_sends": by_key.get(f"{tg.chat_of[mid]}:{mid}", (0, None))[0],
-                     "last_error": by_key.get(f"{tg.chat_of[mid]}:{mid}", (0, None))[1]}
+                     "failed_sends": job_of(mid).get("failed_sends", 0),
+                     "last_error": job_of(mid).get("last_error")}
                     for mid, times in tg.answers.items() if len(times) > 1],
         "failure_messages": sum(len(v) for v in tg.failures.values()),
         "failure_examples": sorted({t for v in tg.failures.values() for t in v})[:5],
         "model_unavailable_notices": sum(tg.notices.values()),
         "notes_told_twice": sum(c > 1 for c in tg.notices.values()),
         "confirmed_before_stored": len(tg.confirmed_unstored),
-        "chats_answered_in_order": in_order,
+        "chats_answered_in_order": len(chats) - len(out_of_order),
+        "chats_out_of_order": out_of_order[:10],
+        "overlapping_long_polls": tg.poll_conflicts,
         "latency_s": {"p50": round(_percentile(latencies, 0.5), 2), "p95": round(_percentile(latencies, 0.95), 2),
+                      "p99": round(_percentile(latencies, 0.99), 2),
                       "max": round(max(latencies), 2) if latencies else None},
         "drain_s_after_last_note": round(drained - sent_all, 1),
         "model": {"calls": len(model.calls), "injected": dict(model.injected),
                   "answered": len(model.answered)},
-        "bot_lives": [{"ready_s": life["ready_s"], "killed": "killed" in life,
-                       "model_calls_in_flight_when_killed": life.get("model_calls_in_flight_when_killed"),
-                       "memory": memory_trend(life["rss"])} for life in bot.lives],
-        "final_exit_code": exit_code,
-        "jobs": jobs,
+        "kills": [{"at_s": round(k["at"] - started, 1), "replica": k["replica"],
+                   "model_calls_in_flight": k["model_calls_in_flight"], "up_again_s": k["up_again_s"]}
+                  for k in killed],
+        "replicas": [{"replica": r.index,
+                      "lives": [{"ready_s": life["ready_s"], "killed": "killed" in life,
+                                 "memory": memory_trend(life["rss"])} for life in r.lives]} for r in replicas],
+        "final_exit_codes": exit_codes,
+        "jobs": totals,
     }
     # a repeat is the documented corner only if a kill came right after the first answer went out, or the
     # first send failed ambiguously and was retried
@@ -319,12 +453,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
               or (r["killed_after_first_s"] is not None and r["killed_after_first_s"] <= WINDOW_BOUND)]
     result["repeats_explained"] = len(corner)
     result["exactly_once"] = result["answered_exactly_once"] == result["sent"]
-    ok = (not result["unanswered"] and len(corner) == result["answered_twice_or_more"]
+    ok = (not result["unanswered"] and len(corner) == result["answered_twice_or_more"] and not out_of_order
           and not result["confirmed_before_stored"] and not result["failure_messages"])
     result["ok"] = ok
     if not ok or result["repeats"]:
-        result["bot_log_tail"] = log_text[-4000:]
-        result["bot_log"] = log_text
+        result["logs"] = logs
     return result
 
 
@@ -334,10 +467,14 @@ def _kill_after(answered: float, kills: list[float]) -> float | None:
     return round(min(later), 3) if later else None
 
 
-def _answered_in_order(tg: SoakTelegram, chat: int) -> bool:
-    mids = sorted(m for m, c in tg.chat_of.items() if c == chat)
-    firsts = [tg.answers[m][0] for m in mids if tg.answers.get(m)]
-    return firsts == sorted(firsts) and len(firsts) == len(mids)
+def _out_of_order(tg: SoakTelegram, chat: int) -> dict[str, Any] | None:
+    """The chat's notes in the order they were sent against the order their answers reached the chat (a note
+    answered twice counts where it was first answered); None when they agree and every note was answered."""
+    sent = sorted((m for m, c in tg.chat_of.items() if c == chat), key=lambda m: tg.sent_at[m])
+    answered = list(dict.fromkeys(tg.answer_order.get(chat, [])))
+    if answered == sent:
+        return None
+    return {"chat": chat, "sent": sent, "answered": answered}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,37 +482,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notes", type=int, default=500)
     p.add_argument("--chats", type=int, default=50)
     p.add_argument("--minutes", type=float, default=2.5, help="over how long the notes arrive")
-    p.add_argument("--kills", type=int, default=2, help="SIGKILLs (each followed by a restart)")
+    p.add_argument("--replicas", type=int, default=1, help="`earshot telegram` processes on the one database")
+    p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                   help="their store: an SQLite file, or a throwaway PostgreSQL cluster")
+    p.add_argument("--kills", type=int, default=2, help="SIGKILLs (each followed by a restart), spread out")
+    p.add_argument("--kill-every", type=float, default=None,
+                   help="instead: kill a replica picked at random every this many seconds while notes arrive "
+                        "(default 30 with more than one replica)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--latency", type=float, default=0.5, help="seconds the model stand-in takes per call")
     p.add_argument("--throttled", type=float, default=0.10, help="share of model calls answered 429")
     p.add_argument("--server-error", type=float, default=0.05, help="share answered 500")
     p.add_argument("--hang", type=float, default=0.02, help="share that hang")
     p.add_argument("--drain", type=float, default=180.0, help="seconds allowed after the last note")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None,
+                   help="default bench/results/soak.json, or soak-<db>-<N>replicas.json")
     args = p.parse_args(argv)
+    if args.kill_every is None and args.replicas > 1:
+        args.kill_every = 30.0
+    if args.out is None:
+        single = args.replicas == 1 and args.db == "sqlite"
+        args.out = RESULTS / ("soak.json" if single else f"soak-{args.db}-{args.replicas}replicas.json")
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)   # a killed bot drops its connections
+    kills = (f"a replica killed every {args.kill_every:g} s" if args.kill_every else f"{args.kills} kills")
     print(f"soak: {args.notes} voice notes from {args.chats} chats over {args.minutes:g} min, "
-          f"{args.kills} kills; model fails {args.throttled:.0%} 429, {args.server_error:.0%} 500, "
-          f"{args.hang:.0%} hang", flush=True)
+          f"{args.replicas} replica(s) on {args.db}, {kills}; model fails {args.throttled:.0%} 429, "
+          f"{args.server_error:.0%} 500, {args.hang:.0%} hang", flush=True)
     result = asyncio.run(soak(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if "bot_log" in result:     # something to explain: keep the whole log beside the figures
-        kept = args.out.with_suffix(".bot.log")
-        kept.write_text(result.pop("bot_log"))
-        print(f"the bot's log: {kept}")
+    logs: dict[int, str] = result.pop("logs", {})
+    for index, text in logs.items():   # something to explain: keep the logs beside the figures
+        kept = args.out.with_suffix(f".replica{index}.log")
+        kept.write_text(text)
+        print(f"replica {index}'s log: {kept}")
     args.out.write_text(json.dumps({"benchmark": "soak", "when": time.strftime("%Y-%m-%d %H:%M:%S"), **result},
                                    indent=2) + "\n")
-    shown = {k: v for k, v in result.items() if k != "bot_log_tail"}
-    print(json.dumps(shown, indent=2))
+    print(json.dumps(result, indent=2))
     if not result["ok"]:
         verdict = "FAILED"
     elif result["exactly_once"]:
-        verdict = "OK: every voice note answered exactly once"
+        verdict = "OK: every voice note answered exactly once, in order per chat"
     else:
-        verdict = (f"OK: every voice note answered; {result['answered_twice_or_more']} answered twice, each after "
-                   f"a kill within {WINDOW_BOUND:g} s of its first answer (the send-to-mark window) or a failed "
-                   f"send tried again")
+        verdict = (f"OK: every voice note answered, in order per chat; {result['answered_twice_or_more']} answered "
+                   f"twice, each after a kill within {WINDOW_BOUND:g} s of its first answer (the send-to-mark "
+                   f"window) or a failed send tried again")
     print(verdict + f"; figures in {args.out}")
     return 0 if result["ok"] else 1
 
