@@ -115,6 +115,9 @@ class Settings(BaseSettings):
 
     telegram_bot_token: SecretStr | None = Field(None, **_env("TELEGRAM_BOT_TOKEN"))
     telegram_api_base_url: str = Field(DEFAULT_TELEGRAM_BASE, **_env("TELEGRAM_API_BASE_URL"))
+    # webhook mode: the secret Telegram sends with each update; replicas behind one URL share it (unset: random
+    # per process). Telegram takes 1-256 of A-Z a-z 0-9 _ -
+    telegram_webhook_secret: SecretStr | None = Field(None, **_env("TELEGRAM_WEBHOOK_SECRET"))
 
     slack_bot_token: SecretStr | None = Field(None, **_env("SLACK_BOT_TOKEN"))
     slack_signing_secret: SecretStr | None = Field(None, **_env("SLACK_SIGNING_SECRET"))
@@ -130,6 +133,15 @@ class Settings(BaseSettings):
             value = re.split(r"[,\s]+", value)
         if isinstance(value, (list, tuple, set, frozenset)):
             return tuple(dict.fromkeys(normalise_id(v) for v in value if str(v).strip() not in ("", "@")))
+        return value
+
+    @field_validator("telegram_webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None
+            if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+                raise ValueError("1 to 256 characters, only A-Z, a-z, 0-9, _ and - (Telegram's rule)")
         return value
 
     @field_validator("db_path", mode="before")
@@ -200,7 +212,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value set, for log redaction (the database's connection string and its password too)."""
         fields = (self.dashscope_api_key, self.openai_api_key, self.telegram_bot_token, self.slack_bot_token,
-                  self.slack_signing_secret, self.slack_app_token)
+                  self.slack_signing_secret, self.slack_app_token, self.telegram_webhook_secret)
         found = [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
         if isinstance(self.db_path, str):
             found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]

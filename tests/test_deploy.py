@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 # names of the contract that deploy/env.example documents ahead of the code that reads them; each leaves
 # this list when core/config.py's Settings reads it
-NOT_YET_READ = {"TELEGRAM_WEBHOOK_SECRET"}
+NOT_YET_READ: set[str] = set()
 ASSIGNMENT = re.compile(r"^#?\s?([A-Z][A-Z0-9_]+)=(.*)$")
 
 

@@ -13,10 +13,13 @@ from telegram.ext import Application, ApplicationBuilder
 from core import messages
 from core.app import Earshot
 from core.config import Settings
+from core.election import Election
 from core.errors import EarshotError
 from core.logs import RedactingFilter, guard_logs
+from core.redelivery import Redeliveries
 
 from ..health import HealthServer, PlatformProbe, serve_health
+from .convert import PLATFORM
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
 from .handlers import TelegramHandlers
 
@@ -50,23 +53,33 @@ def build_application(settings: Settings, parts: Earshot) -> Application:
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
         raise EarshotError(messages.NO_TELEGRAM_TOKEN)
     root = settings.telegram_api_base_url.rstrip("/")
+    token = settings.telegram_bot_token.get_secret_value()
     handlers = TelegramHandlers(parts)
     queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
+    # replicas on one database: one of them polls (the token's first part is the bot's public id)
+    election = Election(parts.history, f"telegram-polling:{token.split(':')[0]}")
+
+    async def post_stop(application: Application) -> None:
+        await election.stop()
+        await handlers.post_stop(application)
+
     app = (
         ApplicationBuilder()
         .application_class(HandledApplication)
         .update_queue(queue)
-        .get_updates_request(ConfirmAfterHandled(queue, connection_pool_size=1))
-        .token(settings.telegram_bot_token.get_secret_value())
+        .get_updates_request(ConfirmAfterHandled(queue, election, connection_pool_size=1))
+        .token(token)
         # PTB appends the token to both: {root}/bot<token>/<method> and {root}/file/bot<token>/<path>
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .concurrent_updates(CONCURRENT_UPDATES)
         .connection_pool_size(64)
         .post_init(handlers.post_init)
-        .post_stop(handlers.post_stop)
+        .post_stop(post_stop)
         .build()
     )
+    if isinstance(app, HandledApplication):
+        app.once = Redeliveries(parts.events, PLATFORM)   # an update is handled once, whichever replica gets it
     handlers.register(app)
     return app
 
@@ -105,7 +118,8 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     """Run the bot until SIGINT/SIGTERM, answering in-flight updates before exiting.
 
     Long polling by default; with `webhook_url` (the public HTTPS address Telegram should POST to),
-    serves a webhook on listen:port at that URL's path and rejects requests without the secret token.
+    serves a webhook on listen:port at that URL's path and rejects requests without the secret token
+    (TELEGRAM_WEBHOOK_SECRET, shared by replicas behind one URL; else a random one for this process).
     """
     guard_logs(settings.secrets(), settings.log_format)
     earshot = Earshot.build(settings)       # the composition root (core.app)
@@ -133,10 +147,12 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     app.post_shutdown = stop
     if webhook_url and isinstance(app.update_queue, HandledQueue):
         app.update_queue.hold_puts = True   # answer Telegram's POST only once the update is handled
+    shared = settings.telegram_webhook_secret
+    secret = shared.get_secret_value() if shared is not None else secrets.token_urlsafe(32)
     try:
         if webhook_url:
             app.run_webhook(listen=listen, port=port, url_path=urlsplit(webhook_url).path.lstrip("/"),
-                            webhook_url=webhook_url, secret_token=SecretToken(secrets.token_urlsafe(32)),
+                            webhook_url=webhook_url, secret_token=SecretToken(secret),
                             allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
         else:
             app.run_polling(allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)

@@ -12,6 +12,14 @@ handler does right after `update_queue.put`. `HandledQueue.put` (with `hold_puts
 that update has been processed, so the 200 goes out after the job is stored.
 
 A handler that stores a job returns at once (the job runs later), so neither wait is long.
+
+Replicas on one PostgreSQL database: Telegram allows one getUpdates consumer, so `ConfirmAfterHandled` calls
+getUpdates only while this process is the elected poller (core.election); the others answer their own long poll
+with "no updates" until they are elected. A new poller starts from offset 0, so Telegram gives it again what the
+dead one fetched but had not confirmed. `HandledApplication` therefore handles each update once, by its id
+(core.seen_events), whichever replica got it first; it is recorded once handled, not before, so an update whose
+poller died mid-way is handled again (a job it had stored is known by its key and not answered twice). The same
+holds for a webhook update Telegram retries against another replica.
 """
 from __future__ import annotations
 
@@ -21,6 +29,10 @@ from typing import Any
 
 from telegram import Update
 from telegram.ext import Application
+from telegram.request import RequestData
+
+from core.election import Election
+from core.redelivery import Redeliveries
 
 from .updates import SkipUnreadableUpdates
 
@@ -55,24 +67,51 @@ class HandledQueue(asyncio.Queue):
 
 
 class HandledApplication(Application):
-    """Tells its HandledQueue when an update has been through every handler."""
+    """Tells its HandledQueue when an update has been through every handler; with `once` set, skips updates
+    already handled (by this process or another replica) and records each one handled."""
+
+    once: Redeliveries | None = None
 
     async def process_update(self, update: object) -> None:
         try:
-            await super().process_update(update)
+            key = f"update:{self.bot.id}:{update.update_id}" if isinstance(update, Update) else None
+            if key is None or self.once is None:
+                await super().process_update(update)
+            elif await self.once.first(key):
+                await super().process_update(update)
+                await self.once.events.claim(self.once.platform, key)   # only once done: a crash lets it through
         finally:
             if isinstance(self.update_queue, HandledQueue):
                 self.update_queue.processed(update)
 
 
-class ConfirmAfterHandled(SkipUnreadableUpdates):
-    """The getUpdates request: waits until every fetched update is handled before asking again."""
+NO_UPDATES = b'{"ok":true,"result":[]}'
 
-    def __init__(self, queue: asyncio.Queue, **kwargs: Any) -> None:
+
+class ConfirmAfterHandled(SkipUnreadableUpdates):
+    """The getUpdates request: waits until every fetched update is handled before asking again; with
+    `election`, asks Telegram only while elected (else its long poll ends with no updates)."""
+
+    def __init__(self, queue: asyncio.Queue, election: Election | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.queue = queue
+        self.election = election
+        self._polling = False
 
-    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
+                         *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        await self._handled()
+        if self.election is not None:
+            timeout = (request_data.parameters if request_data else {}).get("timeout", 0)
+            leading = await self.election.wait(float(timeout) if isinstance(timeout, (int, float)) else 0.0)
+            if leading != self._polling:
+                self._polling = leading
+                log.info("this process %s Telegram for updates", "polls" if leading else "stopped polling")
+            if not leading:
+                return 200, NO_UPDATES
+        return await super().do_request(url, method, request_data, *args, **kwargs)
+
+    async def _handled(self) -> None:
         waited = 0.0
         while True:
             try:
@@ -81,4 +120,3 @@ class ConfirmAfterHandled(SkipUnreadableUpdates):
             except TimeoutError:
                 waited += SLOW_WARNING
                 log.warning("updates still being handled after %.0f s; not confirming them yet", waited)
-        return await super().do_request(*args, **kwargs)

@@ -159,6 +159,10 @@ class FakeTelegram:
         self.callback_queries: dict[str, dict] = {}    # query id -> the callback_query pushed
         self.callback_answers: dict[str, dict] = {}    # query id -> answerCallbackQuery's parameters
         self.markup_edits: list[dict] = []            # editMessageReplyMarkup calls that changed a message
+        # getUpdates allows one consumer: a second one polling at the same time gets 409 Conflict, as from Telegram
+        self.conflicts = 0
+        self.forget_confirmed = True      # False: confirmed updates stay, as when the poller died before confirming
+        self._polls: dict[int, web.Request] = {}     # id -> a getUpdates request being answered
 
     # ---- what tests do ------------------------------------------------------------------
     def push(self, chat_id: int, *, user_id: int | None = None, text: str | None = None,
@@ -392,6 +396,8 @@ class FakeTelegram:
         handler = getattr(self, f"_m_{m}", None)
         if handler is None:
             return self._fail(404, "Not Found")
+        if m == "getupdates":
+            return await self._one_consumer(request, handler, params)
         if m in MARKUP_METHODS and (problem := reply_markup_problem(params.get("reply_markup"))):
             return self._fail(400, problem)
         response = await handler(params)
@@ -431,12 +437,25 @@ class FakeTelegram:
     async def _m_getme(self, params: dict) -> web.Response:
         return self._ok(self.bot)
 
+    async def _one_consumer(self, request: web.Request, handler: Any, params: dict) -> web.Response:
+        # a poll whose client hung up (killed, or its request cancelled) no longer counts
+        self._polls = {i: r for i, r in self._polls.items() if r.transport is not None and not r.transport.is_closing()}
+        if self._polls:
+            self.conflicts += 1
+            return self._fail(409, "Conflict: terminated by other getUpdates request; make sure that only one "
+                                   "bot instance is running")
+        self._polls[id(request)] = request
+        try:
+            return await handler(params)
+        finally:
+            self._polls.pop(id(request), None)
+
     async def _m_getupdates(self, params: dict) -> web.Response:
         if self.webhook:
             return self._fail(409, "Conflict: can't use getUpdates method while webhook is active; "
                                    "use deleteWebhook to delete the webhook first")
         offset = int(params.get("offset") or 0)
-        if offset:  # asking from `offset` confirms every earlier update, so Telegram forgets them
+        if offset and self.forget_confirmed:  # asking from `offset` confirms every earlier update: Telegram forgets them
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + float(params.get("timeout") or 0)
