@@ -9,9 +9,9 @@ stays flat.
 
 With `--replicas N --db postgres` a throwaway PostgreSQL cluster (tests/postgres.py) is the shared store
 of N `earshot telegram` replicas, and every `--kill-every` seconds (30 by default) one replica picked at
-random is killed with SIGKILL and started again while the notes arrive. The Telegram stand-in answers
-overlapping long polls as the Bot API does (the older one ends with 409 Conflict) and counts them: with
-one elected poller there are none.
+random is killed with SIGKILL and started again while the notes arrive. The Telegram stand-in answers a
+second consumer of getUpdates 409 Conflict, as the Bot API does, and counts them: with one elected poller
+there are none.
 
     python -m bench.soak [--notes 500] [--chats 50] [--minutes 2.5] [--kills 2] [--seed 7]
     python -m bench.soak --replicas 3 --db postgres [--kill-every 30]
@@ -62,7 +62,7 @@ HANG = Failure(None, hang=60.0)
 WINDOW_BOUND = 1.0          # a repeat counts as the send-to-mark corner if a kill came this soon after the answer
 WARM_UP = 10.0               # seconds of each bot life left out of the memory trend (imports, first ffmpeg runs)
 READY = b"earshot is listening"   # what a replica logs once it has started (core.app opened, bot set up)
-CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+ELECTED = b"elected: this process does telegram-polling"    # core.election: this replica polls now
 
 
 class JobsView:
@@ -128,9 +128,6 @@ class SoakTelegram(FakeTelegram):
         self.chat_of: dict[int, int] = {}
         self.answers: dict[int, list[float]] = {}        # message id -> times answered
         self.answer_order: dict[int, list[int]] = {}     # chat -> the notes answered, in the order answers came
-        self.poll_conflicts = 0                          # long polls that overlapped a live one (Telegram: 409)
-        self._poll: tuple[asyncio.Task[web.Response], web.Request] | None = None
-        self._ended: set[asyncio.Task[web.Response]] = set()
         self.notices: Counter[int] = Counter()           # "the model is unavailable" said about it
         self.failures: dict[int, list[str]] = {}         # anything else said in reply to it
         self.unconfirmed: dict[int, tuple[int, int]] = {}   # update id -> (chat, message), not yet confirmed
@@ -158,27 +155,6 @@ class SoakTelegram(FakeTelegram):
             self.failures.setdefault(reply, []).append(text)
         return response
 
-    async def _api(self, request: web.Request) -> web.Response:
-        """The Bot API allows one long poll per bot: a second ends the first with 409 Conflict. A poll whose
-        client is gone (a killed replica) is no conflict."""
-        if request.match_info["method"].lower() != "getupdates":
-            return await super()._api(request)
-        inner = asyncio.ensure_future(super()._api(request))
-        previous, self._poll = self._poll, (inner, request)
-        if previous is not None and not previous[0].done():
-            transport = previous[1].transport
-            if transport is not None and not transport.is_closing():
-                self.poll_conflicts += 1
-                self._ended.add(previous[0])
-                previous[0].cancel()
-        try:
-            return await inner
-        except asyncio.CancelledError:
-            if inner in self._ended:
-                self._ended.discard(inner)
-                return self._fail(409, CONFLICT)
-            raise
-
     async def _m_getupdates(self, params: dict) -> web.Response:
         offset = int(params.get("offset") or 0)
         confirmed = [u for u in self.unconfirmed if u < offset]
@@ -205,9 +181,16 @@ class Replica:
         except FileNotFoundError:
             return 0
 
+    def polling(self) -> bool:
+        """Whether this life was elected the poller (its log says so since it started)."""
+        with open(self.log, "rb") as f:
+            f.seek(self.lives[-1]["log_from"] if self.lives else 0)
+            return ELECTED in f.read()
+
     async def start(self) -> None:
         """Start a life and wait until it says it is listening (polling, or working jobs beside the poller)."""
         before = self._said_ready()
+        log_from = self.log.stat().st_size if self.log.exists() else 0
         began = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-c", "from bots.cli import main; main()", "telegram"],
@@ -218,7 +201,7 @@ class Replica:
                 raise RuntimeError(f"replica {self.index} did not start:\n{self.log.read_text()[-3000:]}")
             await asyncio.sleep(0.05)
         self.lives.append({"pid": self.proc.pid, "started": began, "ready_s": round(time.monotonic() - began, 2),
-                           "rss": []})
+                           "rss": [], "log_from": log_from})
 
     def cpu_s(self) -> float:
         """CPU seconds of the current life: the bot's process and its finished ffmpeg children."""
@@ -364,12 +347,13 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         in_flight = model.in_flight
                         victim.kill()
                         victim.lives[-1]["model_calls_in_flight_when_killed"] = in_flight
-                        kill = {"at": time.monotonic(), "replica": victim.index, "model_calls_in_flight": in_flight}
+                        kill = {"at": time.monotonic(), "replica": victim.index, "model_calls_in_flight": in_flight,
+                                "was_polling": victim.polling()}
                         await victim.start()
                         killed.append(kill | {"up_again_s": victim.lives[-1]["ready_s"]})
-                        print(f"  {kill['at'] - started:5.1f} s: killed replica {victim.index} (SIGKILL) with "
-                              f"{in_flight} model call(s) in flight; up again in {victim.lives[-1]['ready_s']:.1f} s",
-                              flush=True)
+                        print(f"  {kill['at'] - started:5.1f} s: killed replica {victim.index}"
+                              f"{' (the poller)' if kill['was_polling'] else ''} with SIGKILL, {in_flight} model "
+                              f"call(s) in flight; up again in {victim.lives[-1]['ready_s']:.1f} s", flush=True)
 
                 killing = asyncio.create_task(killer())
                 for n, chat in enumerate(plan):
@@ -431,16 +415,17 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "confirmed_before_stored": len(tg.confirmed_unstored),
         "chats_answered_in_order": len(chats) - len(out_of_order),
         "chats_out_of_order": out_of_order[:10],
-        "overlapping_long_polls": tg.poll_conflicts,
+        "overlapping_long_polls": tg.conflicts,   # answered 409 Conflict: more than one poller
         "latency_s": {"p50": round(_percentile(latencies, 0.5), 2), "p95": round(_percentile(latencies, 0.95), 2),
                       "p99": round(_percentile(latencies, 0.99), 2),
                       "max": round(max(latencies), 2) if latencies else None},
         "drain_s_after_last_note": round(drained - sent_all, 1),
         "model": {"calls": len(model.calls), "injected": dict(model.injected),
                   "answered": len(model.answered)},
-        "kills": [{"at_s": round(k["at"] - started, 1), "replica": k["replica"],
-                   "model_calls_in_flight": k["model_calls_in_flight"], "up_again_s": k["up_again_s"]}
-                  for k in killed],
+        # polls_again_after_s: from the kill to the next getUpdates anyone made (a new poller taking over)
+        "kills": [{"at_s": round(k["at"] - started, 1), "replica": k["replica"], "was_polling": k["was_polling"],
+                   "model_calls_in_flight": k["model_calls_in_flight"], "up_again_s": k["up_again_s"],
+                   "polls_again_after_s": _next_poll(tg, k["at"])} for k in killed],
         "replicas": [{"replica": r.index,
                       "lives": [{"ready_s": life["ready_s"], "killed": "killed" in life,
                                  "memory": memory_trend(life["rss"])} for life in r.lives]} for r in replicas],
@@ -459,6 +444,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     if not ok or result["repeats"]:
         result["logs"] = logs
     return result
+
+
+def _next_poll(tg: SoakTelegram, after: float) -> float | None:
+    later = [c["t"] - after for c in tg.calls if c["method"].lower() == "getupdates" and c["t"] > after]
+    return round(min(later), 2) if later else None
 
 
 def _kill_after(answered: float, kills: list[float]) -> float | None:
