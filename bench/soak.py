@@ -348,7 +348,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         victim.kill()
                         victim.lives[-1]["model_calls_in_flight_when_killed"] = in_flight
                         kill = {"at": time.monotonic(), "replica": victim.index, "model_calls_in_flight": in_flight,
-                                "was_polling": victim.polling()}
+                                "was_polling": victim.polling() if len(replicas) > 1 else True}
                         await victim.start()
                         killed.append(kill | {"up_again_s": victim.lives[-1]["ready_s"]})
                         print(f"  {kill['at'] - started:5.1f} s: killed replica {victim.index}"
