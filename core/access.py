@@ -8,12 +8,17 @@ restarts), people over a budget once an hour, people going too fast once per wai
 Budgets count the model's reported usage (audio + input + output tokens) stored with each turn, per
 UTC day. Requests in flight hold an estimate of what they will cost, so a burst of long recordings
 can't all pass on the same numbers; tokens spent on a request that then failed are recorded too.
+
+Replicas on one PostgreSQL database (the store's engine says so) share everything: usage and refusals
+said once a day are rows already; the rate limit and the in-flight holds move from memory to the
+database too (core.shared_limits), or each replica would let its own burst through.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
@@ -27,6 +32,7 @@ from .errors import AccessRefused
 from .i18n import translator
 from .models import ChatKey, Request, Sender, Usage
 from .seen_events import SeenEvents
+from .shared_limits import RateHits, SpendHolds
 from .usage_ledger import UsageLedger
 
 log = logging.getLogger(__name__)
@@ -174,10 +180,17 @@ class _Spend:
     user_id: str | None
     held: int = 0
     spent: Usage = Usage()
+    holds: SpendHolds | None = None     # replicas: where the other replicas see what it holds
+    id: str = ""
 
     @property
     def counted(self) -> int:
         return max(self.held, self.spent.total)
+
+    async def share(self) -> None:
+        """Tell the other replicas what it counts now (and that its process is alive)."""
+        if self.holds is not None:
+            await self.holds.hold(self.id, self.platform, self.chat_id, self.user_id, self.counted)
 
 
 _current: ContextVar[_Spend | None] = ContextVar("earshot_spend", default=None)
@@ -195,6 +208,7 @@ class MeteredClient:
         metrics.tokens(answer.usage)
         if (spend := _current.get()) is not None:
             spend.spent = spend.spent + answer.usage
+            await spend.share()       # replicas: what it counts now, and a renewal of its hold
         return answer
 
     def __getattr__(self, name: str) -> Any:
@@ -220,6 +234,10 @@ class AccessPolicy:
         self._admins = set(settings.admin_users)
         self.rate = RateLimiter(settings.user_requests_per_minute)
         self._open: set[_Spend] = set()
+        # replicas on one PostgreSQL database count these in it; one process (SQLite) keeps them in memory
+        shared = history.engine == "postgresql"
+        self.shared_rate = RateHits(history, settings.user_requests_per_minute, clock) if shared else None
+        self.holds = SpendHolds(history, clock) if shared else None
         self._quiet_until: dict[tuple[str, ...], float] = {}
         self._names: dict[tuple[str, str, str], str] = {}   # (kind, platform, id) -> name
 
@@ -275,12 +293,10 @@ class AccessPolicy:
             return
         key = (chat.platform, sender.user_id or chat.chat_id)
         rate = rate and not quietly
-        if rate and (wait := self.rate.wait(key)) > 0:
+        if rate and (wait := await self._take_rate(key, count)) > 0:
             limit = self.settings.user_requests_per_minute
             self._refuse(("rate", *key), wait, messages.RATE_LIMITED,
                          dict(limit=limit, wait=words.Span(wait_words, wait)))
-        if count and rate:
-            self.rate.hit(key)   # before the first await below: concurrent requests can't all slip through
         for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
             if allowance.limit and allowance.used >= allowance.limit:
                 template, fmt = _budget_message(kind, allowance.limit, self._to_midnight())
@@ -297,7 +313,8 @@ class AccessPolicy:
         # the allowed lists still apply, and `afford` still weighs its cost against today's budgets
         await self.check(request.chat, request.sender, count=True, spending=not request.retry,
                          quietly=quietly, rate=not request.admitted, lists=lists)
-        spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id)
+        spend = _Spend(request.chat.platform, request.chat.chat_id, request.user_id, holds=self.holds,
+                       id=uuid.uuid4().hex)
         self._open.add(spend)
         token = _current.set(spend)
         try:
@@ -310,6 +327,8 @@ class AccessPolicy:
         finally:
             _current.reset(token)
             self._open.discard(spend)
+            if self.holds is not None and (spend.held or spend.spent.total):
+                await self._release(spend)
 
     async def afford(self, tokens: int, *, refusals: Mapping[str, str] = TOO_COSTLY, **fmt: object) -> None:
         """Called once the cost is known (the audio decoded, a digest's notes packed): refuse a request
@@ -323,6 +342,7 @@ class AccessPolicy:
                 raise AccessRefused(refusals[kind], fmt=dict(fmt, need=tokens, left=a.left,
                                                              wait=words.Span(wait_words, self._to_midnight())))
         spend.held = tokens
+        await spend.share()
 
     async def report(self, chat: ChatKey, sender: Sender, *, private: bool = False) -> UsageReport:
         """Today's numbers for /usage; admins also get the top users and chats, in a private chat only
@@ -351,7 +371,10 @@ class AccessPolicy:
         s = self.settings
         since = day_start(self._clock())
         user, here, everyone = await usage_ledger.totals_in(self.history, since, platform, chat_id, user_id)
-        for spend in self._open:   # requests in flight count what they are expected to cost
+        if self.holds is not None:   # requests in flight on every replica
+            held = await self.holds.held(platform, chat_id, user_id, exclude=exclude.id if exclude else None)
+            user, here, everyone = user + held[0], here + held[1], everyone + held[2]
+        for spend in self._open if self.holds is None else ():   # requests in flight count their expected cost
             if spend is exclude:
                 continue
             everyone += spend.counted
@@ -360,6 +383,22 @@ class AccessPolicy:
                 user += spend.counted if user_id and spend.user_id == user_id else 0
         out = [("global", Allowance(everyone, s.global_daily_tokens)), ("chat", Allowance(here, s.chat_daily_tokens))]
         return out + [("user", Allowance(user, s.user_daily_tokens if user_id else 0))]
+
+    async def _take_rate(self, key: tuple[str, str], count: bool) -> float:
+        """Seconds `key` must wait for its next request (0: now, and with `count` this one is counted)."""
+        if self.shared_rate is not None:
+            return await self.shared_rate.take(key, count=count)   # checked and counted in one transaction
+        wait = self.rate.wait(key)
+        if not wait and count:
+            self.rate.hit(key)   # no await since the check: concurrent requests can't all slip through
+        return wait
+
+    async def _release(self, spend: _Spend) -> None:
+        try:
+            if spend.holds is not None:
+                await spend.holds.release(spend.id)
+        except Exception:   # it expires by itself; never hide what brought us here
+            log.exception("could not release the %d tokens a finished request held", spend.counted)
 
     def _refuse(self, key: tuple[str, ...], quiet_for: float, message: str, fmt: dict[str, object]) -> None:
         """Raise the refusal (a message and its values); silent if the same one was said within `quiet_for` s."""

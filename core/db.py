@@ -221,6 +221,13 @@ class Database:
             row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?)", pg.lock_key(name))
             yield bool(row and row[0])
 
+    async def lock(self, tx: Queries, name: str) -> None:
+        """Inside `transaction()`: wait until no other process holds `name`, then hold it until the transaction
+        ends. PostgreSQL: a transaction-scoped advisory lock; SQLite: nothing to do (its write transactions
+        already go one at a time)."""
+        if self._pg is not None:
+            await tx.execute("SELECT pg_advisory_xact_lock(?)", pg.lock_key(name))
+
     @asynccontextmanager
     async def _write_lock(self) -> AsyncIterator[None]:
         # one writer at a time on the one connection: a transaction spans awaits, and another write must

@@ -27,7 +27,7 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import messages, prompts, words
+from . import messages, prompts, shared_limits, words
 from .access import DIGEST_TOO_COSTLY
 from .audio_ref_store import SqlAudioRefStore
 from .digest_store import ChatDigest, DigestStore, VoiceNote
@@ -547,6 +547,7 @@ class DigestService:
         pruned = await self.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
         pruned["jobs"] = await JobStore(self.history, self.clock).prune()
         pruned["audio_refs"] = await SqlAudioRefStore(self.history).delete_expired(now)
+        pruned |= await shared_limits.prune(self.history, now)
         if any(pruned.values()):
             log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
         if self.cache.enabled and (cached := await self.cache.prune()):

@@ -6,6 +6,9 @@ own (not the pool's): the lock lives as long as that session, so when the leader
 the server lets the lock go, and another process's next try (every `retry` seconds) wins it. The leader checks
 its session as often; if the session is gone (the database restarted, the network broke) it stops leading at
 once and campaigns again. SQLite: one process per platform shares a file, so it always leads.
+
+`SessionLocks` are the same kind of lock for short work any replica may do but only one at a time (handling one
+Telegram update delivered to two replicas at once): held while a process does it, let go by a process that dies.
 """
 from __future__ import annotations
 
@@ -20,6 +23,12 @@ from .db import Database
 log = logging.getLogger(__name__)
 
 RETRY = 2.0        # seconds between tries for the lock, and between checks that the leader still holds it
+
+
+async def _connect(url: str) -> Any:
+    """A connection of its own, outside the pool: its session holds the locks."""
+    import psycopg
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
 
 
 class Election:
@@ -66,9 +75,7 @@ class Election:
             try:
                 async with asyncio.timeout(max(self.retry * 5, 10.0)):
                     if self._conn is None:
-                        import psycopg
-                        self._conn = await psycopg.AsyncConnection.connect(self.db.url or "", autocommit=True,
-                                                                           connect_timeout=10)
+                        self._conn = await _connect(self.db.url or "")
                     if self.leading:
                         await self._conn.execute("SELECT 1")      # the session, and so the lock, still there
                     else:
@@ -93,3 +100,53 @@ class Election:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+class SessionLocks:
+    """Named locks held by this process until `unlock` or its death (PostgreSQL: session-level advisory locks on
+    a connection of their own; SQLite: one process, so a set in memory). Without the database they are granted,
+    with a warning: work done twice is caught later (a job's key), work not done at all would not be."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._held: set[str] = set()
+        self._conn: Any = None
+        self._guard = asyncio.Lock()
+
+    async def try_lock(self, name: str) -> bool:
+        """True (and held) unless another holds `name` now."""
+        if name in self._held:
+            return False
+        if self.db.url is not None:
+            row = await self._query("SELECT pg_try_advisory_lock(%s)", name)
+            if row is not None and not row[0]:
+                return False
+        self._held.add(name)
+        return True
+
+    async def unlock(self, name: str) -> None:
+        if name in self._held:
+            self._held.discard(name)
+            if self.db.url is not None:
+                await self._query("SELECT pg_advisory_unlock(%s)", name)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _query(self, sql: str, name: str) -> tuple[Any, ...] | None:
+        try:
+            async with asyncio.timeout(10.0):
+                async with self._guard:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await _connect(self.db.url or "")
+                    cur = await self._conn.execute(sql, (pg.lock_key(f"once:{name}"),))
+                    return await cur.fetchone()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("could not lock %s (%s): going on without the lock", name, type(err).__name__)
+            await self.close()
+            return None

@@ -162,3 +162,17 @@ def m009_audio_refs(db: Builder) -> None:
 def m010_chat_models(db: Builder) -> None:
     """The model a chat chose with /model among EARSHOT_MODELS (empty: the operator's EARSHOT_MODEL)."""
     db.column("chat_settings", "model", str)
+
+
+@step
+def m012_shared_limits(db: Builder) -> None:
+    """The rate limit's recent requests and the budgets' in-flight holds, shared by replicas on one PostgreSQL
+    database (core.shared_limits); a single process keeps them in memory and leaves these empty."""
+    db.table("rate_hits", {"id": int, "platform": str, "subject": str, "at": float}, pk="id",
+             not_null={"platform", "subject", "at"})
+    db.index("rate_hits", ["platform", "subject", "at"])
+    db.index("rate_hits", ["at"])
+    db.table("spend_holds", {"id": str, "platform": str, "chat_id": str, "user_id": str, "tokens": int,
+                             "expires": float},
+             pk="id", not_null={"platform", "chat_id", "user_id", "tokens", "expires"})
+    db.index("spend_holds", ["expires"])

@@ -13,7 +13,7 @@ from telegram.ext import Application, ApplicationBuilder
 from core import messages
 from core.app import Earshot
 from core.config import Settings
-from core.election import Election
+from core.election import Election, SessionLocks
 from core.errors import EarshotError
 from core.logs import RedactingFilter, guard_logs
 from core.redelivery import Redeliveries
@@ -58,10 +58,12 @@ def build_application(settings: Settings, parts: Earshot) -> Application:
     queue = HandledQueue()   # updates are confirmed to Telegram only once handled: their jobs are stored
     # replicas on one database: one of them polls (the token's first part is the bot's public id)
     election = Election(parts.history, f"telegram-polling:{token.split(':')[0]}")
+    locks = SessionLocks(parts.history)     # an update delivered to two replicas at once: one handles it
 
     async def post_stop(application: Application) -> None:
         await election.stop()
         await handlers.post_stop(application)
+        await locks.close()
 
     app = (
         ApplicationBuilder()
@@ -79,7 +81,7 @@ def build_application(settings: Settings, parts: Earshot) -> Application:
         .build()
     )
     if isinstance(app, HandledApplication):
-        app.once = Redeliveries(parts.events, PLATFORM)   # an update is handled once, whichever replica gets it
+        app.once = Redeliveries(parts.events, PLATFORM, locks)   # an update is handled once, whichever replica gets it
     handlers.register(app)
     return app
 

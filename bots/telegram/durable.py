@@ -17,9 +17,9 @@ Replicas on one PostgreSQL database: Telegram allows one getUpdates consumer, so
 getUpdates only while this process is the elected poller (core.election); the others answer their own long poll
 with "no updates" until they are elected. A new poller starts from offset 0, so Telegram gives it again what the
 dead one fetched but had not confirmed. `HandledApplication` therefore handles each update once, by its id
-(core.seen_events), whichever replica got it first; it is recorded once handled, not before, so an update whose
-poller died mid-way is handled again (a job it had stored is known by its key and not answered twice). The same
-holds for a webhook update Telegram retries against another replica.
+(core.redelivery), whichever replica got it first, one replica at a time; it is recorded once handled, not
+before, so an update whose handler died mid-way is handled again (a job it had stored is known by its key and
+not answered twice). The same holds for a webhook update Telegram retries against another replica.
 """
 from __future__ import annotations
 
@@ -77,9 +77,10 @@ class HandledApplication(Application):
             key = f"update:{self.bot.id}:{update.update_id}" if isinstance(update, Update) else None
             if key is None or self.once is None:
                 await super().process_update(update)
-            elif await self.once.first(key):
-                await super().process_update(update)
-                await self.once.events.claim(self.once.platform, key)   # only once done: a crash lets it through
+            else:
+                async with self.once.only(key) as first:   # recorded once done: a crash lets it through
+                    if first:
+                        await super().process_update(update)
         finally:
             if isinstance(self.update_queue, HandledQueue):
                 self.update_queue.processed(update)

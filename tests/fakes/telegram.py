@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+UPDATE_IDS = itertools.count(500)
 ANONYMOUS_ADMIN_ID = 1087968824           # GroupAnonymousBot: the "from" of every anonymous admin's message
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -145,9 +146,10 @@ class FakeTelegram:
         self._failures: dict[str, list[Any]] = {} # method -> [times left, status, description]
         self._updates: list[dict] = []
         self._ids = itertools.count(1)
-        self._update_ids = itertools.count(500)
+        self._update_ids = UPDATE_IDS     # a bot's update ids never repeat, even across the stand-in's restarts
         self.url = ""                             # set once served
         self.pushed = 0                           # updates sent to the bot so far
+        self.last_update_id = 0
         self._new = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -257,6 +259,10 @@ class FakeTelegram:
     def called(self, method: str) -> list[dict]:
         return [c["params"] for c in self.calls if c["method"].lower() == method.lower()]
 
+    def confirmed(self, update_id: int) -> bool:
+        """Whether a getUpdates call has confirmed the update (asked from a later offset)."""
+        return any(int(p.get("offset") or 0) > update_id for p in self.called("getUpdates"))
+
     @property
     def pending_updates(self) -> int:
         return len(self._updates)
@@ -295,6 +301,8 @@ class FakeTelegram:
     def deliver(self, update: dict) -> None:
         """Hand the bot a raw update, as it is (the hostile tests send malformed ones)."""
         self.pushed += 1
+        if isinstance(update, dict) and type(update.get("update_id")) is int:
+            self.last_update_id = max(self.last_update_id, update["update_id"])
         if self.webhook:
             asyncio.get_running_loop().create_task(self._post_webhook(update))
             return
@@ -455,7 +463,7 @@ class FakeTelegram:
             return self._fail(409, "Conflict: can't use getUpdates method while webhook is active; "
                                    "use deleteWebhook to delete the webhook first")
         offset = int(params.get("offset") or 0)
-        if offset and self.forget_confirmed:  # asking from `offset` confirms every earlier update: Telegram forgets them
+        if offset and self.forget_confirmed:  # asking from `offset` confirms earlier updates: Telegram forgets them
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + float(params.get("timeout") or 0)
