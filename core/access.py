@@ -208,7 +208,10 @@ class MeteredClient:
         metrics.tokens(answer.usage)
         if (spend := _current.get()) is not None:
             spend.spent = spend.spent + answer.usage
-            await spend.share()       # replicas: what it counts now, and a renewal of its hold
+            try:
+                await spend.share()   # replicas: what it counts now, and a renewal of its hold
+            except Exception:         # the answer is paid for: keep it; the hold stays at its estimate
+                log.warning("could not update what a request in flight holds", exc_info=True)
         return answer
 
     def __getattr__(self, name: str) -> Any:
@@ -235,9 +238,9 @@ class AccessPolicy:
         self.rate = RateLimiter(settings.user_requests_per_minute)
         self._open: set[_Spend] = set()
         # replicas on one PostgreSQL database count these in it; one process (SQLite) keeps them in memory
-        shared = history.engine == "postgresql"
-        self.shared_rate = RateHits(history, settings.user_requests_per_minute, clock) if shared else None
-        self.holds = SpendHolds(history, clock) if shared else None
+        self.shared = history.engine == "postgresql"
+        self.shared_rate = RateHits(history, settings.user_requests_per_minute, clock) if self.shared else None
+        self.holds = SpendHolds(history, clock) if self.shared else None
         self._quiet_until: dict[tuple[str, ...], float] = {}
         self._names: dict[tuple[str, str, str], str] = {}   # (kind, platform, id) -> name
 
@@ -295,14 +298,14 @@ class AccessPolicy:
         rate = rate and not quietly
         if rate and (wait := await self._take_rate(key, count)) > 0:
             limit = self.settings.user_requests_per_minute
-            self._refuse(("rate", *key), wait, messages.RATE_LIMITED,
-                         dict(limit=limit, wait=words.Span(wait_words, wait)))
+            await self._refuse(("rate", *key), wait, messages.RATE_LIMITED,
+                               dict(limit=limit, wait=words.Span(wait_words, wait)))
         for kind, allowance in await self._allowances(chat.platform, chat.chat_id, sender.user_id):
             if allowance.limit and allowance.used >= allowance.limit:
                 template, fmt = _budget_message(kind, allowance.limit, self._to_midnight())
                 if quietly:
                     raise AccessRefused(template, silent=True, fmt=fmt)
-                self._refuse((kind, *key), BUDGET_QUIET, template, fmt)
+                await self._refuse((kind, *key), BUDGET_QUIET, template, fmt)
 
     @contextlib.asynccontextmanager
     async def admit(self, request: Request, *, quietly: bool = False, lists: bool = True) -> AsyncIterator[None]:
@@ -400,10 +403,14 @@ class AccessPolicy:
         except Exception:   # it expires by itself; never hide what brought us here
             log.exception("could not release the %d tokens a finished request held", spend.counted)
 
-    def _refuse(self, key: tuple[str, ...], quiet_for: float, message: str, fmt: dict[str, object]) -> None:
-        """Raise the refusal (a message and its values); silent if the same one was said within `quiet_for` s."""
+    async def _refuse(self, key: tuple[str, ...], quiet_for: float, message: str, fmt: dict[str, object]) -> None:
+        """Raise the refusal (a message and its values); silent if the same one was said within `quiet_for` s
+        (by any replica, when they share the database)."""
         now = self._clock()
-        silent = self._quiet_until.get(key, 0.0) > now
+        if self.shared:    # replicas: remembered in the database
+            silent = not await self.events.claim_every(key[1], "said:" + "/".join(key), quiet_for, now)
+        else:
+            silent = self._quiet_until.get(key, 0.0) > now
         if not silent:
             if len(self._quiet_until) > KEYS_KEPT:
                 self._quiet_until = {k: t for k, t in self._quiet_until.items() if t > now}

@@ -39,6 +39,7 @@ class Election:
         self._elected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
+        self._failing = False
 
     @property
     def leading(self) -> bool:
@@ -89,8 +90,15 @@ class Election:
             except Exception as err:           # psycopg's errors, OSError, a timeout: not leading until won again
                 if self.leading:
                     log.warning("stopped doing %s: lost the database session (%s)", self.name, type(err).__name__)
+                elif not self._failing:
+                    log.warning("can't campaign to do %s: the database does not answer (%s); trying again every "
+                                "%.0f s", self.name, type(err).__name__, self.retry)
+                self._failing = True
                 self._elected.clear()
                 await self._hang_up()
+                await asyncio.sleep(self.retry)
+                continue
+            self._failing = False
             await asyncio.sleep(self.retry)
 
     async def _hang_up(self) -> None:

@@ -20,3 +20,10 @@ class SeenEvents:
         """Whether `claim` has recorded this event, without claiming it."""
         return await self.db.fetchone("SELECT 1 FROM seen_events WHERE platform = ? AND event_id = ?",
                                       platform, event_id) is not None
+
+    async def claim_every(self, platform: str, event_id: str, seconds: float, now: float) -> bool:
+        """True when the event wasn't claimed in the last `seconds` (and claims it now), False when it was."""
+        return await self.db.execute(
+            "INSERT INTO seen_events (platform, event_id, created) VALUES (?, ?, ?) "
+            "ON CONFLICT (platform, event_id) DO UPDATE SET created = excluded.created "
+            "WHERE seen_events.created <= ?", platform, event_id, now, now - seconds) == 1

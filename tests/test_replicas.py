@@ -19,11 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from core import messages
+from core import messages, shared_limits
 from core.app import Earshot
+from core.db import Database
+from core.election import Election
 from core.errors import AccessRefused
 from core.models import ChatKey, Request, Sender, Task, Usage
 from core.progress import STREAM_TAIL
+from core.shared_limits import RateHits
 from tests.conftest import free_port, settings_for, spawn
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
@@ -185,6 +188,9 @@ async def test_rate_limit_budgets_and_refusals_hold_across_replicas(two):
         with pytest.raises(AccessRefused) as refused:         # the third in a minute, whichever replica gets it
             await a.access.check(chat, alice, count=True)
         assert refused.value.message == messages.RATE_LIMITED and not refused.value.silent
+        with pytest.raises(AccessRefused) as again:           # said once: the other replica stays quiet
+            await b.access.check(chat, alice, count=True)
+        assert again.value.message == messages.RATE_LIMITED and again.value.silent
         await b.access.check(ChatKey("telegram", "8"), Sender("8"), count=True)    # others aren't slowed down
 
         # spent usage: recorded by one replica, counted by the other
@@ -192,15 +198,17 @@ async def test_rate_limit_budgets_and_refusals_hold_across_replicas(two):
                                   now=time.time())
         with pytest.raises(AccessRefused) as over:
             await b.access.check(ChatKey("telegram", "9"), Sender("9"))
-        assert over.value.message == messages.USER_BUDGET_USED
+        with pytest.raises(AccessRefused) as over_again:
+            await a.access.check(ChatKey("telegram", "9"), Sender("9"))
+        assert over.value.message == messages.USER_BUDGET_USED and not over.value.silent and over_again.value.silent
 
         # a stranger hears the refusal once a day, from whichever replica
         stranger = ChatKey("telegram", "66")
         with pytest.raises(AccessRefused) as first:
             await a.access.check(stranger, Sender("66"))
-        with pytest.raises(AccessRefused) as again:
+        with pytest.raises(AccessRefused) as second:
             await b.access.check(stranger, Sender("66"))
-        assert not first.value.silent and again.value.silent
+        assert not first.value.silent and second.value.silent
 
 
 async def test_a_request_in_flight_on_one_replica_holds_its_cost_on_the_other(two):
@@ -215,3 +223,57 @@ async def test_a_request_in_flight_on_one_replica_holds_its_cost_on_the_other(tw
                 await b.access.afford(1_000)                # what is left still fits
         async with b.access.admit(request("-61")):          # both done: their holds are gone
             await b.access.afford(2_900)
+
+
+# --- the election itself ------------------------------------------------------------------------------
+
+async def test_one_process_leads_and_another_takes_over_when_it_steps_down(postgres: Cluster, tmp_path: Path):
+    url = postgres.fresh()
+    a_db, b_db = Database(url), Database(url)
+    await asyncio.gather(a_db.open(), b_db.open())
+    a, b = Election(a_db, "work", retry=0.05), Election(b_db, "work", retry=0.05)
+    try:
+        assert await a.wait(10)
+        assert not await b.wait(0.3) and a.leading      # b keeps trying; a still holds it
+        await a.stop()                                   # its session closes, as when its process dies
+        assert await b.wait(10) and not a.leading
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await asyncio.gather(a_db.close(), b_db.close())
+    alone = Database(tmp_path / "alone.db")              # SQLite: one process, always the leader
+    await alone.open()
+    try:
+        assert await Election(alone, "work").wait(0)
+    finally:
+        await alone.close()
+
+
+async def test_the_shared_rate_window_slides_and_old_hits_are_pruned(postgres: Cluster):
+    db = Database(postgres.fresh())
+    await db.open()
+    clock = [1000.0]
+    a, b = (RateHits(db, 2, lambda: clock[0]) for _ in range(2))
+    key = ("telegram", "1")
+    try:
+        assert await a.take(key, count=True) == 0
+        clock[0] += 1
+        assert await b.take(key, count=True) == 0
+        assert 58 < await a.take(key, count=True) <= 59          # full: the first hit leaves the window in 59 s
+        assert await b.take(("telegram", "2"), count=False) == 0   # a look that counts nothing
+        clock[0] += 59.5
+        assert await b.take(key, count=True) == 0
+        assert await shared_limits.prune(db, clock[0] + 61) == {"rate_hits": 2, "spend_holds": 0}
+    finally:
+        await db.close()
+
+
+async def test_the_telegram_stand_in_refuses_a_second_consumer_like_telegram():
+    tg = FakeTelegram()
+    async with Served(tg.app) as tgs, httpx.AsyncClient(base_url=f"{tgs.url}/bot{tg.token}", timeout=10) as http:
+        first = asyncio.create_task(http.post("/getUpdates", json={"timeout": 5}))
+        await until(lambda: tg.called("getUpdates"))
+        second = await http.post("/getUpdates", json={"timeout": 0})
+        assert second.status_code == 409 and "Conflict" in second.json()["description"] and tg.conflicts == 1
+        tg.push(1, text="hello")                  # the first poll still gets it
+        assert (await first).json()["result"][0]["message"]["text"] == "hello"
+        assert (await http.post("/getUpdates", json={"timeout": 0})).status_code == 200   # one at a time is fine
