@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     history_turns: int = Field(20, ge=0, **_env("EARSHOT_HISTORY_TURNS"))
     # seconds an accepted request may wait for the model to come back before the user is told it failed
     job_ttl: float = Field(86400.0, gt=0, **_env("EARSHOT_JOB_TTL"))
+    # seconds a process holds a job without renewing it (every third of it) before another may take it over
+    job_lease: float = Field(30.0, gt=0, **_env("EARSHOT_JOB_LEASE"))
     # group digests: days a stored voice-note transcript is kept
     retention_days: float = Field(30.0, gt=0, **_env("EARSHOT_RETENTION_DAYS"))
     # answers kept by audio content, so the same audio asked the same thing costs nothing (0 = off)

@@ -10,7 +10,9 @@ database thread (Database.read/write, core.db), so there is still one file and o
       └──┘<───────┘ (outage: wait)   │
       └────────────> failed/expired ─┘
 
-`core.runner.JobRunner` drives them; this module is the data and the store.
+`core.runner.JobRunner` drives them; this module is the data and the store. On PostgreSQL several processes
+share the table: a runner takes a job under a lease before working on it (take, keep, release: who holds
+it is the `owner` column, until `lease_until`), see core.runner.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import pg
 from .db import Database, Queries
 from .models import ChatKey, Part, Reply, Sender, Speech, Task, Usage
 
@@ -81,6 +84,10 @@ class Undeliverable(Exception):
 
 class JobGone(LookupError):
     """The job's row was deleted while it waited or ran (an admin's forget of the chat): drop it."""
+
+
+class JobLost(LookupError):
+    """Another process took the job over (this one's lease ran out): stop working on it and change nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +179,27 @@ async def _one(q: Queries, job_id: int) -> Job:
     return _job(row)
 
 
+# a job still to do or to deliver (unfinished jobs are never delivered, so this covers them too)
+_OPEN = "{t}.delivered IS NULL AND {t}.delivery_attempts < " + str(MAX_DELIVERIES)
+# the same lane as job j: one chat's (or thread's) answers, or its voice notes heard for digests
+_LANE = "o.platform = {p} AND o.chat_id = {c} AND o.thread_id = {t} AND (o.task = 'listen') = {listen}"
+_LANE_OF_ARGS = _LANE.format(p="?", c="?", t="?", listen="?")
+_LANE_OF_J = _LANE.format(p="j.platform", c="j.chat_id", t="j.thread_id", listen="(j.task = 'listen')")
+
+
 class JobStore:
     """The jobs table, through the database's connection and thread. Every change is committed
-    before the call returns, so what it says survives kill -9."""
+    before the call returns, so what it says survives kill -9.
 
-    def __init__(self, history: Database, clock: Callable[[], float] = time.time) -> None:
+    With an `owner` (a JobRunner's id), changes to a job are fenced: they apply only while no other
+    process has taken the job over since (JobLost otherwise), so a process that lost its lease can't
+    overwrite what the new holder does."""
+
+    def __init__(self, history: Database, clock: Callable[[], float] = time.time, *,
+                 owner: str | None = None) -> None:
         self.history = history
         self.clock = clock
+        self.owner = owner
 
     async def add(self, new: NewJob) -> tuple[Job, bool]:
         """Store a new job (queued); if the message is already a job, that job. True when it is new."""
@@ -211,17 +232,27 @@ class JobStore:
         return [_job(r) for r in await self.history.fetch(sql, *names, MAX_DELIVERIES)]
 
     async def recover(self, platforms: Iterable[str]) -> int:
-        """At start-up: jobs left running by a process that died go back to the queue, one fault more."""
+        """At start-up: jobs left running by a process that died go back to the queue, one fault more.
+
+        SQLite serves each platform from one process, so whatever its last process held is released at
+        once (its leases too). On PostgreSQL a leased job's holder may be alive elsewhere: it is left to its
+        lease (JobStore.take counts the fault when it runs out); only unleased ones are recovered here."""
         names = sorted(set(platforms))
         if not names:
             return 0
         marks = ",".join("?" * len(names))
         now = self.clock()
-        return await self.history.execute(
-            f"UPDATE jobs SET state = 'queued', faults = faults + 1, updated = ?, next_attempt = ?, "
-            f"last_error = 'interrupted: the process stopped while working on it' "
-            # a job claimed under a lease (claim) is left to its lease: its holder may be alive elsewhere
-            f"WHERE state = 'running' AND lease_until IS NULL AND platform IN ({marks})", now, now, *names)
+        single = self.history.engine == "sqlite"
+        async with self.history.transaction() as tx:
+            recovered = await tx.execute(
+                f"UPDATE jobs SET state = 'queued', faults = faults + 1, updated = ?, next_attempt = ?, "
+                f"last_error = 'interrupted: the process stopped while working on it' "
+                f"WHERE state = 'running' {'' if single else 'AND lease_until IS NULL '}AND platform IN ({marks})",
+                now, now, *names)
+            if single:
+                await tx.execute(f"UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL "
+                                 f"AND platform IN ({marks})", *names)
+            return recovered
 
     async def prune(self) -> int:
         """Forget delivered jobs after a week: they are only kept to recognise a redelivered message."""
@@ -267,10 +298,104 @@ class JobStore:
 
     async def _update(self, job_id: int, assignments: str, *args: Any) -> Job:
         now = self.clock()
-
+        fence, mine = (" AND (owner IS NULL OR owner = ?)", (self.owner,)) if self.owner else ("", ())
         async with self.history.transaction() as tx:
-            await tx.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", *args, now, job_id)
+            changed = await tx.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?{fence}",
+                                       *args, now, job_id, *mine)
+            job = await _one(tx, job_id)
+            if not changed:
+                raise JobLost(f"job {job_id} was taken over by another process")
+            return job
+
+    # --- the runner's hold on a job: take, keep, release (several processes on one database) ----------------
+    async def take(self, job_id: int, lease: float, *, behind: Iterable[int] = ()) -> Job | None:
+        """Hold the job as this store's owner for `lease` seconds, if it may be worked on now; None if not.
+
+        It may when it is still to do or to deliver, nobody else holds an unexpired lease on it, no other job
+        of its lane (core.runner's chat lanes) is held by another process, and no older job of its lane is
+        still open — except those in `behind`: this process's own later turns of the chat, stored earlier
+        than this one but queued after it (its per-chat queue orders its own jobs). A job that was running
+        when its holder's lease ran out (or was let go) was cut off: back to the queue, one fault more.
+        Takes of one lane are serialised (PostgreSQL: an advisory lock per lane; SQLite: its write lock)."""
+        assert self.owner, "take needs a JobStore with an owner"
+        now = self.clock()
+        exempt = sorted({int(i) for i in behind} - {job_id})
+        is_pg = self.history.engine == "postgresql"
+        async with self.history.transaction() as tx:
+            lane = await tx.fetchone("SELECT platform, chat_id, thread_id, task FROM jobs WHERE id = ?", job_id)
+            if lane is None:
+                raise JobGone(f"job {job_id} is gone")
+            platform, chat_id, thread_id, task = lane
+            if is_pg:
+                await tx.execute("SELECT pg_advisory_xact_lock(?)",
+                                 pg.lock_key(f"jobs:{platform}:{chat_id}:{thread_id}:{task == 'listen'}"))
+            row = await tx.fetchone("SELECT state, owner, lease_until, delivered, delivery_attempts FROM jobs "
+                                    f"WHERE id = ?{' FOR UPDATE' if is_pg else ''}", job_id)
+            if row is None:
+                raise JobGone(f"job {job_id} is gone")
+            state, owner, until, delivered, deliveries = row
+            if delivered is not None or deliveries >= MAX_DELIVERIES:
+                return None                                  # done and delivered (by whoever held it)
+            if owner != self.owner and until is not None and until >= now:
+                return None                                  # another process holds it
+            older = f"(o.id < ? AND o.id NOT IN ({','.join('?' * len(exempt))}))" if exempt else "o.id < ?"
+            blocked = await tx.fetchone(
+                f"SELECT o.id FROM jobs o WHERE {_LANE_OF_ARGS} "
+                f"AND o.id <> ? AND {_OPEN.format(t='o')} "
+                f"AND ({older} OR (o.owner <> ? AND o.lease_until >= ?)) LIMIT 1",
+                platform, chat_id, thread_id, task == "listen", job_id, job_id, *exempt, self.owner, now)
+            if blocked is not None:
+                return None                                  # its chat's turn is elsewhere, or an older job's
+            if state == JobState.RUNNING.value:
+                await tx.execute(
+                    "UPDATE jobs SET owner = ?, lease_until = ?, state = 'queued', faults = faults + 1, "
+                    "next_attempt = ?, updated = ?, last_error = 'interrupted: its process stopped while "
+                    "working on it' WHERE id = ?", self.owner, now + lease, now, now, job_id)
+            else:
+                await tx.execute("UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ?",
+                                 self.owner, now + lease, job_id)
             return await _one(tx, job_id)
+
+    async def keep(self, job_ids: Iterable[int], lease: float) -> set[int]:
+        """Renew this owner's leases on these jobs; the ids still held (the others were taken over)."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return set()
+        now = self.clock()
+        async with self.history.transaction() as tx:
+            rows = await tx.fetch(f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND id IN "
+                                  f"({','.join('?' * len(ids))}) RETURNING id", now + lease, self.owner, *ids)
+        return {int(r[0]) for r in rows}
+
+    async def release(self, job_id: int) -> None:
+        """Let the job go: another process (or this one) may take it at once. Its owner stays as the last
+        holder, so a process that lost it earlier still can't change it (see _update)."""
+        await self.history.execute("UPDATE jobs SET lease_until = NULL WHERE id = ? AND owner = ?",
+                                   job_id, self.owner)
+
+    async def release_all(self) -> int:
+        """At shutdown: let go of every job this owner still holds."""
+        return await self.history.execute(
+            "UPDATE jobs SET lease_until = NULL WHERE owner = ? AND lease_until IS NOT NULL", self.owner)
+
+    async def takeable(self, platforms: Iterable[str], quiet_since: float, limit: int = 100) -> list[Job]:
+        """Jobs of these platforms nobody works on that `take` would give now, oldest first: let go by a
+        process that stopped, held by one whose lease ran out, or never taken and untouched since
+        `quiet_since` (stored by a process that died first, or left waiting behind an older job of its chat
+        that another process held). A job stored a moment ago is left to the process that stored it."""
+        names = sorted(set(platforms))
+        if not names:
+            return []
+        now = self.clock()
+        marks = ",".join("?" * len(names))
+        sql = (f"{_SELECT} j WHERE j.platform IN ({marks}) AND {_OPEN.format(t='j')} "
+               "AND (j.lease_until IS NULL OR j.lease_until < ? OR j.owner = ?) "
+               "AND (j.owner IS NOT NULL OR j.updated <= ?) "
+               f"AND NOT EXISTS (SELECT 1 FROM jobs o WHERE {_LANE_OF_J} "
+               f"AND o.id <> j.id AND {_OPEN.format(t='o')} "
+               "AND (o.id < j.id OR (o.owner <> ? AND o.lease_until >= ?))) ORDER BY j.id LIMIT ?")
+        rows = await self.history.fetch(sql, *names, now, self.owner, quiet_since, self.owner, now, limit)
+        return [_job(r) for r in rows]
 
     # --- several processes on one database: claims and leases -----------------------------------------
     async def claim(self, platforms: Iterable[str], owner: str, lease: float) -> Job | None:

@@ -15,13 +15,42 @@ A model outage (unavailable or throttled beyond the client's own retries) is not
 is told once that the answer will come when the model is back, the job waits with backoff, and a
 circuit breaker shared by all jobs stops calling the service until a probe finds it up. A job that
 can't be answered within `EARSHOT_JOB_TTL` of its arrival ends with a clear failure.
+
+Several processes on one database (replicas on PostgreSQL) share the jobs safely; one process on SQLite
+works exactly as before, through the same steps:
+- Each runner has an owner id (host:pid:random). `_run` starts by *taking* the job (JobStore.take): it
+  succeeds only if the job is still to do or to deliver, nobody else holds an unexpired lease on it
+  (`EARSHOT_JOB_LEASE`, 30 s), no other job of its chat lane is held elsewhere, and no older job of its
+  lane is still open (the chat's lane: its answers; voice notes heard for digests have a lane of their
+  own). So at most one job of a chat runs anywhere, in the order the jobs were stored, whichever replica
+  stored them. This process's own queue still orders its own turns (a handler that stored its job late
+  keeps its place). A take that fails drops the job from this process's queue: another replica has it,
+  or it waits behind an older job held elsewhere and is found again by the sweeper.
+- While it holds a job — waiting out an outage, attempts, delivery — a keeper renews its leases every
+  third of the lease. A lease it can't renew means another process took the job over (this one was cut
+  off for a whole lease): its work is cancelled, and nothing is written or delivered for it; every write
+  is fenced by the owner anyway (JobLost). When `_run` ends, and at stop(), the leases are released, so
+  another process may take what is left at once.
+- A sweeper (every second, and whenever a chat's queue runs empty) schedules jobs of this process's
+  platforms that nobody works on: let go by a replica that stopped, held by one whose lease ran out (one
+  fault more if it was mid-work), or never taken and untouched for a while (their replica died first, or
+  they waited behind an older job held elsewhere).
+- The same message stored by two replicas (Slack delivering one event to both, a retry) is one job
+  (unique per platform and key); only the replica that takes it runs and delivers it.
+- start(): SQLite serves each platform from one process, so a restart releases what its previous process
+  held and resumes at once; on PostgreSQL a dead replica's leases run out by themselves (a live one's jobs
+  are never stolen). Failover therefore takes one lease at most.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,6 +67,7 @@ from .jobs import (
     Failure,
     Job,
     JobGone,
+    JobLost,
     JobState,
     JobStore,
     NewJob,
@@ -126,6 +156,11 @@ class Reservation:
         self.drop()
 
 
+def owner_id() -> str:
+    """Who holds a job: this host and process, and a random part for this runner (a restart is someone else)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 def _internal(job: Job) -> Failure:
     """What the user is told when earshot itself failed: a short apology in the job's language."""
     return Failure(messages.text(messages.INTERNAL, job.lang))
@@ -138,12 +173,16 @@ class JobRunner:
     def __init__(self, assistant: Assistant, digests: DigestService | None = None, *, ttl: float | None = None,
                  breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
-                 concurrency: int | None = None, grace: float = 10.0) -> None:
+                 concurrency: int | None = None, grace: float = 10.0, lease: float | None = None,
+                 sweep: float | None = None, owner: str | None = None) -> None:
         settings = assistant.settings
         self.assistant = assistant
         self.digests = digests          # listening jobs are heard through them (core.app builds both)
         self.clock = clock
-        self.store = JobStore(assistant.history, clock)
+        self.owner = owner or owner_id()
+        self.lease = lease if lease is not None else settings.job_lease
+        self.sweep_every = sweep if sweep is not None else min(1.0, self.lease / 3)
+        self.store = JobStore(assistant.history, clock, owner=self.owner)
         self.ttl = ttl if ttl is not None else settings.job_ttl
         self.breaker = breaker or CircuitBreaker()
         self.backoff, self.max_backoff = backoff, max_backoff
@@ -155,8 +194,13 @@ class JobRunner:
         self._queues: dict[ChatKey, deque[int | Reservation]] = {}   # job ids (or places held) per chat, oldest first
         self._workers: dict[ChatKey, asyncio.Task[None]] = {}
         self._scheduled: set[int] = set()
+        self._arrived: set[int] = set()                 # scheduled by submit: in arrival order here
         self._busy: set[asyncio.Task[None]] = set()     # workers mid-attempt or mid-delivery
         self._held: set[Reservation] = set()             # places of handlers still at work on an update
+        self._holding: dict[int, asyncio.Task[None]] = {}  # jobs taken (leased) -> the worker running them
+        self._lost: set[int] = set()                      # taken over by another process: being cancelled
+        self._nudge = asyncio.Event()                     # a chat's queue ran empty: sweep now
+        self._background: list[asyncio.Task[None]] = []   # the keeper and the sweeper
         self._started = False
         self._stopping = False
 
@@ -166,23 +210,32 @@ class JobRunner:
 
     # --- lifetime -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Resume this process's platforms' unfinished jobs (after the assistant is open)."""
+        """Resume this process's platforms' unfinished jobs (after the assistant is open): on SQLite all of
+        them at once (one process per platform per file: whatever is left is this platform's last process's);
+        on PostgreSQL those no live replica holds. Then keep leases and look for work others left."""
         names = list(self._platforms)
         await self.store.prune()
         interrupted = await self.store.recover(names)
-        pending = await self.store.pending(names)
+        if self.store.history.engine == "sqlite":
+            pending = await self.store.pending(names)
+        else:
+            pending = await self.store.takeable(names, self.clock())    # stored before this start: no one's yet
         self._started, self._stopping = True, False
         for job in pending:
             self._schedule(job)
         if pending:
             log.info("resuming %d job(s); %d were cut off mid-work when the last process died",
                      len(pending), interrupted)
+        if not self._background:
+            self._background = [asyncio.create_task(self._keeper(), name="earshot-jobs-keeper"),
+                                asyncio.create_task(self._sweeper(), name="earshot-jobs-sweeper")]
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop working: handlers still at work on an update get `grace` seconds to store their job (or
         finish), then jobs waiting stop at once and jobs at work get `grace` seconds to finish.
         Whatever is left stays in the database and resumes on the next start."""
         self._stopping = True
+        self._nudge.set()            # the sweeper sees it is stopping
         grace = self.grace if grace is None else grace
         if self._held:
             log.info("waiting for %d update(s) being handled", len(self._held))
@@ -203,6 +256,17 @@ class JobRunner:
         self._queues.clear()
         self._workers.clear()
         self._scheduled.clear()
+        self._arrived.clear()
+        background, self._background = self._background, []
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if background:               # whatever is still held goes back at once: another replica may take it
+            try:
+                await self.store.release_all()
+            except Exception as err:
+                log.warning("could not let go of this process's jobs (their leases will run out): %s",
+                            self._redact(str(err)))
 
     async def drained(self, timeout: float = 30.0) -> None:
         """Wait until no job is scheduled (tests and tools); TimeoutError after `timeout`."""
@@ -233,8 +297,10 @@ class JobRunner:
             job, created = await self.store.add(new)
             if not created:
                 log.info("message %s is already job %d (%s)", new.key, job.id, job.state)
-            if self._started and not self._stopping:
+            if self._started and not self._stopping and job.id not in self._scheduled:
                 self._schedule(job, slot if new.task is not Task.LISTEN else None)
+                if job.id in self._scheduled:
+                    self._arrived.add(job.id)
             return job
         finally:
             if slot is not None and new.task is not Task.LISTEN:
@@ -276,23 +342,106 @@ class JobRunner:
                     job_id = entry.job_id
                 else:
                     job_id = entry
+                # what arrived here is ordered by this queue, whatever the ids (a handler may store late):
+                # its later turns of the chat don't hold it back (jobs found by the sweeper go by their ids)
+                later = [e if isinstance(e, int) else e.job_id for e in itertools.islice(queue, 1, None)]
+                behind = [i for i in later if i in self._arrived] if job_id in self._arrived else []
+                lost = False
                 try:
-                    await self._run(job_id)
+                    await self._run(job_id, behind)
                 except JobGone:
                     log.info("job %d was deleted (the chat was forgotten); dropping it", job_id)
-                except Exception:   # the job stays in the database and is retried on the next start
-                    log.exception("job %d: the runner failed; it will resume on the next start", job_id)
+                except JobLost:
+                    lost = True
+                except asyncio.CancelledError:
+                    if not self._forget_lost(job_id) or self._stopping:
+                        raise
+                    lost = True
+                except Exception:   # the job stays in the database: released, it is taken again
+                    log.exception("job %d: the runner failed; it will be tried again", job_id)
+                if self._forget_lost(job_id) or lost:
+                    log.warning("job %d: another process took it over (this one could not renew its lease in "
+                                "time); leaving it to them", job_id)
                 queue.popleft()
                 self._scheduled.discard(job_id)
+                self._arrived.discard(job_id)
         finally:
             if self._workers.get(chat) is asyncio.current_task():
                 del self._workers[chat]
             if not queue:
                 self._queues.pop(chat, None)
+                self._nudge.set()       # the chat's next job may be waiting elsewhere: look now
+
+    def _forget_lost(self, job_id: int) -> bool:
+        """True if the keeper cancelled this worker's job (taken over elsewhere): that cancel is spent."""
+        if job_id not in self._lost:
+            return False
+        self._lost.discard(job_id)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            task.uncancel()
+        return True
+
+    # --- holding jobs among several processes ----------------------------------------------------------
+    async def _keeper(self) -> None:
+        """Renew the leases of the jobs this process holds; cancel the work on any another process took over."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            held = dict(self._holding)
+            if not held:
+                continue
+            try:
+                kept = await self.store.keep(held, self.lease)
+            except Exception as err:     # the database is unreachable: try again; the fences still hold
+                log.warning("could not renew this process's hold on %d job(s): %s", len(held),
+                            self._redact(str(err)))
+                continue
+            for job_id, worker in held.items():
+                if job_id not in kept and self._holding.get(job_id) is worker:
+                    self._lost.add(job_id)
+                    worker.cancel()
+
+    async def _sweeper(self) -> None:
+        """Schedule the jobs of this process's platforms that nobody works on (module docstring)."""
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), self.sweep_every)
+            self._nudge.clear()
+            if self._stopping:
+                return
+            try:
+                found = await self.store.takeable(list(self._platforms), self.clock() - self.sweep_every)
+            except Exception as err:
+                log.warning("could not look for jobs left by other processes: %s", self._redact(str(err)))
+                continue
+            if self._stopping:
+                return
+            for job in found:
+                if job.id not in self._scheduled:
+                    log.debug("job %d: nobody works on it; taking it up", job.id)
+                    self._schedule(job)
 
     # --- one job ------------------------------------------------------------------------------
-    async def _run(self, job_id: int) -> None:
-        job = await self.store.get(job_id)
+    async def _run(self, job_id: int, behind: list[int]) -> None:
+        job = await self.store.take(job_id, self.lease, behind=behind)
+        if job is None:        # another process has it, or it waits behind an older job held elsewhere
+            log.debug("job %d: not this process's turn; dropped from its queue", job_id)
+            return
+        worker = asyncio.current_task()
+        assert worker is not None
+        self._holding[job_id] = worker
+        try:
+            await self._work_on(job)
+        finally:
+            del self._holding[job_id]
+            if job_id not in self._lost:
+                try:
+                    await self.store.release(job_id)
+                except Exception as err:
+                    log.warning("job %d: could not let it go (its lease will run out): %s", job_id,
+                                self._redact(str(err)))
+
+    async def _work_on(self, job: Job) -> None:
         platform = self._platforms[job.platform]
         if not job.finished and job.faults >= MAX_FAULTS:
             log.error("job %d: giving up after %d crashes or errors (last: %s)", job.id, job.faults, job.last_error)
@@ -335,7 +484,8 @@ class JobRunner:
                     reply = await self._answer(job, platform)
                 except asyncio.CancelledError:
                     self.breaker.released(permit)
-                    await self.store.requeue(job.id)      # a shutdown, not a fault: start afresh next time
+                    if job.id not in self._lost:          # taken over elsewhere: not ours to requeue
+                        await self.store.requeue(job.id)  # a shutdown, not a fault: start afresh next time
                     raise
                 except EarshotError as err:
                     return await self._failed(job, platform, permit, err)

@@ -165,6 +165,14 @@ def m010_chat_models(db: Builder) -> None:
 
 
 @step
+def m011_job_lanes(db: Builder) -> None:
+    """Open jobs (not yet delivered) found by platform, and per chat lane, without reading the week of
+    delivered ones kept beside them: what runners on several processes look up to take and share work."""
+    db.index("jobs", ["platform", "delivered"])
+    db.index("jobs", ["platform", "chat_id", "thread_id", "delivered"])
+
+
+@step
 def m012_shared_limits(db: Builder) -> None:
     """The rate limit's recent requests and the budgets' in-flight holds, shared by replicas on one PostgreSQL
     database (core.shared_limits); a single process keeps them in memory and leaves these empty."""

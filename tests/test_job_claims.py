@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from core.history import HistoryStore
-from core.jobs import JobState, JobStore, NewJob
+from core.jobs import JobLost, JobState, JobStore, NewJob
 from core.models import ChatKey, Task
 
 pytestmark = pytest.mark.usefixtures("db_target")
@@ -99,3 +99,74 @@ async def test_processes_claiming_together_take_each_job_once(stores: list[Histo
     results = await asyncio.gather(*(drain(s, f"r{i}") for i, s in enumerate(claimers * 2)))
     keys = [k for got in results for k in got]
     assert sorted(keys) == sorted(f"m{n}" for n in range(13))          # every job once, none twice
+
+
+# --- JobStore.take: how a JobRunner holds the job it works on ------------------------------------------------
+
+def holders(stores: list[HistoryStore], clock: Clock, *owners: str) -> list[JobStore]:
+    return [JobStore(s, clock, owner=o) for s, o in zip(stores, owners, strict=False)]
+
+
+async def test_take_gives_a_job_to_one_process_and_a_chat_one_job_at_a_time(stores: list[HistoryStore]) -> None:
+    clock = Clock()
+    one, two = holders(stores, clock, "r1", "r2")
+    a0, a1, b0 = [(await one.add(job(n, chat)))[0] for n, chat in enumerate([A, A, B])]
+    assert (held := await one.take(a0.id, 30)) and held.id == a0.id
+    assert await two.take(a0.id, 30) is None                 # held by another
+    assert await two.take(a1.id, 30) is None                 # its chat's older job is still open
+    assert await two.take(b0.id, 30)                         # another chat: free
+    await one.finish(a0.id, JobState.DONE, None)
+    assert await two.take(a1.id, 30) is None                 # answered, but not yet delivered: still waits
+    await one.mark_delivered(a0.id)
+    assert await one.take(a0.id, 30) is None                 # delivered: nothing left to take
+    taken = await two.take(a1.id, 30)
+    assert taken and taken.attempts == 0 and taken.state is JobState.QUEUED
+
+
+async def test_a_lease_that_runs_out_hands_the_job_over_and_fences_the_old_holder(stores: list[HistoryStore]) -> None:
+    clock = Clock()
+    dead, alive = holders(stores, clock, "dead", "alive")
+    added, _ = await dead.add(job(0, A))
+    assert await dead.take(added.id, 30)
+    await dead.start(added.id)                               # running when its process stops answering
+    clock.now += 20
+    assert await dead.keep([added.id], 30) == {added.id}     # renewed while alive
+    clock.now += 29
+    assert await alive.take(added.id, 30) is None
+    clock.now += 2                                           # no renewal for a whole lease
+    taken = await alive.take(added.id, 30)
+    assert taken and taken.state is JobState.QUEUED and taken.faults == 1 and taken.attempts == 1
+    assert await alive.holder(added.id) == ("alive", clock.now + 30)
+    assert await dead.keep([added.id], 30) == set()          # the old holder learns it lost it...
+    with pytest.raises(JobLost):                             # ...and can't change it any more
+        await dead.finish(added.id, JobState.DONE, None)
+    await alive.release(added.id)                            # let go: anyone may take it at once
+    assert await dead.take(added.id, 30)
+
+
+async def test_a_processes_own_later_turns_do_not_hold_back_the_one_it_queued_first(
+        stores: list[HistoryStore]) -> None:
+    clock = Clock()
+    one, two = holders(stores, clock, "r1", "r2")
+    later, _ = await one.add(job(0, A))          # a later update of the chat whose handler stored first
+    first, _ = await one.add(job(1, A))
+    assert await one.take(first.id, 30) is None               # stored after an open job of its chat...
+    assert await one.take(first.id, 30, behind=[later.id])    # ...but that one is queued behind it here
+    assert await two.take(later.id, 30) is None               # and nobody else runs the chat meanwhile
+
+
+async def test_takeable_lists_what_nobody_works_on(stores: list[HistoryStore]) -> None:
+    clock = Clock()
+    one, two = holders(stores, clock, "r1", "r2")
+    a0, _ = await one.add(job(0, A))
+    await one.add(job(1, A))
+    b0, _ = await one.add(job(2, B))
+    heard, _ = await one.add(job(3, A, Task.LISTEN))
+    assert await two.takeable(["telegram"], clock.now - 1) == []             # just stored: their process's
+    assert [j.key for j in await two.takeable(["telegram"], clock.now)] == ["m0", "m2", "m3"]   # chats' heads
+    assert await one.take(a0.id, 30) and await one.take(b0.id, 30)
+    assert [j.key for j in await two.takeable(["telegram"], clock.now)] == ["m3"]
+    await one.release(b0.id)                                                 # let go: at once
+    clock.now += 31                                                          # and a0's lease ran out
+    assert [j.key for j in await two.takeable(["telegram"], clock.now - 100)] == ["m0", "m2"]
+    assert [j.key for j in await two.takeable(["slack"], clock.now)] == []
