@@ -2,8 +2,10 @@
 process on SQLite, on one machine.
 
 For each setup the replicas (real child processes) start together on a fresh store, against the Telegram
-Bot API and DashScope stand-ins; replicas elect one poller and every replica works jobs. After a warm-up,
-for each model latency L a burst of N chats each send a 5 s voice note at the same instant.
+Bot API and DashScope stand-ins. With long polling they elect one poller, which stores every job; every
+replica may work jobs. In webhook mode (`:webhook`) Telegram's POSTs reach the replicas in turn through a
+round-robin balancer, as behind a load balancer. After a warm-up, for each model latency L a burst of N
+chats each send a 5 s voice note at the same instant.
 
 Measured: notes per minute (N ÷ the time from the first note to the last answer), each note's latency
 (sent → answered: p50, p90, p99, max), the model calls in flight at most, and CPU per note: the replicas
@@ -11,34 +13,75 @@ with their ffmpeg children, the PostgreSQL server, and this process (the stand-i
 Ideal:    L × ⌈N / (replicas × limit)⌉ — each replica has its own cap on model calls in flight
           (EARSHOT_CONCURRENCY, default 16).
 
-    python -m bench.replicas [--n 200] [--latency 0.5,2] [--setups sqlite:1,postgres:1,postgres:2,postgres:3]
+    python -m bench.replicas [--n 200] [--latency 0.5,2]
+                             [--setups sqlite:1,postgres:1,postgres:2,postgres:3,postgres:3:webhook]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import itertools
 import math
 import os
 import resource
+import socket
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
+from aiohttp import web
 
 from bench.common import bench_env, ratio, row, save, voice_note
-from bench.soak import API_KEY, JobsView, Replica, shared_store, stand_in_env
+from bench.soak import API_KEY, Replica, shared_store, stand_in_env
 from bench.telegram_harness import StampingDashScope, StampingTelegram
 from core.config import Settings
 from tests.fakes.server import Served
 
 NAME = "replicas"
 NOTE_SECONDS = 5.0
-SETUPS = [("sqlite", 1), ("postgres", 1), ("postgres", 2), ("postgres", 3)]
+SETUPS = [("sqlite", 1, "polling"), ("postgres", 1, "polling"), ("postgres", 2, "polling"), ("postgres", 3, "polling"),
+          ("postgres", 2, "webhook"), ("postgres", 3, "webhook")]
+SECRET = "bench-webhook-secret"
+ANSWERED = b": answered message "       # bots/telegram/jobs.py logs it for each answer a replica delivers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Balancer:
+    """A load balancer in front of webhook replicas: each POST goes to the next replica in turn (the one
+    after, if that one doesn't answer)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self._turn = itertools.cycle(range(len(ports)))
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._pass)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _pass(self, request: web.Request) -> web.Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        body, headers = await request.read(), {k: v for k, v in request.headers.items()
+                                                if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")}
+        for _ in self.ports:
+            port = self.ports[next(self._turn)]
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self._session.post(f"http://127.0.0.1:{port}/hook", data=body, headers=headers) as r:
+                    return web.Response(status=r.status)
+        return web.Response(status=502)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def server_cpu_s(target: str) -> float:
@@ -75,6 +118,10 @@ class Setup:
     def cpu(self) -> tuple[float, float, float]:
         return sum(r.cpu_s() for r in self.replicas), server_cpu_s(self.target), own_cpu_s()
 
+    def answered(self) -> list[int]:
+        """Answers each replica has delivered so far (each logs "answered message … (job n)")."""
+        return [r.log.read_bytes().count(ANSWERED) for r in self.replicas]
+
     async def burst(self, n: int, note: bytes, timeout: float) -> dict[str, Any]:
         """n new chats each send `note` at once; waits until every one is answered."""
         chats = list(range(self._next_chat, self._next_chat + n))
@@ -83,6 +130,7 @@ class Setup:
         self.ds.max_in_flight = 0
         calls_before = len(self.ds.calls)
         cpu_before = self.cpu()
+        answered_before = self.answered()
         started = time.monotonic()
         sent: dict[int, float] = {}
         for chat in chats:
@@ -96,6 +144,7 @@ class Setup:
                                f"{', '.join(str(r.log) for r in self.replicas)}") from None
         wall = max(self.tg.answered[c] for c in chats) - started
         replicas_cpu, server_cpu, own_cpu = (a - b for a, b in zip(self.cpu(), cpu_before, strict=True))
+        by_replica = [a - b for a, b in zip(self.answered(), answered_before, strict=True)]
         latencies = sorted(self.tg.answered[c] - sent[c] for c in chats)
         failed = [c for c in chats if "heard" not in self.tg.answers[c]]
         return {"wall_s": round(wall, 3), "notes_per_minute": round(60 * n / wall, 1),
@@ -103,14 +152,10 @@ class Setup:
                 | {"max": round(latencies[-1], 3)},
                 "failed": len(failed), "first_failure": self.tg.answers[failed[0]] if failed else None,
                 "model_calls": len(self.ds.calls) - calls_before, "max_in_flight": self.ds.max_in_flight,
+                "answered_by_replica": by_replica,
                 "replicas_cpu_s": round(replicas_cpu, 2), "postgres_cpu_s": round(server_cpu, 2),
                 "standins_cpu_s": round(own_cpu, 2),
                 "cpu_ms_per_note": round(1000 * (replicas_cpu + server_cpu) / n, 1)}
-
-    async def jobs_by_replica(self) -> list[int]:
-        """How many of the jobs each replica ran (by the lease owner a claim records; one process: all)."""
-        rows = await asyncio.to_thread(JobsView(self.target).query, "SELECT owner FROM jobs")
-        return sorted(Counter(owner for (owner,) in rows).values(), reverse=True)
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -118,51 +163,60 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 @contextlib.asynccontextmanager
-async def running(db: str, count: int, directory: Path, env_extra: dict[str, str]) -> AsyncIterator[Setup]:
+async def running(db: str, count: int, mode: str, directory: Path,
+                  env_extra: dict[str, str]) -> AsyncIterator[Setup]:
+    ports = [free_port() for _ in range(count)]
+    balancer = Balancer(ports)
     with shared_store(db, directory) as target:
         tg, ds = StampingTelegram(), StampingDashScope(api_key=API_KEY, inspect=False, latency=0.0)
-        async with Served(tg.app) as tgs, Served(ds.app) as dss:
+        async with Served(tg.app) as tgs, Served(ds.app) as dss, Served(balancer.app) as lb:
             env = stand_in_env(tg, tgs.url, dss.url, target) | bench_env() | env_extra
-            replicas = [Replica(env, directory / f"{db}-{count}-replica-{i}.log", i) for i in range(count)]
+            args: list[tuple[str, ...]] = [()] * count
+            if mode == "webhook":    # every replica tells Telegram the balancer's address, with the shared secret
+                env |= {"TELEGRAM_WEBHOOK_SECRET": SECRET}
+                args = [("--webhook-url", f"{lb.url}/hook", "--port", str(port), "--listen", "127.0.0.1")
+                        for port in ports]
+            replicas = [Replica(env, directory / f"{db}-{count}-{mode}-replica-{i}.log", i, args[i])
+                        for i in range(count)]
             try:
                 await asyncio.gather(*(r.start() for r in replicas))
                 yield Setup(tg, ds, replicas, target)
             finally:
                 await asyncio.gather(*(r.stop() for r in replicas))
+                await balancer.close()
 
 
-async def run(n: int, latencies: list[float], setups: list[tuple[str, int]], env: dict[str, str]) -> dict[str, Any]:
+async def run(n: int, latencies: list[float], setups: list[tuple[str, int, str]],
+              env: dict[str, str]) -> dict[str, Any]:
     limit = int(env.get("EARSHOT_CONCURRENCY") or Settings.model_fields["global_concurrency"].default)
     note = voice_note(NOTE_SECONDS, "opus24").read_bytes()
     cases = []
     with tempfile.TemporaryDirectory(prefix="earshot-replicas-") as tmp:
         os.chmod(tmp, 0o755)          # as root the PostgreSQL server runs as `postgres`, in a directory in here
-        for db, count in setups:
-            async with running(db, count, Path(tmp), env) as setup:
+        for db, count, mode in setups:
+            async with running(db, count, mode, Path(tmp), env) as setup:
                 await setup.burst(8 * count, note, timeout=120)    # warm-up: imports, pools, ffmpeg, each replica
                 for latency in latencies:
                     setup.ds.latency = latency
                     ideal = latency * math.ceil(n / (count * limit))
                     got = await setup.burst(n, note, timeout=ideal * 10 + 120)
-                    case = {"db": db, "replicas": count, "n": n, "latency": latency, "limit": limit,
-                            "ideal_s": ideal, **got}
+                    case = {"db": db, "replicas": count, "mode": mode, "n": n, "latency": latency,
+                            "limit": limit, "ideal_s": ideal, **got}
                     cases.append(case)
                     lat = got["latency_s"]
-                    print(f"  {count} on {db:<8} L={latency:g}s: {got['notes_per_minute']:7.1f} notes/min "
+                    print(f"  {count} on {db:<8} {mode:<7} L={latency:g}s: {got['notes_per_minute']:7.1f} notes/min "
                           f"(wall {got['wall_s']:.2f} s, ideal {ideal:.2f} s; latency p50 {lat['p50']:.2f} "
                           f"p90 {lat['p90']:.2f} p99 {lat['p99']:.2f} s; in flight ≤ {got['max_in_flight']}; "
                           f"CPU {got['cpu_ms_per_note']:.0f} ms/note, PostgreSQL {got['postgres_cpu_s']:.1f} s; "
+                          f"answered by replica {got['answered_by_replica']}; "
                           f"failed {got['failed']})", flush=True)
-                cases_here = [c for c in cases if c["db"] == db and c["replicas"] == count]
-                spread = await setup.jobs_by_replica()
-                for c in cases_here:
-                    c["jobs_by_owner"] = spread
-    base = {c["latency"]: c for c in cases if c["db"] == "sqlite" and c["replicas"] == 1}
+    base = {c["latency"]: c for c in cases if c["db"] == "sqlite" and c["replicas"] == 1 and c["mode"] == "polling"}
     rows = []
     for c in cases:
         b = base.get(c["latency"])
-        rows.append(row(f"Replicas: {c['replicas']} on {'PostgreSQL' if c['db'] == 'postgres' else 'SQLite'}, "
-                        f"{c['n']} notes at once, L={c['latency']:g} s",
+        rows.append(row(f"Replicas: {c['replicas']} on {'PostgreSQL' if c['db'] == 'postgres' else 'SQLite'}"
+                        f"{', webhook' if c['mode'] == 'webhook' else ''}, {c['n']} notes at once, "
+                        f"L={c['latency']:g} s",
                         f"{c['notes_per_minute']:.0f} notes/min (p50 {c['latency_s']['p50']:.1f} s, "
                         f"p99 {c['latency_s']['p99']:.1f} s)",
                         f"{b['notes_per_minute']:.0f} notes/min (1 on SQLite)" if b else "—",
@@ -170,8 +224,13 @@ async def run(n: int, latencies: list[float], setups: list[tuple[str, int]], env
     return {"note_seconds": NOTE_SECONDS, "limit": limit, "cases": cases, "rows": rows}
 
 
-def _setups(s: str) -> list[tuple[str, int]]:
-    return [(db, int(count)) for db, count in (x.split(":") for x in s.split(",") if x)]
+def _setups(s: str) -> list[tuple[str, int, str]]:
+    """"postgres:3:webhook,sqlite:1" → [("postgres", 3, "webhook"), ("sqlite", 1, "polling")]"""
+    out = []
+    for item in filter(None, s.split(",")):
+        db, count, *mode = item.split(":")
+        out.append((db, int(count), mode[0] if mode else "polling"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -179,12 +238,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--full", action="store_true", help="bursts of 500 notes")
     p.add_argument("--n", type=int, default=None, help="notes in each burst, one per chat (default 200)")
     p.add_argument("--latency", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.5, 2.0])
-    p.add_argument("--setups", type=_setups, default=SETUPS, help="db:replicas,… (db: sqlite or postgres)")
+    p.add_argument("--setups", type=_setups, default=SETUPS,
+                   help="db:replicas[:webhook],… (db: sqlite or postgres; long polling unless :webhook)")
     args = p.parse_args(argv)
     args.n = args.n or (500 if args.full else 200)
     env = {"EARSHOT_REQUEST_TIMEOUT": "120"}
     print(f"[9] replicas: bursts of {args.n} {NOTE_SECONDS:g} s voice notes, "
-          f"{', '.join(f'{c} on {db}' for db, c in args.setups)}")
+          f"{', '.join(f'{c} on {db} ({mode})' for db, c, mode in args.setups)}")
     result = asyncio.run(run(args.n, args.latency, args.setups, env))
     save(NAME, result)
     return result

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -63,6 +64,7 @@ WINDOW_BOUND = 1.0          # a repeat counts as the send-to-mark corner if a ki
 WARM_UP = 10.0               # seconds of each bot life left out of the memory trend (imports, first ffmpeg runs)
 READY = b"earshot is listening"   # what a replica logs once it has started (core.app opened, bot set up)
 ELECTED = b"elected: this process does telegram-polling"    # core.election: this replica polls now
+ANSWERED = b": answered message "       # bots/telegram/jobs.py logs it for each answer a replica delivers
 
 
 class JobsView:
@@ -170,8 +172,8 @@ class SoakTelegram(FakeTelegram):
 class Replica:
     """One `earshot telegram` child process; each start is a new life, logged to the same file."""
 
-    def __init__(self, env: dict[str, str], log: Path, index: int = 0) -> None:
-        self.env, self.log, self.index = env, log, index
+    def __init__(self, env: dict[str, str], log: Path, index: int = 0, args: tuple[str, ...] = ()) -> None:
+        self.env, self.log, self.index, self.args = env, log, index, args
         self.proc: subprocess.Popen[bytes] | None = None
         self.lives: list[dict[str, Any]] = []
 
@@ -180,6 +182,12 @@ class Replica:
             return self.log.read_bytes().count(READY)
         except FileNotFoundError:
             return 0
+
+    def answered(self) -> list[int]:
+        """Answers each life delivered (its log lines since it started)."""
+        text = self.log.read_bytes() if self.log.exists() else b""
+        starts = [life["log_from"] for life in self.lives] + [len(text)]
+        return [text[a:b].count(ANSWERED) for a, b in itertools.pairwise(starts)]
 
     def polling(self) -> bool:
         """Whether this life was elected the poller (its log says so since it started)."""
@@ -193,8 +201,8 @@ class Replica:
         log_from = self.log.stat().st_size if self.log.exists() else 0
         began = time.monotonic()
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", "from bots.cli import main; main()", "telegram"],
-                                         cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-c", "from bots.cli import main; main()", "telegram",
+                                          *self.args], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT)
         while self._said_ready() == before:
             if self.proc.poll() is not None or time.monotonic() - began > 60:
@@ -379,6 +387,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             totals, by_key = await asyncio.to_thread(jobs_summary, jobs)
             jobs.close()
         logs = {r.index: r.log.read_text(errors="replace") for r in replicas}
+        answers_by_life = {r.index: r.answered() for r in replicas}
 
     counts = [len(tg.answers.get(mid, [])) for mid in tg.sent_at]
     killed_at = [k["at"] for k in killed]
@@ -427,8 +436,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                    "model_calls_in_flight": k["model_calls_in_flight"], "up_again_s": k["up_again_s"],
                    "polls_again_after_s": _next_poll(tg, k["at"])} for k in killed],
         "replicas": [{"replica": r.index,
-                      "lives": [{"ready_s": life["ready_s"], "killed": "killed" in life,
-                                 "memory": memory_trend(life["rss"])} for life in r.lives]} for r in replicas],
+                      "lives": [{"ready_s": life["ready_s"], "killed": "killed" in life, "answers_delivered": n,
+                                 "memory": memory_trend(life["rss"])}
+                                for life, n in zip(r.lives, answers_by_life[r.index], strict=True)]}
+                     for r in replicas],
         "final_exit_codes": exit_codes,
         "jobs": totals,
     }
