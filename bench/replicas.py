@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import itertools
 import math
-import os
 import resource
 import socket
 import tempfile
@@ -144,6 +143,7 @@ class Setup:
                                f"{', '.join(str(r.log) for r in self.replicas)}") from None
         wall = max(self.tg.answered[c] for c in chats) - started
         replicas_cpu, server_cpu, own_cpu = (a - b for a, b in zip(self.cpu(), cpu_before, strict=True))
+        await asyncio.sleep(0.5)       # a replica logs an answer just after Telegram took it
         by_replica = [a - b for a, b in zip(self.answered(), answered_before, strict=True)]
         latencies = sorted(self.tg.answered[c] - sent[c] for c in chats)
         failed = [c for c in chats if "heard" not in self.tg.answers[c]]
@@ -176,7 +176,7 @@ async def running(db: str, count: int, mode: str, directory: Path,
                 env |= {"TELEGRAM_WEBHOOK_SECRET": SECRET}
                 args = [("--webhook-url", f"{lb.url}/hook", "--port", str(port), "--listen", "127.0.0.1")
                         for port in ports]
-            replicas = [Replica(env, directory / f"{db}-{count}-{mode}-replica-{i}.log", i, args[i])
+            replicas = [Replica(env, directory / f"replica-{i}.log", i, args[i])
                         for i in range(count)]
             try:
                 await asyncio.gather(*(r.start() for r in replicas))
@@ -192,9 +192,10 @@ async def run(n: int, latencies: list[float], setups: list[tuple[str, int, str]]
     note = voice_note(NOTE_SECONDS, "opus24").read_bytes()
     cases = []
     with tempfile.TemporaryDirectory(prefix="earshot-replicas-") as tmp:
-        os.chmod(tmp, 0o755)          # as root the PostgreSQL server runs as `postgres`, in a directory in here
-        for db, count, mode in setups:
-            async with running(db, count, mode, Path(tmp), env) as setup:
+        for number, (db, count, mode) in enumerate(setups):
+            here = Path(tmp) / f"{number}-{db}-{count}-{mode}"     # a store and logs of its own
+            here.mkdir()
+            async with running(db, count, mode, here, env) as setup:
                 await setup.burst(8 * count, note, timeout=120)    # warm-up: imports, pools, ffmpeg, each replica
                 for latency in latencies:
                     setup.ds.latency = latency

@@ -333,8 +333,6 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     kills = kill_times(args, window)
 
     with tempfile.TemporaryDirectory(prefix="earshot-soak-") as tmp:
-        if args.db != "sqlite":
-            os.chmod(tmp, 0o755)          # as root the cluster runs as `postgres`, in a directory made inside
         with shared_store(args.db, Path(tmp)) as target:
             jobs = JobsView(target)
             tg = SoakTelegram(jobs)
