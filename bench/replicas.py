@@ -21,22 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import math
 import resource
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
-from aiohttp import web
 
 from bench.common import bench_env, ratio, row, save, voice_note
-from bench.soak import API_KEY, Replica, shared_store, stand_in_env
+from bench.soak import API_KEY, WEBHOOK_SECRET, Balancer, Replica, free_port, shared_store, stand_in_env
 from bench.telegram_harness import StampingDashScope, StampingTelegram
 from core.config import Settings
 from tests.fakes.server import Served
@@ -45,42 +41,7 @@ NAME = "replicas"
 NOTE_SECONDS = 5.0
 SETUPS = [("sqlite", 1, "polling"), ("postgres", 1, "polling"), ("postgres", 2, "polling"), ("postgres", 3, "polling"),
           ("postgres", 2, "webhook"), ("postgres", 3, "webhook")]
-SECRET = "bench-webhook-secret"
 ANSWERED = b": answered message "       # bots/telegram/jobs.py logs it for each answer a replica delivers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Balancer:
-    """A load balancer in front of webhook replicas: each POST goes to the next replica in turn (the one
-    after, if that one doesn't answer)."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self._turn = itertools.cycle(range(len(ports)))
-        self.app = web.Application()
-        self.app.router.add_post("/hook", self._pass)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def _pass(self, request: web.Request) -> web.Response:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
-        body, headers = await request.read(), {k: v for k, v in request.headers.items()
-                                                if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")}
-        for _ in self.ports:
-            port = self.ports[next(self._turn)]
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self._session.post(f"http://127.0.0.1:{port}/hook", data=body, headers=headers) as r:
-                    return web.Response(status=r.status)
-        return web.Response(status=502)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
 
 def server_cpu_s(target: str) -> float:
@@ -173,7 +134,7 @@ async def running(db: str, count: int, mode: str, directory: Path,
             env = stand_in_env(tg, tgs.url, dss.url, target) | bench_env() | env_extra
             args: list[tuple[str, ...]] = [()] * count
             if mode == "webhook":    # every replica tells Telegram the balancer's address, with the shared secret
-                env |= {"TELEGRAM_WEBHOOK_SECRET": SECRET}
+                env |= {"TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET}
                 args = [("--webhook-url", f"{lb.url}/hook", "--port", str(port), "--listen", "127.0.0.1")
                         for port in ports]
             replicas = [Replica(env, directory / f"replica-{i}.log", i, args[i])

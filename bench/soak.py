@@ -11,10 +11,11 @@ With `--replicas N --db postgres` a throwaway PostgreSQL cluster (tests/postgres
 of N `earshot telegram` replicas, and every `--kill-every` seconds (30 by default) one replica picked at
 random is killed with SIGKILL and started again while the notes arrive. The Telegram stand-in answers a
 second consumer of getUpdates 409 Conflict, as the Bot API does, and counts them: with one elected poller
-there are none.
+there are none. With `--webhook` the replicas take Telegram's POSTs in turn through a round-robin balancer
+(the next replica when one is down), so every replica stores and works jobs.
 
     python -m bench.soak [--notes 500] [--chats 50] [--minutes 2.5] [--kills 2] [--seed 7]
-    python -m bench.soak --replicas 3 --db postgres [--kill-every 30]
+    python -m bench.soak --replicas 3 --db postgres [--kill-every 30] [--webhook]
 
 Not part of the unit suite: it takes about four minutes. Figures go to bench/results/soak.json (one
 replica on SQLite) or soak-<db>-<N>replicas.json; the exit status is 1 when a note was lost, answered
@@ -31,6 +32,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -42,6 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 from aiohttp import web
 
@@ -65,6 +68,46 @@ WARM_UP = 10.0               # seconds of each bot life left out of the memory t
 READY = b"earshot is listening"   # what a replica logs once it has started (core.app opened, bot set up)
 ELECTED = b"elected: this process does telegram-polling"    # core.election: this replica polls now
 ANSWERED = b": answered message "       # bots/telegram/jobs.py logs it for each answer a replica delivers
+WEBHOOK_SECRET = "soak-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Balancer:
+    """A load balancer in front of webhook replicas: each POST goes to the next replica in turn (the one
+    after, if that one doesn't answer)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self._turn = itertools.cycle(range(len(ports)))
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._pass)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _pass(self, request: web.Request) -> web.Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        body, headers = await request.read(), {k: v for k, v in request.headers.items()
+                                                if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")}
+        for _ in self.ports:
+            port = self.ports[next(self._turn)]
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self._session.post(f"http://127.0.0.1:{port}/hook", data=body, headers=headers) as r:
+                    return web.Response(status=r.status)
+        return web.Response(status=502)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def webhook_args(url: str, port: int) -> tuple[str, ...]:
+    """`earshot telegram` in webhook mode: Telegram is told `url` (the balancer), the replica serves `port`."""
+    return "--webhook-url", url, "--port", str(port), "--listen", "127.0.0.1"
 
 
 class JobsView:
@@ -139,8 +182,21 @@ class SoakTelegram(FakeTelegram):
         mid = self.push(chat, kind="voice", data=data, duration=seconds)
         self.sent_at[mid] = time.monotonic()
         self.chat_of[mid] = chat
-        self.unconfirmed[self._updates[-1]["update_id"]] = (chat, mid)
         return mid
+
+    def deliver(self, update: dict) -> None:
+        message = update.get("message") or {}
+        if "voice" in message:
+            self.unconfirmed[update["update_id"]] = (message["chat"]["id"], message["message_id"])
+        super().deliver(update)
+
+    async def _post_webhook(self, update: dict) -> None:
+        """Webhook mode: once a replica has answered the POST 200 (Telegram stops retrying), the job is stored."""
+        await super()._post_webhook(update)
+        if (where := self.unconfirmed.pop(update["update_id"], None)) is not None:
+            chat, mid = where
+            if f"{chat}:{mid}" not in await asyncio.to_thread(self.jobs.keys):
+                self.confirmed_unstored.append(update["update_id"])
 
     async def _m_sendmessage(self, params: dict) -> web.Response:
         response = await super()._m_sendmessage(params)
@@ -338,9 +394,15 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             tg = SoakTelegram(jobs)
             model = FlakyModel(random.Random(args.seed + 1), throttled=args.throttled,
                                server_error=args.server_error, hang=args.hang, latency=args.latency)
-            async with Served(tg.app) as tgs, Served(model.app) as ms:
+            ports = [free_port() for _ in range(args.replicas)]
+            balancer = Balancer(ports)
+            async with Served(tg.app) as tgs, Served(model.app) as ms, Served(balancer.app) as lb:
                 env = stand_in_env(tg, tgs.url, ms.url, target)
-                replicas = [Replica(env, Path(tmp) / f"replica-{i}.log", i) for i in range(args.replicas)]
+                extra: list[tuple[str, ...]] = [() for _ in ports]
+                if args.webhook:     # Telegram POSTs each update to the balancer, which passes it to a replica
+                    env |= {"TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET}
+                    extra = [webhook_args(f"{lb.url}/hook", port) for port in ports]
+                replicas = [Replica(env, Path(tmp) / f"replica-{i}.log", i, extra[i]) for i in range(args.replicas)]
                 await asyncio.gather(*(r.start() for r in replicas))    # together: migrations run once
                 samplers = [asyncio.create_task(r.sample(0.5)) for r in replicas]
                 started = time.monotonic()
@@ -382,6 +444,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     with contextlib.suppress(asyncio.CancelledError):
                         await sampler
                 exit_codes = await asyncio.gather(*(r.stop() for r in replicas))
+                await balancer.close()
             totals, by_key = await asyncio.to_thread(jobs_summary, jobs)
             jobs.close()
         logs = {r.index: r.log.read_text(errors="replace") for r in replicas}
@@ -397,7 +460,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "config": {"notes": args.notes, "chats": args.chats, "minutes": args.minutes, "replicas": args.replicas,
-                   "db": args.db, "kills": len(kills), "kill_every_s": args.kill_every,
+                   "db": args.db, "telegram": "webhook" if args.webhook else "long polling", "kills": len(kills),
+                   "kill_every_s": args.kill_every,
                    "seed": args.seed, "model_latency_s": args.latency, "request_timeout_s": REQUEST_TIMEOUT,
                    "fail_429": args.throttled, "fail_500": args.server_error, "fail_hang": args.hang},
         "sent": len(counts),
@@ -484,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicas", type=int, default=1, help="`earshot telegram` processes on the one database")
     p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
                    help="their store: an SQLite file, or a throwaway PostgreSQL cluster")
+    p.add_argument("--webhook", action="store_true",
+                   help="webhook replicas behind a round-robin balancer instead of long polling")
     p.add_argument("--kills", type=int, default=2, help="SIGKILLs (each followed by a restart), spread out")
     p.add_argument("--kill-every", type=float, default=None,
                    help="instead: kill a replica picked at random every this many seconds while notes arrive "
@@ -501,12 +567,14 @@ def main(argv: list[str] | None = None) -> int:
         args.kill_every = 30.0
     if args.out is None:
         single = args.replicas == 1 and args.db == "sqlite"
-        args.out = RESULTS / ("soak.json" if single else f"soak-{args.db}-{args.replicas}replicas.json")
+        mode = "-webhook" if args.webhook else ""
+        args.out = RESULTS / ("soak.json" if single and not mode else
+                              f"soak-{args.db}-{args.replicas}replicas{mode}.json")
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)   # a killed bot drops its connections
     kills = (f"a replica killed every {args.kill_every:g} s" if args.kill_every else f"{args.kills} kills")
     print(f"soak: {args.notes} voice notes from {args.chats} chats over {args.minutes:g} min, "
-          f"{args.replicas} replica(s) on {args.db}, {kills}; model fails {args.throttled:.0%} 429, "
-          f"{args.server_error:.0%} 500, {args.hang:.0%} hang", flush=True)
+          f"{args.replicas} replica(s) on {args.db}{' (webhook)' if args.webhook else ''}, {kills}; "
+          f"model fails {args.throttled:.0%} 429, {args.server_error:.0%} 500, {args.hang:.0%} hang", flush=True)
     result = asyncio.run(soak(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     logs: dict[int, str] = result.pop("logs", {})
