@@ -39,7 +39,10 @@ works exactly as before, through the same steps:
   (unique per platform and key); only the replica that takes it runs and delivers it.
 - start(): SQLite serves each platform from one process, so a restart releases what its previous process
   held and resumes at once; on PostgreSQL a dead replica's leases run out by themselves (a live one's jobs
-  are never stolen). Failover therefore takes one lease at most.
+  are never stolen). Failover takes what is left of the dead replica's lease (two thirds of it to all of
+  it, as it renewed every third), then a sweep.
+- A job on which earshot itself failed (a bug, not the model or the user) is left held by its process:
+  tried again on that process's next start, or by another replica once its lease runs out, never in a loop.
 """
 from __future__ import annotations
 
@@ -199,6 +202,7 @@ class JobRunner:
         self._held: set[Reservation] = set()             # places of handlers still at work on an update
         self._holding: dict[int, asyncio.Task[None]] = {}  # jobs taken (leased) -> the worker running them
         self._lost: set[int] = set()                      # taken over by another process: being cancelled
+        self._faulty: set[int] = set()                    # the runner itself failed on them: left for later
         self._nudge = asyncio.Event()                     # a chat's queue ran empty: sweep now
         self._background: list[asyncio.Task[None]] = []   # the keeper and the sweeper
         self._started = False
@@ -357,8 +361,9 @@ class JobRunner:
                     if not self._forget_lost(job_id) or self._stopping:
                         raise
                     lost = True
-                except Exception:   # the job stays in the database: released, it is taken again
-                    log.exception("job %d: the runner failed; it will be tried again", job_id)
+                except Exception:   # the job stays in the database and is retried on the next start
+                    log.exception("job %d: the runner failed; it will resume on the next start (or in another "
+                                  "process once its lease runs out)", job_id)
                 if self._forget_lost(job_id) or lost:
                     log.warning("job %d: another process took it over (this one could not renew its lease in "
                                 "time); leaving it to them", job_id)
@@ -417,7 +422,7 @@ class JobRunner:
             if self._stopping:
                 return
             for job in found:
-                if job.id not in self._scheduled:
+                if job.id not in self._scheduled and job.id not in self._faulty:
                     log.debug("job %d: nobody works on it; taking it up", job.id)
                     self._schedule(job)
 
@@ -432,9 +437,16 @@ class JobRunner:
         self._holding[job_id] = worker
         try:
             await self._work_on(job)
+        except (JobGone, JobLost):
+            raise
+        except Exception:
+            # earshot itself failed: not again in this process (its next start tries), and not let go at
+            # once, so another replica takes it only when its lease runs out, rather than in a tight loop
+            self._faulty.add(job_id)
+            raise
         finally:
             del self._holding[job_id]
-            if job_id not in self._lost:
+            if job_id not in self._lost and job_id not in self._faulty:
                 try:
                     await self.store.release(job_id)
                 except Exception as err:

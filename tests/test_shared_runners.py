@@ -5,6 +5,7 @@ DashScope stand-in; what each delivers is recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -84,8 +85,21 @@ class Replicas:
 
 @pytest.fixture
 async def replicas(postgres: Cluster, tmp_path: Path) -> AsyncIterator[Replicas]:
+    async with _replicas(postgres.fresh(), tmp_path) as r:
+        yield r
+
+
+@pytest.fixture
+async def on_sqlite(tmp_path: Path) -> AsyncIterator[Replicas]:
+    """One process's runner on an SQLite file (SQLite: one process per platform per file)."""
+    async with _replicas(str(tmp_path / "earshot.db"), tmp_path) as r:
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def _replicas(url: str, tmp_path: Path) -> AsyncIterator[Replicas]:
     async with serving(FakeDashScope(api_key="sk-test", latency=0.05)) as ds:
-        r = Replicas(ds, postgres.fresh(), tmp_path, Desk())
+        r = Replicas(ds, url, tmp_path, Desk())
         try:
             yield r
         finally:
@@ -234,3 +248,21 @@ async def test_a_process_killed_holding_a_job_loses_it_and_its_chat_to_another_a
     rows = job_rows(replicas.url)
     assert [(r["faults"], r["attempts"], r["owner"]) for r in rows] == [(1, 2, two.owner), (0, 1, two.owner),
                                                                          (0, 1, two.owner)]
+
+
+async def test_on_sqlite_a_restart_resumes_at_once_what_the_killed_process_held(on_sqlite: Replicas) -> None:
+    """One process per platform per SQLite file: what is left is its predecessor's, released at start, not
+    waited out for a lease."""
+    child = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-c", HOLD, on_sqlite.url, "3600"], cwd=ROOT, stdout=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")})
+    try:
+        assert child.stdout is not None
+        assert await asyncio.to_thread(child.stdout.readline) == b"holding\n"
+    finally:
+        child.kill()                                        # dies holding the chat's first job for an hour
+        child.wait()
+    await on_sqlite.runner("restarted", lease=3600)
+    await until(lambda: len(on_sqlite.desk.keys()) == 2, 15, "both turns answered")
+    assert on_sqlite.desk.keys() == ["dying-0", "dying-1"]
+    assert [(r["faults"], r["attempts"]) for r in job_rows(on_sqlite.url)] == [(1, 2), (0, 1)]
