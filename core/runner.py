@@ -35,6 +35,9 @@ works exactly as before, through the same steps:
   platforms that nobody works on: let go by a replica that stopped, held by one whose lease ran out (one
   fault more if it was mid-work), or never taken and untouched for a while (their replica died first, or
   they waited behind an older job held elsewhere).
+- A process takes on at most twice as many jobs as it may make model calls (`hands`): the rest of a burst
+  it stored (the Telegram poller stores every update) is left to replicas with hands free, whose sweepers
+  find it untouched.
 - The same message stored by two replicas (Slack delivering one event to both, a retry) is one job
   (unique per platform and key); only the replica that takes it runs and delivers it.
 - start(): SQLite serves each platform from one process, so a restart releases what its previous process
@@ -177,7 +180,7 @@ class JobRunner:
                  breaker: CircuitBreaker | None = None,
                  clock: Callable[[], float] = time.time, backoff: float = 2.0, max_backoff: float = 60.0,
                  concurrency: int | None = None, grace: float = 10.0, lease: float | None = None,
-                 sweep: float | None = None, owner: str | None = None) -> None:
+                 sweep: float | None = None, owner: str | None = None, hands: int | None = None) -> None:
         settings = assistant.settings
         self.assistant = assistant
         self.digests = digests          # listening jobs are heard through them (core.app builds both)
@@ -193,6 +196,11 @@ class JobRunner:
         self._redact = RedactingFilter(settings.secrets()).redact
         # decoding is CPU and memory: bound the jobs at work (model calls have their own, lower bound)
         self._slots = asyncio.Semaphore(concurrency or 4 * settings.global_concurrency)
+        # jobs this process takes on at once: twice the model calls it may make keeps its decoding ahead of
+        # them, and leaves the rest of a burst to replicas with hands free (a job waiting out a model outage
+        # lets its hand go: it is waiting, not working)
+        self._hands = asyncio.Semaphore(hands or 2 * settings.global_concurrency)
+        self._handed: set[int] = set()                   # jobs holding one of those hands
         self._platforms: dict[str, Platform] = {}
         self._queues: dict[ChatKey, deque[int | Reservation]] = {}   # job ids (or places held) per chat, oldest first
         self._workers: dict[ChatKey, asyncio.Task[None]] = {}
@@ -428,8 +436,15 @@ class JobRunner:
 
     # --- one job ------------------------------------------------------------------------------
     async def _run(self, job_id: int, behind: list[int]) -> None:
-        job = await self.store.take(job_id, self.lease, behind=behind)
+        await self._hands.acquire()        # a hand free before taking: what this process can't start, others may
+        self._handed.add(job_id)
+        try:
+            job = await self.store.take(job_id, self.lease, behind=behind)
+        except BaseException:
+            self._free_hand(job_id)
+            raise
         if job is None:        # another process has it, or it waits behind an older job held elsewhere
+            self._free_hand(job_id)
             log.debug("job %d: not this process's turn; dropped from its queue", job_id)
             return
         worker = asyncio.current_task()
@@ -446,12 +461,18 @@ class JobRunner:
             raise
         finally:
             del self._holding[job_id]
+            self._free_hand(job_id)
             if job_id not in self._lost and job_id not in self._faulty:
                 try:
                     await self.store.release(job_id)
                 except Exception as err:
                     log.warning("job %d: could not let it go (its lease will run out): %s", job_id,
                                 self._redact(str(err)))
+
+    def _free_hand(self, job_id: int) -> None:
+        if job_id in self._handed:
+            self._handed.discard(job_id)
+            self._hands.release()
 
     async def _work_on(self, job: Job) -> None:
         platform = self._platforms[job.platform]
@@ -485,6 +506,7 @@ class JobRunner:
                     return permit
                 job = await self._tell_waiting(job, platform)
                 wait = self.breaker.retry_in()
+            self._free_hand(job.id)            # waiting, not working: another job may start meanwhile
             await self.breaker.wait_for_change(min(max(wait, 0.01), left))
 
     async def _attempt(self, job: Job, platform: Platform, permit: Permit) -> Job:

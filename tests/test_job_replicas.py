@@ -136,6 +136,22 @@ async def test_two_runners_share_the_jobs_one_at_a_time_and_in_order_per_chat(re
     assert {r["owner"] for r in rows} == {one.owner, two.owner}
 
 
+async def test_a_burst_stored_by_one_runner_is_shared_with_a_runner_that_has_hands_free(replicas: Replicas) -> None:
+    replicas.desk.gate = asyncio.Event()                    # fetches wait: work piles up
+    busy = await replicas.runner("busy", hands=2)           # two jobs at once, at most
+    idle = await replicas.runner("idle", hands=4)
+    for i in range(6):                                      # a burst reaching one replica (the poller)
+        await busy.submit(turn(f"burst{i}", 0))
+    def holders() -> list[str]:
+        return sorted(r["owner"] for r in job_rows(replicas.url) if r["lease_until"])
+
+    # the busy one takes two and leaves the rest to the one with hands free
+    await until(lambda: holders() == sorted([busy.owner] * 2 + [idle.owner] * 4), 10, "the burst shared")
+    replicas.desk.gate.set()
+    await until(lambda: settled(replicas.url, 6), 20, "every job answered")
+    assert sorted(replicas.desk.keys()) == sorted(f"burst{i}-0" for i in range(6))
+
+
 async def test_the_same_message_stored_by_two_runners_is_answered_once(replicas: Replicas) -> None:
     one, two = await replicas.runner("one"), await replicas.runner("two")
     for n in range(5):                          # a platform delivering one event to both replicas
