@@ -2,6 +2,7 @@
 the tests talk to. No test may reach a real service: credentials and endpoints are cleared first."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -58,6 +59,24 @@ def spawn(args: list[str], log: Path, env: dict[str, str], *, append: bool = Fal
     with open(log, "ab" if append else "wb") as out:
         return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 **popen)
+
+
+def kill(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL, as a crash would: no clean-up of any kind."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+async def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
+    """SIGTERM, waiting off the event loop (the stand-ins must keep serving its last calls); SIGKILL after
+    `grace` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, grace)
+        except subprocess.TimeoutExpired:
+            kill(proc)
 
 
 # --- the stand-ins ---------------------------------------------------------------------------------

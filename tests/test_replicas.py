@@ -27,7 +27,7 @@ from core.errors import AccessRefused
 from core.models import ChatKey, Request, Sender, Task, Usage
 from core.progress import STREAM_TAIL
 from core.shared_limits import RateHits
-from tests.conftest import free_port, settings_for, spawn
+from tests.conftest import free_port, kill, settings_for, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram
@@ -76,18 +76,10 @@ class Replica:
             await until(lambda: accepts(port))
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()              # SIGKILL: no clean-up of any kind, its sessions just drop
-            self.proc.wait()
+        kill(self.proc)                   # its database sessions just drop
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        await terminate(self.proc)
 
 
 async def accepts(port: int) -> bool:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.conftest import SLACK_SECRET, free_port, serving, spawn
+from tests.conftest import SLACK_SECRET, free_port, kill, serving, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.slack import FakeSlack, event_body, signed_headers
 from tests.postgres import Cluster
@@ -77,17 +77,10 @@ class Replica:
         return self.proc.pid
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()                  # SIGKILL: no clean-up of any kind
-            self.proc.wait()
+        kill(self.proc)
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        await terminate(self.proc)
 
 
 class Cluster2:

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from core.progress import STREAM_TAIL
-from tests.conftest import free_port, spawn
+from tests.conftest import free_port, kill, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram
@@ -97,19 +97,10 @@ class Bot:
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()              # SIGKILL: no clean-up of any kind
-            self.proc.wait()
+        kill(self.proc)
 
     async def stop(self) -> None:
-        """SIGTERM, waiting off the event loop: the stand-ins must keep serving its last calls."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        await terminate(self.proc)
 
 
 
