@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import pg
 from .db import Database, Queries
 from .models import ChatKey, Part, Reply, Sender, Speech, Task, Usage
 
@@ -326,9 +325,7 @@ class JobStore:
             if lane is None:
                 raise JobGone(f"job {job_id} is gone")
             platform, chat_id, thread_id, task = lane
-            if is_pg:
-                await tx.execute("SELECT pg_advisory_xact_lock(?)",
-                                 pg.lock_key(f"jobs:{platform}:{chat_id}:{thread_id}:{task == 'listen'}"))
+            await self.history.lock(tx, f"jobs:{platform}:{chat_id}:{thread_id}:{task == 'listen'}")
             row = await tx.fetchone("SELECT state, owner, lease_until, delivered, delivery_attempts FROM jobs "
                                     f"WHERE id = ?{' FOR UPDATE' if is_pg else ''}", job_id)
             if row is None:
