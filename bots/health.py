@@ -64,7 +64,7 @@ class Health:
 
     async def _database(self) -> str | None:
         path = getattr(self.history, "path", None)
-        if getattr(self.history, "engine", "sqlite") == "sqlite" and isinstance(path, Path) and not path.exists():
+        if isinstance(path, Path) and not path.exists():         # an SQLite file deleted under the process
             return f"database: {path} is gone"
         try:
             await asyncio.wait_for(self.history.fetchone("SELECT 1"), PROBE_TIMEOUT)

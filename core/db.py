@@ -70,7 +70,7 @@ class Database:
 
     def __init__(self, path: Path | str) -> None:
         self.url: str | None = str(path) if pg.is_url(path) else None
-        self.path = Path("postgresql") if self.url else Path(path)
+        self.path: Path | None = None if self.url else Path(path)     # the SQLite file; None on PostgreSQL
         self._pg = pg.PgEngine(self.url) if self.url else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="earshot-db")
         self._conn: sqlite3.Connection | None = None
@@ -101,10 +101,12 @@ class Database:
             raise StorageError(messages.DB_UNUSABLE.format(path=self.path, reason=reason)) from None
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path
+        assert file is not None
+        file.parent.mkdir(parents=True, exist_ok=True)
         # private: it holds what people said (a file made earlier, or by another tool, is tightened too)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+        os.close(os.open(file, os.O_CREAT | os.O_RDWR, 0o600))
+        for path in (file, Path(f"{file}-wal"), Path(f"{file}-shm")):
             # another process closing the file last deletes -wal and -shm under our feet: fine
             try:
                 if path.stat().st_mode & 0o077:
@@ -113,7 +115,7 @@ class Database:
                 pass
             except PermissionError:     # another user's file: usable, but say it is readable by others
                 log.warning("could not make %s private (mode 0600): it belongs to another user", path)
-        self._conn = conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._conn = conn = sqlite3.connect(file, timeout=30, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA recursive_triggers = on")      # as sqlite-utils sets it
         # set in one statement (a no-op when WAL already): reading the mode first left a window in which
