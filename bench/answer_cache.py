@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_settings, row, save
-from core.models import Audio, ChatKey, Request, Task
-from core.service import Assistant
+from core.flow.service import Assistant
+from core.values import Audio, ChatKey, Request, Task
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 

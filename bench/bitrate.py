@@ -2,7 +2,7 @@
 Opus voice note the user sent (24 and 32 kbit/s, as Telegram sends them) and against 16 kHz PCM WAV
 sent the same way (base64; WAV is a format the model accepts).
 
-Also measured, marked "prototype": the same with core.audio.MP3_BITRATE set to 24k in this process
+Also measured, marked "prototype": the same with core.audio.pipeline.MP3_BITRATE set to 24k in this process
 (no file is changed), with the effect on the audio: the highest frequency kept within 20 dB of the
 source, and the log-spectral distance below 4 kHz.
 
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import RATE, row, save, voice_note
-from core import audio, ffmpeg
-from core.dashscope import audio_item
-from core.models import Audio
+from core.audio import ffmpeg, pipeline
+from core.model.dashscope import audio_item
+from core.values import Audio
 
 NAME = "bitrate"
 TARGET = 1.5
@@ -30,12 +30,12 @@ PROTOTYPE_BITRATE = "24k"
 
 @contextlib.contextmanager
 def mp3_bitrate(value: str) -> Iterator[None]:
-    saved = audio.MP3_BITRATE
-    audio.MP3_BITRATE = value
+    saved = pipeline.MP3_BITRATE
+    pipeline.MP3_BITRATE = value
     try:
         yield
     finally:
-        audio.MP3_BITRATE = saved
+        pipeline.MP3_BITRATE = saved
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -62,7 +62,7 @@ def fidelity(original: bytes, chunks: list[bytes]) -> dict[str, float]:
 
 def sent(data: bytes) -> tuple[float, int, list[bytes]]:
     """Duration, base64 request bytes of every audio item, and the chunks."""
-    prepared = audio.prepare(Audio(data, "voice.ogg", "audio/ogg"), max_bytes=20 * 2**20,
+    prepared = pipeline.prepare(Audio(data, "voice.ogg", "audio/ogg"), max_bytes=20 * 2**20,
                              max_seconds=1800, timeout=120)
     chunks = [c.data for c in prepared.chunks]
     return prepared.duration, sum(len(audio_item(c)["audio"]) for c in chunks), chunks
@@ -75,11 +75,11 @@ def run(lengths: list[float]) -> dict[str, Any]:
         wav_b64 = len("data:;base64,") + len(base64.b64encode(wav))
         for encoding in ("opus24", "opus32"):
             note = voice_note(seconds, encoding).read_bytes()
-            for bitrate in (audio.MP3_BITRATE, PROTOTYPE_BITRATE):
+            for bitrate in (pipeline.MP3_BITRATE, PROTOTYPE_BITRATE):
                 with mp3_bitrate(bitrate):
                     duration, b64, chunks = sent(note)
                 case = {"seconds": seconds, "original": encoding, "mp3_bitrate": bitrate,
-                        "prototype": bitrate != audio.MP3_BITRATE, "duration": duration,
+                        "prototype": bitrate != pipeline.MP3_BITRATE, "duration": duration,
                         "sent_bytes": b64, "sent_Bps": b64 / duration, "mp3_Bps": sum(map(len, chunks)) / duration,
                         "opus_bytes": len(note), "opus_Bps": len(note) / duration,
                         "opus_kbps": len(note) * 8 / duration / 1000,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core import ffmpeg
+from core.audio import ffmpeg
 
 ROOT = Path(__file__).resolve().parents[1]      # run as `python -m bench.<name>` from here (bench/run does)
 
@@ -131,7 +131,7 @@ def use_ffmpeg(choice: str | None) -> dict[str, str]:
     """Point earshot at another ffmpeg, for this process and for children started with the env returned.
 
     choice: None (earshot's own pick), "static" (the imageio-ffmpeg wheel's build) or a path. Works
-    through PATH, which is where core.ffmpeg looks first; no earshot code is changed.
+    through PATH, which is where core.audio.ffmpeg looks first; no earshot code is changed.
     """
     if not choice:
         return {}

@@ -1,6 +1,6 @@
 """6. History: append an exchange and load the turns for a request, in a chat with 10,000 turns.
 
-Through core.history.HistoryStore's async API (so the hop to its database thread is counted), on a
+Through core.store.history.HistoryStore's async API (so the hop to its database thread is counted), on a
 database file on disk with WAL, as the service runs it. Besides the 10,000-turn chat the file holds
 as many turns of other chats. The baseline is the same call on a chat with 10 turns in the same file;
 the target (< 5 ms) is absolute. Also shown: `usage_today`, which the /usage command reads.
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, ratio, row, save
-from core.history import HistoryStore, _key
-from core.models import ChatKey, Usage
+from core.store.history import HistoryStore, _key
+from core.values import ChatKey, Usage
 
 NAME = "history"
 TARGET_MS = 5.0

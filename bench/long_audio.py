@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_settings, median, ratio, row, save, timed, voice_note
-from core import audio, prompts
-from core.models import Audio, ChatKey, Request, Task
-from core.service import Assistant
+from core.audio import pipeline
+from core.flow.service import Assistant
+from core.model import prompts
+from core.values import Audio, ChatKey, Request, Task
 from tests.fakes.dashscope import FakeDashScope
 from tests.fakes.server import Served
 
@@ -33,8 +34,8 @@ KEY = "sk-bench-key"
 async def run(latency: float, concurrencies: list[int], tasks: list[Task]) -> dict[str, Any]:
     data = voice_note(SECONDS, "opus24").read_bytes()
     note = Audio(data, "note.ogg", "audio/ogg")
-    prepared = audio.prepare(note, max_bytes=20 * 2**20, max_seconds=1800, timeout=120)
-    decode_s = median([timed(lambda: audio.prepare(note, max_bytes=20 * 2**20, max_seconds=1800, timeout=120))
+    prepared = pipeline.prepare(note, max_bytes=20 * 2**20, max_seconds=1800, timeout=120)
+    decode_s = median([timed(lambda: pipeline.prepare(note, max_bytes=20 * 2**20, max_seconds=1800, timeout=120))
                        for _ in range(3)])
     chunks = len(prepared.chunks)
     print(f"  {SECONDS / 60:g}-minute note: {chunks} chunks, prepare() {decode_s:.2f} s, L = {latency:g} s")

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_settings, ratio, row, save, voice_note
-from core.models import Audio, ChatKey, Request, Task
-from core.service import Assistant
+from core.flow.service import Assistant
+from core.values import Audio, ChatKey, Request, Task
 from tests.fakes.dashscope import FakeDashScope
 from tests.fakes.server import Served
 

@@ -1,9 +1,9 @@
 """1. Pipeline overhead per voice note: earshot's audio preparation against one plain ffmpeg conversion.
 
-earshot:   core.audio.prepare (decode, loudness, split at pauses, cut MP3 chunks) and
-           core.dashscope.audio_item for every chunk, then the JSON body those items travel in.
+earshot:   core.audio.pipeline.prepare (decode, loudness, split at pauses, cut MP3 chunks) and
+           core.model.dashscope.audio_item for every chunk, then the JSON body those items travel in.
 baseline:  `ffmpeg -i in.ogg -ac 1 -ar 16000 out.mp3` on the same file, with the same ffmpeg binary
-           (core.ffmpeg.executable()), as a subprocess.
+           (core.audio.ffmpeg.executable()), as a subprocess.
 The two alternate (ABAB…) after one warm-up each, so drift in the machine's load hits both alike;
 the figure is the median wall time. CPU seconds (this process plus its children) are kept beside it.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, ratio, row, save, voice_note
-from core import audio, ffmpeg
-from core.dashscope import audio_item
-from core.models import Audio
+from core.audio import ffmpeg, pipeline
+from core.model.dashscope import audio_item
+from core.values import Audio
 
 NAME = "pipeline"
 TARGET = 1.3            # for 30 s notes
@@ -33,7 +33,7 @@ LENGTHS = {"5 s": 5.0, "30 s": 30.0, "5 min": 300.0}
 
 def earshot(data: bytes) -> int:
     """What the service does with a note before the first model call; returns the chunk count."""
-    prepared = audio.prepare(Audio(data, "voice.ogg", "audio/ogg"), max_bytes=20 * 2**20,
+    prepared = pipeline.prepare(Audio(data, "voice.ogg", "audio/ogg"), max_bytes=20 * 2**20,
                              max_seconds=1800, timeout=120)
     for chunk in prepared.chunks:
         body = {"model": "qwen-audio-turbo-latest", "parameters": {"result_format": "message"},

@@ -52,8 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:           # `python bench/soak.py` as well as `python -m bench.soak`
     sys.path.insert(0, str(ROOT))
 
-from core import messages  # noqa: E402
-from core.progress import STREAM_TAIL  # noqa: E402
+from core.flow.progress import STREAM_TAIL  # noqa: E402
+from core.words import messages  # noqa: E402
 from tests.fakes.dashscope import SERVER_ERROR, THROTTLED, Failure, FakeDashScope, tone_audio  # noqa: E402
 from tests.fakes.server import Served  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
@@ -66,7 +66,7 @@ HANG = Failure(None, hang=60.0)
 WINDOW_BOUND = 1.0          # a repeat counts as the send-to-mark corner if a kill came this soon after the answer
 WARM_UP = 10.0               # seconds of each bot life left out of the memory trend (imports, first ffmpeg runs)
 READY = b"earshot is listening"   # what a replica logs once it has started (core.app opened, bot set up)
-ELECTED = b"elected: this process does telegram-polling"    # core.election: this replica polls now
+ELECTED = b"elected: this process does telegram-polling"    # core.store.election: this replica polls now
 ANSWERED = b": answered message "       # bots/telegram/jobs.py logs it for each answer a replica delivers
 WEBHOOK_SECRET = "soak-webhook-secret"
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CACHE, ROOT, bench_env, median, ratio, row, save, voice_note
-from core import ffmpeg
+from core.audio import ffmpeg
 
 NAME = "startup"
 HELP_TARGET = 0.25      # seconds

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from core import messages
 from core.errors import EarshotError, InputError, ModelError, VoiceUnavailable
-from core.models import Audio, ChatKey, Progress, Reply, Request, Task
+from core.values import Audio, ChatKey, Progress, Reply, Request, Task
+from core.words import messages
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -69,7 +69,7 @@ def _log_level(settings: Settings, default: int) -> int:
 
 def _read(file: str, settings: Settings) -> Audio:
     if file.lower().startswith(("http://", "https://")):
-        from core.links import fetcher_for, find_link
+        from core.audio.links import fetcher_for, find_link
         url = find_link(file) or file
         return _until_done(fetcher_for(settings).fetch(url))
     path = Path(file)
@@ -135,12 +135,12 @@ def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, 
         except OSError as exc:
             _fail(f"could not write {speak}: {exc.strerror or exc}", EXIT_INPUT)
     if fmt in ("srt", "vtt"):
-        from core import subtitles
+        from core.audio import subtitles
         typer.echo(subtitles.render(reply, fmt), nl=False)
     elif as_json or fmt == "json":
         import json
 
-        from core import subtitles
+        from core.audio import subtitles
         data = _as_json(reply, settings.model)
         if task is Task.TRANSCRIBE:
             data["cues"] = subtitles.cue_dicts(reply)
@@ -152,7 +152,7 @@ def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, 
 def _voice(settings: Settings, voice: str | None) -> str:
     """The voice for --speak, checked before any audio is read or sent: a model that can't speak is a
     configuration problem (exit 4); a voice it lacks, a bad option (exit 1)."""
-    from core.service import choose_voice
+    from core.flow.service import choose_voice
     try:
         return choose_voice(settings, voice)
     except VoiceUnavailable as exc:
@@ -174,7 +174,7 @@ def _until_done(work: Coroutine[Any, Any, Any]) -> Any:
 def _as_json(reply: Reply, model: str) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from core.timestamps import mmss
+    from core.audio.timestamps import mmss
     return {
         "task": reply.task.value,
         "model": model,
@@ -193,7 +193,7 @@ def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = Fa
                    "--format", help="text (default), srt or vtt (subtitles with true offsets), or json (cues).",
                    show_default=False)] = None) -> None:
     """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
-    from core.subtitles import FORMATS
+    from core.audio.subtitles import FORMATS
     if fmt is not None and fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
     _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt)

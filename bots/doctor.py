@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from core import ffmpeg
+from core.audio import ffmpeg
 from core.config import Settings
 from core.errors import EarshotError
 from core.logs import RedactingFilter
@@ -67,8 +67,8 @@ def check_ffmpeg(settings: Settings) -> Check:
 
 # --- the database ----------------------------------------------------------------------------------
 async def check_database(settings: Settings) -> Check:
-    from core.history import HistoryStore
-    from core.schema import migrations
+    from core.store.history import HistoryStore
+    from core.store.schema import migrations
 
     where = settings.db_path
     store = HistoryStore(where)
@@ -100,7 +100,7 @@ async def check_database(settings: Settings) -> Check:
 
 async def _check_postgres(store: object) -> Check:
     """Reachable, writable, and migrated (opening applies what is missing, as the bots do)."""
-    from core.history import HistoryStore
+    from core.store.history import HistoryStore
     assert isinstance(store, HistoryStore)
     where = store.where                      # without the password
     try:
@@ -122,9 +122,9 @@ async def _check_postgres(store: object) -> Check:
 
 # --- the model -------------------------------------------------------------------------------------
 async def check_model(settings: Settings) -> Check:
-    from core.catalog import Backend
-    from core.dashscope import text_item
-    from core.model_client import has_key, make_client
+    from core.model.catalog import Backend
+    from core.model.dashscope import text_item
+    from core.model.model_client import has_key, make_client
 
     name = f"model {settings.model}"
     if not has_key(settings):

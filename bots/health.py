@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from core import metrics
-from core.db import Database
+from core.store.db import Database
 
 log = logging.getLogger(__name__)
 

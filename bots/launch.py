@@ -1,7 +1,8 @@
 """The `earshot` console script: a one-shot command on a local file starts ffmpeg before anything else loads.
 
 `earshot transcribe note.ogg …` (or summarize, sentiment, events, ask, translate) reads the file and the
-decode's limits, starts decoding it (core.audio.decoding_ahead, which the pipeline takes), and only then loads the
+decode's limits, starts decoding it (core.audio.pipeline.decoding_ahead, which the pipeline takes), and only
+then loads the
 command line (bots.cli, typer) and the rest of earshot, while ffmpeg works on the other core. Anything
 unusual (an option before the file, a link, a missing or oversized file, bad settings) starts nothing here:
 the pipeline then decodes when it gets there, and bots.cli says what is wrong as it always does.
@@ -43,19 +44,19 @@ def main() -> None:
 
 
 def _decode_early(args: list[str]) -> AbstractContextManager[None]:
-    """ffmpeg decoding FILE as the pipeline will ask for it (core.audio.decoding_ahead), when the command line
+    """ffmpeg decoding FILE as the pipeline will ask for it (core.audio.pipeline.decoding_ahead), when the command line
     starts `COMMAND FILE`: a one-shot command waits for the longer of loading and decoding, not both. The
-    terminal is never refused (core.access), so the work is not wasted."""
+    terminal is never refused (core.flow.access), so the work is not wasted."""
     if len(args) < 2 or args[0] not in ONE_SHOT or args[1].startswith("-"):
         return nullcontext()
     try:
-        from core import audio, ffmpeg
+        from core.audio import ffmpeg, pipeline
         limits = {name: os.environ.get(name, default) for name, default in EARLY_GUESS.items()}
         path = Path(args[1])
         if not path.is_file() or path.stat().st_size > float(limits["EARSHOT_MAX_FILE_MB"]) * 1024 * 1024:
             return nullcontext()
         ffmpeg.choose(limits["EARSHOT_FFMPEG"])
-        return audio.decoding_ahead(path.read_bytes(), max_seconds=float(limits["EARSHOT_MAX_AUDIO_SECONDS"]),
+        return pipeline.decoding_ahead(path.read_bytes(), max_seconds=float(limits["EARSHOT_MAX_AUDIO_SECONDS"]),
                                     timeout=float(limits["EARSHOT_FFMPEG_TIMEOUT"]))
     except Exception:                        # bots.cli meets it again and says what is wrong
         return nullcontext()

@@ -4,36 +4,36 @@
         adapter = TelegramHandlers(app)             # or bots.slack's Handlers(client, app, http)
 
 What it holds, and who uses what (docs/architecture.md draws the flow):
-- history: the database (core.db) with the chats' turns and latest audio (core.history); the other stores
+- history: the database (core.store.db) with the chats' turns and latest audio (core.store.history); the other stores
   (usage ledger, chat settings, seen events, jobs, digests, answer cache) keep their own SQL over it.
-- access: who may ask, how fast, how much (core.access) — checked by adapters at the door and again
+- access: who may ask, how fast, how much (core.flow.access) — checked by adapters at the door and again
   by the Assistant before anything is spent.
-- cache: answers kept by audio content (core.answer_cache).
-- assistant: the audio pipeline (core.service) — `handle`, `complete`, `transcribe_quietly`.
-- digests: group digests (core.digest) — listening, the digest command, the daily schedule, retention.
-- chat_state: reset, usage, voice on/off (core.chat_state).
-- events: platform events already handled (core.seen_events): a redelivery is not answered twice.
-- locks: session locks (core.election), so an event two replicas get at the same moment is handled by one.
-- jobs: the durable job runner (core.runner) the adapter registers its callbacks with and submits to.
-- audio_refs: short tokens for audio kept by reference (core.audio_refs), for buttons under answers.
+- cache: answers kept by audio content (core.store.answer_cache).
+- assistant: the audio pipeline (core.flow.service) — `handle`, `complete`, `transcribe_quietly`.
+- digests: group digests (core.flow.digest) — listening, the digest command, the daily schedule, retention.
+- chat_state: reset, usage, voice on/off (core.flow.chat_state).
+- events: platform events already handled (core.store.seen_events): a redelivery is not answered twice.
+- locks: session locks (core.store.election), so an event two replicas get at the same moment is handled by one.
+- jobs: the durable job runner (core.flow.runner) the adapter registers its callbacks with and submits to.
+- audio_refs: short tokens for audio kept by reference (core.flow.audio_refs), for buttons under answers.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .access import AccessPolicy
-from .answer_cache import AnswerCache
-from .audio_ref_store import SqlAudioRefStore
-from .audio_refs import AudioRefs
-from .chat_state import ChatState
-from .config import Settings
-from .digest import DigestService, Post
-from .election import SessionLocks
-from .history import HistoryStore
-from .model_client import ModelClient
-from .runner import JobRunner
-from .seen_events import SeenEvents
-from .service import Assistant
+from core.config import Settings
+from core.flow.access import AccessPolicy
+from core.flow.audio_refs import AudioRefs
+from core.flow.chat_state import ChatState
+from core.flow.digest import DigestService, Post
+from core.flow.runner import JobRunner
+from core.flow.service import Assistant
+from core.model.model_client import ModelClient
+from core.store.answer_cache import AnswerCache
+from core.store.audio_ref_store import SqlAudioRefStore
+from core.store.election import SessionLocks
+from core.store.history import HistoryStore
+from core.store.seen_events import SeenEvents
 
 
 @dataclass(frozen=True, slots=True)

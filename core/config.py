@@ -10,8 +10,8 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from . import pg
-from .catalog import ModelInfo, model_info
+from core.model.catalog import ModelInfo, model_info
+from core.store import pg
 
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
 # keys are per region: DASHSCOPE_REGION picks the default host of both DashScope bases
@@ -194,7 +194,7 @@ class Settings(BaseSettings):
 
     @property
     def model_info(self) -> ModelInfo:
-        """The catalog's figures for EARSHOT_MODEL, as served here (see core.catalog)."""
+        """The catalog's figures for EARSHOT_MODEL, as served here (see core.model.catalog)."""
         return model_info(self.model, openai_server=bool(self.openai_base_url), seconds=self.model_seconds,
                           context=self.model_context)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import messages
+from core.words import messages
 
 
 class EarshotError(Exception):
-    """Base: carries the user-facing message (a core.messages id and the values to fill in, so each chat
+    """Base: carries the user-facing message (a core.words.messages id and the values to fill in, so each chat
     hears it in its own language); operator errors also say what to fix."""
 
     operator = False      # True: the operator must act; the user only gets an apology
@@ -38,7 +38,7 @@ class EarshotError(Exception):
         english = user_message.format(**fmt) if fmt else user_message
         super().__init__(operator_message or english)
         self.message = user_message          # the message id (English, with its {placeholders})
-        self.fmt = dict(fmt or {})           # values for them; core.words.Span values are said per language
+        self.fmt = dict(fmt or {})           # values for them; core.words.amounts.Span values are said per language
         self.user_message = english
         self.operator_message = operator_message or english
 

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import AccessRefused, EarshotError, InputError, ModelError, ModelThrottled, ModelUnavailable
+from core.errors import AccessRefused, EarshotError, InputError, ModelError, ModelThrottled, ModelUnavailable
 
 if TYPE_CHECKING:
-    from .db import Database
-    from .models import Reply, Request, Usage
+    from core.store.db import Database
+    from core.values import Reply, Request, Usage
 
 log = logging.getLogger("earshot.requests")
 R = TypeVar("R")

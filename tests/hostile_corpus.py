@@ -10,7 +10,7 @@ and a named pipe that both record whether anything ever reached for them.
             audio.prepare(case.audio, ...)   # AudioError(case.expect), or success when expect is None
         assert canary.untouched
 
-Expected outcomes are earshot's user messages (core.messages); None means the file is valid audio in an odd
+Expected outcomes are earshot's user messages (core.words.messages); None means the file is valid audio in an odd
 shape and must be answered normally. The outcomes were checked with ffmpeg 5.1 (Debian 12) and the 9.0
 static build that imageio-ffmpeg ships.
 """
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from core import messages
-from core.models import Audio
+from core.values import Audio
+from core.words import messages
 from tests.audio_fixtures import FFMPEG, make_clip, make_long_silence, make_video_without_audio, tones
 
 # The limit the corpus is judged against: a minute, not the default half hour, so that refusing a bomb

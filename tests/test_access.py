@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from core import messages
-from core.access import AccessPolicy, Allowance, RateLimiter, UsageReport, usage_text, wait_words
 from core.config import Settings
 from core.errors import AccessRefused, AudioError, ModelInputError
-from core.history import HistoryStore
-from core.models import Audio, ChatKey, Request, Sender, Task, Usage
-from core.service import Assistant
+from core.flow.access import AccessPolicy, Allowance, RateLimiter, UsageReport, usage_text, wait_words
+from core.flow.service import Assistant
+from core.store.history import HistoryStore
+from core.values import Audio, ChatKey, Request, Sender, Task, Usage
+from core.words import messages
 from tests.conftest import BOT, CHANNEL, DM, Harness, answers, bot_running, dm_clip, settings_for, slack_running
 from tests.fakes.dashscope import BAD_PARAMETER, Failure, FakeDashScope, tone_audio
 from tests.fakes.slack import FakeSlack, event_body

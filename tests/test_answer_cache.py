@@ -1,11 +1,11 @@
-"""Never paying twice for the same audio (core.answer_cache), through the real bot, Assistant and stand-ins."""
+"""Never paying twice for the same audio (core.store.answer_cache), through the real bot, Assistant and stand-ins."""
 from __future__ import annotations
 
 import pytest
 
 from core.errors import AccessRefused
-from core.models import Audio, ChatKey, Request, Task
-from core.service import Assistant
+from core.flow.service import Assistant
+from core.values import Audio, ChatKey, Request, Task
 from tests.conftest import bot_running, settings_for
 from tests.test_telegram import clip
 

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import audio, ffmpeg, messages
+from core.audio import ffmpeg, pipeline
 from core.errors import AudioError
-from core.models import Audio
+from core.values import Audio
+from core.words import messages
 from tests.audio_fixtures import (
     FFMPEG,
     decode_pcm,
@@ -34,8 +35,8 @@ MB = 1 << 20
 
 
 def prepare(data: bytes, *, max_bytes: int = 20 * MB, max_seconds: float = 1800,
-            timeout: float = 30) -> audio.Prepared:
-    return audio.prepare(Audio(data), max_bytes=max_bytes, max_seconds=max_seconds, timeout=timeout)
+            timeout: float = 30) -> pipeline.Prepared:
+    return pipeline.prepare(Audio(data), max_bytes=max_bytes, max_seconds=max_seconds, timeout=timeout)
 
 
 def refused(data: bytes, **kw) -> AudioError:
@@ -125,7 +126,7 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer << /
                          ids=["text", "png", "pdf"])
 def test_non_audio_renamed_ogg(data):
     with pytest.raises(AudioError) as info:
-        audio.prepare(Audio(data, filename="voice.ogg", mime_type="audio/ogg"),
+        pipeline.prepare(Audio(data, filename="voice.ogg", mime_type="audio/ogg"),
                       max_bytes=20 * MB, max_seconds=1800, timeout=30)
     assert info.value.user_message == messages.NOT_AUDIO
 
@@ -174,7 +175,7 @@ def test_hours_of_compressed_silence_are_refused_in_seconds(ten_hours_of_silence
 @pytest.mark.parametrize("seconds,words", [(1800, "30 minutes"), (60, "1 minute"), (3600, "1 hour"),
                                             (7200, "2 hours"), (90, "90 seconds"), (150, "2.5 minutes")])
 def test_describe_seconds(seconds, words):
-    assert audio.describe_seconds(seconds) == words
+    assert pipeline.describe_seconds(seconds) == words
 
 
 def _would_follow(path: Path) -> bool:
@@ -213,7 +214,7 @@ def test_decode_timeout_kills_ffmpeg():
 
 
 # --- splitting -----------------------------------------------------------------------------------
-def chunk_tones(chunk: audio.Chunk, freq: float) -> list[tuple[float, float]]:
+def chunk_tones(chunk: pipeline.Chunk, freq: float) -> list[tuple[float, float]]:
     return tone_spans(decode_pcm(chunk.data), freq)
 
 
@@ -230,7 +231,7 @@ def test_a_tone_straddling_30s_stays_whole_and_offsets_are_true():
     assert_span(chunk_tones(second, 660), 44.0 - second.start, 46.0 - second.start)
     for chunk in prepared.chunks:
         assert is_mp3(chunk.data)
-        assert chunk.end - chunk.start <= audio.MAX_CHUNK_SECONDS
+        assert chunk.end - chunk.start <= pipeline.MAX_CHUNK_SECONDS
         decoded_seconds = len(decode_pcm(chunk.data)) / 16000
         assert decoded_seconds <= 30.0
         # the last chunk also carries the encoder's final flush
@@ -242,7 +243,7 @@ def test_silent_stretches_are_skipped_but_offsets_stay_true():
     prepared = prepare(make_clip(None, plan, total_s=100.0, fmt="wav", rate=16000))
     assert prepared.duration == pytest.approx(100.0)
     # digital silence ties everywhere, so every cut falls as late as allowed: full-length chunks
-    full = round(int(audio.MAX_CHUNK_SECONDS / audio.FRAME_SECONDS) * audio.FRAME_SECONDS, 3)
+    full = round(int(pipeline.MAX_CHUNK_SECONDS / pipeline.FRAME_SECONDS) * pipeline.FRAME_SECONDS, 3)
     second = (round(2 * full, 3), round(3 * full, 3))
     assert [(c.start, c.end) for c in prepared.chunks] == [(0.0, full), second]
     assert_span(chunk_tones(prepared.chunks[0], 440), 2.0, 6.0)
@@ -254,13 +255,13 @@ def test_sound_without_pauses_splits_into_full_chunks_without_a_sliver():
     spans = [(c.start, c.end) for c in prepared.chunks]
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(60.0, abs=0.05)
     assert all(a[1] == b[0] for a, b in pairwise(spans))
-    assert all(end - start <= audio.MAX_CHUNK_SECONDS for start, end in spans)
-    assert spans[-1][1] - spans[-1][0] >= audio.MIN_TAIL_SECONDS
+    assert all(end - start <= pipeline.MAX_CHUNK_SECONDS for start, end in spans)
+    assert spans[-1][1] - spans[-1][0] >= pipeline.MIN_TAIL_SECONDS
 
 
-def _segment(samples: np.ndarray) -> audio.AudioSegment:
+def _segment(samples: np.ndarray) -> pipeline.AudioSegment:
     pcm = (np.clip(samples[:, 0], -1, 1) * 32767).astype("<i2").tobytes()
-    return audio.AudioSegment(data=pcm, sample_width=2, frame_rate=16000, channels=1)
+    return pipeline.AudioSegment(data=pcm, sample_width=2, frame_rate=16000, channels=1)
 
 
 @settings(max_examples=25, deadline=None)
@@ -271,21 +272,21 @@ def test_split_covers_everything_in_bounded_pieces(total, gaps, seed):
     for g in gaps:
         samples[int(g * 16000):int((g + 0.3) * 16000)] = 0
     segment = _segment(samples)
-    spans = audio.split(segment)
+    spans = pipeline.split(segment)
     duration = len(segment.raw_data) / 32000
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(duration)
     assert all(a[1] == b[0] for a, b in pairwise(spans))
-    assert all(0 < end - start <= audio.MAX_CHUNK_SECONDS for start, end in spans)
+    assert all(0 < end - start <= pipeline.MAX_CHUNK_SECONDS for start, end in spans)
     if len(spans) > 1:
-        assert spans[-1][1] - spans[-1][0] >= audio.MIN_TAIL_SECONDS - audio.FRAME_SECONDS
-    assert len(spans) <= int(duration // (audio.MAX_CHUNK_SECONDS - audio.SEARCH_SECONDS)) + 1
+        assert spans[-1][1] - spans[-1][0] >= pipeline.MIN_TAIL_SECONDS - pipeline.FRAME_SECONDS
+    assert len(spans) <= int(duration // (pipeline.MAX_CHUNK_SECONDS - pipeline.SEARCH_SECONDS)) + 1
 
 
 def test_split_cuts_in_the_middle_of_the_latest_pause():
     samples = tones([], 40.0, noise_dbfs=-20.0)
     samples[int(25.0 * 16000):int(25.5 * 16000)] = 0     # a pause inside the search window
     samples[int(27.0 * 16000):int(27.3 * 16000)] = 0     # and a later one: prefer it
-    [(_, cut), _] = audio.split(_segment(samples))
+    [(_, cut), _] = pipeline.split(_segment(samples))
     assert 27.0 < cut < 27.3
 
 
@@ -293,7 +294,7 @@ def test_split_cuts_in_the_middle_of_the_latest_pause():
 def test_ffmpeg_is_found_and_given_to_pydub():
     exe = ffmpeg.executable()
     assert Path(exe).exists()
-    assert audio.AudioSegment.converter == exe
+    assert pipeline.AudioSegment.converter == exe
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit and /proc are Linux")
@@ -312,7 +313,7 @@ def test_children_get_cpu_and_memory_caps():
 def test_the_ffmpeg_binary_can_be_chosen(tmp_path):
     import imageio_ffmpeg
 
-    from core import ffmpeg
+    from core.audio import ffmpeg
     try:
         ffmpeg.choose("bundled")
         assert ffmpeg.executable() == imageio_ffmpeg.get_ffmpeg_exe()
@@ -334,13 +335,13 @@ def test_the_pipeline_takes_the_decode_started_ahead_of_it(tmp_path, monkeypatch
     counting.chmod(0o755)
     try:
         ffmpeg.choose(str(counting))
-        with audio.decoding_ahead(data, max_seconds=1800, timeout=30):
+        with pipeline.decoding_ahead(data, max_seconds=1800, timeout=30):
             prepare(other)                                      # other bytes: not the decode under way
             assert len(runs.read_text().splitlines()) == 2
             prepared = prepare(data)                            # the same bytes: the one under way
             assert len(runs.read_text().splitlines()) == 2
             assert [p.name for p in tmp_path.glob("earshot-*")] == []   # taken and cleaned up
-        with audio.decoding_ahead(data, max_seconds=1800, timeout=30):
+        with pipeline.decoding_ahead(data, max_seconds=1800, timeout=30):
             ffmpeg.choose(None)                                 # the settings name another ffmpeg: not taken
             prepare(data)
             assert len(runs.read_text().splitlines()) == 3
@@ -359,7 +360,7 @@ def _children() -> list[str]:
 def test_a_decode_started_ahead_and_never_taken_is_stopped_and_cleaned_up(tmp_path, monkeypatch,
                                                                            ten_hours_of_silence):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    with audio.decoding_ahead(ten_hours_of_silence, max_seconds=1800, timeout=30):    # ffmpeg works for a while
+    with pipeline.decoding_ahead(ten_hours_of_silence, max_seconds=1800, timeout=30):    # ffmpeg works for a while
         assert len(_children()) == 1 and len(list(tmp_path.glob("earshot-*"))) == 1
         refused(make_clip(None, [(440, 0.0, 3.0)], total_s=3.0), max_seconds=2)   # other bytes and limits
         assert len(_children()) == 1                                              # still running, not taken

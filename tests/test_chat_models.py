@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import messages
 from core.config import Settings
+from core.words import messages
 from tests.conftest import CHANNEL, bot_running, slack_running
 from tests.fakes.dashscope import heard, tone_audio
 from tests.fakes.slack import slash_body

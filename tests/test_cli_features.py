@@ -7,7 +7,7 @@ import re
 import pytest
 from aiohttp import web
 
-from core import messages
+from core.words import messages
 from tests.audio_fixtures import make_clip
 from tests.conftest import earshot, one_clean_line
 from tests.fakes.server import Threaded

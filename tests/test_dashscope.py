@@ -13,7 +13,6 @@ from itertools import pairwise
 import httpx
 import pytest
 
-from core.dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
 from core.errors import (
     AudioError,
     BadModelResponse,
@@ -25,7 +24,8 @@ from core.errors import (
     ModelUnavailable,
     QuotaExhausted,
 )
-from core.models import Usage
+from core.model.dashscope import DashScopeClient, ModelAnswer, audio_item, text_item
+from core.values import Usage
 from tests.fakes.dashscope import (
     ACCESS_DENIED,
     ARREARAGE,

@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core import messages
 from core.app import Earshot
-from core.digest import DigestCommand, last_slot, next_slot
-from core.digest import parse_digest as parse_command
-from core.digest_store import VoiceNote
-from core.jobs import Job
-from core.models import Audio, ChatKey, Sender
-from core.runner import JobRunner
+from core.flow.digest import DigestCommand, last_slot, next_slot
+from core.flow.digest import parse_digest as parse_command
+from core.flow.runner import JobRunner
+from core.store.digest_store import VoiceNote
+from core.store.jobs import Job
+from core.values import Audio, ChatKey, Sender
+from core.words import messages
 from tests.conftest import settings_for
 from tests.fakes.dashscope import MARKER, MODELS, TEXT_ONLY_MARKER, FakeDashScope, tone_audio
 from tests.waiting import until

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bots.slack import render
-from core import messages
+from core.words import messages
 from tests.conftest import World, slack_running
 from tests.fakes.dashscope import heard, tone_audio
 from tests.fakes.slack import BOT_USER_ID, FakeSlack, event_body

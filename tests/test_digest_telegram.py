@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from core import messages
 from core.app import Earshot
-from core.help_texts import telegram_commands
+from core.words import messages
+from core.words.help_texts import telegram_commands
 from tests.conftest import Harness, bot_running
 from tests.fakes.dashscope import FakeDashScope, heard, tone_audio
 from tests.fakes.telegram import FakeTelegram

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from core.history import HistoryStore
-from core.models import ChatKey, Usage
+from core.store.history import HistoryStore
+from core.values import ChatKey, Usage
 
 A = ChatKey("telegram", "1")
 A_TOPIC = ChatKey("telegram", "1", "7")

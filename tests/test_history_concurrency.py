@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.history import HistoryStore, migrations
-from core.models import ChatKey, Usage
+from core.store.history import HistoryStore, migrations
+from core.values import ChatKey, Usage
 
 OPENERS = 8
 

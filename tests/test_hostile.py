@@ -27,11 +27,12 @@ from telegram import Message, Update
 from bots.slack import convert as slack
 from bots.telegram import convert as telegram
 from bots.telegram.updates import SkipUnreadableUpdates
-from core import audio, ffmpeg, messages
+from core.audio import ffmpeg, pipeline
 from core.config import Settings
 from core.errors import AudioError
-from core.models import Audio, ChatKey, Request, Task
-from core.service import Assistant
+from core.flow.service import Assistant
+from core.values import Audio, ChatKey, Request, Task
+from core.words import messages
 from tests import hostile_corpus as corpus
 from tests.audio_fixtures import make_clip
 from tests.conftest import settings_for
@@ -64,11 +65,11 @@ def cases(canary: Canary) -> dict[str, Case]:
 
 
 def prepare(data: Audio, *, max_seconds: float = corpus.MAX_SECONDS,
-            timeout: float = TIMEOUT) -> audio.Prepared:
-    return audio.prepare(data, max_bytes=MAX_BYTES, max_seconds=max_seconds, timeout=timeout)
+            timeout: float = TIMEOUT) -> pipeline.Prepared:
+    return pipeline.prepare(data, max_bytes=MAX_BYTES, max_seconds=max_seconds, timeout=timeout)
 
 
-def outcome(case: Case) -> tuple[str | None, audio.Prepared | None]:
+def outcome(case: Case) -> tuple[str | None, pipeline.Prepared | None]:
     try:
         return None, prepare(case.audio)
     except AudioError as err:
@@ -135,7 +136,7 @@ def test_timestamps_that_lie_cannot_stretch_the_decode():
     finally:
         tracemalloc.stop()
     assert info.value.user_message == messages.TOO_LONG.format(limit="2 seconds")
-    pcm_allowed = (2 + audio.DECODE_SLACK_SECONDS) * audio.SAMPLE_RATE * audio.SAMPLE_WIDTH
+    pcm_allowed = (2 + pipeline.DECODE_SLACK_SECONDS) * pipeline.SAMPLE_RATE * pipeline.SAMPLE_WIDTH
     assert peak < 4 * pcm_allowed, f"{peak} bytes held for a 2 s limit"
 
 
@@ -232,12 +233,12 @@ _FOLLOWERS = {"hls", "dash", "concat", "sdp", "rtsp", "rtp", "image2", "image2pi
 
 
 def test_only_file_protocol_and_container_demuxers_are_allowed():
-    assert not _FOLLOWERS & set(audio.DEMUXERS)
+    assert not _FOLLOWERS & set(pipeline.DEMUXERS)
     listed = subprocess.run([ffmpeg.executable(), "-hide_banner", "-demuxers"], capture_output=True,
                             text=True, timeout=30).stdout
     names = {n for line in listed.splitlines()[4:] if len(line.split()) > 1 for n in line.split()[1].split(",")}
     # a name that matches nothing would silently refuse that format (minimal builds may lack rare ones)
-    assert {"ogg", "matroska", "mov", "mp3", "wav", "flac", "amr", "aac"} <= names & set(audio.DEMUXERS)
+    assert {"ogg", "matroska", "mov", "mp3", "wav", "flac", "amr", "aac"} <= names & set(pipeline.DEMUXERS)
 
 
 # --- the assistant: refused before the model, and the next request is served ------------------------

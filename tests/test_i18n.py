@@ -16,9 +16,10 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from core import help_texts, messages, prompts
-from core.i18n import DEFAULT, LANGUAGES, Language, Translator, best_language, catalog_file, supported_language
-from core.models import Task
+from core.model import prompts
+from core.values import Task
+from core.words import help_texts, messages
+from core.words.i18n import DEFAULT, LANGUAGES, Language, Translator, best_language, catalog_file, supported_language
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = [lang for lang in LANGUAGES.values() if lang.code != DEFAULT]

@@ -44,7 +44,7 @@ def _graph() -> dict[str, set[str]]:
 
 def test_no_import_circles() -> None:
     graph = _graph()
-    assert "core.service" in graph and "bots.telegram.handlers" in graph
+    assert "core.flow.service" in graph and "bots.telegram.handlers" in graph
     state: dict[str, int] = {}        # 1: on the current path, 2: done
     circles: list[list[str]] = []
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.history import HistoryStore
-from core.jobs import JobLost, JobState, JobStore, NewJob
-from core.models import ChatKey, Task
+from core.store.history import HistoryStore
+from core.store.jobs import JobLost, JobState, JobStore, NewJob
+from core.values import ChatKey, Task
 
 pytestmark = pytest.mark.usefixtures("db_target")
 

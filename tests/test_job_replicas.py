@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from core.history import HistoryStore
-from core.jobs import Job, JobState, JobStore, NewJob, Notice, Outcome
-from core.models import Audio, ChatKey, Reply, Sender, Task
-from core.runner import JobRunner
-from core.service import Assistant
+from core.flow.runner import JobRunner
+from core.flow.service import Assistant
+from core.store.history import HistoryStore
+from core.store.jobs import Job, JobState, JobStore, NewJob, Notice, Outcome
+from core.values import Audio, ChatKey, Reply, Sender, Task
 from tests.conftest import serving, settings_for
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.postgres import Cluster
@@ -217,9 +217,9 @@ async def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it_alone(repli
 
 HOLD = """
 import asyncio, os, sys
-from core.history import HistoryStore
-from core.jobs import JobStore, NewJob
-from core.models import ChatKey, Sender, Task
+from core.store.history import HistoryStore
+from core.store.jobs import JobStore, NewJob
+from core.values import ChatKey, Sender, Task
 
 async def main(url):
     store = HistoryStore(url)

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from core import messages
-from core.breaker import BreakerState, CircuitBreaker
 from core.config import Settings
-from core.jobs import MAX_FAULTS, Failure, Job, JobState, NewJob, Notice, Outcome, Undeliverable
-from core.models import Audio, ChatKey, Reply, Sender, Task
-from core.runner import JobRunner, span_words
-from core.service import Assistant
+from core.flow.runner import JobRunner, span_words
+from core.flow.service import Assistant
+from core.model.breaker import BreakerState, CircuitBreaker
+from core.store.jobs import MAX_FAULTS, Failure, Job, JobState, NewJob, Notice, Outcome, Undeliverable
+from core.values import Audio, ChatKey, Reply, Sender, Task
+from core.words import messages
 from tests.conftest import serving, settings_for
 from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope, tone_audio
 from tests.waiting import job_rows, until

@@ -6,17 +6,17 @@ import time
 
 import pytest
 
-from core import messages, words
-from core.access import AccessPolicy, Allowance, UsageReport, usage_text
 from core.app import Earshot
-from core.chat_state import language_choices
-from core.commands import Command, parse_command
-from core.digest import parse_digest
-from core.digest_store import DigestStore, VoiceNote
 from core.errors import AccessRefused, AudioError
-from core.jobs import JobStore, NewJob
-from core.models import Audio, ChatKey, Request, Sender, Task, Usage
-from core.service import Assistant
+from core.flow.access import AccessPolicy, Allowance, UsageReport, usage_text
+from core.flow.chat_state import language_choices
+from core.flow.commands import Command, parse_command
+from core.flow.digest import parse_digest
+from core.flow.service import Assistant
+from core.store.digest_store import DigestStore, VoiceNote
+from core.store.jobs import JobStore, NewJob
+from core.values import Audio, ChatKey, Request, Sender, Task, Usage
+from core.words import amounts, messages
 from tests.conftest import settings_for
 from tests.fakes.dashscope import tone_audio
 
@@ -105,11 +105,11 @@ async def test_rate_limits_and_spent_budgets_are_said_in_the_chats_language(mode
 
 
 def test_waits_and_lengths_in_words_follow_the_language() -> None:
-    assert words.wait(3 * 3600 + 600) == "3 h 10 min" and words.wait(3 * 3600 + 600, "ja") == "3 時間 10 分"
-    assert words.wait(40, "de") == "40 s" and words.wait(600, "de") == "10 Min."
-    assert words.rounded(1) == "1 second" and words.rounded(86400, "fr") == "24 heures"
-    assert words.period(7 * 86400, "es") == "1 semana" and words.duration(90, "it") == "90 secondi"
-    span = words.Span(words.wait, 600)
+    assert amounts.wait(3 * 3600 + 600) == "3 h 10 min" and amounts.wait(3 * 3600 + 600, "ja") == "3 時間 10 分"
+    assert amounts.wait(40, "de") == "40 s" and amounts.wait(600, "de") == "10 Min."
+    assert amounts.rounded(1) == "1 second" and amounts.rounded(86400, "fr") == "24 heures"
+    assert amounts.period(7 * 86400, "es") == "1 semana" and amounts.duration(90, "it") == "90 secondi"
+    span = amounts.Span(amounts.wait, 600)
     assert f"{span}" == "10 min" and span.said("zh-Hant") == "10 分鐘"
 
 
@@ -171,7 +171,7 @@ async def test_jobs_keep_the_language_they_were_asked_in(assistant) -> None:
 async def test_a_french_digest_is_headed_and_written_in_french(app, assistant, model) -> None:
     d = app.digests
     on = await d.respond(GROUP, parse_digest("on"), lang="fr")
-    days = words.days(assistant.settings.retention_days, "fr")
+    days = amounts.days(assistant.settings.retention_days, "fr")
     assert on == messages.text(messages.DIGEST_ON, "fr", prefix="/", days=days) and "jours" in days
     now = time.time()
     for i in range(2):

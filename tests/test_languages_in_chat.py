@@ -2,7 +2,7 @@
 and the model is asked to write in it. Through the stand-ins, with the real client libraries."""
 from __future__ import annotations
 
-from core import help_texts, messages
+from core.words import help_texts, messages
 from tests.conftest import CHANNEL, Harness, World
 from tests.fakes.dashscope import tone_audio
 from tests.fakes.slack import slash_body

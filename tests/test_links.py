@@ -1,4 +1,4 @@
-"""Audio by link (core.links): a real loopback web server, fetched through the real guard.
+"""Audio by link (core.audio.links): a real loopback web server, fetched through the real guard.
 
 The "allowed host" case needs a public name that leads to the loopback server. DNS and the socket layer
 are the system's, not earshot's, so those two (and only those) are stood in for: a resolver that gives
@@ -13,9 +13,9 @@ import httpcore
 import pytest
 from aiohttp import web
 
-from core import messages
+from core.audio.links import LinkError, LinkFetcher, find_link, is_public
 from core.errors import AudioError
-from core.links import LinkError, LinkFetcher, find_link, is_public
+from core.words import messages
 from tests.fakes.dashscope import tone_audio
 from tests.fakes.server import Served
 

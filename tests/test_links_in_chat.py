@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from core import messages
+from core.words import messages
 from tests.conftest import DM, bot_running, slack_running
 from tests.fakes.dashscope import tone_audio
 from tests.fakes.server import Served

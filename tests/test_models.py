@@ -11,8 +11,6 @@ import imageio_ffmpeg
 import openai
 import pytest
 
-from core import messages
-from core.catalog import Backend, model_info
 from core.config import Settings
 from core.errors import (
     BadModelResponse,
@@ -22,9 +20,11 @@ from core.errors import (
     QuotaExhausted,
     VoiceUnavailable,
 )
-from core.models import Audio, ChatKey, Request, Task
-from core.openai_compat import OpenAICompatClient
-from core.service import Assistant
+from core.flow.service import Assistant
+from core.model.catalog import Backend, model_info
+from core.model.openai_compat import OpenAICompatClient
+from core.values import Audio, ChatKey, Request, Task
+from core.words import messages
 from tests.audio_fixtures import decode_pcm, make_clip
 from tests.conftest import MODEL_KEY, cli_env, earshot, settings_for
 from tests.fakes.compat import SPOKEN_HZ

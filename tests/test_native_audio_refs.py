@@ -1,13 +1,13 @@
-"""Audio kept by reference (core.audio_refs): short tokens for buttons, bound to their chat, gone with retention
+"""Audio kept by reference (core.flow.audio_refs): short tokens for buttons, bound to their chat, gone with retention
 and /forget, so a button on expired audio says so."""
 from __future__ import annotations
 
 import pytest
 
-from core import messages
-from core.audio_refs import TOKEN_MAX, AudioRefs, MemoryAudioRefStore, looks_like_token
 from core.errors import AudioExpired, InputError
-from core.models import ChatKey
+from core.flow.audio_refs import TOKEN_MAX, AudioRefs, MemoryAudioRefStore, looks_like_token
+from core.values import ChatKey
+from core.words import messages
 
 DAY = 86400.0
 CHAT = ChatKey("telegram", "501")

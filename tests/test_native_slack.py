@@ -38,11 +38,11 @@ from bots.slack.interactions import (
     parse_shortcut,
 )
 from bots.slack.webapi import read
-from core.access import Allowance, UsageReport
-from core.audio_refs import AudioRefs, MemoryAudioRefStore
 from core.config import Settings
-from core.history import HistoryStore
-from core.models import ChatKey, Task, Usage
+from core.flow.access import Allowance, UsageReport
+from core.flow.audio_refs import AudioRefs, MemoryAudioRefStore
+from core.store.history import HistoryStore
+from core.values import ChatKey, Task, Usage
 from tests.fakes.server import Served
 from tests.fakes.slack import BOT_SCOPES, FakeSlack, block_problems, event_body, signed_headers
 from tests.waiting import until

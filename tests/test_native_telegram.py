@@ -10,10 +10,10 @@ from telegram.error import BadRequest
 from telegram.request import HTTPXRequest
 
 from bots.telegram.buttons import CALLBACK_LIMIT, LANGUAGES, ButtonPress, callback_data, parse_callback, task_keyboard
-from core import messages
-from core.audio_refs import AudioRefs, MemoryAudioRefStore
 from core.errors import AudioExpired
-from core.models import ChatKey, Task
+from core.flow.audio_refs import AudioRefs, MemoryAudioRefStore
+from core.values import ChatKey, Task
+from core.words import messages
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram, reply_markup_problem
 

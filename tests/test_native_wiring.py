@@ -7,12 +7,12 @@ import time
 
 from bots.slack.blocks import HOME_LANGUAGE_ACTION, HOME_VOICE_ACTION
 from bots.telegram.buttons import callback_data, parse_callback
-from core import messages
 from core.app import Earshot
-from core.audio_ref_store import SqlAudioRefStore
-from core.audio_refs import AudioRef
-from core.history import HistoryStore
-from core.models import ChatKey, Task
+from core.flow.audio_refs import AudioRef
+from core.store.audio_ref_store import SqlAudioRefStore
+from core.store.history import HistoryStore
+from core.values import ChatKey, Task
+from core.words import messages
 from tests.conftest import CHANNEL, Harness, World, answers, reply_to, slack_running
 from tests.fakes.dashscope import tone_audio
 from tests.waiting import until

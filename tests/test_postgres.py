@@ -11,13 +11,13 @@ import pytest
 
 from bots.doctor import check_database
 from core.config import Settings
-from core.db import Database
 from core.errors import StorageError
-from core.history import HistoryStore
 from core.logs import RedactingFilter
-from core.models import ChatKey, Usage
-from core.pg import translate
-from core.schema import STEPS
+from core.store.db import Database
+from core.store.history import HistoryStore
+from core.store.pg import translate
+from core.store.schema import STEPS
+from core.values import ChatKey, Usage
 from tests.postgres import Cluster, rows
 
 
@@ -99,8 +99,8 @@ def test_earshot_doctor_reports_the_database_without_its_password(postgres: Clus
 
 async def test_two_replicas_due_together_post_one_digest(postgres: Cluster, model, tmp_path: Path) -> None:
     from core.app import Earshot
-    from core.digest import parse_digest
-    from core.digest_store import VoiceNote
+    from core.flow.digest import parse_digest
+    from core.store.digest_store import VoiceNote
     from tests.conftest import settings_for
 
     settings = settings_for(model, tmp_path, retry_budget=2, db_path=postgres.fresh())

@@ -1,8 +1,8 @@
-"""The status line both bots edit while a long answer is worked on (core.progress)."""
+"""The status line both bots edit while a long answer is worked on (core.flow.progress)."""
 from __future__ import annotations
 
-from core.models import Progress
-from core.progress import STREAM_TAIL, StatusLine, Throttle, status_text
+from core.flow.progress import STREAM_TAIL, StatusLine, Throttle, status_text
+from core.values import Progress
 
 
 def test_the_status_says_which_part_then_that_the_answer_is_being_written() -> None:

@@ -5,8 +5,8 @@ import sqlite3
 from pathlib import Path
 
 from core.app import Earshot
-from core.jobs import JobState, JobStore, NewJob
-from core.models import Audio, ChatKey, Reply, Request, Task
+from core.store.jobs import JobState, JobStore, NewJob
+from core.values import Audio, ChatKey, Reply, Request, Task
 from tests.conftest import settings_for
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 

@@ -19,14 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from core import messages, shared_limits
 from core.app import Earshot
-from core.db import Database
-from core.election import Election
 from core.errors import AccessRefused
-from core.models import ChatKey, Request, Sender, Task, Usage
-from core.progress import STREAM_TAIL
-from core.shared_limits import RateHits
+from core.flow.progress import STREAM_TAIL
+from core.store import shared_limits
+from core.store.db import Database
+from core.store.election import Election
+from core.store.shared_limits import RateHits
+from core.values import ChatKey, Request, Sender, Task, Usage
+from core.words import messages
 from tests.conftest import free_port, kill, settings_for, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from core import messages
+from core.words import messages
 from tests.conftest import free_port
 from tests.fakes.dashscope import Failure, FakeDashScope, tone_audio
 from tests.fakes.server import Threaded

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from core import messages
 from core.errors import AudioError, ModelAuthError, ModelThrottled, NeedsAudio, NeedsText
-from core.models import Audio, ChatKey, Progress, Request, Task, Usage
-from core.service import Assistant
+from core.flow.service import Assistant
+from core.values import Audio, ChatKey, Progress, Request, Task, Usage
+from core.words import messages
 from tests.audio_fixtures import make_clip
 from tests.conftest import settings_for
 from tests.fakes.dashscope import FREE_QUOTA, TEXT_ONLY_MARKER, FakeDashScope, heard

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from bots.slack import SlackServer, convert, render
 from bots.slack.listeners import Handlers
-from core import messages
 from core.config import Settings
 from core.errors import EarshotError
+from core.words import messages
 from tests.conftest import CHANNEL, DM, World, answers, dm_clip, free_port, serving, settings_for
 from tests.conftest import SLACK_SECRET as SECRET
 from tests.fakes.dashscope import FakeDashScope, tone_audio

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core import messages
+from core.words import messages
 from tests.conftest import CHANNEL, World, answers, dm_clip, slack_running
 from tests.fakes.server import Served
 from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body

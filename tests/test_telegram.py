@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from bots.telegram.render import MESSAGE_LIMIT, escape, split_text
-from core import messages
 from core.config import Settings
-from core.help_texts import TELEGRAM_HELP as HELP
-from core.help_texts import telegram_commands
+from core.words import messages
+from core.words.help_texts import TELEGRAM_HELP as HELP
+from core.words.help_texts import telegram_commands
 from tests.conftest import BOT, Harness, bot_running, free_port, reply_to
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Threaded

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.progress import STREAM_TAIL
+from core.flow.progress import STREAM_TAIL
 from tests.conftest import free_port, kill, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served

@@ -2,7 +2,7 @@
 limit at the door."""
 from __future__ import annotations
 
-from core import messages
+from core.words import messages
 from tests.conftest import Harness, bot_running
 from tests.test_telegram import clip
 

@@ -1,4 +1,4 @@
-from core.timestamps import mmss, shift
+from core.audio.timestamps import mmss, shift
 
 
 def test_mmss():

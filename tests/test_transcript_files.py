@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from core import subtitles
-from core.models import Part, Reply, Task
+from core.audio import subtitles
+from core.values import Part, Reply, Task
 from tests.conftest import DM, World, bot_running
 from tests.fakes.dashscope import MARKER, tone_audio
 from tests.fakes.slack import FakeSlack
@@ -82,7 +82,7 @@ def test_short_transcripts_stay_in_the_chat_and_other_tasks_never_come_as_files(
 
 
 def test_cues_split_at_the_models_marks_and_never_run_past_30_seconds():
-    # events' marks were already moved to the whole recording (core.service); a 39 s span is cut in two
+    # events' marks were already moved to the whole recording (core.flow.service); a 39 s span is cut in two
     reply = Reply("", Task.EVENTS, parts=(Part(25, 80, "intro 00:31 a door 01:10 music"),), duration=80)
     assert [(c.start, c.end, c.text) for c in subtitles.cues(reply)] == [
         (25, 31, "intro"), (31, 50.5, "a"), (50.5, 70, "door"), (70, 80, "music")]

@@ -6,7 +6,7 @@ import subprocess
 
 import imageio_ffmpeg
 
-from core import messages
+from core.words import messages
 from tests.conftest import CHANNEL, answers, bot_running, reply_to, slack_running
 from tests.fakes.dashscope import tone_audio
 from tests.fakes.slack import BOT_USER_ID, FakeSlack, slash_body

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.jobs import MAX_DELIVERIES
+from core.store.jobs import MAX_DELIVERIES
 
 POLL = 0.02     # how often a condition is looked at again
 

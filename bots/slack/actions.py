@@ -1,6 +1,6 @@
 """Acting where the audio is, in Slack: message shortcuts, the transcript reaction, the Home tab and the buttons
 under answers. Payloads are parsed by .interactions, views built by .blocks; a tap becomes a job through
-core.taps (the same door, budgets and durable jobs as `/earshot`)."""
+core.flow.taps (the same door, budgets and durable jobs as `/earshot`)."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from core import messages
 from core.errors import AccessRefused, AudioExpired
-from core.models import ChatKey, Sender, Task
-from core.taps import Tap, submit_tap
+from core.flow.taps import Tap, submit_tap
+from core.values import ChatKey, Sender, Task
+from core.words import messages
 
 from .blocks import HomeSettings, home_view
 from .convert import PLATFORM, audio_files

@@ -8,10 +8,10 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core import messages
 from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
+from core.words import messages
 
 from .listeners import Handlers
 from .webapi import api_error

@@ -1,6 +1,6 @@
 """Block Kit built from core data: the task buttons under an answer, and the Home tab.
 
-Pure functions returning JSON-ready dicts. Button values carry core.audio_refs tokens (never file ids); the
+Pure functions returning JSON-ready dicts. Button values carry core.flow.audio_refs tokens (never file ids); the
 action_ids here are what bots/slack/interactions.py parses back.
 """
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.access import UsageReport, usage_text
-from core.audio_refs import looks_like_token
 from core.config import QUICK_LANGUAGES
-from core.models import Task
+from core.flow.access import UsageReport, usage_text
+from core.flow.audio_refs import looks_like_token
+from core.values import Task
 
 from .render import escape
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.commands import Command, is_audio_name, parse_command, task_for_text
-from core.models import ChatKey, Sender, Task
+from core.flow.commands import Command, is_audio_name, parse_command, task_for_text
+from core.values import ChatKey, Sender, Task
 
 __all__ = ["Command", "Task", "parse_command", "task_for_text"]     # the words are core's, the same everywhere
 
 PLATFORM = "slack"
 
-# Slack's own clips are webm/mp4 with these subtypes; uploads are recognised by type or extension (core.commands)
+# Slack's own clips are webm/mp4 with these subtypes; uploads are recognised by type or extension (core.flow.commands)
 CLIP_SUBTYPES = {"slack_audio", "slack_video"}
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 

@@ -1,5 +1,5 @@
 """Group digests in Slack: `/earshot digest …` and `/earshot forget`, quiet listening in opted-in channels,
-scheduled posts. Thin glue over core.digest: who is an admin (users.info), who sent a clip, where to post.
+scheduled posts. Thin glue over core.flow.digest: who is an admin (users.info), who sent a clip, where to post.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 
-from core import messages
-from core.digest import FORGET, DigestCommand, DigestService, parse_digest
-from core.jobs import NewJob
-from core.models import ChatKey, Sender
+from core.flow.digest import FORGET, DigestCommand, DigestService, parse_digest
+from core.store.jobs import NewJob
+from core.values import ChatKey, Sender
+from core.words import messages
 
 from . import render
 from .convert import Command, chat_key, sender_of
@@ -40,7 +40,7 @@ def _sent(event: dict[str, Any]) -> float:
 
 
 class SlackDigests:
-    """The Slack side of core.digest's DigestService: names and admins from users.info, answers by the outbox."""
+    """The Slack side of core.flow.digest's DigestService: names and admins from users.info, answers by the outbox."""
 
     def __init__(self, digests: DigestService, outbox: Outbox) -> None:
         self.digests = digests
@@ -90,7 +90,7 @@ class SlackDigests:
 
     async def _refusal(self, channel: str, digest: DigestCommand, sender: Sender,
                        lang: str | None = None) -> str | None:
-        """Why this can't be done here or by this person (core.digest decides); None when it can."""
+        """Why this can't be done here or by this person (core.flow.digest decides); None when it can."""
         return await self.digests.refusal(chat_key(channel), digest, sender, group=not _in_dm(channel), prefix=PREFIX,
                                           is_admin=lambda: self._is_admin(sender), lang=lang)
 
@@ -157,5 +157,5 @@ class SlackDigests:
 
     # --- scheduled digests ------------------------------------------------------------------------
     async def post(self, chat: ChatKey, text: str) -> None:
-        """A scheduled digest, in its channel (core.digest runs the schedule)."""
+        """A scheduled digest, in its channel (core.flow.digest runs the schedule)."""
         await self.outbox.deliver(Destination(chat.chat_id, chat.thread_id), render.messages(text), None)

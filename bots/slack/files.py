@@ -10,11 +10,11 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core import messages
-from core.audio import check_length
+from core.audio.pipeline import check_length
 from core.config import DEFAULT_SLACK_API
 from core.errors import AudioError, EarshotError, InputError
-from core.models import Audio
+from core.values import Audio
+from core.words import messages
 
 from .convert import is_audio_file
 from .webapi import api_error, needed_scope, read
@@ -81,7 +81,7 @@ def needs_info(file: dict[str, Any]) -> bool:
 
 KEPT = ("id", "name", "mimetype", "filetype", "subtype", "size", "url_private", "url_private_download",
         "mode", "file_access", "is_external",
-        "link")   # not Slack's: an audio link a user sent (core.links fetches it, never with the token)
+        "link")   # not Slack's: an audio link a user sent (core.audio.links fetches it, never with the token)
 
 
 def file_ref(file: dict[str, Any]) -> str:

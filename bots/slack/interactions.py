@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.audio_refs import looks_like_token
-from core.models import Task
+from core.flow.audio_refs import looks_like_token
+from core.values import Task
 
 from .blocks import AUTO_LANGUAGE, HOME_LANGUAGE_ACTION, HOME_VOICE_ACTION, TASK_ACTION_PREFIX, TRANSLATE_ACTION
 from .blocks import LANGUAGES as BLOCK_LANGUAGES

@@ -1,4 +1,4 @@
-"""The Slack adapter's side of durable jobs (core.runner): how to fetch a job's file again, show that it is
+"""The Slack adapter's side of durable jobs (core.flow.runner): how to fetch a job's file again, show that it is
 being worked on, and deliver its outcome, resuming after the parts already posted when a delivery is
 retried. Called by the runner, in this process or, after a crash, in the next one."""
 from __future__ import annotations
@@ -11,15 +11,16 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from core import messages, subtitles
-from core.audio_refs import AudioRefs
+from core.audio import subtitles
+from core.audio.links import fetcher_for
 from core.config import Settings
-from core.jobs import Job, Notice, Outcome, Undeliverable
-from core.links import fetcher_for
-from core.models import Audio, ProgressCallback, Reply, Speech
-from core.progress import Throttle
-from core.runner import JobRunner
-from core.taps import wants_buttons
+from core.flow.audio_refs import AudioRefs
+from core.flow.progress import Throttle
+from core.flow.runner import JobRunner
+from core.flow.taps import wants_buttons
+from core.store.jobs import Job, Notice, Outcome, Undeliverable
+from core.values import Audio, ProgressCallback, Reply, Speech
+from core.words import messages
 
 from . import render
 from .blocks import answer_actions
@@ -41,7 +42,7 @@ class SlackJobs:
         self.http = outbox.http
         self.settings = settings
         self.links = fetcher_for(settings)
-        self.throttle = Throttle()                       # status edits per channel (core.progress)
+        self.throttle = Throttle()                       # status edits per channel (core.flow.progress)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
         self._response_urls: dict[str, tuple[str, bool]] = {}   # job key -> response_url, ephemeral (never stored)
         self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying

@@ -17,15 +17,16 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core import help_texts, intake, messages
 from core.app import Earshot
-from core.commands import DIGEST_WORDS, STATE_WORDS, with_question
+from core.audio.links import split_link
 from core.errors import AccessRefused, EarshotError
-from core.jobs import NewJob
-from core.links import split_link
-from core.models import ChatKey, Sender, Task
-from core.redelivery import Redeliveries
-from core.runner import Reservation
+from core.flow import intake
+from core.flow.commands import DIGEST_WORDS, STATE_WORDS, with_question
+from core.flow.redelivery import Redeliveries
+from core.flow.runner import Reservation
+from core.store.jobs import NewJob
+from core.values import ChatKey, Sender, Task
+from core.words import help_texts, messages
 
 from . import render
 from .actions import SlackActions
@@ -64,7 +65,7 @@ class Handlers:
         # Slack retries events (maybe to another replica while the first still works on it): each is handled once
         self.once = Redeliveries(app.events, PLATFORM, app.locks)
         self.outbox = Outbox(client, http)
-        # answers are durable jobs (core.runner): stored before Slack gets its ack, resumed after a crash;
+        # answers are durable jobs (core.flow.runner): stored before Slack gets its ack, resumed after a crash;
         # the runner's callbacks for them are in .jobs
         self.jobs = app.jobs
         self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings, app.audio_refs)
@@ -102,7 +103,7 @@ class Handlers:
         only heard for digests (mentions arrive as app_mention)."""
         if is_from_bot(event) or event.get("subtype") not in _ANSWERED_MESSAGE_SUBTYPES:
             return
-        # one history per DM; the chat's place in line is taken before any await (core.runner)
+        # one history per DM; the chat's place in line is taken before any await (core.flow.runner)
         with self.jobs.reserve(chat_key(str(event.get("channel")))) as slot:
             if not is_dm(event):
                 await self._overhear(event, body)
@@ -246,7 +247,8 @@ class Handlers:
             await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot, lang=lang)
 
     async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str, lang: str) -> str | None:
-        """What reset, usage, voice, lang or model says (core.chat_state); None when a stranger was already told no."""
+        """What reset, usage, voice, lang or model says (core.flow.chat_state); None when a stranger was already
+        told no."""
         if word == "model":      # switching it: workspace admins and owners, or EARSHOT_ADMIN_USERS
             return await self.chat_state.model(chat, sender, arg, private=chat.chat_id.startswith("D"),
                                                is_admin=lambda: self.digests.is_admin(sender), prefix="/earshot ",
@@ -319,6 +321,7 @@ class Handlers:
 
 
 def link_file(text: str) -> dict[str, Any] | None:
-    """A message that starts with a link, as a file reference to fetch (core.links); "rest": the words after it."""
+    """A message that starts with a link, as a file reference to fetch (core.audio.links); "rest": the words
+    after it."""
     link = split_link(text)
     return {"link": link.url, "name": link.name, "rest": link.rest} if link else None

@@ -11,11 +11,11 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core import messages
 from core.errors import EarshotError
-from core.jobs import Undeliverable
-from core.models import Progress
-from core.progress import StatusLine, Throttle
+from core.flow.progress import StatusLine, Throttle
+from core.store.jobs import Undeliverable
+from core.values import Progress
+from core.words import messages
 
 from . import render
 from .files import scope_error
@@ -41,7 +41,7 @@ class Destination:
 
 
 class Status:
-    """A "Listening…" message for long work (what it says and how often: core.progress), edited as chunks
+    """A "Listening…" message for long work (what it says and how often: core.flow.progress), edited as chunks
     finish and finally replaced by the answer."""
 
     def __init__(self, client: AsyncWebClient, dest: Destination, throttle: Throttle,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.text import split_text
+from core.words.text import split_text
 
 SECTION_LIMIT = 3000          # Slack rejects a section block whose text is longer
 FALLBACK_LIMIT = 300          # the notification text shown beside the blocks
@@ -27,7 +27,7 @@ def to_mrkdwn(text: str) -> str:
 
 
 def split(text: str, limit: int = SECTION_LIMIT) -> list[str]:
-    """Split already-formatted mrkdwn into pieces of at most `limit` characters, at natural breaks (core.text),
+    """Split already-formatted mrkdwn into pieces of at most `limit` characters, at natural breaks (core.words.text),
     never inside an `&amp;` entity."""
     return split_text(text, limit, units=_UNIT.findall) or ["(empty answer)"]
 

@@ -16,11 +16,11 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from core import messages
 from core.app import Earshot
 from core.config import Settings
 from core.errors import EarshotError
 from core.logs import guard_logs
+from core.words import messages
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
 from .app import build_app, check_token, require_credentials

@@ -10,13 +10,13 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
-from core import messages
 from core.app import Earshot
 from core.config import Settings
-from core.election import Election
 from core.errors import EarshotError
+from core.flow.redelivery import Redeliveries
 from core.logs import RedactingFilter, guard_logs
-from core.redelivery import Redeliveries
+from core.store.election import Election
+from core.words import messages
 
 from ..health import HealthServer, PlatformProbe, serve_health
 from .convert import PLATFORM

@@ -1,6 +1,6 @@
 """The row of inline buttons under an answer about audio: the other tasks for the same audio, one tap each.
 
-callback_data is `e1:<task>:<token>[:<language>]`: the token is core.audio_refs' opaque reference to the audio
+callback_data is `e1:<task>:<token>[:<language>]`: the token is core.flow.audio_refs' opaque reference to the audio
 (kept server-side, never the file id), so it stays far below Telegram's 64 bytes. Translate first opens a second
 row of languages; a language button then asks for the translation.
 """
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from core.audio_refs import looks_like_token
 from core.config import QUICK_LANGUAGES
-from core.models import Task
+from core.flow.audio_refs import looks_like_token
+from core.values import Task
 
 VERSION = "e1"                    # a later format can coexist with buttons already in chats
 CALLBACK_LIMIT = 64               # bytes Telegram keeps of callback_data

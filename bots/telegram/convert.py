@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 
 from telegram import Message, MessageEntity
 
-from core.commands import is_audio_name
-from core.links import LinkedAudio
-from core.models import ChatKey, Sender
+from core.audio.links import LinkedAudio
+from core.flow.commands import is_audio_name
+from core.values import ChatKey, Sender
 
 PLATFORM = "telegram"
 
@@ -58,7 +58,7 @@ def media_of(message: Message | None) -> MediaRef | None:
 
 
 def link_media(link: LinkedAudio) -> MediaRef:
-    """An audio link in a message, fetched like a file (core.links); named after the URL's last segment."""
+    """An audio link in a message, fetched like a file (core.audio.links); named after the URL's last segment."""
     return MediaRef(link.url, "link", link.name)
 
 

@@ -1,6 +1,6 @@
 """Group digests in Telegram: /digest and /forget, quiet listening in opted-in groups, scheduled posts.
 
-Module functions over core.digest: who is an admin (getChatMember), who sent a voice note, where to post.
+Module functions over core.flow.digest: who is an admin (getChatMember), who sent a voice note, where to post.
 The flow itself (groups only, access, admins, errors) is DigestService.run's.
 """
 from __future__ import annotations
@@ -10,10 +10,10 @@ import logging
 from telegram import Bot, ChatMember, Message
 from telegram.error import TelegramError
 
-from core import messages
-from core.digest import DigestCommand, DigestService
-from core.jobs import NewJob
-from core.models import ChatKey
+from core.flow.digest import DigestCommand, DigestService
+from core.store.jobs import NewJob
+from core.values import ChatKey
+from core.words import messages
 
 from .convert import MediaRef, chat_key, sender_of, topic_id
 from .progress import Typing

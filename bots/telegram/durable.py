@@ -14,10 +14,10 @@ that update has been processed, so the 200 goes out after the job is stored.
 A handler that stores a job returns at once (the job runs later), so neither wait is long.
 
 Replicas on one PostgreSQL database: Telegram allows one getUpdates consumer, so `ConfirmAfterHandled` calls
-getUpdates only while this process is the elected poller (core.election); the others answer their own long poll
+getUpdates only while this process is the elected poller (core.store.election); the others answer their own long poll
 with "no updates" until they are elected. A new poller starts from offset 0, so Telegram gives it again what the
 dead one fetched but had not confirmed. `HandledApplication` therefore handles each update once, by its id
-(core.redelivery), whichever replica got it first, one replica at a time; it is recorded once handled, not
+(core.flow.redelivery), whichever replica got it first, one replica at a time; it is recorded once handled, not
 before, so an update whose handler died mid-way is handled again (a job it had stored is known by its key and
 not answered twice). The same holds for a webhook update Telegram retries against another replica.
 """
@@ -31,8 +31,8 @@ from telegram import Update
 from telegram.ext import Application
 from telegram.request import RequestData
 
-from core.election import Election
-from core.redelivery import Redeliveries
+from core.flow.redelivery import Redeliveries
+from core.store.election import Election
 
 from .updates import SkipUnreadableUpdates
 

@@ -10,14 +10,15 @@ from telegram import BotCommand, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from core import chat_state, help_texts, intake, messages
 from core.app import Earshot
-from core.commands import TASK_WORDS, with_question
-from core.digest import FORGET, parse_digest
-from core.jobs import NewJob
-from core.links import split_link
-from core.models import Task
-from core.runner import Reservation
+from core.audio.links import split_link
+from core.flow import chat_state, intake
+from core.flow.commands import TASK_WORDS, with_question
+from core.flow.digest import FORGET, parse_digest
+from core.flow.runner import Reservation
+from core.store.jobs import NewJob
+from core.values import Task
+from core.words import help_texts, messages
 
 from . import digests
 from .convert import (
@@ -49,7 +50,7 @@ class TelegramHandlers:
     def __init__(self, app: Earshot) -> None:
         self.earshot = app
         self.access, self.history, self.digests, self.chat_state = app.access, app.history, app.digests, app.chat_state
-        # requests become durable jobs: stored before work starts, resumed after a crash (core.runner);
+        # requests become durable jobs: stored before work starts, resumed after a crash (core.flow.runner);
         # the runner's callbacks for them are in .jobs
         self.jobs = app.jobs
         self.job_callbacks = TelegramJobs(app.jobs, app.settings, app.audio_refs)
@@ -81,7 +82,7 @@ class TelegramHandlers:
     def _ordered(self, callback: Handler) -> Callback:
         """Updates are handled concurrently (CONCURRENT_UPDATES) and a handler awaits the database before it
         submits: the chat's place in the runner's queue is taken first, before any await, and the handler
-        goes on once the chat's earlier updates are submitted (core.runner.Reservation)."""
+        goes on once the chat's earlier updates are submitted (core.flow.runner.Reservation)."""
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             if (message := update.effective_message) is not None:
                 with self.jobs.reserve(chat_key(message)) as slot:
@@ -98,7 +99,7 @@ class TelegramHandlers:
 
     # --- commands -------------------------------------------------------------------------------
     async def on_digest(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
-        """/digest [2h|on|off|daily 09:00 Zone], /forget: the flow is core.digest's."""
+        """/digest [2h|on|off|daily 09:00 Zone], /forget: the flow is core.flow.digest's."""
         parsed = command_of(message, context.bot.username)
         if parsed is not None:
             command = FORGET if parsed[0] == "forget" else parse_digest(parsed[1])
@@ -110,7 +111,7 @@ class TelegramHandlers:
         await self._say(message, self.help_text(await self.lang_of(message)))
 
     async def on_chat_state(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
-        """/reset, /usage, /voice on [VOICE] | /voice off, /lang [CODE|auto] (core.chat_state)."""
+        """/reset, /usage, /voice on [VOICE] | /voice off, /lang [CODE|auto] (core.flow.chat_state)."""
         if (parsed := command_of(message, context.bot.username)) is not None:
             said = await self.chat_state.run(parsed[0], chat_key(message), sender_of(message), parsed[1],
                                              private=message.chat.type == "private",

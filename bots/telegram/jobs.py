@@ -1,4 +1,4 @@
-"""The Telegram adapter's side of durable jobs (core.runner): how to fetch a job's audio again, show that
+"""The Telegram adapter's side of durable jobs (core.flow.runner): how to fetch a job's audio again, show that
 it is being worked on, and deliver its outcome. Called by the runner, in this process or, after a crash,
 in the next one; everything needed is in the stored job (chat, topic, message to answer, MediaRef)."""
 from __future__ import annotations
@@ -11,17 +11,18 @@ from typing import Any
 from telegram import InlineKeyboardMarkup, InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from core import messages, subtitles
-from core.audio import check_length
-from core.audio_refs import AudioRefs
+from core.audio import subtitles
+from core.audio.links import fetcher_for
+from core.audio.pipeline import check_length
 from core.config import DEFAULT_TELEGRAM_BASE, Settings
 from core.errors import AudioError
-from core.jobs import Job, Notice, Outcome, Undeliverable
-from core.links import fetcher_for
-from core.models import Audio, ProgressCallback, Reply
-from core.progress import Throttle
-from core.runner import JobRunner
-from core.taps import wants_buttons
+from core.flow.audio_refs import AudioRefs
+from core.flow.progress import Throttle
+from core.flow.runner import JobRunner
+from core.flow.taps import wants_buttons
+from core.store.jobs import Job, Notice, Outcome, Undeliverable
+from core.values import Audio, ProgressCallback, Reply
+from core.words import messages
 
 from .buttons import task_keyboard
 from .convert import PLATFORM, MediaRef, original_name
@@ -71,7 +72,7 @@ class TelegramJobs:
     @contextlib.asynccontextmanager
     async def _attend(self, job: Job) -> AsyncIterator[ProgressCallback]:
         """Typing and a status message while the job works, noted in the job so that the next process can
-        remove it if this one dies (core.runner calls _unsay)."""
+        remove it if this one dies (core.flow.runner calls _unsay)."""
         chat_id, thread, reply_to = self._where(job)
         status = StatusMessage(self.bot, chat_id, self.throttle, thread_id=thread, reply_to=reply_to,
                                noted=lambda ref: self.runner.set_progress_ref(job, ref), lang=job.lang)

@@ -1,7 +1,7 @@
 """Feedback while the model works: a typing action kept alive, and a status message edited as parts finish.
 
 Telegram shows a chat action for about 5 s, so it is renewed until the answer is sent. What the status
-says and how often it changes is core.progress's.
+says and how often it changes is core.flow.progress's.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
-from core.models import Progress
-from core.progress import StatusLine, Throttle
+from core.flow.progress import StatusLine, Throttle
+from core.values import Progress
 
 from .render import MESSAGE_LIMIT, retry_after_seconds, split_text
 

@@ -17,8 +17,8 @@ from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 
-from core.models import Speech
-from core.text import split_text as core_split
+from core.values import Speech
+from core.words.text import split_text as core_split
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _size(text: str) -> int:
 
 
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Pieces of `text` that each fit one message (core.text), measured as Telegram counts them."""
+    """Pieces of `text` that each fit one message (core.words.text), measured as Telegram counts them."""
     return core_split(text, limit, size=_size)
 
 

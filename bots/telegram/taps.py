@@ -1,5 +1,5 @@
 """Taps on the buttons under answers (bots.telegram.buttons): a callback_query becomes a job for the same audio,
-through core.taps — the same door, budgets and durable jobs as a typed command. The query is answered at once
+through core.flow.taps — the same door, budgets and durable jobs as a typed command. The query is answered at once
 (answerCallbackQuery), so the button's spinner always stops."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
-from core import messages
 from core.app import Earshot
 from core.errors import AudioExpired
-from core.models import Sender, Task
-from core.taps import Tap, submit_tap
+from core.flow.taps import Tap, submit_tap
+from core.values import Sender, Task
+from core.words import messages
 
 from .buttons import TASK_BUTTONS, ButtonPress, parse_callback, task_keyboard
 from .convert import PLATFORM, chat_key, topic_id

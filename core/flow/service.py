@@ -1,0 +1,433 @@
+"""The one entry point adapters call: a Request in, a Reply out."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from core import metrics
+from core.audio import ffmpeg, pipeline, speech
+from core.audio.timestamps import mmss, shift
+from core.config import Settings
+from core.errors import ModelAuthError, NeedsAudio, VoiceUnavailable
+from core.flow.access import AccessPolicy, MeteredClient
+from core.flow.commands import check_request
+from core.flow.together import all_or_nothing
+from core.model import prompts
+from core.model.catalog import ModelInfo
+from core.model.dashscope import ModelAnswer, audio_item, text_item
+from core.model.model_client import ModelClient, has_key, make_client
+from core.model.tokens import PROMPT_RESERVE, estimate_tokens
+from core.store.answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
+from core.store.history import HistoryStore, Turn
+from core.values import TIMED, Audio, ChatKey, Part, Progress, ProgressCallback, Reply, Request, Speech, Task, Usage
+from core.words import messages
+from core.words.i18n import Phrase
+
+logger = logging.getLogger(__name__)
+
+# tasks whose answer reads better with the conversation so far; the others stand alone
+CONVERSATIONAL = {Task.CHAT, Task.ASK, Task.FOLLOW_UP}
+# tasks where the model was asked for mm:ss times that must move with the chunk
+
+Fetch = Callable[[], Awaitable[Audio]]
+
+# the model the request being served uses (its chat's /model); None: EARSHOT_MODEL. A context variable, so the
+# concurrent requests of different chats, and the chunk calls each spawns, each see their own.
+_CHAT_MODEL: ContextVar[str | None] = ContextVar("earshot_chat_model", default=None)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model a chat may use (EARSHOT_MODELS): the settings that name it, its catalog facts, its client."""
+
+    settings: Settings
+    info: ModelInfo
+    client: MeteredClient
+    has_key: bool
+
+
+# tasks whose answer may come back spoken (the chat's /voice setting, or the CLI's --speak)
+SPOKEN = {Task.CHAT, Task.ASK}
+
+
+def choose_voice(settings: Settings, voice: str | None = None) -> str:
+    """The model's own spelling of `voice` (default EARSHOT_VOICE); VoiceUnavailable when the model can't
+    speak or has no such voice."""
+    info = settings.model_info
+    if not info.speaks:
+        raise VoiceUnavailable(messages.CANNOT_SPEAK,
+                               fmt=dict(model=settings.model, models=Phrase(messages.SPEAKING_MODELS)))
+    wanted = (voice or settings.voice).strip()
+    match = next((v for v in info.voices if v.lower() == wanted.lower()), None)
+    if match is None:
+        raise VoiceUnavailable(messages.UNKNOWN_VOICE,
+                               fmt=dict(model=settings.model, voice=wanted, voices=", ".join(info.voices)))
+    return match
+
+
+@dataclass
+class _Call:
+    """One model call's outcome, kept for the reply's usage and request ids."""
+
+    answer: ModelAnswer
+    part: Part | None = None
+
+
+class Assistant:
+    """Turns Requests into Replies: decode and split audio, ask the model, keep per-chat history.
+
+    Use as `async with Assistant(settings) as assistant:` (the bots get theirs from core.app). Entry points:
+    `handle` (a turn), `complete` (one text-only call), `transcribe_quietly` (listening for digests); voices
+    (`voice_on`/`voice_off`) because what a model can speak is the pipeline's knowledge.
+
+    Safe to call concurrently. It keeps no order of its own: a chat's turns are put in order by the job
+    runner (core.flow.runner), which answers them one at a time; the CLI asks one thing at a time.
+    """
+
+    def __init__(self, settings: Settings, *, client: ModelClient | None = None,
+                 history: HistoryStore | None = None, access: AccessPolicy | None = None,
+                 cache: AnswerCache | None = None) -> None:
+        ffmpeg.choose(settings.ffmpeg)
+        # one client per allowed model, built up front (cheap: the pools open on first use); a chat's /model
+        # picks one per request, and with it the model's window, token rates and limits (core.model.catalog), which
+        # drive chunking, budgets and history. Metered: every answer's tokens are charged to its request.
+        self._default = settings.model
+        self._models: dict[str, _Model] = {}
+        for name in settings.models:
+            own = settings.for_model(name)
+            given = client if name == settings.model else None
+            self._models[name] = _Model(own, own.model_info, MeteredClient(given or make_client(own)),
+                                        has_key(own) or given is not None)
+        self.history = history or HistoryStore(settings.db_path)
+        self.access = access or AccessPolicy(settings, self.history)
+        self.cache = cache or AnswerCache(self.history, settings.cache_days)
+
+    # --- the chat's model ----------------------------------------------------------------------
+    @property
+    def _chosen(self) -> _Model:
+        return self._models[_CHAT_MODEL.get() or self._default]
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, naming the model of the request being served (EARSHOT_MODEL outside one)."""
+        return self._chosen.settings
+
+    @property
+    def model(self) -> ModelInfo:
+        """The catalog's facts of the model in use: window, token rates, limits, voices."""
+        return self._chosen.info
+
+    limits = model          # the same facts, under the name the token budgeting reads
+
+    @property
+    def _client(self) -> MeteredClient:
+        return self._chosen.client
+
+    @property
+    def _has_key(self) -> bool:
+        return self._chosen.has_key
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models chats may choose (EARSHOT_MODELS), the default first."""
+        return tuple(self._models)
+
+    async def chat_model(self, chat: ChatKey) -> str:
+        """The model that answers in `chat`: its /model while the operator still allows it, else EARSHOT_MODEL."""
+        chosen = await self.history.settings.model(chat)
+        return chosen if chosen in self._models else self._default
+
+    async def use_model(self, chat: ChatKey, name: str | None) -> None:
+        """/model NAME: `name` (one of `models`) answers in this chat from now on; None: the default."""
+        assert name is None or name in self._models
+        await self.history.settings.set_model(chat, None if name == self._default else name)
+
+    @contextlib.contextmanager
+    def _using(self, name: str) -> Iterator[None]:
+        token = _CHAT_MODEL.set(name)
+        try:
+            yield
+        finally:
+            _CHAT_MODEL.reset(token)
+
+    async def __aenter__(self) -> Assistant:
+        await self.history.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool and the database."""
+        for model in self._models.values():
+            await model.client.aclose()
+        await self.history.close()
+
+    @metrics.handled
+    async def handle(self, request: Request, *, progress: ProgressCallback | None = None,
+                     stream: bool = False, fetch: Fetch | None = None) -> Reply:
+        """Answer one turn. Raises core.errors.EarshotError subclasses with a user_message.
+
+        progress: awaited as chunks of long audio finish (Progress(done, total)), and, when
+        stream=True, with Progress(..., partial=text so far) while the final answer is written.
+        fetch: how to get the audio when request.audio is None; called only after access is granted,
+        and not at all when the answer is cached under request.audio_id.
+        """
+        # who may ask, how fast, how much: refused before anything is downloaded, decoded or sent to the model
+        async with self.access.admit(request):
+            with self._using(await self.chat_model(request.chat)):
+                self._check(request, fetch is not None)
+                return await self._handle(request, progress, stream, fetch)
+
+    def _check(self, request: Request, can_fetch: bool = False) -> None:
+        """Refuse what can't work before spending anything."""
+        check_request(request.task, request.text, request.audio is not None or can_fetch)
+        if not self._has_key:
+            raise ModelAuthError(messages.NO_KEY_CLI)
+
+    async def _handle(self, request: Request, progress: ProgressCallback | None, stream: bool,
+                      fetch: Fetch | None = None) -> Reply:
+        if request.task is Task.FOLLOW_UP:
+            return await self._follow_up(request, progress if stream else None)
+        key, reply = None, None
+        if self._cacheable(request):
+            request, key = await self._cache_key(request, fetch)
+            reply = await self.cache.get(key, request.task)
+            if reply is not None:     # heard before: no download, no model call, no tokens
+                logger.info("%s in %s/%s answered from the cache", request.task.value, request.chat.platform,
+                            request.chat.chat_id)
+        if reply is None:
+            if request.audio is None:
+                assert fetch is not None
+                request = dataclasses.replace(request, audio=await fetch())
+            reply = await self._hear(request, progress, stream)
+            if key is not None:
+                await self.cache.put(key, request.chat, reply)
+        await self.history.add_exchange(
+            request.chat, request.user_id,
+            prompts.describe_audio_turn(request.task, reply.duration or 0.0, request.text), reply.text,
+            reply.usage, audio_seconds=reply.duration)
+        return reply
+
+    def _cacheable(self, request: Request) -> bool:
+        """Only answers that stand alone: never voice chat, nor a question that may read the history."""
+        return self.cache.enabled and request.voice is None and (request.task in STANDALONE or (
+            request.task is Task.ASK and self.settings.history_turns == 0))
+
+    async def _cache_key(self, request: Request, fetch: Fetch | None) -> tuple[Request, str]:
+        """The answer's cache key; the audio is fetched only when its platform id isn't known yet."""
+        digest = None
+        if request.audio_id:
+            digest = await self.cache.digest_of(request.chat.platform, request.audio_id)
+        if digest is None:
+            if request.audio is None:
+                assert fetch is not None
+                request = dataclasses.replace(request, audio=await fetch())
+            assert request.audio is not None
+            digest = await asyncio.to_thread(audio_digest, request.audio.data)
+            if request.audio_id:
+                await self.cache.remember_source(request.chat, request.audio_id, digest)
+        return request, answer_key(digest, request.task, prompts.language_key(request.task, request.text, request.lang),
+                                   self.settings.model)
+
+    async def _hear(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
+        """The audio pipeline: decode, split, ask per chunk, combine. Touches no history."""
+        assert request.audio is not None
+        s = self.settings
+        voice = await self._voice_for(request)
+        prepared = await asyncio.to_thread(pipeline.prepare, request.audio, max_bytes=s.max_file_bytes,
+                                           max_seconds=s.max_audio_seconds, timeout=s.ffmpeg_timeout,
+                                           chunk_seconds=self.model.window)
+        chunks = prepared.chunks
+        # long recordings are costly: refuse one that today's budgets can't cover before asking anything
+        await self.access.afford(sum(self.audio_tokens(c.end - c.start) + PROMPT_RESERVE for c in chunks))
+        if len(chunks) == 1:
+            calls = [await self._one_clip(request, chunks[0], progress if stream else None, voice)]
+            text = calls[0].answer.text.strip()
+        else:
+            calls = await self._map(request, chunks, progress)
+            text, extra = await self._reduce(request, calls, progress if stream else None, voice)
+            if extra:
+                calls.append(extra)
+        usage = sum((c.answer.usage for c in calls), Usage())
+        parts = tuple(c.part for c in calls if c.part is not None)
+        spoken = await self._speech(calls[-1].answer, voice) if voice else None
+        return Reply(text=text, task=request.task, parts=parts, usage=usage, duration=prepared.duration,
+                     request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id),
+                     speech=spoken)
+
+    def audio_tokens(self, seconds: float) -> int:
+        """What the model charges to hear `seconds` of audio in one item."""
+        return self.model.audio_tokens(seconds)
+
+    # --- spoken answers ---------------------------------------------------------------------
+    def check_voice(self, voice: str | None = None) -> str:
+        """The voice to speak in (see choose_voice)."""
+        return choose_voice(self.settings, voice)
+
+    async def voice_on(self, chat: ChatKey, voice: str | None = None) -> str:
+        """/voice on [VOICE]: answers in this chat come back spoken; the voice chosen. Raises
+        VoiceUnavailable, storing nothing, when the model can't speak or lacks the voice."""
+        with self._using(await self.chat_model(chat)):
+            chosen = self.check_voice(voice)
+        await self.history.set_voice(chat, chosen)
+        return chosen
+
+    async def voice_off(self, chat: ChatKey) -> None:
+        """/voice off: answers in this chat are text again."""
+        await self.history.set_voice(chat, None)
+
+    async def voice(self, chat: ChatKey) -> str | None:
+        """The voice this chat's answers are spoken in, or None."""
+        return await self.history.voice(chat)
+
+    async def _voice_for(self, request: Request) -> str | None:
+        if request.task not in SPOKEN:
+            return None
+        if request.voice is not None:
+            return self.check_voice(request.voice)
+        stored = await self.history.voice(request.chat)
+        if stored is None or not self.model.speaks:
+            return None      # the chat chose a voice on a model since switched away from: answer in text
+        try:
+            return self.check_voice(stored)
+        except VoiceUnavailable:
+            return self.check_voice(None)
+
+    async def _speech(self, answer: ModelAnswer, voice: str) -> Speech | None:
+        if not answer.speech:
+            logger.warning("asked %s for speech and got none; answering in text", self.settings.model)
+            return None
+        ogg = await asyncio.to_thread(speech.to_ogg_opus, answer.speech, timeout=self.settings.ffmpeg_timeout)
+        return Speech(ogg, speech.seconds(answer.speech), voice)
+
+    # --- one clip ---------------------------------------------------------------------------
+    async def _one_clip(self, request: Request, chunk: pipeline.Chunk,
+                        progress: ProgressCallback | None, voice: str | None = None) -> _Call:
+        instruction = prompts.clip_instruction(request.task, request.text, voice_chat=self.limits.voice_chat,
+                                               lang=request.lang)
+        content = [audio_item(chunk.data, self.model.max_bytes)] + ([text_item(instruction)] if instruction else [])
+        spent = self.audio_tokens(chunk.end - chunk.start) + estimate_tokens(instruction or "")
+        history = await self._history_for(request, spent)
+        answer = await self._client.generate(
+            self._messages(history, content), max_tokens=self.limits.max_output,
+            on_delta=_streamer(progress, 1, 1), **({"voice": voice} if voice else {}))
+        return _Call(answer, Part(chunk.start, chunk.end, answer.text.strip()))
+
+    # --- long audio: map over chunks, then stitch or combine -------------------------------
+    async def _map(self, request: Request, chunks: list[pipeline.Chunk],
+                   progress: ProgressCallback | None) -> list[_Call]:
+        instruction = prompts.part_instruction(request.task, request.text, request.lang)
+        gate = asyncio.Semaphore(self.settings.chunk_concurrency)
+        done = 0
+        if progress:
+            await progress(Progress(0, len(chunks)))
+
+        async def ask(chunk: pipeline.Chunk) -> _Call:
+            nonlocal done
+            async with gate:
+                content = [audio_item(chunk.data, self.model.max_bytes), text_item(instruction)]
+                answer = await self._client.generate(self._messages([], content),
+                                                     max_tokens=self.limits.max_output)
+            done += 1
+            if progress:
+                await progress(Progress(done, len(chunks)))
+            text = answer.text.strip()
+            if request.task in TIMED:
+                text = shift(text, chunk.start)
+            return _Call(answer, Part(chunk.start, chunk.end, text))
+
+        return await all_or_nothing(ask(c) for c in chunks)   # one failed part fails the request
+
+    async def _reduce(self, request: Request, calls: list[_Call], progress: ProgressCallback | None,
+                      voice: str | None = None) -> tuple[str, _Call | None]:
+        parts = [c.part for c in calls if c.part is not None]
+        labelled = [(mmss(p.start), p.text) for p in parts]
+        if not prompts.needs_combining(request.task):
+            return "\n\n".join(f"[{mark}] {text}" for mark, text in labelled), None
+        instruction = prompts.combine_instruction(request.task, request.text, labelled, request.lang)
+        history = await self._history_for(request, estimate_tokens(instruction))
+        answer = await self._client.generate(
+            self._messages(history, [text_item(instruction)]), max_tokens=self.limits.max_output,
+            on_delta=_streamer(progress, len(parts), len(parts)), **({"voice": voice} if voice else {}))
+        return answer.text.strip(), _Call(answer)
+
+    # --- text follow-ups ----------------------------------------------------------------------
+    async def _follow_up(self, request: Request, progress: ProgressCallback | None) -> Reply:
+        text = (request.text or "").strip()
+        history = await self._history_for(request, estimate_tokens(text))
+        if not history:
+            raise NeedsAudio(messages.NOTHING_TO_FOLLOW)
+        asked = prompts.in_language(text, request.task, request.lang)
+        answer = await self._client.generate(self._messages(history, [text_item(asked)]),
+                                             max_tokens=self.limits.max_output,
+                                             on_delta=_streamer(progress, 1, 1))
+        reply_text = answer.text.strip()
+        await self.history.add_exchange(request.chat, request.user_id, text, reply_text, answer.usage)
+        return Reply(text=reply_text, task=request.task, usage=answer.usage,
+                     request_ids=(answer.request_id,) if answer.request_id else ())
+
+    async def _history_for(self, request: Request, spent: int) -> list[Turn]:
+        """The chat's latest turns that fit beside this request in the model's input limit."""
+        if request.task not in CONVERSATIONAL or self.settings.history_turns == 0:
+            return []
+        turns = await self.history.recent_turns(request.chat, self.settings.history_turns)
+        budget = self.limits.max_input - spent - estimate_tokens(prompts.SYSTEM) - PROMPT_RESERVE
+        kept: list[Turn] = []
+        for turn in reversed(turns):  # newest first, so the oldest are the ones dropped
+            budget -= estimate_tokens(turn.text)
+            if budget < 0:
+                break
+            kept.append(turn)
+        kept.reverse()
+        while kept and kept[0].role != "user":  # a conversation starts with the user
+            kept.pop(0)
+        return kept
+
+    @staticmethod
+    def _messages(history: list[Turn], content: list[dict]) -> list[dict]:
+        system = prompts.SYSTEM + (" " + prompts.FOLLOW_UP_NOTE if history else "")
+        return [
+            {"role": "system", "content": [text_item(system)]},
+            *({"role": t.role, "content": [text_item(t.text)]} for t in history),
+            {"role": "user", "content": content},
+        ]
+
+    # --- for group digests (core.flow.digest) -------------------------------------------------------
+    async def transcribe_quietly(self, request: Request) -> Reply:
+        """A transcript through the usual pipeline that leaves the chat's history alone (background listening)."""
+        request = dataclasses.replace(request, task=Task.TRANSCRIBE)
+        # the same lists and budgets as any request; quietly: no rate limit, and refusing it tells nobody
+        async with self.access.admit(request, quietly=True):
+            with self._using(await self.chat_model(request.chat)):
+                self._check(request)
+                return await self._hear(request, None, False)
+
+    async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer:
+        """One text-only model call with the system prompt and no history. The caller keeps it within
+        `self.limits.max_input` (see estimate_tokens) and charges it: inside `self.access.admit`, after
+        `afford` (core.flow.digest does both for a digest's calls)."""
+        if not self._has_key:
+            raise ModelAuthError(messages.NO_KEY_CLI)
+        return await self._client.generate(self._messages([], [text_item(instruction)]),
+                                           max_tokens=min(max_tokens or self.limits.max_output,
+                                                          self.limits.max_output))
+
+
+def _streamer(progress: ProgressCallback | None, done: int,
+              total: int) -> Callable[[str], Awaitable[None]] | None:
+    """An on_delta callback that reports the text so far, or None when nobody is listening."""
+    if progress is None:
+        return None
+    so_far: list[str] = []
+
+    async def on_delta(delta: str) -> None:
+        so_far.append(delta)
+        await progress(Progress(done, total, partial="".join(so_far)))
+
+    return on_delta

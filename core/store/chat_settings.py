@@ -1,0 +1,53 @@
+"""Choices a chat made with its commands: the voice its answers are spoken in ('' = text), the language
+earshot speaks there ('' = each person's own, from their app), and the model answering there ('' = the
+operator's EARSHOT_MODEL)."""
+from __future__ import annotations
+
+import time
+
+from core.store.db import Database
+from core.values import ChatKey
+
+_COLUMNS = ("voice", "lang", "model")      # each a chat's choice; '' means "not chosen"
+
+
+class ChatSettings:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _set(self, chat: ChatKey, column: str, value: str | None) -> None:
+        assert column in _COLUMNS       # a column name, never a user's words, goes into the SQL
+        await self.db.execute(
+            f"INSERT INTO chat_settings (platform, chat_id, {column}, updated) VALUES (?, ?, ?, ?) "
+            f"ON CONFLICT (platform, chat_id) DO UPDATE SET {column} = excluded.{column}, updated = excluded.updated",
+            chat.platform, chat.chat_id, value or "", time.time())
+
+    async def _get(self, chat: ChatKey, column: str) -> str | None:
+        assert column in _COLUMNS
+        row = await self.db.fetchone(f"SELECT {column} FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                                     chat.platform, chat.chat_id)
+        return (row[0] or None) if row else None
+
+    async def set_voice(self, chat: ChatKey, voice: str | None) -> None:
+        """Speak this chat's answers in `voice`, or (None) answer in text."""
+        await self._set(chat, "voice", voice)
+
+    async def voice(self, chat: ChatKey) -> str | None:
+        """The voice this chat's answers are spoken in, or None for text."""
+        return await self._get(chat, "voice")
+
+    async def set_lang(self, chat: ChatKey, code: str | None) -> None:
+        """Speak `code` (a core.words.i18n.LANGUAGES code) in this chat, or (None) each person's app language."""
+        await self._set(chat, "lang", code)
+
+    async def lang(self, chat: ChatKey) -> str | None:
+        """The language this chat chose with /lang, or None."""
+        return await self._get(chat, "lang")
+
+    async def set_model(self, chat: ChatKey, model: str | None) -> None:
+        """Answer in this chat with `model` (one of EARSHOT_MODELS), or (None) the operator's default."""
+        await self._set(chat, "model", model)
+
+    async def model(self, chat: ChatKey) -> str | None:
+        """The model this chat chose with /model, or None."""
+        return await self._get(chat, "model")

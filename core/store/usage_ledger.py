@@ -1,0 +1,69 @@
+"""The usage ledger: every token spent, as rows of the `turns` table (a chat's words and what they cost share
+a row; spending with no words, like listening or a failed request, is a row with none). Budgets, /usage and
+the metrics read their sums here.
+
+The `*_in(q, …)` functions take the database or one of its transactions (core.store.db), so an answer's words and
+its cost go in one transaction.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core.store.db import Database, Queries
+from core.values import ChatKey, Usage
+
+DAY = 86400.0
+TOTAL = "COALESCE(SUM(COALESCE(audio_tokens,0) + COALESCE(input_tokens,0) + COALESCE(output_tokens,0)), 0)"
+_INSERT = ("INSERT INTO turns (platform, chat_id, thread_id, user_id, role, text, audio_seconds, audio_tokens, "
+           "input_tokens, output_tokens, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def day_start(now: float) -> float:
+    """UTC midnight before `now`: budgets and /usage count from there."""
+    return now - now % DAY
+
+
+async def insert_in(q: Queries, chat: ChatKey, user_id: str | None, role: str, text: str, usage: Usage, created: float,
+              audio_seconds: float | None = None) -> None:
+    """One row: a turn (user/assistant) or a cost with no words (listen, digest, spent)."""
+    await q.execute(_INSERT, chat.platform, chat.chat_id, chat.thread_id or "", user_id or "", role, text,
+                    audio_seconds, usage.audio_tokens, usage.input_tokens, usage.output_tokens, created)
+
+
+async def usage_in(q: Queries, since: float, platform: str, chat_id: str) -> Usage:
+    """A chat's tokens (all its threads) since `since`, by kind."""
+    row = await q.fetchone(
+        "SELECT COALESCE(SUM(audio_tokens),0), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0) "
+        "FROM turns WHERE platform = ? AND chat_id = ? AND created >= ?", platform, chat_id, since)
+    return Usage(*(int(n) for n in row)) if row else Usage()   # PostgreSQL sums are numeric
+
+
+async def totals_in(q: Queries, since: float, platform: str, chat_id: str, user_id: str | None) -> tuple[int, int, int]:
+    """Tokens used since `since`: by the user (on this platform), in the chat, by everyone."""
+    async def one(where: str, args: list[Any]) -> int:
+        row = await q.fetchone(f"SELECT {TOTAL} FROM turns WHERE created >= ?{where}", since, *args)
+        return int(row[0]) if row else 0
+    user = await one(" AND platform = ? AND user_id = ?", [platform, user_id]) if user_id else 0
+    return user, await one(" AND platform = ? AND chat_id = ?", [platform, chat_id]), await one("", [])
+
+
+async def top_in(q: Queries, since: float, column: str, limit: int) -> list[tuple[str, str, int]]:
+    """The biggest spenders since `since` by `column` (user_id or chat_id): (platform, id, tokens)."""
+    rows = await q.fetch(
+        f"SELECT platform, {column}, {TOTAL} AS total FROM turns WHERE created >= ? AND COALESCE({column}, '') != '' "
+        f"GROUP BY platform, {column} HAVING {TOTAL} > 0 ORDER BY total DESC LIMIT ?", since, limit)
+    return [(p, i, int(t)) for p, i, t in rows]
+
+
+class UsageLedger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(self, chat: ChatKey, user_id: str | None, usage: Usage, *, role: str, now: float,
+                     audio_seconds: float | None = None) -> None:
+        """Tokens spent with no words to keep (listening, digests, a failed request)."""
+        await insert_in(self.db, chat, user_id, role, "", usage, now, audio_seconds)
+
+    async def today(self, chat: ChatKey, now: float) -> Usage:
+        """The chat's tokens since UTC midnight."""
+        return await usage_in(self.db, day_start(now), chat.platform, chat.chat_id)

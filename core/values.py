@@ -1,0 +1,132 @@
+"""The data that crosses the core/adapter seam: plain frozen dataclasses, no platform types."""
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+class Task(enum.StrEnum):
+    CHAT = "chat"              # voice chat: the audio alone is the instruction
+    ASK = "ask"                # a question about the audio
+    TRANSCRIBE = "transcribe"
+    SUMMARIZE = "summarize"
+    SENTIMENT = "sentiment"
+    EVENTS = "events"
+    TRANSLATE = "translate"
+    FOLLOW_UP = "follow_up"    # text only, answered from the chat's history
+    LISTEN = "listen"          # a group's voice note heard for digests: stored, never answered (core.flow.digest)
+
+
+# tasks whose answers carry mm:ss marks the model wrote, moved to where each chunk sits in the recording
+TIMED = frozenset({Task.EVENTS, Task.ASK, Task.SENTIMENT})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKey:
+    """One conversation history: a chat, or a thread inside it."""
+
+    platform: str              # "telegram", "slack", "cli"
+    chat_id: str
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """Audio exactly as the user sent it; the core decodes and normalises it."""
+
+    data: bytes
+    filename: str | None = None
+    mime_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One user turn, stripped of platform types."""
+
+    chat: ChatKey
+    task: Task
+    audio: Audio | None = None
+    text: str | None = None    # the question, the target language, or a follow-up message
+    user_id: str | None = None
+    user_name: str | None = None   # Telegram @username (without the @); shown to admins, matched by access rules
+    team_id: str | None = None     # Slack workspace of the user
+    chat_name: str | None = None   # Telegram public chat @username (without the @)
+    retry: bool = False            # a durable job's later attempt (core.flow.runner): not a new request to rate-limit
+    voice: str | None = None       # speak the answer in this voice (else the chat's /voice setting decides)
+    audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
+    admitted: bool = False         # the adapter applied the rate limit when it accepted it (core.flow.runner jobs)
+    lang: str | None = None        # the chat's language (core.flow.chat_state.language_for): answers written in it
+
+    @property
+    def sender(self) -> Sender:
+        return Sender(self.user_id, self.user_name, self.team_id, self.chat_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who is asking, as the platform tells it: what access rules, budgets and rate limits are about."""
+
+    user_id: str | None = None
+    user_name: str | None = None
+    team_id: str | None = None
+    chat_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    audio_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.audio_tokens + self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.audio_tokens + other.audio_tokens, self.input_tokens + other.input_tokens,
+                     self.output_tokens + other.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The model's answer for one chunk of the audio."""
+
+    start: float               # seconds into the original audio
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to tell the user. Adapters decide how to render it."""
+
+    text: str
+    task: Task
+    parts: tuple[Part, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    duration: float | None = None    # seconds of audio the answer covers
+    request_ids: tuple[str, ...] = ()
+    speech: Speech | None = None     # the answer spoken, when the chat asked for voice and the model speaks
+    cached: bool = False             # answered from core.store.answer_cache: no model call, no tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """A spoken answer, ready to send as a voice note."""
+
+    ogg: bytes                       # OGG/Opus
+    seconds: float
+    voice: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a long request has got: chunks answered out of the total, and partial text if streaming."""
+
+    done: int
+    total: int
+    partial: str | None = None
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]

@@ -1,0 +1,96 @@
+"""What /help says and how Telegram's command menu describes each command, in the user's language.
+
+The English texts are the msgids (extracted into core/words/locale); command words stay as they are in every language.
+"""
+from __future__ import annotations
+
+from core.words import messages
+from core.words.i18n import N_, translator
+
+TELEGRAM_PREFIX = "/"
+SLACK_PREFIX = "/earshot "
+
+TELEGRAM_HELP = N_("""I listen to voice notes and audio files and answer about them, using Qwen's audio models.
+
+• Send a voice note and I reply to it, as in a conversation.
+• Add a caption to ask about it: "what time did she say?"
+• Or send a link to an audio or video file.
+• Then write to follow up on what was said.
+• Commands act on the audio you reply to, or on the latest one here:
+/transcribe – word for word
+/summarize – the gist
+/sentiment – the speaker's mood and tone
+/events – sounds, music and speech, with times
+/ask what did he promise? – a question about it
+/translate English – what's said, in another language
+/voice on – answers come back spoken (models that speak); /voice off – text again
+/reset – forget this conversation
+/usage – tokens used today, and what's left
+
+In groups I answer when you use a command, mention me, or reply to me.""")
+
+SLACK_HELP = N_("""*earshot* listens to audio and answers about it.
+• *In a DM:* send a voice clip or an audio file (mp3, m4a, wav, ogg, flac…) or a link to one, maybe with \
+a question; type to follow up.
+• *In a channel:* @mention me with an audio file, or in a thread that has one.
+• `/earshot transcribe` · `summarize` · `sentiment` · `events` — about the latest audio here
+• `/earshot ask <question>` · `/earshot translate <language>`
+• `/earshot voice on [VOICE]` · `voice off` — answers spoken back as audio in the thread (models that speak)
+• `/earshot reset` forgets this conversation · `/earshot usage` shows today's tokens""")
+
+# /lang, for the help texts once chats can choose their language
+TELEGRAM_HELP_LANG = N_("/lang de – the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
+SLACK_HELP_LANG = N_("`/earshot lang de` sets the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
+
+# Telegram's command menu (set_my_commands), in menu order
+TELEGRAM_COMMANDS: list[tuple[str, str]] = [
+    ("transcribe", N_("Word-for-word transcript of the audio")),
+    ("summarize", N_("Summary of the audio")),
+    ("sentiment", N_("The speaker's mood and tone")),
+    ("events", N_("Sounds, music and speech, with times")),
+    ("ask", N_("Ask a question about the audio: /ask <question>")),
+    ("translate", N_("Translate what's said: /translate <language>")),
+    ("voice", N_("Spoken answers: /voice on [VOICE] or /voice off")),
+    ("reset", N_("Forget this conversation")),
+    ("usage", N_("Tokens used today, and what's left")),
+    ("digest", N_("Sum up this group's voice notes: /digest [2h|24h|7d|on|off|daily 09:00]")),
+    ("forget", N_("Delete everything stored for this chat (admins)")),
+    ("help", N_("What I do and how to use me")),
+]
+TELEGRAM_LANG_COMMAND = ("lang", N_("The language I speak here: /lang <code>"))
+TELEGRAM_MODEL_COMMAND = ("model", N_("The model that answers here: /model <name>"))
+
+# set_my_commands takes two-letter codes only, so Chinese menus are in Simplified characters
+TELEGRAM_MENU_LANGUAGES = {"de": "de", "es": "es", "fr": "fr", "it": "it", "ja": "ja", "zh": "zh-Hans"}
+
+
+def digest_help(prefix: str, retention_days: float, lang: str | None) -> str:
+    """What /help says about digests: what is stored, and for how long."""
+    days = messages.count(messages.DAYS, retention_days, lang)
+    return messages.text(messages.DIGEST_HELP, lang, prefix=prefix, days=days)
+
+
+def telegram_help(lang: str | None, retention_days: float, *, with_lang: bool = False) -> str:
+    t = translator(lang)
+    body = t.text(TELEGRAM_HELP)
+    if with_lang:  # the /lang line ends the list of commands, before the last paragraph
+        commands, groups = body.rsplit("\n\n", 1)
+        body = commands + "\n" + t.text(TELEGRAM_HELP_LANG) + "\n\n" + groups
+    return body + "\n\n" + digest_help(TELEGRAM_PREFIX, retention_days, lang)
+
+
+def slack_help(lang: str | None, retention_days: float, *, with_lang: bool = False) -> str:
+    t = translator(lang)
+    lines = [t.text(SLACK_HELP)]
+    if with_lang:
+        lines.append(t.text(SLACK_HELP_LANG))
+    lines.append(digest_help(SLACK_PREFIX, retention_days, lang))
+    return "\n• ".join(lines)
+
+
+def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tuple[str, str]]:
+    """(command, description) pairs for Telegram's menu in one language."""
+    t = translator(lang)
+    commands = (TELEGRAM_COMMANDS[:-1] + ([TELEGRAM_LANG_COMMAND, TELEGRAM_MODEL_COMMAND] if with_lang else [])
+                + TELEGRAM_COMMANDS[-1:])
+    return [(name, t.text(description)) for name, description in commands]
