@@ -54,8 +54,8 @@ WAIT = 30.0                             # seconds: a bot process of its own star
 
 @dataclass(frozen=True)
 class Sent:
-    """Something a user sent (a voice note, a command): where, its platform id, and what the driver needs to
-    deliver it again (`raw`, the driver's own)."""
+    """Something a user sent (a voice note, a command): where, its platform id ("" when the platform gives it
+    none, as Slack a slash command), and what the driver needs to deliver it again (`raw`, the driver's own)."""
 
     chat: str
     id: str
