@@ -1,0 +1,8 @@
+"""One scenario driver per adapter (see tests/scenarios/driver.py); the suite runs against each one listed here."""
+from __future__ import annotations
+
+from tests.scenarios.driver import Driver
+from tests.scenarios.drivers.slack import SlackDriver
+from tests.scenarios.drivers.telegram import TelegramDriver
+
+DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver}
