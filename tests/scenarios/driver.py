@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.models import Task
+from core.values import Task
 from tests.conftest import MODEL_KEY, kill, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from core import messages
-from core.models import Task
+from core.values import Task
+from core.words import messages
 from tests.scenarios.driver import ALICE, BOB, Driver, Said
 from tests.waiting import until
 

@@ -18,7 +18,7 @@ import httpx
 
 from bots.slack.blocks import TASK_ACTION_PREFIX, TRANSLATE_ACTION
 from bots.slack.render import SECTION_LIMIT
-from core.models import Task
+from core.values import Task
 from tests.conftest import SLACK_SECRET, free_port
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body

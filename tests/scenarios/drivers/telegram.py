@@ -14,7 +14,7 @@ from typing import Any
 
 from bots.telegram.buttons import parse_callback
 from bots.telegram.render import MESSAGE_LIMIT
-from core.models import Task
+from core.values import Task
 from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram, visible_length
 from tests.scenarios.driver import ALICE, BOB, Driver, Said, Sent
