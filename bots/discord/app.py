@@ -9,6 +9,7 @@ process-wide settings, set before the client starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -51,6 +52,8 @@ class EarshotClient(discord.AutoShardedClient):
     """discord.py's client with earshot's handlers, commands and start-up."""
 
     def __init__(self, handlers: DiscordHandlers, settings: Settings) -> None:
+        # earshot never joins voice channels: no warnings about the voice libraries it doesn't need
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none())
         self.handlers = handlers
         self.settings = settings
@@ -169,11 +172,17 @@ class DiscordBot:
 
 
 async def _serve(bot: DiscordBot) -> None:
-    await bot.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(bot.start())
+    asked = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, asked], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():             # stopped while connecting: let the start finish, then stop cleanly
+        with contextlib.suppress(Exception):
+            await starting
+    starting.result()                   # a start that failed says why (EarshotError: one line)
     waiting = asyncio.create_task(stop.wait())
     closed = asyncio.create_task(bot.wait_closed())
     try:

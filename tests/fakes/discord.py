@@ -279,7 +279,7 @@ class FakeDiscord:
         if message is not None:
             p["message"] = message
         self.interactions[iid] = {"id": iid, "token": token, "t": time.monotonic(), "channel_id": channel_id,
-                                  "acks": [], "original": None, "followups": [], "target": target,
+                                  "acks": [], "original": None, "followups": [], "target": target, "user_id": user_id,
                                   "deferred": False}
         self._dispatch("INTERACTION_CREATE", p)
         return iid
@@ -459,7 +459,8 @@ class FakeDiscord:
                 return bad
             message = self._store(it["channel_id"], self.bot, data.get("content") or "",
                                   flags=flags | (LOADING if kind == 5 else 0), components=data.get("components"),
-                                  reference=it["target"], interaction_metadata={"id": it["id"], "type": 2})
+                                  reference=it["target"], interaction_metadata={"id": it["id"], "type": 2, "user": self.user(it["user_id"]),
+                                                        "authorizing_integration_owners": {}})
             it["original"], it["deferred"] = message["id"], kind == 5
             if kind == 4:
                 self._emit(message)
