@@ -2,8 +2,8 @@
 stand-in (tests/fakes/discord.py) and the model stand-in, both on loopback."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
 import re
 import subprocess
 import sys
@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from bots.discord import DiscordBot
 from bots.discord.jobs import attachment_origins
+from bots.doctor import check_discord
 from core.config import Settings
 from tests.conftest import MODEL_KEY, serving, settings_for, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
@@ -25,8 +27,8 @@ from tests.fakes.discord import (
     APP_ID,
     AUTO,
     BOB,
-    BOT_ID,
     GENERAL,
+    GUILD_ID,
     IS_VOICE_MESSAGE,
     LOADING,
     FakeDiscord,
@@ -150,13 +152,12 @@ async def test_a_stranger_is_told_once_and_nothing_is_downloaded(tmp_path: Path,
         iid = b.dc.slash(GENERAL, BOB, "transcribe", [{"type": 11, "name": "audio", "value": att["id"]}])
         await until(lambda: b.dc.interaction(iid)["acks"], 10)
         await b.idle()
-        assert len([m for m in b.dc.said(dm)]) == 1, "told once"
+        assert len(b.dc.said(dm)) == 1, "told once"
         assert not b.dc.cdn_fetches and not b.model.calls, "nothing downloaded or spent"
         assert BOB in told["content"]
 
 
 async def test_server_id_lets_its_members_in(tmp_path: Path, clip: bytes) -> None:
-    from tests.fakes.discord import GUILD_ID
     async with discord_running(tmp_path, allowed_users=(GUILD_ID,)) as b:
         mid = b.dc.say(GENERAL, BOB, "what is it?", audio=clip, filename="a.ogg", content_type="audio/ogg",
                        mention=True)
@@ -265,7 +266,6 @@ def test_earshot_discord_runs_as_a_command(tmp_path: Path, clip: bytes, earshot_
                              "the answer")
             assert reference(got[0]) == mid
         finally:
-            import asyncio
             asyncio.run(terminate(proc))
         log = (tmp_path / "bot.log").read_text()
         assert fake.token not in log
@@ -280,13 +280,9 @@ def test_earshot_discord_without_a_token_says_what_to_set(earshot_env: dict[str,
 
 
 async def test_doctor_checks_the_token_the_content_intent_and_prints_the_invite(tmp_path: Path) -> None:
-    from bots.doctor import check_discord
     async with serving(FakeDiscord()) as fake:
         settings = Settings(discord_bot_token=fake.token, discord_api_url=fake.url + "/api/v10",
                             db_path=tmp_path / "x.db")
-        async with httpx.AsyncClient() as _:
-            pass
-        import asyncio
         lines = await asyncio.to_thread(lambda: [c.line() for c in _discord_checks(check_discord, settings)])
         text = "\n".join(lines)
         assert "✓ Discord" in text and "earshot" in text
@@ -294,8 +290,6 @@ async def test_doctor_checks_the_token_the_content_intent_and_prints_the_invite(
         fake.app_flags = 0
         lines = await asyncio.to_thread(lambda: [c.line() for c in _discord_checks(check_discord, settings)])
         assert any(line.startswith("✗") and "MESSAGE CONTENT" in line.upper() for line in lines)
-        bad = settings.model_copy(update={"discord_bot_token": "nope"})
-        from pydantic import SecretStr
         bad = settings.model_copy(update={"discord_bot_token": SecretStr("nope")})
         lines = await asyncio.to_thread(lambda: [c.line() for c in _discord_checks(check_discord, bad)])
         assert lines[0].startswith("✗") and "DISCORD_BOT_TOKEN" in lines[0]
@@ -305,5 +299,3 @@ def _discord_checks(check: Any, settings: Settings) -> list[Any]:
     with httpx.Client(timeout=10) as http:
         return list(check(settings, http))
 
-
-assert BOT_ID and os

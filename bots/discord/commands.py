@@ -85,7 +85,7 @@ def command_tree(client: discord.Client, h: DiscordHandlers) -> app_commands.Com
     return tree
 
 
-def _on_message(h: DiscordHandlers, task: Task):  # type: ignore[no-untyped-def]
+def _on_message(h: DiscordHandlers, task: Task):
     async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
         await h.message_command(interaction, message, task)
     return callback

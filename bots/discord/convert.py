@@ -36,7 +36,7 @@ class FileRef:
     @classmethod
     def loads(cls, ref: str) -> FileRef:
         data = json.loads(ref)
-        return cls(**{k: data[k] for k in cls.__slots__ if k in data})   # type: ignore[attr-defined]
+        return cls(**{k: data[k] for k in cls.__slots__ if k in data})
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,7 +213,7 @@ class DiscordJobs:
         if where.reply_to is not None:
             payload["message_reference"] = {"message_id": str(where.reply_to), "channel_id": str(where.channel),
                                             "fail_if_not_exists": False}
-        form = [{"name": "payload_json", "value": json.dumps(payload)},
+        form: list[dict[str, Any]] = [{"name": "payload_json", "value": json.dumps(payload)},
                 {"name": "files[0]", "value": speech.ogg, "filename": "voice-message.ogg", "content_type": "audio/ogg"}]
         route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=where.channel)
         try:

@@ -459,7 +459,8 @@ class FakeDiscord:
                 return bad
             message = self._store(it["channel_id"], self.bot, data.get("content") or "",
                                   flags=flags | (LOADING if kind == 5 else 0), components=data.get("components"),
-                                  reference=it["target"], interaction_metadata={"id": it["id"], "type": 2, "user": self.user(it["user_id"]),
+                                  reference=it["target"],
+                                  interaction_metadata={"id": it["id"], "type": 2, "user": self.user(it["user_id"]),
                                                         "authorizing_integration_owners": {}})
             it["original"], it["deferred"] = message["id"], kind == 5
             if kind == 4:
