@@ -20,7 +20,8 @@ from bots.discord import DiscordBot
 from bots.discord.jobs import attachment_origins
 from bots.doctor import check_discord
 from core.config import Settings
-from tests.conftest import MODEL_KEY, serving, settings_for, spawn, terminate
+from core.errors import EarshotError
+from tests.conftest import MODEL_KEY, free_port, serving, settings_for, spawn, terminate
 from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.discord import (
     ALICE,
@@ -204,6 +205,8 @@ async def test_a_long_429_is_retried_by_the_runner_without_repeating_pieces(tmp_
         dm = b.dc.dm_channel(ALICE)
         await b.answer(dm, r"440Hz")
         await b.idle()
+        sends = [c["status"] for c in b.dc.calls if c["route"] == "POST /channels/{channel_id}/messages"]
+        assert sends.count(429) == 6 and sends[-1] == 200, "discord.py gave up, the runner delivered later"
         assert len([m for m in b.dc.said(dm) if "440Hz" in m["content"]]) == 1
 
 
@@ -299,3 +302,48 @@ def _discord_checks(check: Any, settings: Settings) -> list[Any]:
     with httpx.Client(timeout=10) as http:
         return list(check(settings, http))
 
+
+
+async def test_refusals_at_start_are_one_clear_line(tmp_path: Path) -> None:
+    async with serving(FakeDiscord()) as fake, serving(FakeDashScope(api_key=MODEL_KEY)) as model:
+        wrong = settings_for(model, tmp_path, discord_bot_token="not-the-token", discord_api_url=fake.url + "/api/v10")
+        with pytest.raises(EarshotError, match="DISCORD_BOT_TOKEN"):
+            await DiscordBot(wrong).start()
+        fake.app_flags = 0                       # the message content intent is off in the Developer Portal
+        off = settings_for(model, tmp_path, discord_bot_token=fake.token, discord_api_url=fake.url + "/api/v10")
+        with pytest.raises(EarshotError, match="MESSAGE CONTENT INTENT"):
+            await DiscordBot(off).start()
+
+
+async def test_health_and_metrics_on_the_metrics_port(tmp_path: Path) -> None:
+    port = free_port()
+    async with discord_running(tmp_path, metrics_port=port), httpx.AsyncClient() as http:
+        r = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert r.status_code == 200 and r.text == "ok\n"
+        r = await http.get(f"http://127.0.0.1:{port}/metrics")
+        assert r.status_code == 200 and "earshot_" in r.text
+
+
+async def test_digest_in_a_server_channel(tmp_path: Path, clip: bytes) -> None:
+    async with discord_running(tmp_path) as b:
+        b.dc.moderators.add(ALICE)
+        iid = b.dc.slash(GENERAL, ALICE, "digest", [{"type": 3, "name": "what", "value": "on"}])
+        await b.interaction(iid, r".")
+        b.dc.say(GENERAL, BOB, audio=clip, voice=True)
+        await until(lambda: b.dc.cdn_fetches, 15, "the voice message to be heard")
+        await until(lambda: b.model.calls, 15, "its transcript")
+        await b.idle()
+        assert not [m for m in b.dc.said(GENERAL) if "440Hz" in m["content"]], "heard quietly: nothing said"
+        iid = b.dc.slash(GENERAL, ALICE, "digest")
+        it = await b.interaction(iid, r"\S")
+        assert it["acks"][0]["type"] == 5 and "440Hz" in str(b.model.calls[-1].texts)
+
+
+def test_deploy_files_run_earshot_discord() -> None:
+    import yaml
+    root = Path(__file__).resolve().parent.parent / "deploy"
+    service = yaml.safe_load((root / "compose.yaml").read_text())["services"]["discord"]
+    assert service["profiles"] == ["discord"] and service["command"] == ["discord"]
+    unit = (root / "earshot-discord.service").read_text()
+    assert "ExecStart=/opt/earshot/.venv/bin/earshot discord" in unit
+    assert "DISCORD_BOT_TOKEN=" in (root / "env.example").read_text()

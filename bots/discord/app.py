@@ -74,7 +74,7 @@ class EarshotClient(discord.AutoShardedClient):
         await self.handlers.on_message(message)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type is discord.InteractionType.component:
+        if interaction.type is discord.InteractionType.component and not self.handlers.closing:
             await self.handlers.on_component(interaction)
 
     async def on_ready(self) -> None:
@@ -150,6 +150,7 @@ class DiscordBot:
         if self._health is not None:
             await self._health.stop()
             self._health = None
+        self.handlers.closing = True          # no new work; what is being handled stores its job first
         await self.earshot.jobs.stop(grace=DRAIN_SECONDS)
         await self._close()
 

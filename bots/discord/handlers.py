@@ -63,6 +63,8 @@ class DiscordHandlers:
         self.jobs = app.jobs
         self.job_callbacks = DiscordJobs(app.jobs, app.settings, app.audio_refs, http)
         self.client: discord.Client | None = None
+        # shutting down: events that arrive now are left alone (the Gateway has no acknowledgements to withhold)
+        self.closing = False
 
     def attach(self, client: discord.Client) -> None:
         self.client = client
@@ -83,7 +85,7 @@ class DiscordHandlers:
 
     # --- messages --------------------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or self.client is None or self.client.user is None:
+        if self.closing or message.author.bot or self.client is None or self.client.user is None:
             return                    # bots, earshot itself included (Discord echoes its own messages)
         with self.jobs.reserve(chat_key(message.channel.id)) as slot:   # its place in line, before any await
             await slot.earlier_settled()
@@ -244,6 +246,8 @@ class DiscordHandlers:
     async def slash(self, interaction: discord.Interaction, word: str, arg: str = "",
                     attachment: discord.Attachment | None = None) -> None:
         """`/earshot <word>`: acknowledged (deferred) at once after the allowed lists, answered by followups."""
+        if self.closing:
+            return
         chat, sender = chat_key(_channel_id(interaction)), sender_of(interaction.user, interaction.guild_id)
         with self.jobs.reserve(chat) as slot:
             lang = await self.lang_of(chat, interaction.locale)
@@ -268,6 +272,8 @@ class DiscordHandlers:
 
     async def message_command(self, interaction: discord.Interaction, message: discord.Message, task: Task) -> None:
         """"Transcribe with earshot" / "Summarize with earshot" on a message: answered as a reply to it."""
+        if self.closing:
+            return
         chat, sender = chat_key(_channel_id(interaction)), sender_of(interaction.user, interaction.guild_id)
         with self.jobs.reserve(chat) as slot:
             lang = await self.lang_of(chat, interaction.locale)
