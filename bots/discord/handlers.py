@@ -254,6 +254,7 @@ class DiscordHandlers:
             if word != "help" and not await self._let_in(interaction, chat, sender, lang):
                 return
             await interaction.response.defer(thinking=True)
+            await slot.earlier_settled()       # after what came before it in this channel, like a message
             if word not in TASK_WORDS:
                 said = await self._command_text(word, arg, chat, sender, lang, guild=interaction.guild_id is not None,
                                                 is_admin=_can_manage(interaction),
