@@ -225,23 +225,42 @@ async def test_spoken_answer_is_a_voice_message(tmp_path: Path, clip: bytes) -> 
 
 
 async def test_long_transcripts_come_as_files_and_messages_fit(tmp_path: Path) -> None:
-    long = tone_audio(*[(0, 0.3), (440, 0.3)] * 40, fmt="ogg")
+    long = tone_audio((0, 10.0), (440, 1.0), (0, 300.0), fmt="ogg")      # over 5 minutes: files too
     async with discord_running(tmp_path) as b:
-        att = b.dc.upload(long, "talk.ogg", "audio/ogg")
+        att = b.dc.upload(long, "standup.ogg", "audio/ogg")
         iid = b.dc.slash(GENERAL, ALICE, "transcribe", [{"type": 11, "name": "audio", "value": att["id"]}])
-        it = await b.interaction(iid, r"440Hz")
-        await b.idle()
-        it = b.dc.interaction(iid)
-        assert all(len(m["content"]) <= 2000 for m in it["messages"])
-        names = [a["filename"] for m in it["messages"] for a in m["attachments"]]
-        if any(n.endswith(".txt") for n in names):
-            assert any(n.endswith(".srt") for n in names)
+        await b.interaction(iid, r"440Hz")
+        files = await until(lambda: [a["filename"] for m in b.dc.interaction(iid)["messages"]
+                                     for a in m["attachments"]], 30, "the transcript files")
+        assert sorted(files) == ["standup.srt", "standup.txt"]
+        assert all(len(m["content"]) <= 2000 for m in b.dc.said())
+
+
+async def test_a_mention_in_a_reply_to_audio_asks_about_that_audio(tmp_path: Path, clip: bytes) -> None:
+    async with discord_running(tmp_path) as b:
+        audio = b.dc.say(GENERAL, BOB, audio=clip, filename="memo.ogg", content_type="audio/ogg")
+        b.dc.say(GENERAL, ALICE, "nice")                    # not addressed: nothing said
+        ask = b.dc.say(GENERAL, ALICE, "what is in it?", mention=True, reply_to=audio)
+        [answer] = await b.answer(GENERAL, r"440Hz")
+        assert reference(answer) == ask
+        assert "what is in it?" in str(b.model.calls[-1].texts)
+
+
+async def test_a_refused_voice_message_comes_as_an_audio_file(tmp_path: Path, clip: bytes) -> None:
+    dc = FakeDiscord()
+    dc.voice_refused = True
+    async with discord_running(tmp_path, dc, model="qwen3-omni-flash") as b:
+        iid = b.dc.slash(GENERAL, ALICE, "voice", [{"type": 3, "name": "state", "value": "on"}])
+        await b.interaction(iid, r".")
+        b.dc.say(GENERAL, ALICE, "hear this", audio=clip, filename="a.ogg", content_type="audio/ogg", mention=True)
+        sent = await until(lambda: [a for m in b.dc.said(GENERAL) for a in m["attachments"]], 20, "the audio file")
+        assert sent[0]["filename"] == "answer.ogg"
 
 
 async def test_help_and_lang_from_the_interaction_locale(tmp_path: Path) -> None:
     async with discord_running(tmp_path) as b:
         iid = b.dc.slash(GENERAL, ALICE, "help", locale="de")
-        it = await b.interaction(iid, r"earshot")
+        it = await b.interaction(iid, r"Sprachnachrichten")
         assert it["acks"][0]["type"] == 5
         iid = b.dc.slash(GENERAL, ALICE, "lang")
         await b.interaction(iid, r".")

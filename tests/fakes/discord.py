@@ -82,6 +82,7 @@ class FakeDiscord:
         self.limits: dict[str, list[float]] = {}
         self.identified = asyncio.Event()
         self.intents = 0
+        self.voice_refused = False                  # answer voice messages with 50161, as for missing metadata
         self.channels: dict[str, dict[str, Any]] = {
             cid: {"id": cid, "type": 0, "name": name, "position": i, "permission_overwrites": [], "parent_id": None,
                   "nsfw": False, "topic": None, "last_message_id": None, "flags": 0, "guild_id": GUILD_ID}
@@ -394,6 +395,8 @@ class FakeDiscord:
         if len(content) > 2000:
             return refuse(400, 50035, "Invalid Form Body: content BASE_TYPE_MAX_LENGTH")
         if int(body.get("flags") or 0) & IS_VOICE_MESSAGE:
+            if self.voice_refused:
+                return refuse(400, 50161, "Voice messages must have supporting metadata")
             if content:
                 return refuse(400, 50159, "Voice messages cannot have additional content")
             meta = body.get("attachments") or []
