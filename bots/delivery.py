@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from core.jobs import Undeliverable
+
 Step = Callable[[], Awaitable[object]]
 
 
@@ -17,10 +19,16 @@ class Resumable:
         self._done: dict[int, int] = {}
 
     async def run(self, job_id: int, steps: Sequence[Step]) -> None:
+        """Raises what a step raised: the runner retries (and the next run skips what went out), or gives up
+        on Undeliverable (and so does this, forgetting the job)."""
         done = self._done.setdefault(job_id, 0)
-        for i, step in enumerate(steps):
-            if i < done:
-                continue
-            await step()
-            self._done[job_id] = done = i + 1
+        try:
+            for i, step in enumerate(steps):
+                if i < done:
+                    continue
+                await step()
+                self._done[job_id] = done = i + 1
+        except Undeliverable:
+            self._done.pop(job_id, None)
+            raise
         del self._done[job_id]

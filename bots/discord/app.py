@@ -43,6 +43,16 @@ def intents() -> discord.Intents:
     return wanted
 
 
+# discord.py logs interaction tokens at DEBUG (the Gateway's events, webhook URLs): never below INFO
+TOKEN_LOGGERS = ("discord.gateway", "discord.http", "discord.webhook", "discord.client")
+
+
+def quiet_tokens() -> None:
+    for name in TOKEN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
+
+
 def point_at(api_url: str) -> None:
     """Every REST call discord.py makes goes to `api_url` (the base with its version)."""
     discord.http.Route.BASE = api_url.rstrip("/")
@@ -107,6 +117,7 @@ class DiscordBot:
 
     async def start(self) -> None:
         point_at(self.settings.discord_api_url)
+        quiet_tokens()
         self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
         try:

@@ -119,18 +119,12 @@ class DiscordJobs:
             yield None
             return
         channel = self.client.get_partial_messageable(Where.loads(job.message_ref).channel)
-        try:
-            typing = channel.typing()
-            await typing.__aenter__()
-        except discord.HTTPException as err:     # a courtesy: never let it stop the answer
-            log.info("typing indicator refused: %s", err.status)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(channel.typing())
+            except discord.HTTPException as err:     # a courtesy: never let it stop the answer
+                log.info("typing indicator refused: %s", err.status)
             yield None
-            return
-        try:
-            yield None
-        finally:
-            with contextlib.suppress(Exception):
-                await typing.__aexit__(None, None, None)
 
     # --- deliver ---------------------------------------------------------------------------------------
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
