@@ -366,3 +366,15 @@ def test_deploy_files_run_earshot_discord() -> None:
     unit = (root / "earshot-discord.service").read_text()
     assert "ExecStart=/opt/earshot/.venv/bin/earshot discord" in unit
     assert "DISCORD_BOT_TOKEN=" in (root / "env.example").read_text()
+
+
+def test_waveform_and_pieces_are_as_discord_wants_them(clip: bytes) -> None:
+    import base64
+
+    from bots.discord.render import pieces, waveform
+    wave = base64.b64decode(waveform(clip, 2.0))
+    assert 1 <= len(wave) <= 256 and max(wave) == 255
+    long = base64.b64decode(waveform(tone_audio((440, 40.0), fmt="ogg"), 40.0))
+    assert len(long) == 256, "at most 256 samples, however long"
+    text = ("word " * 1000).strip()
+    assert all(len(p) <= 2000 for p in pieces(text)) and " ".join(pieces(text)) == text
