@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -137,6 +138,8 @@ async def test_slash_command_with_an_attachment_and_a_button(tmp_path: Path, cli
         pressed = await b.interaction(pid, r"440Hz")
         assert pressed["acks"][0]["type"] == 5
         assert "transcri" in str(b.model.calls[-1].texts).lower() or b.model.calls[-1].items
+        dump = "\n".join(sqlite3.connect(b.settings.db_path).iterdump())
+        assert b.dc.interactions[iid]["token"] not in dump, "interaction tokens are never stored"
         menu = [c for c in buttons(answer) if c["type"] == 3]
         tid = b.dc.press(GENERAL, ALICE, answer["id"], menu[0]["custom_id"], values=[menu[0]["options"][0]["value"]])
         await b.interaction(tid, r".")
