@@ -1,8 +1,8 @@
 """The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots.
 
 Imports are paid per command: pydantic, httpx, SQLite and the model client load only when a command
-runs, the chat libraries (python-telegram-bot, slack-bolt, aiohttp) only for `earshot telegram` and
-`earshot slack`, so `earshot --help` and a one-shot transcript don't wait on them.
+runs, the chat libraries (python-telegram-bot, slack-bolt, discord.py, aiohttp) only for `earshot telegram`,
+`earshot slack` and `earshot discord`, so `earshot --help` and a one-shot transcript don't wait on them.
 """
 from __future__ import annotations
 
@@ -250,10 +250,8 @@ def telegram(
     settings = _settings()
     if settings.telegram_bot_token is None:
         _fail("set TELEGRAM_BOT_TOKEN to run the Telegram bot", EXIT_CONFIG)
-    from core.logs import setup_logging
-    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
     from bots.telegram import run
-    _serve(lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
+    _serve_bot(settings, lambda: run(settings, webhook_url=webhook_url, port=port, listen=listen))
 
 
 @app.command()
@@ -265,10 +263,18 @@ def slack(port: Annotated[int, typer.Option(
         _fail("set SLACK_BOT_TOKEN to run the Slack app", EXIT_CONFIG)
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail("set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)", EXIT_CONFIG)
-    from core.logs import setup_logging
-    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
     from bots.slack import run
-    _serve(lambda: run(settings, port=port))
+    _serve_bot(settings, lambda: run(settings, port=port))
+
+
+@app.command()
+def discord() -> None:
+    """Run the Discord bot (DISCORD_BOT_TOKEN) on the Gateway."""
+    settings = _settings()
+    if settings.discord_bot_token is None:
+        _fail("set DISCORD_BOT_TOKEN to run the Discord bot", EXIT_CONFIG)
+    from bots.discord import run
+    _serve_bot(settings, lambda: run(settings))
 
 
 @app.command()
@@ -300,6 +306,13 @@ def _options(
                                           help="Print earshot's version and exit.")] = False,
 ) -> None:
     pass
+
+
+def _serve_bot(settings: Settings, run: Callable[[], None]) -> None:
+    """A long-running bot: logging at INFO (secrets masked), then `run` until it is stopped."""
+    from core.logs import setup_logging
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
+    _serve(run)
 
 
 def _serve(run: Callable[[], None]) -> None:

@@ -1,7 +1,7 @@
 """`earshot doctor`: check ffmpeg, the database and every configured credential against its service.
 
 One line per check, ✓ or ✗; a ✗ line says what to change (the variable, the setting, the webhook to
-delete). Telegram and Slack are asked over plain HTTP (httpx), the way the bots' libraries ask, so the
+delete). Telegram, Slack and Discord are asked over plain HTTP (httpx), the way the bots' libraries ask, so the
 command stays quick and needs neither library. Secrets are never printed: every line is masked with the
 same filter as the logs before it is written.
 """
@@ -245,6 +245,53 @@ def check_slack(settings: Settings, http: httpx.Client) -> Iterator[Check]:
         yield Check("Slack mode", True, "HTTP: SLACK_SIGNING_SECRET is set (Slack's requests are checked with it)")
 
 
+# --- Discord ---------------------------------------------------------------------------------------
+# what earshot does in a channel: see it, read its history (the latest audio), send messages and voice messages,
+# attach files (transcripts, spoken answers), answer in threads
+DISCORD_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 38) | (1 << 46)
+DISCORD_CONTENT_FLAGS = (1 << 18) | (1 << 19)     # GATEWAY_MESSAGE_CONTENT, _LIMITED: the intent is on
+
+
+def check_discord(settings: Settings, http: httpx.Client) -> Iterator[Check]:
+    if settings.discord_bot_token is None or not settings.discord_bot_token.get_secret_value():
+        yield Check("Discord", None, "DISCORD_BOT_TOKEN not set, skipped")
+        return
+    api = settings.discord_api_url.rstrip("/")
+    headers = {"Authorization": f"Bot {settings.discord_bot_token.get_secret_value()}"}
+
+    def call(path: str) -> tuple[dict | None, str | None]:
+        try:
+            resp = http.get(api + path, headers=headers)
+            body = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return None, f"no answer from {_where(api)} ({type(exc).__name__}): check DISCORD_API_URL and the network"
+        if resp.status_code == 401:
+            return None, ("DISCORD_BOT_TOKEN was refused (401): copy the bot's token again from the Developer "
+                          "Portal (your application → Bot → Reset Token)")
+        if resp.status_code != 200:
+            return None, f"GET {path} failed ({resp.status_code} {body.get('message', '')})"
+        return body, None
+
+    me, problem = call("/users/@me")
+    if me is None:
+        yield Check("Discord GET /users/@me", False, problem or "")
+        return
+    yield Check("Discord GET /users/@me", True, f"signed in as {me.get('username')}")
+    app, problem = call("/applications/@me")
+    if app is None:
+        yield Check("Discord message content intent", False, problem or "")
+        return
+    if int(app.get("flags") or 0) & DISCORD_CONTENT_FLAGS:
+        yield Check("Discord message content intent", True, "on: messages in servers arrive with their audio")
+    else:
+        yield Check("Discord message content intent", False,
+                    "off: switch on MESSAGE CONTENT INTENT under Bot → Privileged Gateway Intents in the Developer "
+                    "Portal (without it `earshot discord` can't connect)")
+    invite = (f"https://discord.com/oauth2/authorize?client_id={app.get('id')}&scope=bot+applications.commands"
+              f"&permissions={DISCORD_PERMISSIONS}")
+    yield Check("Discord invite", True, f"add earshot to a server with {invite}")
+
+
 # --- all of it -------------------------------------------------------------------------------------
 async def _async_checks(settings: Settings) -> list[Check]:
     return list(await asyncio.gather(check_database(settings), check_model(settings)))
@@ -257,6 +304,7 @@ def run_checks(settings: Settings, *, webhook_url: str | None = None) -> Iterato
     with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http:
         yield from check_telegram(settings, http, webhook_url)
         yield from check_slack(settings, http)
+        yield from check_discord(settings, http)
 
 
 def doctor(settings: Settings, *, webhook_url: str | None = None,

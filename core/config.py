@@ -19,6 +19,7 @@ REGION_HOSTS = {"beijing": "https://dashscope.aliyuncs.com", "singapore": "https
 COMPAT_PATH = "/compatible-mode/v1"
 DEFAULT_TELEGRAM_BASE = "https://api.telegram.org"
 DEFAULT_SLACK_API = "https://slack.com/api/"
+DEFAULT_DISCORD_API = "https://discord.com/api/v10"
 # the languages offered by one tap under an answer (Telegram buttons, Slack menu, Home tab): (code, name as prompted)
 QUICK_LANGUAGES: tuple[tuple[str, str], ...] = (
     ("en", "English"), ("es", "Spanish"), ("fr", "French"), ("de", "German"), ("zh", "Chinese"), ("ru", "Russian"),
@@ -105,7 +106,8 @@ class Settings(BaseSettings):
     # chat history (turns, with the usage budgets count) and each chat's latest audio: days kept
     history_days: float = Field(30.0, gt=0, **_env("EARSHOT_HISTORY_DAYS"))
 
-    # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids
+    # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids,
+    # Discord user, channel or server ids
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))
     allowed_chats: IdList = Field((), **_env("EARSHOT_ALLOWED_CHATS"))
     admin_users: IdList = Field((), **_env("EARSHOT_ADMIN_USERS"))
@@ -127,6 +129,10 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(DEFAULT_SLACK_API, **_env("SLACK_API_URL"))
     # the reaction (emoji name, without colons) that asks for a message's transcript in its thread
     slack_reaction: str = Field("memo", min_length=1, **_env("EARSHOT_SLACK_REACTION"))
+
+    discord_bot_token: SecretStr | None = Field(None, **_env("DISCORD_BOT_TOKEN"))
+    # the REST base with its version; the Gateway's address comes from GET /gateway/bot there
+    discord_api_url: str = Field(DEFAULT_DISCORD_API, **_env("DISCORD_API_URL"))
 
     @field_validator("allowed_users", "allowed_chats", "admin_users", mode="before")
     @classmethod
@@ -214,7 +220,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value set, for log redaction (the database's connection string and its password too)."""
         fields = (self.dashscope_api_key, self.openai_api_key, self.telegram_bot_token, self.slack_bot_token,
-                  self.slack_signing_secret, self.slack_app_token, self.telegram_webhook_secret)
+                  self.slack_signing_secret, self.slack_app_token, self.telegram_webhook_secret, self.discord_bot_token)
         found = [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
         if isinstance(self.db_path, str):
             found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.dashscope import FakeDashScope
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.server import Threaded
 from tests.fakes.slack import BOT_SCOPES, FakeSlack
 from tests.fakes.telegram import FakeTelegram
@@ -20,10 +21,10 @@ SIGNING_SECRET = "doctor-signing-secret-8f3a"
 
 @pytest.fixture(scope="module")
 def services():
-    ds, tg, sl = FakeDashScope(api_key=KEY, inspect=False), FakeTelegram(), FakeSlack()
-    with Threaded(ds.app) as dss, Threaded(tg.app) as tgs, Threaded(sl.app) as sls:
+    ds, tg, sl, dc = FakeDashScope(api_key=KEY, inspect=False), FakeTelegram(), FakeSlack(), FakeDiscord()
+    with Threaded(ds.app) as dss, Threaded(tg.app) as tgs, Threaded(sl.app) as sls, Threaded(dc.app) as dcs:
         sl.url = sls.url
-        yield {"ds": (ds, dss), "tg": (tg, tgs), "sl": (sl, sls)}
+        yield {"ds": (ds, dss), "tg": (tg, tgs), "sl": (sl, sls), "dc": (dc, dcs)}
 
 
 @pytest.fixture
@@ -31,11 +32,14 @@ def env(services, tmp_path) -> dict[str, str]:
     (_, dss), (tg, tgs), (sl, sls) = services["ds"], services["tg"], services["sl"]
     tgs.call(lambda: setattr(tg, "webhook", None))
     sls.call(lambda: setattr(sl, "scopes", list(BOT_SCOPES)))
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_"))}
+    dc, dcs = services["dc"]
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_", "DISCORD_"))}
     return e | {"DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": dss.url + "/api/v1",
                 "EARSHOT_DB": str(tmp_path / "data" / "earshot.db"),
                 "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url,
-                "SLACK_BOT_TOKEN": sl.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": sls.url + "/api/"}
+                "SLACK_BOT_TOKEN": sl.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": sls.url + "/api/",
+                "DISCORD_BOT_TOKEN": dc.token, "DISCORD_API_URL": dcs.url + "/api/v10"}
 
 
 def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
@@ -43,7 +47,7 @@ def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
     p = subprocess.run([EARSHOT, "doctor", *args], env=env, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in p.stderr, p.stderr
     for secret in (KEY, SIGNING_SECRET, env.get("TELEGRAM_BOT_TOKEN"), env.get("SLACK_BOT_TOKEN"),
-                   env.get("SLACK_APP_TOKEN")):
+                   env.get("SLACK_APP_TOKEN"), env.get("DISCORD_BOT_TOKEN")):
         if secret:
             assert secret not in p.stdout + p.stderr
     lines = {line[2:].split(":", 1)[0]: line for line in p.stdout.splitlines() if line.strip()}
@@ -54,7 +58,8 @@ def test_every_check_passes_against_working_services(env, services):
     code, lines = doctor(env)
     assert code == 0, lines
     assert set(lines) == {"ffmpeg", "database", "model qwen-audio-turbo-latest", "Telegram getMe", "Telegram webhook",
-                          "Slack auth.test", "Slack scopes", "Slack mode"}
+                          "Slack auth.test", "Slack scopes", "Slack mode", "Discord GET /users/@me",
+                          "Discord message content intent", "Discord invite"}
     assert all(line.startswith("✓") for line in lines.values()), lines
     assert "mp3" in lines["ffmpeg"] and "opus" in lines["ffmpeg"]
     assert "@earshot_test_bot" in lines["Telegram getMe"]

@@ -1,6 +1,6 @@
 """Choices a chat made with its commands: the voice its answers are spoken in ('' = text), the language
 earshot speaks there ('' = each person's own, from their app), and the model answering there ('' = the
-operator's EARSHOT_MODEL)."""
+operator's EARSHOT_MODEL), and whether its voice messages are transcribed unasked ('' = only when asked)."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ import time
 from core.store.db import Database
 from core.values import ChatKey
 
-_COLUMNS = ("voice", "lang", "model")      # each a chat's choice; '' means "not chosen"
+_COLUMNS = ("voice", "lang", "model", "auto")      # each a chat's choice; '' means "not chosen"
 
 
 class ChatSettings:
@@ -51,3 +51,11 @@ class ChatSettings:
     async def model(self, chat: ChatKey) -> str | None:
         """The model this chat chose with /model, or None."""
         return await self._get(chat, "model")
+
+    async def set_auto(self, chat: ChatKey, on: bool) -> None:
+        """Transcribe every voice message in this chat unasked (on), or only when asked (off)."""
+        await self._set(chat, "auto", "on" if on else None)
+
+    async def auto(self, chat: ChatKey) -> bool:
+        """Whether this chat's voice messages are transcribed unasked."""
+        return await self._get(chat, "auto") == "on"

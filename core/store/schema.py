@@ -215,3 +215,10 @@ def m012_shared_limits(db: Builder) -> None:
                              "expires": float},
              pk="id", not_null={"platform", "chat_id", "user_id", "tokens", "expires"})
     db.index("spend_holds", ["expires"])
+
+
+@step
+def m013_chat_auto(db: Builder) -> None:
+    """Whether a channel asked for every voice message there to be transcribed unasked (Discord's
+    `/earshot auto on`; empty: off)."""
+    db.column("chat_settings", "auto", str)

@@ -9,6 +9,7 @@ from core.words.i18n import N_, translator
 
 TELEGRAM_PREFIX = "/"
 SLACK_PREFIX = "/earshot "
+DISCORD_PREFIX = "/earshot "
 
 TELEGRAM_HELP = N_("""I listen to voice notes and audio files and answer about them, using Qwen's audio models.
 
@@ -37,6 +38,16 @@ a question; type to follow up.
 • `/earshot ask <question>` · `/earshot translate <language>`
 • `/earshot voice on [VOICE]` · `voice off` — answers spoken back as audio in the thread (models that speak)
 • `/earshot reset` forgets this conversation · `/earshot usage` shows today's tokens""")
+
+DISCORD_HELP = N_("""**earshot** listens to voice messages and audio files and answers about them, using Qwen's \
+audio models.
+• **In a DM:** send a voice message or an audio or video file, maybe with a question; then write to follow up.
+• **In a server:** mention me in a message with audio, or in a reply to one; or right-click a message → Apps → \
+"Transcribe with earshot" / "Summarize with earshot".
+• `/earshot transcribe` · `summarize` · `ask` · `translate` — with an attached file, or on the latest audio here
+• `/earshot voice on` · `voice off` — answers spoken back as voice messages (models that speak)
+• `/earshot lang de` — the language I speak here · `/earshot usage` — today's tokens
+• `/earshot auto on` — transcribe every voice message in this channel (people who can manage the server)""")
 
 # /lang, for the help texts once chats can choose their language
 TELEGRAM_HELP_LANG = N_("/lang de – the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
@@ -94,3 +105,7 @@ def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tupl
     commands = (TELEGRAM_COMMANDS[:-1] + ([TELEGRAM_LANG_COMMAND, TELEGRAM_MODEL_COMMAND] if with_lang else [])
                 + TELEGRAM_COMMANDS[-1:])
     return [(name, t.text(description)) for name, description in commands]
+
+
+def discord_help(lang: str | None, retention_days: float) -> str:
+    return translator(lang).text(DISCORD_HELP) + "\n• " + digest_help(DISCORD_PREFIX, retention_days, lang)

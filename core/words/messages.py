@@ -219,6 +219,24 @@ MODEL_ADMINS_ONLY = N_("Only this chat's admins can switch its model.")
 # a slash command word earshot doesn't know
 UNKNOWN_COMMAND = N_("I don't know `/earshot {command}`.")
 
+# Discord (bots.discord): what the operator reads on stderr, then what users read in chat
+DISCORD_NO_TOKEN = ("No Discord bot token: set DISCORD_BOT_TOKEN (Developer Portal → your application → Bot → "
+                    "Reset Token).")
+DISCORD_BAD_TOKEN = ("Discord refused DISCORD_BOT_TOKEN: copy the bot's token again from the Developer Portal "
+                     "(your application → Bot → Reset Token).")
+DISCORD_NO_CONTENT_INTENT = ("Discord refused the message content intent: switch on MESSAGE CONTENT INTENT under "
+                             "Bot → Privileged Gateway Intents in the Developer Portal, then start earshot again.")
+DISCORD_UNREACHABLE = "Can't reach Discord at {url}: {reason}. Check DISCORD_API_URL and the network."
+DISCORD_FILE_UNAVAILABLE = N_("I couldn't fetch that file from Discord (its link may have expired). "
+                              "Please send it again.")
+AUTO_ON = N_("From now on I transcribe every voice message in this channel. `/earshot auto off` stops it.")
+AUTO_OFF = N_("I no longer transcribe voice messages here unasked: mention me, or use /earshot.")
+AUTO_IS_ON = N_("Every voice message in this channel is transcribed. `/earshot auto off` stops it.")
+AUTO_IS_OFF = N_("Voice messages here are transcribed when someone asks. `/earshot auto on` transcribes every one "
+                 "(people who can manage the server).")
+AUTO_ADMINS_ONLY = N_("Only people who can manage this server can switch automatic transcripts.")
+AUTO_IN_DM = N_("In a direct message I answer every voice message anyway.")
+
 
 def text(message: str, lang: str | None, /, **fmt: object) -> str:
     """A message in a chat's language (a code, a client's locale, or None for English), filled in."""
