@@ -35,7 +35,7 @@ BOT_ID = "B0EARSHOT"
 APP_ID = "A0EARSHOT"
 # the bot scopes an app installed from deploy/slack-manifest.yml holds
 BOT_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
-              "groups:history", "im:history", "im:read", "mpim:history", "reactions:read", "users:read")
+              "groups:history", "im:history", "mpim:history", "reactions:read", "users:read")
 LOGIN_PAGE = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Slack</title></head>"
               "<body>Sign in to your workspace</body></html>")
 
@@ -661,6 +661,10 @@ class FakeSlack:
         channel, ts = params.get("channel", ""), params.get("timestamp", "")
         if not channel or not ts:
             return self._error("invalid_arguments")
+        if "full" in params and str(params["full"]) not in ("true", "false", "1", "0"):
+            # a boolean argument, written true or false in a form body as Slack's method pages show it
+            return self._error("invalid_arguments", response_metadata={
+                "messages": [f"[ERROR] full: expected a boolean, got {params['full']!r}"]})
         message = next((m for m in self._history.get(channel, []) if m["ts"] == ts), None)
         if message is None:
             return self._error("message_not_found")
