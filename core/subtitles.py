@@ -101,7 +101,7 @@ def vtt_text(text: str) -> str:
 
 def srt_text(text: str) -> str:
     """SubRip cue text. The format has no escapes, so: "-->" becomes "->", and the opening bracket of anything
-    players read as formatting (<i>, <font …>, {\an8}) becomes a look-alike, so it shows as written."""
+    players read as formatting (<i>, <font …>, {\\an8}) becomes a look-alike, so it shows as written."""
     text = _ARROW.sub("->", " ".join(text.split()))
     return _SRT_TAG.sub(lambda m: "‹" if m.group() == "<" else "❴", text)
 
