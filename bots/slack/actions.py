@@ -127,13 +127,16 @@ class SlackActions:
     async def on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         opened = parse_home_opened(event)
         if opened is not None and opened.channel_id:
-            await self._publish(sender_of(event, body), opened.channel_id, opened.view_hash)
+            sender = sender_of(event, body)     # the event names no team: the envelope's, as for messages
+            await self._publish(Sender(opened.user_id, team_id=sender.team_id), opened.channel_id, opened.view_hash)
 
     async def _publish(self, sender: Sender, channel: str, view_hash: str | None = None) -> None:
         """The Home tab for `sender`: today's usage and the settings of their DM with earshot (`channel`)."""
+        if not sender.user_id:
+            return
         chat = convo_key(channel)
         report = None                    # a stranger still sees what earshot is, not numbers
-        if sender.user_id and self.earshot.access.allowed(chat, sender):
+        if self.earshot.access.allowed(chat, sender):
             # asked only of someone allowed: a stranger's one refusal of the day is kept for when they ask
             with contextlib.suppress(AccessRefused):
                 report = await self.earshot.access.report(chat, sender, private=True)
