@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core import messages
-from tests.conftest import CHANNEL, DM, World, dm_clip, slack_running
+from tests.conftest import CHANNEL, DM, MODEL_KEY, World, dm_clip, slack_running
+from tests.fakes.dashscope import FakeDashScope
 from tests.fakes.slack import TEAM_ID
 
 
@@ -86,3 +87,18 @@ async def test_reactions_get_is_asked_for_the_full_list_as_a_boolean(world: Worl
     assert call.params["full"] == "true"
     assert len(transcripts(world, message["ts"])) == 1
 
+
+
+async def test_a_long_answer_and_its_transcript_files_resume_after_what_was_posted(tmp_path: Path, clip: bytes):
+    """The record of pieces delivered is the Telegram side's too (core.jobs.Deliveries)."""
+    model = FakeDashScope(api_key=MODEL_KEY)
+    long = "\n\n".join(f"Paragraph {i}: " + "words and more words, " * 60 for i in range(6))
+    model.reply = lambda call: long
+    async with slack_running(tmp_path, ds=model) as world:
+        world.slack.fail("chat.postMessage", after=1)                      # the answer's second message, once
+        world.slack.fail("files.completeUploadExternal", after=0)          # and the transcript files, once
+        await world.event(dm_clip(world.slack, world.slack.add_file(clip), "transcribe"))
+        await world.idle(within=60)
+        posted = [p["text"] for p in world.slack.said(DM) if "words and more" in (p["text"] or "")]
+        assert len(posted) >= 2 and len(posted) == len(set(posted))
+        assert sorted(u["name"] for u in world.slack.uploads) == ["clip.srt", "clip.txt"]

@@ -202,6 +202,7 @@ class FakeSlack:
         self.url = ""                                   # set once served
         self.files_scope = True                         # False: downloads get the sign-in page
         self.failures: dict[str, str] = {}              # method -> Slack error code it answers with
+        self._scripted: dict[str, list[Any]] = {}      # method -> [calls to let through, times to fail, code]
         self.calls: list[ApiCall] = []
         self.posts: list[dict[str, Any]] = []           # chat.postMessage, edited in place by chat.update
         self.updates: list[dict[str, Any]] = []         # every chat.update, in order
@@ -272,6 +273,10 @@ class FakeSlack:
         self._history[channel].append(message)
         return message
 
+    def fail(self, method: str, code: str = "internal_error", *, times: int = 1, after: int = 0) -> None:
+        """After `after` more calls of `method` succeed, the next `times` answer with this error code."""
+        self._scripted[method] = [after, times, code]
+
     def response_url(self) -> str:
         return f"{self.url}/commands/{next(self._ids)}"
 
@@ -314,6 +319,14 @@ class FakeSlack:
             return self._ok(url=self.url.replace("http://", "ws://") + "/socket")
         if token != self.token:
             return self._error("invalid_auth")
+        scripted = self._scripted.get(method)
+        if scripted and scripted[0] > 0:
+            scripted[0] -= 1
+        elif scripted and scripted[1] > 0:
+            scripted[1] -= 1
+            response = self._error(scripted[2])
+            response.headers["x-oauth-scopes"] = ",".join(self.scopes)
+            return response
         if method in self.failures:
             response = self._error(self.failures[method])
         else:
