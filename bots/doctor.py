@@ -21,9 +21,10 @@ from core.errors import EarshotError
 from core.logs import RedactingFilter
 
 TIMEOUT = 15.0
-# the bot scopes the Slack app needs; deploy/slack-manifest.yml asks for exactly these
+# the bot scopes the Slack app uses, and no others: deploy/slack-manifest.yml asks for exactly these, and doctor
+# checks exactly these (tests/test_deploy.py derives them from the Web API methods and events the code uses)
 SLACK_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
-                "groups:history", "im:history", "im:read", "mpim:history", "reactions:read", "users:read")
+                "groups:history", "im:history", "mpim:history", "reactions:read", "users:read")
 # ffmpeg encoders earshot uses: MP3 for what the model hears, Opus for spoken answers sent as voice notes
 ENCODERS = {"mp3": "libmp3lame", "opus": "libopus"}
 

@@ -148,6 +148,39 @@ def test_slack_scopes_agree_between_manifest_doctor_and_stand_in():
     assert sorted(wanted) == sorted(SLACK_SCOPES) == sorted(BOT_SCOPES)
 
 
+# the bot scopes each Web API method and event needs, from Slack's method and event pages
+METHOD_SCOPES = {
+    "auth.test": set(), "views.publish": set(), "apps.connections.open": set(),   # the last: the app-level token
+    "chat.postMessage": {"chat:write"}, "chat.update": {"chat:write"}, "chat.postEphemeral": {"chat:write"},
+    "conversations.history": {"channels:history", "groups:history", "im:history", "mpim:history"},
+    "conversations.replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
+    "files.info": {"files:read"}, "files.uploadV2": {"files:write"}, "reactions.get": {"reactions:read"},
+    "users.info": {"users:read"},
+}
+EVENT_SCOPES = {"app_mention": {"app_mentions:read"}, "message.im": {"im:history"},
+                "message.channels": {"channels:history"}, "message.groups": {"groups:history"},
+                "reaction_added": {"reactions:read"}, "app_home_opened": set()}
+_SDK_CALL = re.compile(r"client\.((?:auth|apps|chat|conversations|files|reactions|users|views)_[A-Za-z0-9_]+)\(")
+_READ_CALL = re.compile(r"read\([\w.]+, \"([a-z]+\.[A-Za-z]+)\"")
+
+
+def test_the_manifest_asks_for_the_scopes_earshot_uses_and_no_others():
+    methods: set[str] = set()
+    for source in (ROOT / "bots" / "slack").glob("*.py"):
+        text = source.read_text()
+        methods |= {m.replace("_", ".", 1).replace("upload_v2", "uploadV2") for m in _SDK_CALL.findall(text)}
+        methods |= set(_READ_CALL.findall(text))
+    assert {"chat.postMessage", "reactions.get", "users.info", "files.uploadV2"} <= methods, methods
+    assert methods <= METHOD_SCOPES.keys(), f"add the scopes of {methods - METHOD_SCOPES.keys()} here"
+    manifest = yaml.safe_load((DEPLOY / "slack-manifest.yml").read_text())
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    needed = set().union(*(METHOD_SCOPES[m] for m in methods), *(EVENT_SCOPES[e] for e in events))
+    needed |= {"commands"} if manifest["features"]["slash_commands"] or manifest["features"]["shortcuts"] else set()
+    needed |= {"files:read"}             # downloading a shared file with the bot token (bots/slack/files.py)
+    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(needed)
+    assert sorted(SLACK_SCOPES) == sorted(needed)        # and doctor checks exactly those
+
+
 def test_importing_the_cli_loads_no_chat_library_or_server():
     code = ("import sys, bots.cli; heavy = {'telegram', 'slack_bolt', 'slack_sdk', 'aiohttp', 'httpx', 'pydantic', "
             "'sqlite_utils', 'prometheus_client'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")

@@ -91,3 +91,30 @@ def test_cues_split_at_the_models_marks_and_never_run_past_30_seconds():
     assert [(c.start, c.end, c.text) for c in subtitles.cues(reply)] == [(62, 70, "hello"), (70, 85, "there")]
     vtt = subtitles.vtt(Reply("", Task.TRANSCRIBE, parts=(Part(0, 2.5, "hello"),), duration=2.5))
     assert vtt == "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nhello\n\n"
+
+
+HOSTILE = "Tom & Jerry --> 00:00:09.000 <v Mallory> forged <c.red>red</c> <i>x</i> {\\an8} top -- > end"
+
+
+def test_webvtt_cue_text_is_escaped_so_it_can_neither_end_a_cue_nor_forge_a_speaker():
+    vtt = subtitles.vtt(Reply("", Task.TRANSCRIBE, parts=(Part(0, 4, HOSTILE),), duration=4))
+    header, cue, end = vtt.split("\n\n")
+    assert header == "WEBVTT" and end == ""
+    timing, text = cue.split("\n")                                   # one cue, one line of text
+    assert timing == "00:00:00.000 --> 00:00:04.000"
+    assert "-->" not in text and "<" not in text and ">" not in text
+    assert "Tom &amp; Jerry --&gt; 00:00:09.000 &lt;v Mallory&gt; forged &lt;c.red&gt;red&lt;/c&gt;" in text
+    import html
+    assert html.unescape(text) == HOSTILE                          # a player shows exactly what was said
+
+
+def test_srt_cue_text_has_no_arrow_no_formatting_tags_and_no_blank_line():
+    reply = Reply("", Task.TRANSCRIBE, parts=(Part(0, 4, HOSTILE), Part(4, 8, "next\n\n2\n--> x")),
+                  duration=8)
+    blocks = subtitles.srt(reply).split("\n\n")
+    assert blocks[-1] == "" and len(blocks) == 3
+    for n, block in enumerate(blocks[:-1], 1):
+        number, timing, text = block.split("\n")                   # number, timing, one line of text
+        assert number == str(n) and timing.count("-->") == 1 and "-->" not in text
+        assert not re.search(r"<[/a-zA-Z]|\{\\", text), text
+    assert [c[2] for c in parse_srt(subtitles.srt(reply))][1] == "next 2 -> x"

@@ -3,6 +3,7 @@ under answers. Payloads are parsed by .interactions, views built by .blocks; a t
 core.flow.taps (the same door, budgets and durable jobs as `/earshot`)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -17,7 +18,7 @@ from core.values import ChatKey, Sender, Task
 from core.words import messages
 
 from .blocks import HomeSettings, home_view
-from .convert import PLATFORM, audio_files
+from .convert import PLATFORM, audio_files, sender_of
 from .convert import chat_key as convo_key
 from .files import file_ref
 from .interactions import (
@@ -74,7 +75,8 @@ class SlackActions:
         chat = chat_of(shortcut.channel_id, shortcut.thread_ts)
         sender = Sender(user_id=shortcut.user_id, team_id=shortcut.team_id)
         if not shortcut.file_ids:
-            await self._ephemeral(shortcut.channel_id, shortcut.user_id, messages.NOT_AUDIO, shortcut.thread_ts,
+            said = messages.text(messages.NOT_AUDIO, await self.handlers.lang_of(chat, sender))
+            await self._ephemeral(shortcut.channel_id, shortcut.user_id, said, shortcut.thread_ts,
                                   shortcut.response_url)
             return
         with self.earshot.jobs.reserve(chat) as slot:
@@ -88,9 +90,10 @@ class SlackActions:
                                                                     shortcut.thread_ts, shortcut.response_url))
 
     # ---- the transcript reaction -----------------------------------------------------------------------
-    async def on_reaction(self, event: dict[str, Any]) -> None:
+    async def on_reaction(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """The reaction on a message with a clip: its transcript in the thread, once per message however many
-        react (the job's key is the message, and the message is claimed once handled)."""
+        react (the job's key is the message). The message is claimed only once a reactor's request was
+        accepted: one refused (a stranger, over their rate limit or budget) leaves it to the next person."""
         reaction = parse_reaction(event, self.earshot.settings.slack_reaction)
         if reaction is None or await self.earshot.events.seen(PLATFORM, reaction.once_key):
             return
@@ -101,12 +104,14 @@ class SlackActions:
         thread = message.get("thread_ts") or reaction.message_ts
         chat = chat_of(reaction.channel_id, thread)
         with self.earshot.jobs.reserve(chat) as slot:
-            sender = Sender(user_id=reaction.user_id)
+            sender = sender_of(event, body)     # the event names no team: the envelope's, as for messages
             tap = Tap(reaction.once_key, chat, sender, Task.TRANSCRIBE, _where(reaction.channel_id, thread),
                       lang=await self.handlers.lang_of(chat, sender))
-            await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[-1]), slot,
-                             say=lambda said: self._ephemeral(reaction.channel_id, reaction.user_id, said, thread))
-        await self.earshot.events.claim(PLATFORM, reaction.once_key)
+            job = await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[-1]), slot,
+                                   say=lambda said: self._ephemeral(reaction.channel_id, reaction.user_id, said,
+                                                                    thread))
+        if job is not None:
+            await self.earshot.events.claim(PLATFORM, reaction.once_key)
 
     async def _message(self, channel: str, ts: str) -> dict[str, Any] | None:
         """The reacted message, files and all (reactions.get: reactions:read)."""
@@ -119,25 +124,29 @@ class SlackActions:
         return message if isinstance(message, dict) else None
 
     # ---- the Home tab ----------------------------------------------------------------------------------
-    async def on_home_opened(self, event: dict[str, Any]) -> None:
+    async def on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         opened = parse_home_opened(event)
         if opened is not None and opened.channel_id:
-            await self._publish(opened.user_id, opened.channel_id, opened.view_hash)
+            sender = sender_of(event, body)     # the event names no team: the envelope's, as for messages
+            await self._publish(Sender(opened.user_id, team_id=sender.team_id), opened.channel_id, opened.view_hash)
 
-    async def _publish(self, user_id: str, channel: str, view_hash: str | None = None) -> None:
-        """The Home tab for `user_id`: today's usage and the settings of their DM with earshot (`channel`)."""
-        chat, sender = convo_key(channel), Sender(user_id=user_id)
-        try:
-            report = await self.earshot.access.report(chat, sender, private=True)
-        except AccessRefused:
-            report = None                # a stranger still sees what earshot is, not numbers
+    async def _publish(self, sender: Sender, channel: str, view_hash: str | None = None) -> None:
+        """The Home tab for `sender`: today's usage and the settings of their DM with earshot (`channel`)."""
+        if not sender.user_id:
+            return
+        chat = convo_key(channel)
+        report = None                    # a stranger still sees what earshot is, not numbers
+        if self.earshot.access.allowed(chat, sender):
+            # asked only of someone allowed: a stranger's one refusal of the day is kept for when they ask
+            with contextlib.suppress(AccessRefused):
+                report = await self.earshot.access.report(chat, sender, private=True)
         voice = await self.earshot.history.settings.voice(chat)
         lang = await self.earshot.history.settings.lang(chat)
         view = home_view(report, HomeSettings(voice is not None, lang, voice),
                          reaction=self.earshot.settings.slack_reaction)
         view["private_metadata"] = channel       # which DM the settings belong to, when a control is used
         try:
-            await self.client.views_publish(user_id=user_id, view=view, hash=view_hash)
+            await self.client.views_publish(user_id=sender.user_id, view=view, hash=view_hash)
         except SlackApiError as err:
             log.warning("views.publish for the Home tab failed: %s", api_error(err))
 
@@ -154,7 +163,7 @@ class SlackActions:
         else:
             await self.earshot.chat_state.run("lang", chat, sender, change.value or "auto", private=True,
                                               prefix="/earshot ")
-        await self._publish(change.user_id, channel)
+        await self._publish(sender, channel)
 
     # ---- buttons under answers, and the Home tab's controls ---------------------------------------------
     async def on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from core.flow.audio_refs import AudioRefs
 from core.flow.progress import Throttle
 from core.flow.runner import JobRunner
 from core.flow.taps import wants_buttons
-from core.store.jobs import Job, Notice, Outcome, Undeliverable
+from core.store.jobs import Deliveries, Job, Notice, Outcome, Undeliverable
 from core.values import Audio, ProgressCallback, Reply, Speech
 from core.words import messages
 
@@ -45,7 +45,7 @@ class SlackJobs:
         self.throttle = Throttle()                       # status edits per channel (core.flow.progress)
         self._statuses: dict[int, Status] = {}          # job id -> its "Listening…" message, in this process
         self._response_urls: dict[str, tuple[str, bool]] = {}   # job key -> response_url, ephemeral (never stored)
-        self._posted: dict[int, list[int]] = {}          # job id -> parts of its answer posted, while retrying
+        self.deliveries = Deliveries()                   # what each answer had posted, for a retried delivery
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver_job, attend=self._attend,
                         audio_id=self._audio_id)
 
@@ -92,22 +92,14 @@ class SlackJobs:
                 payloads[-1] = {**payloads[-1], "blocks": [*payloads[-1]["blocks"], buttons]}
         else:
             payloads = render.messages(outcome.text, plain=True)
-        # a retried delivery goes on after the parts already posted
-        posted = self._posted.setdefault(job.id, [0])
-        await self.outbox.deliver(dest, payloads, status, posted=posted)
-        # then the files, each once: a retried delivery goes on after the ones already uploaded
-        step = len(payloads)
-        if isinstance(outcome, Reply) and outcome.speech is not None:
-            step += 1
-            if posted[0] < step:
-                await self._upload_speech(dest, outcome.speech)
-                posted[0] = step
-        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, render.SECTION_LIMIT):
-            step += 1
-            if posted[0] < step:
-                await self._upload_transcript(job, dest, outcome)
-                posted[0] = step
-        del self._posted[job.id]
+        # a retried delivery goes on after the messages and files already posted
+        async with self.deliveries.resume(job) as pieces:
+            await self.outbox.deliver(dest, payloads, status, pieces=pieces)
+            if isinstance(outcome, Reply) and (speech := outcome.speech) is not None:
+                await pieces.send(lambda: self._upload_speech(dest, speech))
+            if isinstance(outcome, Reply) and subtitles.wants_files(outcome, render.SECTION_LIMIT):
+                reply = outcome
+                await pieces.send(lambda: self._upload_transcript(job, dest, reply))
 
     async def _buttons(self, job: Job) -> dict[str, Any] | None:
         """The other tasks for the same audio, under an answer about audio (.blocks.answer_actions)."""

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from core.errors import EarshotError
 from core.flow.progress import StatusLine, Throttle
-from core.store.jobs import Undeliverable
+from core.store.jobs import Pieces, Undeliverable
 from core.values import Progress
 from core.words import messages
 
@@ -89,46 +89,51 @@ class Outbox:
         await self.deliver(dest, render.messages(text, plain=not markdown), None)
 
     async def deliver(self, dest: Destination, payloads: list[dict[str, Any]],
-                       status: Status | None, *, posted: list[int] | None = None) -> None:
+                      status: Status | None, *, pieces: Pieces | None = None) -> None:
         """Post the payloads in order; the first replaces the status message if there is one.
 
-        posted: for a job's answer, how many payloads went out already. Failures then raise, so the
-        job runner retries (a passing fault) or gives up (Undeliverable), and a retry resumes after
-        the payloads already posted instead of repeating them.
+        pieces: for a job's answer, what an earlier try posted (core.store.jobs.Deliveries). Failures then raise, so
+        the job runner retries (a passing fault) or gives up (Undeliverable), and a retry resumes after the
+        payloads already posted instead of repeating them. Without it a failure is logged and the rest dropped.
         """
         for i, payload in enumerate(payloads):
-            if posted is not None and i < posted[0]:
-                continue
-            try:
-                if i == 0 and status is not None and status.ts is not None:
-                    try:
-                        await self.client.chat_update(channel=dest.channel, ts=status.ts, **payload)
-                        if posted is not None:
-                            posted[0] = i + 1
-                        continue
-                    except SlackApiError as err:
-                        log.warning("could not replace the status message: %s", api_error(err))
-                await self.client.chat_postMessage(channel=dest.channel, thread_ts=dest.thread_ts,
-                                                   unfurl_links=False, unfurl_media=False, **payload)
-            except SlackApiError as err:
-                error = api_error(err)
-                if dest.response_url and error in CANNOT_POST:
-                    await self.respond(dest.response_url, payload, ephemeral=dest.ephemeral)
-                    continue
-                scoped = scope_error(err, "refused to post an answer")
-                log.error("posting to Slack failed: %s", scoped.operator_message if scoped else error)
-                if posted is None:
-                    return
-                if error in PASSING or err.response.status_code >= 500:
-                    raise RuntimeError(f"Slack answered {error}") from None
-                raise Undeliverable(f"Slack answered {error}") from None
-            except Exception as err:   # a network failure must not crash the listener
-                log.error("posting to Slack failed: %s", type(err).__name__)
-                if posted is None:
-                    return
-                raise RuntimeError(f"posting to Slack failed: {type(err).__name__}") from None
-            if posted is not None:
-                posted[0] = i + 1
+            replacing = status if i == 0 else None
+            if pieces is not None:
+                await pieces.send(lambda p=payload, r=replacing: self._post(  # type: ignore[misc]
+                    dest, p, r, raising=True))
+            elif not await self._post(dest, payload, replacing, raising=False):
+                return
+
+    async def _post(self, dest: Destination, payload: dict[str, Any], status: Status | None, *,
+                    raising: bool) -> bool:
+        """One message (in place of the status message, if given); False when it failed and not `raising`."""
+        try:
+            if status is not None and status.ts is not None:
+                try:
+                    await self.client.chat_update(channel=dest.channel, ts=status.ts, **payload)
+                    return True
+                except SlackApiError as err:
+                    log.warning("could not replace the status message: %s", api_error(err))
+            await self.client.chat_postMessage(channel=dest.channel, thread_ts=dest.thread_ts,
+                                               unfurl_links=False, unfurl_media=False, **payload)
+        except SlackApiError as err:
+            error = api_error(err)
+            if dest.response_url and error in CANNOT_POST:
+                await self.respond(dest.response_url, payload, ephemeral=dest.ephemeral)
+                return True
+            scoped = scope_error(err, "refused to post an answer")
+            log.error("posting to Slack failed: %s", scoped.operator_message if scoped else error)
+            if not raising:
+                return False
+            if error in PASSING or err.response.status_code >= 500:
+                raise RuntimeError(f"Slack answered {error}") from None
+            raise Undeliverable(f"Slack answered {error}") from None
+        except Exception as err:   # a network failure must not crash the listener
+            log.error("posting to Slack failed: %s", type(err).__name__)
+            if not raising:
+                return False
+            raise RuntimeError(f"posting to Slack failed: {type(err).__name__}") from None
+        return True
 
     async def respond(self, response_url: str, payload: dict[str, Any], *, ephemeral: bool = False) -> None:
         """Answer a slash command through its response_url (valid 30 minutes, 5 uses)."""

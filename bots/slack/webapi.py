@@ -12,9 +12,14 @@ async def read(client: AsyncWebClient, method: str, **params: Any) -> AsyncSlack
     """Call a read method (files.info, conversations.history…) as a form POST.
 
     slack-sdk sends these as GET; Slack accepts POST for every method, and so do the proxies and
-    stand-ins that refuse a GET, so POST is the one that works everywhere.
+    stand-ins that refuse a GET, so POST is the one that works everywhere. A boolean argument goes as
+    `true` or `false`, as Slack's method pages write them (a form body would otherwise carry "True").
     """
-    return await client.api_call(method, data={k: v for k, v in params.items() if v is not None})
+    return await client.api_call(method, data={k: _form(v) for k, v in params.items() if v is not None})
+
+
+def _form(value: Any) -> Any:
+    return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 def api_error(err: SlackApiError) -> str:

@@ -20,7 +20,7 @@ from core.flow.audio_refs import AudioRefs
 from core.flow.progress import Throttle
 from core.flow.runner import JobRunner
 from core.flow.taps import wants_buttons
-from core.store.jobs import Job, Notice, Outcome, Undeliverable
+from core.store.jobs import Deliveries, Job, Notice, Outcome, Pieces, Undeliverable
 from core.values import Audio, ProgressCallback, Reply
 from core.words import messages
 
@@ -51,6 +51,7 @@ class TelegramJobs:
         self.throttle = Throttle()
         self.links = fetcher_for(settings)
         self.bot: Any = None
+        self.deliveries = Deliveries()       # what each answer had sent, for a retried delivery
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend, stream=True,
                         audio_id=self._audio_id, unsay=self._unsay)
 
@@ -89,17 +90,19 @@ class TelegramJobs:
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
         chat_id, thread, reply_to = self._where(job)
         buttons = await self._buttons(job) if isinstance(outcome, Reply) else None
-        try:
-            if isinstance(outcome, Reply) and outcome.speech is not None:
-                await send_voice(self.bot, chat_id, outcome.speech, outcome.text, thread_id=thread,
-                                 reply_to=reply_to, reply_markup=buttons)
-            else:
-                await send_text(self.bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to,
-                                reply_markup=buttons)
-        except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
-            raise Undeliverable(f"Telegram refused: {err.message}") from err
-        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, MESSAGE_LIMIT):
-            await self._send_transcript_files(job, outcome)
+        # a retried delivery goes on after the messages and files already sent
+        async with self.deliveries.resume(job) as pieces:
+            try:
+                if isinstance(outcome, Reply) and outcome.speech is not None:
+                    await send_voice(self.bot, chat_id, outcome.speech, outcome.text, thread_id=thread,
+                                     reply_to=reply_to, reply_markup=buttons, pieces=pieces)
+                else:
+                    await send_text(self.bot, chat_id, outcome.text, thread_id=thread, reply_to=reply_to,
+                                    reply_markup=buttons, pieces=pieces)
+            except (Forbidden, BadRequest) as err:   # blocked, kicked, chat gone: trying again can't help
+                raise Undeliverable(f"Telegram refused: {err.message}") from err
+            if isinstance(outcome, Reply) and subtitles.wants_files(outcome, MESSAGE_LIMIT):
+                await self._send_transcript_files(job, outcome, pieces)
         if not isinstance(outcome, Notice):
             log.info("chat %s: answered message %s (job %d)", chat_id, reply_to, job.id)
 
@@ -110,17 +113,18 @@ class TelegramJobs:
         token = await self.refs.mint(job.chat, job.file_ref, audio_id=self._audio_id(job))
         return task_keyboard(token, job.task)
 
-    async def _send_transcript_files(self, job: Job, reply: Reply) -> None:
-        """A long transcript also as .txt and .srt documents, named after the user's file if it had a name."""
+    async def _send_transcript_files(self, job: Job, reply: Reply, pieces: Pieces) -> None:
+        """A long transcript also as .txt and .srt documents, named after the user's file if it had a name; each
+        sent once over the runner's tries, after the text."""
         chat_id, thread, reply_to = self._where(job)
         original = original_name(MediaRef.loads(job.file_ref)) if job.file_ref else None
         where = ReplyParameters(reply_to, allow_sending_without_reply=True)
         for i, (name, data) in enumerate(subtitles.transcript_files(reply, original)):
+            caption = messages.text(messages.TRANSCRIPT_FILES, job.lang) if i == 0 else None
             try:
-                document = InputFile(data, filename=name)
-                caption = messages.text(messages.TRANSCRIPT_FILES, job.lang) if i == 0 else None
-                await with_flood_control(lambda d=document, c=caption: self.bot.send_document(  # type: ignore[misc]
-                    chat_id, d, message_thread_id=thread, reply_parameters=where, caption=c))
+                await pieces.send(lambda n=name, d=data, c=caption: with_flood_control(  # type: ignore[misc]
+                    lambda: self.bot.send_document(chat_id, InputFile(d, filename=n), message_thread_id=thread,
+                                                   reply_parameters=where, caption=c)))
             except (Forbidden, BadRequest) as err:
                 raise Undeliverable(f"Telegram refused the transcript file: {err.message}") from err
 

@@ -17,6 +17,7 @@ from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 
+from core.store.jobs import Pieces
 from core.values import Speech
 from core.words.text import split_text as core_split
 
@@ -86,21 +87,30 @@ async def send_piece(bot: Bot, chat_id: int, text: str, *, thread_id: int | None
     return await with_flood_control(send(text, None))
 
 
+async def _once(pieces: Pieces | None, send: Callable[[], Awaitable[T]]) -> T:
+    """A piece of a job's answer is sent once over the runner's tries (core.store.jobs.Deliveries); other text
+    just is."""
+    return await (pieces.send(send) if pieces is not None else send())
+
+
 async def send_text(bot: Bot, chat_id: int, text: str, *, thread_id: int | None = None,
-                    reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None) -> list[Message]:
+                    reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None,
+                    pieces: Pieces | None = None) -> list[Message]:
     """The whole text, in as many messages as it takes; the first one replies to `reply_to`, the last one carries
-    `reply_markup` (buttons under the whole answer)."""
+    `reply_markup` (buttons under the whole answer). pieces: a job's answer, resumed after the messages an earlier
+    try sent."""
     sent: list[Message] = []
-    pieces = split_text(text) or ["…"]
-    for i, piece in enumerate(pieces):
-        sent.append(await send_piece(bot, chat_id, piece, thread_id=thread_id,
-                                     reply_to=reply_to if i == 0 else None,
-                                     reply_markup=reply_markup if i == len(pieces) - 1 else None))
+    parts = split_text(text) or ["…"]
+    for i, part in enumerate(parts):
+        sent.append(await _once(pieces, lambda p=part, i=i: send_piece(  # type: ignore[misc]
+            bot, chat_id, p, thread_id=thread_id, reply_to=reply_to if i == 0 else None,
+            reply_markup=reply_markup if i == len(parts) - 1 else None)))
     return sent
 
 
 async def send_voice(bot: Bot, chat_id: int, speech: Speech, text: str, *, thread_id: int | None = None,
-                     reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None) -> list[Message]:
+                     reply_to: int | None = None, reply_markup: InlineKeyboardMarkup | None = None,
+                     pieces: Pieces | None = None) -> list[Message]:
     """A spoken answer as a voice note (OGG/Opus: Telegram shows a voice bubble for nothing else), with the
     text as its caption, or in messages after it when longer than a caption may be."""
     reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
@@ -111,13 +121,16 @@ async def send_voice(bot: Bot, chat_id: int, speech: Speech, text: str, *, threa
                                       caption=body, parse_mode=mode if body else None,
                                       message_thread_id=thread_id, reply_parameters=reply,
                                       reply_markup=reply_markup if caption is not None else None)
-    try:
-        voice = await with_flood_control(send(escape(caption) if caption else None, ParseMode.HTML))
-    except BadRequest as err:
-        if not (caption and is_format_error(err)):
-            raise
-        voice = await with_flood_control(send(caption, None))
+
+    async def voice_note() -> Message:
+        try:
+            return await with_flood_control(send(escape(caption) if caption else None, ParseMode.HTML))
+        except BadRequest as err:
+            if not (caption and is_format_error(err)):
+                raise
+            return await with_flood_control(send(caption, None))
+    voice = await _once(pieces, voice_note)
     if caption is not None:
         return [voice]
     return [voice, *await send_text(bot, chat_id, text, thread_id=thread_id, reply_to=voice.message_id,
-                                    reply_markup=reply_markup)]
+                                    reply_markup=reply_markup, pieces=pieces)]

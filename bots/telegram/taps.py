@@ -3,21 +3,21 @@ through core.flow.taps — the same door, budgets and durable jobs as a typed co
 (answerCallbackQuery), so the button's spinner always stops."""
 from __future__ import annotations
 
-import contextlib
 import logging
+from dataclasses import dataclass
 
-from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram import Bot, CallbackQuery, Chat, InlineKeyboardMarkup, MaybeInaccessibleMessage, Message, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from core.app import Earshot
 from core.errors import AudioExpired
 from core.flow.taps import Tap, submit_tap
-from core.values import Sender, Task
+from core.values import ChatKey, Sender, Task
 from core.words import messages
 
-from .buttons import TASK_BUTTONS, ButtonPress, parse_callback, task_keyboard
-from .convert import PLATFORM, chat_key, topic_id
+from .buttons import TASK_BUTTONS, parse_callback, task_keyboard
+from .convert import PLATFORM, topic_id
 from .render import send_text, with_flood_control
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,36 @@ def _answered_task(markup: InlineKeyboardMarkup | None) -> Task | None:
     return missing[0] if len(missing) == 1 else None
 
 
+def offered(markup: InlineKeyboardMarkup | None, data: str | None) -> bool:
+    """Whether `data` is one of the buttons under the message: anything else was forged (a modified client may
+    send any callback_data), and must not change the message everyone sees."""
+    rows = markup.inline_keyboard if markup else ()
+    return data is not None and any(b.callback_data == data for row in rows for b in row)
+
+
+@dataclass(frozen=True, slots=True)
+class Tapped:
+    """The message under the tapped button. Telegram includes it whole, or, when it is too old (Bot API 7.0),
+    as an InaccessibleMessage (only its chat and id, date 0): python-telegram-bot parses that as one, or for
+    now as a Message dated 0. Then neither its buttons nor its forum topic are known."""
+
+    chat: Chat
+    message_id: int
+    thread_id: int | None
+    markup: InlineKeyboardMarkup | None
+    whole: bool                       # the message as it is, buttons and all
+
+    @classmethod
+    def of(cls, message: MaybeInaccessibleMessage) -> Tapped:
+        if isinstance(message, Message) and message.is_accessible:
+            return cls(message.chat, message.message_id, topic_id(message), message.reply_markup, True)
+        return cls(message.chat, message.message_id, None, None, False)
+
+    @property
+    def chat_key(self) -> ChatKey:
+        return ChatKey(PLATFORM, str(self.chat.id), str(self.thread_id) if self.thread_id is not None else None)
+
+
 class TelegramTaps:
     def __init__(self, app: Earshot) -> None:
         self.earshot = app
@@ -42,41 +72,46 @@ class TelegramTaps:
         query = update.callback_query
         if query is None:
             return
-        message = query.message if isinstance(query.message, Message) else None
+        user = query.from_user
         press = parse_callback(query.data)
-        if message is None or press is None:     # a message too old to see, or buttons of another format
-            await self._answer(query, messages.AUDIO_EXPIRED)
+        if query.message is None or press is None:     # an inline message's, or buttons of another format
+            await self._answer(query, messages.text(messages.AUDIO_EXPIRED, user.language_code if user else None))
             return
-        chat = chat_key(message)
+        tapped = Tapped.of(query.message)
+        chat = tapped.chat_key
+        bot = query.get_bot()
         with self.earshot.jobs.reserve(chat) as slot:     # the chat's place in line, before the first await
-            user = query.from_user
             lang = await self.earshot.chat_state.language_for(chat, user.language_code if user else None)
             try:
                 ref = await self.earshot.audio_refs.resolve(press.token, chat)
             except AudioExpired as err:
                 await self._answer(query, err.user_text(lang))
-                with contextlib.suppress(BadRequest):       # buttons already gone
-                    await with_flood_control(lambda: message.edit_reply_markup(reply_markup=None))
+                if tapped.whole and offered(tapped.markup, query.data):   # its buttons can't work any more
+                    await self._edit_buttons(bot, tapped, None)
                 return
             await self._answer(query, None)
             if press.choose_language:
-                await self._languages(message, press)
+                markup = task_keyboard(press.token, _answered_task(tapped.markup), languages_open=True)
+                await self._edit_buttons(bot, tapped, markup)
                 return
             await slot.earlier_settled()
             tap = Tap(key=f"cb:{query.id}", chat=chat, sender=Sender(str(user.id), user.username,
-                                                                 chat_name=message.chat.username),
-                      task=press.task, message_ref=str(message.message_id), text=press.language, lang=lang)
-            await submit_tap(self.earshot.access, self.earshot.jobs, tap, ref.ref, slot,
-                             say=lambda said: self._say(message, said))
+                                                                 chat_name=tapped.chat.username),
+                      task=press.task, message_ref=str(tapped.message_id), text=press.language, lang=lang)
 
-    async def _languages(self, message: Message, press: ButtonPress) -> None:
-        """Translate tapped: a second row asks which language."""
-        markup = task_keyboard(press.token, _answered_task(message.reply_markup), languages_open=True)
+            async def say(said: str) -> None:
+                await send_text(bot, tapped.chat.id, said, thread_id=tapped.thread_id, reply_to=tapped.message_id)
+            await submit_tap(self.earshot.access, self.earshot.jobs, tap, ref.ref, slot, say=say)
+
+    @staticmethod
+    async def _edit_buttons(bot: Bot, tapped: Tapped, markup: InlineKeyboardMarkup | None) -> None:
+        """Translate's language row, or no buttons once the audio is gone."""
         try:
-            await with_flood_control(lambda: message.edit_reply_markup(reply_markup=markup))
+            await with_flood_control(lambda: bot.edit_message_reply_markup(
+                chat_id=tapped.chat.id, message_id=tapped.message_id, reply_markup=markup))
         except BadRequest as err:
-            if "not modified" not in err.message.lower():      # tapped twice: the row is already open
-                raise
+            # tapped twice (the row is already open, the buttons already gone), or too old to edit
+            log.info("could not change the buttons under message %s: %s", tapped.message_id, err.message)
 
     @staticmethod
     async def _answer(query: CallbackQuery, text: str | None) -> None:
@@ -84,11 +119,6 @@ class TelegramTaps:
             await with_flood_control(lambda: query.answer(text=text))
         except TelegramError as err:       # too old to answer: the tap still counts
             log.info("could not answer a button tap: %s", err)
-
-    @staticmethod
-    async def _say(message: Message, text: str) -> None:
-        await send_text(message.get_bot(), message.chat_id, text, thread_id=topic_id(message),
-                        reply_to=message.message_id)
 
 
 __all__ = ["PLATFORM", "TelegramTaps"]

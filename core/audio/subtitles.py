@@ -8,6 +8,7 @@ in order by their length — the only approximation, and only for models that he
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -86,13 +87,31 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+# cue text is what the model wrote: in either format it must stay text, on one line (a blank line ends a cue)
+_ARROW = re.compile(r"-{2,}>")                   # what a SubRip reader takes for a timing line
+_SRT_TAG = re.compile(r"<(?=/?[A-Za-z])|\{(?=\\)")    # the start of <i>, </font>, {\an8}: formatting to players
+
+
+def vtt_text(text: str) -> str:
+    """WebVTT cue text: &, < and > as character references (WebVTT's own escapes), so "<v Name>" or "<c>" stay
+    words instead of a forged speaker or class, and "-->" (which ends a cue's text) can't appear."""
+    return " ".join(html.escape(text, quote=False).split())
+
+
+def srt_text(text: str) -> str:
+    """SubRip cue text. The format has no escapes, so: "-->" becomes "->", and the opening bracket of anything
+    players read as formatting (<i>, <font …>, {\\an8}) becomes a look-alike, so it shows as written."""
+    text = _ARROW.sub("->", " ".join(text.split()))
+    return _SRT_TAG.sub(lambda m: "‹" if m.group() == "<" else "❴", text)
+
+
 def srt(reply: Reply) -> str:
-    return "".join(f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.text}\n\n"
+    return "".join(f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{srt_text(c.text)}\n\n"
                    for i, c in enumerate(cues(reply), 1))
 
 
 def vtt(reply: Reply) -> str:
-    body = "".join(f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{c.text}\n\n" for c in cues(reply))
+    body = "".join(f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{vtt_text(c.text)}\n\n" for c in cues(reply))
     return "WEBVTT\n\n" + body
 
 

@@ -17,13 +17,14 @@ it is the `owner` column, until `lease_until`), see core.flow.runner.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import enum
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from core.store.db import Database, Queries
 from core.values import ChatKey, Part, Reply, Sender, Speech, Task, Usage
@@ -79,6 +80,54 @@ Outcome = Reply | Failure | Notice
 
 class Undeliverable(Exception):
     """Raised by an adapter's deliver when retrying can't help (the bot was blocked, the chat is gone)."""
+
+
+T = TypeVar("T")
+
+
+class Pieces:
+    """One try at delivering a job's answer, piece by piece (its messages, then its files): a piece that went out
+    on an earlier try is not sent again, and what sending it returned then (a message to reply to) is given back."""
+
+    def __init__(self, sent: list[Any]) -> None:
+        self._sent, self._next = sent, 0
+
+    async def send(self, piece: Callable[[], Awaitable[T]]) -> T:
+        """Send the next piece, unless an earlier try did."""
+        i, self._next = self._next, self._next + 1
+        if i < len(self._sent):
+            return self._sent[i]
+        result = await piece()
+        self._sent.append(result)
+        return result
+
+
+class Deliveries:
+    """How far each job's answer got, in this process. core.flow.runner tries a failed delivery again (a passing
+    fault); a try resumes after the pieces already sent, so a long answer whose third message failed is not
+    sent again from its first, nor its text again because a file after it failed. Every adapter's deliver
+    goes through one of these.
+
+    In memory only: a process that dies half-way through an answer leaves the next one to send it whole (the
+    window core.flow.runner already has between a send and marking it delivered)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[int, list[Any]] = {}
+
+    @contextlib.asynccontextmanager
+    async def resume(self, job: Job) -> AsyncIterator[Pieces]:
+        """This try's pieces; forgotten once the answer is out, can't be delivered, or had its last try."""
+        sent = self._sent.setdefault(job.id, [])
+        try:
+            yield Pieces(sent)
+        except Undeliverable:
+            self._sent.pop(job.id, None)
+            raise
+        except BaseException:
+            if job.delivery_attempts + 1 >= MAX_DELIVERIES:
+                self._sent.pop(job.id, None)
+            raise
+        self._sent.pop(job.id, None)
 
 
 class JobGone(LookupError):

@@ -35,7 +35,7 @@ BOT_ID = "B0EARSHOT"
 APP_ID = "A0EARSHOT"
 # the bot scopes an app installed from deploy/slack-manifest.yml holds
 BOT_SCOPES = ("app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
-              "groups:history", "im:history", "im:read", "mpim:history", "reactions:read", "users:read")
+              "groups:history", "im:history", "mpim:history", "reactions:read", "users:read")
 LOGIN_PAGE = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Slack</title></head>"
               "<body>Sign in to your workspace</body></html>")
 
@@ -202,6 +202,7 @@ class FakeSlack:
         self.url = ""                                   # set once served
         self.files_scope = True                         # False: downloads get the sign-in page
         self.failures: dict[str, str] = {}              # method -> Slack error code it answers with
+        self._scripted: dict[str, list[Any]] = {}      # method -> [calls to let through, times to fail, code]
         self.calls: list[ApiCall] = []
         self.posts: list[dict[str, Any]] = []           # chat.postMessage, edited in place by chat.update
         self.updates: list[dict[str, Any]] = []         # every chat.update, in order
@@ -272,6 +273,10 @@ class FakeSlack:
         self._history[channel].append(message)
         return message
 
+    def fail(self, method: str, code: str = "internal_error", *, times: int = 1, after: int = 0) -> None:
+        """After `after` more calls of `method` succeed, the next `times` answer with this error code."""
+        self._scripted[method] = [after, times, code]
+
     def response_url(self) -> str:
         return f"{self.url}/commands/{next(self._ids)}"
 
@@ -314,6 +319,14 @@ class FakeSlack:
             return self._ok(url=self.url.replace("http://", "ws://") + "/socket")
         if token != self.token:
             return self._error("invalid_auth")
+        scripted = self._scripted.get(method)
+        if scripted and scripted[0] > 0:
+            scripted[0] -= 1
+        elif scripted and scripted[1] > 0:
+            scripted[1] -= 1
+            response = self._error(scripted[2])
+            response.headers["x-oauth-scopes"] = ",".join(self.scopes)
+            return response
         if method in self.failures:
             response = self._error(self.failures[method])
         else:
@@ -661,6 +674,10 @@ class FakeSlack:
         channel, ts = params.get("channel", ""), params.get("timestamp", "")
         if not channel or not ts:
             return self._error("invalid_arguments")
+        if "full" in params and str(params["full"]) not in ("true", "false", "1", "0"):
+            # a boolean argument, written true or false in a form body as Slack's method pages show it
+            return self._error("invalid_arguments", response_metadata={
+                "messages": [f"[ERROR] full: expected a boolean, got {params['full']!r}"]})
         message = next((m for m in self._history.get(channel, []) if m["ts"] == ts), None)
         if message is None:
             return self._error("message_not_found")

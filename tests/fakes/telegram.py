@@ -143,7 +143,7 @@ class FakeTelegram:
         self.latency = 0.0                        # seconds added to each bot call
         self._files: dict[str, tuple[str, bytes]] = {}
         self._flood: dict[str, list[int]] = {}    # method -> [times left, retry_after]
-        self._failures: dict[str, list[Any]] = {} # method -> [times left, status, description]
+        self._failures: dict[str, list[Any]] = {} # method -> [calls to let through, times left, status, description]
         self._updates: list[dict] = []
         self._ids = itertools.count(1)
         self._update_ids = UPDATE_IDS     # a bot's update ids never repeat, even across the stand-in's restarts
@@ -244,9 +244,10 @@ class FakeTelegram:
         self._flood[method.lower()] = [times, retry_after]
 
     def fail(self, method: str, code: int = 500, description: str = "Internal Server Error",
-             times: int = 1) -> None:
-        """The next `times` calls of `method` fail with this HTTP status and description."""
-        self._failures[method.lower()] = [times, code, description]
+             times: int = 1, after: int = 0) -> None:
+        """After `after` more calls of `method` succeed, the next `times` fail with this HTTP status and description
+        (after=1: the second piece of a long answer fails, the first went out)."""
+        self._failures[method.lower()] = [after, times, code, description]
 
     def said(self, chat_id: int) -> list[dict]:
         """The bot's messages still in the chat, oldest first (edits applied, deleted ones gone)."""
@@ -398,7 +399,9 @@ class FakeTelegram:
         failure = self._failures.get(m)
         if failure and failure[0] > 0:
             failure[0] -= 1
-            return self._fail(failure[1], failure[2])
+        elif failure and failure[1] > 0:
+            failure[1] -= 1
+            return self._fail(failure[2], failure[3])
         if self.latency and m != "getupdates":
             await asyncio.sleep(self.latency)
         handler = getattr(self, f"_m_{m}", None)
@@ -628,25 +631,38 @@ class FakeTelegram:
 
     # ---- inline keyboards: callback queries, answerCallbackQuery, editMessageReplyMarkup --------------------
     def push_callback(self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None,
-                      username: str | None = None) -> str:
+                      username: str | None = None, forged: bool = False, inaccessible: bool = False) -> str:
         """A user taps an inline button with this callback_data under the bot's message; returns the query id.
+        See `callback_update` for the update delivered."""
+        update = self.callback_update(chat_id, message_id, data, user_id=user_id, username=username, forged=forged,
+                                      inaccessible=inaccessible)
+        self.deliver(update)
+        return str(update["callback_query"]["id"])
+
+    def callback_update(self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None,
+                        username: str | None = None, forged: bool = False, inaccessible: bool = False) -> dict:
+        """The update a tap becomes, known to answerCallbackQuery but not delivered (push_callback delivers it).
 
         Real shape: id, from, message (the bot's message, with its reply_markup), chat_instance, data. Telegram
-        delivers only data of a button the message has, so a test can't press a button that isn't there."""
+        delivers only data of a button the message has, so a test can't press a button that isn't there, unless
+        `forged`: what a modified client may send (any 1-64 bytes). `inaccessible`: the message is too old for
+        Telegram to include (Bot API 7.0 InaccessibleMessage: only chat, message_id and date 0)."""
         message = self.messages[(chat_id, message_id)]
         buttons = [b for row in (message.get("reply_markup") or {}).get("inline_keyboard", []) for b in row]
-        if data not in [b.get("callback_data") for b in buttons]:
+        if not forged and data not in [b.get("callback_data") for b in buttons]:
             raise AssertionError(f"no button with callback_data {data!r} under message {message_id}")
+        if not 1 <= len(data.encode()) <= CALLBACK_DATA_LIMIT:
+            raise AssertionError("Telegram carries 1-64 bytes of callback_data")
         user_id = user_id if user_id is not None else abs(chat_id)
         sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
         if username is not None:
             sender["username"] = username
         query_id = str(4_000_000_000_000 + next(self._update_ids))
-        query = {"id": query_id, "from": sender, "message": message,
+        shown = {"chat": message["chat"], "message_id": message_id, "date": 0} if inaccessible else message
+        query = {"id": query_id, "from": sender, "message": shown,
                  "chat_instance": str(-(abs(chat_id) * 7919 % 10**12) - 1), "data": data}
         self.callback_queries[query_id] = query
-        self.deliver({"update_id": next(self._update_ids), "callback_query": query})
-        return query_id
+        return {"update_id": next(self._update_ids), "callback_query": query}
 
     @staticmethod
     def _allowed(update: dict, allowed: list[str] | None) -> bool:
