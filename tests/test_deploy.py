@@ -71,10 +71,32 @@ def test_env_example_defaults_are_the_real_defaults():
         assert getattr(Settings(**{field: shown}), field) == default, f"{name}={shown} is not the default {default!r}"
 
 
-def test_readme_documents_every_setting():
+def test_configuration_guide_documents_every_setting():
+    guide = (ROOT / "docs" / "configuration.md").read_text()
+    assert [v for v in settings_variables() if f"`{v}`" not in guide] == []
     readme = (ROOT / "README.md").read_text()
-    assert [v for v in settings_variables() if f"`{v}`" not in readme] == []
-    assert "earshot doctor" in readme and "deploy/env.example" in readme
+    assert "earshot doctor" in readme and "deploy/env.example" in readme and "docs/configuration.md" in readme
+
+
+def test_readme_is_what_a_newcomer_needs_in_the_first_hour():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 160
+    assert "https://modelstudio.console.alibabacloud.com/" in readme and "DASHSCOPE_API_KEY" in readme
+    assert "bin/earshot transcribe" in readme and "\nbin/test" in readme
+    assert "PYTHON=" in readme and "3.11" in readme
+    for option in ("--verbose", "--listen", "--json", "--format", "-h"):
+        assert option in readme, f"{option} is not in the README"
+    assert all(f"`earshot {name}" in readme for name in commands()), "a command missing from the table"
+    # every guide it points to exists, and every guide is pointed to
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", readme))
+    assert linked == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert all((ROOT / path).is_file() for path in linked)
+    # what moved out stays findable
+    for guide, words in {"scaling.md": ("Replicas", "EARSHOT_JOB_LEASE"), "links.md": ("private", "redirect"),
+                         "architecture.md": ("JobRunner",), "translations.md": ("bin/translations extract",),
+                         "deployment.md": ("COMPOSE_PROFILES=telegram", "sysusers", "127.0.0.1")}.items():
+        text = (ROOT / "docs" / guide).read_text()
+        assert all(w in text for w in words), guide
 
 
 def dockerfile() -> list[tuple[str, str]]:
