@@ -223,7 +223,8 @@ def events(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False)
 @app.command()
 def ask(file: FileArg,
         question: Annotated[str | None, typer.Argument(help="What to ask about the audio.", show_default=False)] = None,
-        speak: Annotated[Path | None, typer.Option("--speak", metavar="OUT.ogg", help="Also write the answer spoken, as OGG/Opus, to "
+        speak: Annotated[Path | None, typer.Option("--speak", metavar="OUT.ogg",
+                                                   help="Also write the answer spoken, as OGG/Opus, to "
                                                    "this file (models that speak: Qwen-Omni).",
                                                    show_default=False)] = None,
         voice: Annotated[str | None, typer.Option("--voice", metavar="NAME", help="Voice of the spoken answer (default "
@@ -235,7 +236,8 @@ def ask(file: FileArg,
 
 @app.command()
 def translate(file: FileArg,
-              to: Annotated[str, typer.Option("--to", metavar="LANG", help="Target language, e.g. English, 中文, Deutsch.",
+              to: Annotated[str, typer.Option("--to", metavar="LANG",
+                                              help="Target language, e.g. English, 中文, Deutsch.",
                                               show_default=False)],
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Translate what is said into another language."""
@@ -277,8 +279,8 @@ def slack(port: Annotated[int, typer.Option(
 @app.command()
 def doctor(
     webhook_url: Annotated[str | None, typer.Option(
-        metavar="URL", help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting "
-             "none.")] = None,
+        metavar="URL", help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of "
+                            "expecting none.")] = None,
 ) -> None:
     """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
     settings = _settings()
