@@ -28,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 FileArg = Annotated[str, typer.Argument(help="Audio or video file (ogg, opus, mp3, m4a, wav, flac, amr, 3gp, webm, "
@@ -190,12 +191,14 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
 @app.command()
 def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
                fmt: Annotated[str | None, typer.Option(
-                   "--format", help="text (default), srt or vtt (subtitles with true offsets), or json (cues).",
-                   show_default=False)] = None) -> None:
+                   "--format", metavar="[text|srt|vtt|json]", show_default=False,
+                   help="text (default), srt or vtt (subtitles with true offsets), or json (cues).")] = None) -> None:
     """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
     from core.audio.subtitles import FORMATS
     if fmt is not None and fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    if as_json and fmt not in (None, "json"):
+        _fail(f"--json prints JSON; it can't be combined with --format {fmt} (use one or the other)", 2)
     _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt)
 
 
@@ -220,10 +223,11 @@ def events(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False)
 @app.command()
 def ask(file: FileArg,
         question: Annotated[str | None, typer.Argument(help="What to ask about the audio.", show_default=False)] = None,
-        speak: Annotated[Path | None, typer.Option("--speak", help="Also write the answer spoken, as OGG/Opus, to "
+        speak: Annotated[Path | None, typer.Option("--speak", metavar="OUT.ogg",
+                                                   help="Also write the answer spoken, as OGG/Opus, to "
                                                    "this file (models that speak: Qwen-Omni).",
                                                    show_default=False)] = None,
-        voice: Annotated[str | None, typer.Option("--voice", help="Voice of the spoken answer (default "
+        voice: Annotated[str | None, typer.Option("--voice", metavar="NAME", help="Voice of the spoken answer (default "
                                                   "EARSHOT_VOICE, Cherry).", show_default=False)] = None,
         as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Answer a question about the audio (citing mm:ss); with no question, reply to it as a voice chat."""
@@ -232,7 +236,8 @@ def ask(file: FileArg,
 
 @app.command()
 def translate(file: FileArg,
-              to: Annotated[str, typer.Option("--to", help="Target language, e.g. English, 中文, Deutsch.",
+              to: Annotated[str, typer.Option("--to", metavar="LANG",
+                                              help="Target language, e.g. English, 中文, Deutsch.",
                                               show_default=False)],
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Translate what is said into another language."""
@@ -242,9 +247,9 @@ def translate(file: FileArg,
 @app.command()
 def telegram(
     webhook_url: Annotated[str | None, typer.Option(
-        help="Public HTTPS URL: run in webhook mode instead of long polling.")] = None,
+        metavar="URL", help="Public HTTPS URL: run in webhook mode instead of long polling.")] = None,
     port: Annotated[int, typer.Option(help="Port the webhook server listens on.")] = 8443,
-    listen: Annotated[str, typer.Option(help="Address the webhook server binds.")] = "0.0.0.0",
+    listen: Annotated[str, typer.Option(metavar="ADDRESS", help="Address the webhook server binds.")] = "0.0.0.0",
 ) -> None:
     """Run the Telegram bot (TELEGRAM_BOT_TOKEN). Long polling unless --webhook-url is given."""
     settings = _settings()
@@ -280,8 +285,8 @@ def discord() -> None:
 @app.command()
 def doctor(
     webhook_url: Annotated[str | None, typer.Option(
-        help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting "
-             "none.")] = None,
+        metavar="URL", help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of "
+                            "expecting none.")] = None,
 ) -> None:
     """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
     settings = _settings()
@@ -329,7 +334,25 @@ def _serve(run: Callable[[], None]) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the command line; a usage mistake is one line in earshot's own error style, exit 2."""
+    import click
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "earshot"
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):   # `earshot` alone: the help, printed already
+            sys.exit(0)
+        _say_usage_error(f"{exc.format_message()} (see {where} --help)", exc.exit_code)
+    except click.ClickException as exc:
+        _say_usage_error(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        _say_usage_error("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _say_usage_error(message: str, code: int) -> NoReturn:
+    typer.echo(f"earshot: {message}", err=True)
+    sys.exit(code)
 
 
 def _loaded() -> None:

@@ -23,6 +23,11 @@ DEPLOY = ROOT / "deploy"
 # names of the contract that deploy/env.example documents ahead of the code that reads them; each leaves
 # this list when core/config.py's Settings reads it
 NOT_YET_READ: set[str] = set()
+# read by Docker Compose from deploy/.env, not by earshot
+COMPOSE_ONLY = {"COMPOSE_PROFILES"}
+# a profile per bot: the ones that exist, and the names kept for bots still to come
+BOT_PROFILES = {"telegram", "slack"}
+RESERVED_PROFILES = {"whatsapp", "discord"}
 ASSIGNMENT = re.compile(r"^#?\s?([A-Z][A-Z0-9_]+)=(.*)$")
 
 
@@ -52,7 +57,7 @@ def commands() -> set[str]:
 def test_env_example_lists_every_setting_and_nothing_else():
     documented, read = set(env_example()), set(settings_variables())
     assert read - documented == set(), "settings missing from deploy/env.example"
-    assert documented - read - NOT_YET_READ == set(), "deploy/env.example names variables nothing reads"
+    assert documented - read - NOT_YET_READ - COMPOSE_ONLY == set(), "deploy/env.example names variables nothing reads"
     assert NOT_YET_READ & read == set(), "read now: take it off NOT_YET_READ"
 
 
@@ -66,10 +71,32 @@ def test_env_example_defaults_are_the_real_defaults():
         assert getattr(Settings(**{field: shown}), field) == default, f"{name}={shown} is not the default {default!r}"
 
 
-def test_readme_documents_every_setting():
+def test_configuration_guide_documents_every_setting():
+    guide = (ROOT / "docs" / "configuration.md").read_text()
+    assert [v for v in settings_variables() if f"`{v}`" not in guide] == []
     readme = (ROOT / "README.md").read_text()
-    assert [v for v in settings_variables() if f"`{v}`" not in readme] == []
-    assert "earshot doctor" in readme and "deploy/env.example" in readme
+    assert "earshot doctor" in readme and "deploy/env.example" in readme and "docs/configuration.md" in readme
+
+
+def test_readme_is_what_a_newcomer_needs_in_the_first_hour():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 160
+    assert "https://modelstudio.console.alibabacloud.com/" in readme and "DASHSCOPE_API_KEY" in readme
+    assert "bin/earshot transcribe" in readme and "\nbin/test" in readme
+    assert "PYTHON=" in readme and "3.11" in readme
+    for option in ("--verbose", "--listen", "--json", "--format", "-h"):
+        assert option in readme, f"{option} is not in the README"
+    assert all(f"`earshot {name}" in readme for name in commands()), "a command missing from the table"
+    # every guide it points to exists, and every guide is pointed to
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", readme))
+    assert linked == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert all((ROOT / path).is_file() for path in linked)
+    # what moved out stays findable
+    for guide, words in {"scaling.md": ("Replicas", "EARSHOT_JOB_LEASE"), "links.md": ("private", "redirect"),
+                         "architecture.md": ("JobRunner",), "translations.md": ("bin/translations extract",),
+                         "deployment.md": ("COMPOSE_PROFILES=telegram", "sysusers", "127.0.0.1")}.items():
+        text = (ROOT / "docs" / guide).read_text()
+        assert all(w in text for w in words), guide
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -83,7 +110,8 @@ def test_dockerfile_names_files_settings_and_commands_that_exist():
     kinds = [k for k, _ in steps]
     base = dict(steps)["FROM"]
     assert base.startswith("python:3.") and "slim" in base
-    assert any(k == "RUN" and "apt-get install" in arg and "ffmpeg" in arg for k, arg in steps)
+    # one ffmpeg: the imageio-ffmpeg wheel's, chosen explicitly; no distribution ffmpeg beside it
+    assert not any(k == "RUN" and "apt-get" in arg for k, arg in steps)
     for kind, arg in steps:
         if kind == "COPY":
             *sources, _ = shlex.split(arg)
@@ -208,3 +236,103 @@ def test_compose_postgres_variant_runs_replicas_of_both_bots_on_its_own_postgres
             first, last = port.split(":")[-2].split("-")
             assert int(last) - int(first) + 1 >= replicas
     assert "compose.postgres.yaml" in (DEPLOY / "compose.yaml").read_text()
+
+
+def test_image_installs_the_locked_dependencies_in_their_own_layer_before_the_code():
+    steps = dockerfile()
+    env: dict[str, str] = {}
+    for kind, arg in steps:
+        if kind == "ENV":
+            env |= dict(pair.split("=", 1) for pair in shlex.split(arg))
+    assert env["EARSHOT_FFMPEG"] == "bundled"
+    copies = [(i, shlex.split(arg)) for i, (kind, arg) in enumerate(steps) if kind == "COPY"]
+    lock_copy = next(i for i, args in copies if args[0] == "deploy/requirements.lock")
+    code_copy = min(i for i, args in copies if args[0] in ("core", "bots", "pyproject.toml"))
+    deps = next(i for i, (kind, arg) in enumerate(steps) if kind == "RUN" and "requirements.lock" in arg)
+    assert lock_copy < deps < code_copy, "dependencies are installed before the code is copied"
+    assert "--require-hashes" in steps[deps][1] and "--no-deps" in steps[deps][1]
+    project = next(arg for kind, arg in steps[code_copy:] if kind == "RUN" and "pip install" in arg)
+    assert "--no-deps" in project, "the project's own install adds nothing the lock file didn't pin"
+
+
+def test_lock_file_pins_every_runtime_dependency_with_hashes():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    lock = (DEPLOY / "requirements.lock").read_text()
+    pinned: dict[str, str] = {}
+    for block in re.sub(r"\\\n\s*", " ", lock).splitlines():
+        if block.strip() and not block.lstrip().startswith("#"):
+            name, rest = block.split("==", 1)
+            version = rest.split()[0]
+            assert "--hash=sha256:" in rest, f"{name} has no hash"
+            pinned[name.strip().lower().replace("_", "-")] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    image_python = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
+                    "platform_system": "Linux"}
+    for line in project["dependencies"]:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate(image_python):
+            continue
+        name = req.name.lower().replace("_", "-")
+        assert name in pinned, f"{name} is not in deploy/requirements.lock: regenerate it (its header says how)"
+        assert req.specifier.contains(pinned[name], prereleases=True), \
+            f"deploy/requirements.lock pins {name}=={pinned[name]}, pyproject.toml wants {req.specifier}"
+
+
+def test_dockerignore_keeps_environments_databases_and_secrets_out_of_the_build():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", ".git", "*.db", ".env", "**/.env", "deploy/.env", "**/__pycache__"} <= ignored
+    for kind, arg in dockerfile():
+        if kind == "COPY":
+            for source in shlex.split(arg)[:-1]:
+                assert source not in ignored, f"COPY {source} but .dockerignore leaves it out"
+
+
+def test_compose_starts_only_the_bots_named_in_compose_profiles():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    for name in BOT_PROFILES:
+        assert services[name]["profiles"] == [name], f"the {name} bot is the profile `{name}`, and only that"
+    text = (DEPLOY / "compose.yaml").read_text()
+    assert "COMPOSE_PROFILES" in text and all(name in text for name in RESERVED_PROFILES)
+    for name in RESERVED_PROFILES & set(services):      # a bot added later is a profile of its own too
+        assert services[name]["profiles"] == [name]
+    assert "COMPOSE_PROFILES" in env_example()
+    readme = (ROOT / "README.md").read_text()
+    assert "COMPOSE_PROFILES=telegram" in readme
+
+
+def test_a_bot_without_its_token_is_not_restarted_forever():
+    from bots.cli import EXIT_CONFIG
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name, svc in compose["services"].items():
+        restart = svc.get("restart", "no")
+        assert restart not in ("always", "unless-stopped"), f"{name}: restart: {restart} retries a bad token forever"
+        if restart.startswith("on-failure"):
+            assert ":" in restart and 0 < int(restart.split(":")[1]) <= 10, f"{name}: on-failure needs a limit"
+    for unit in ("earshot-telegram.service", "earshot-slack.service"):
+        text = (DEPLOY / unit).read_text()
+        assert f"\nRestartPreventExitStatus={EXIT_CONFIG}\n" in text, unit
+
+
+def test_compose_publishes_every_port_on_loopback_only():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+    slack = compose["services"]["slack"]
+    assert slack["ports"] == ["127.0.0.1:3000-3001:3000"] and slack["command"][-1] == "3000"
+
+
+def test_systemd_units_user_is_created_by_the_sysusers_file():
+    sysusers = [line.split() for line in (DEPLOY / "earshot.sysusers.conf").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    created = {fields[1] for fields in sysusers if fields[0] == "u"}
+    for unit in ("earshot-telegram.service", "earshot-slack.service"):
+        text = (DEPLOY / unit).read_text()
+        user = re.search(r"^User=(\S+)$", text, re.M)
+        dynamic = re.search(r"^DynamicUser=yes$", text, re.M)
+        assert dynamic or (user and user[1] in created), f"{unit}: nothing creates its user"
+        assert "earshot.sysusers.conf" in text and "systemd-sysusers" in text, f"{unit}: say how the user is made"
