@@ -259,6 +259,7 @@ def test_lock_file_pins_every_runtime_dependency_with_hashes():
     import tomllib
 
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
     lock = (DEPLOY / "requirements.lock").read_text()
     pinned: dict[str, str] = {}
     for block in re.sub(r"\\\n\s*", " ", lock).splitlines():
@@ -266,7 +267,7 @@ def test_lock_file_pins_every_runtime_dependency_with_hashes():
             name, rest = block.split("==", 1)
             version = rest.split()[0]
             assert "--hash=sha256:" in rest, f"{name} has no hash"
-            pinned[name.strip().lower().replace("_", "-")] = version
+            pinned[canonicalize_name(name.strip())] = version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     image_python = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
                     "platform_system": "Linux"}
@@ -274,7 +275,7 @@ def test_lock_file_pins_every_runtime_dependency_with_hashes():
         req = Requirement(line)
         if req.marker is not None and not req.marker.evaluate(image_python):
             continue
-        name = req.name.lower().replace("_", "-")
+        name = canonicalize_name(req.name)
         assert name in pinned, f"{name} is not in deploy/requirements.lock: regenerate it (its header says how)"
         assert req.specifier.contains(pinned[name], prereleases=True), \
             f"deploy/requirements.lock pins {name}=={pinned[name]}, pyproject.toml wants {req.specifier}"
