@@ -109,10 +109,12 @@ class Settings(BaseSettings):
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))
     allowed_chats: IdList = Field((), **_env("EARSHOT_ALLOWED_CHATS"))
     admin_users: IdList = Field((), **_env("EARSHOT_ADMIN_USERS"))
-    # daily token budgets (UTC days; 0 = unlimited), sized so one day can't burn a 100k-token free trial
-    user_daily_tokens: int = Field(10_000, ge=0, **_env("EARSHOT_USER_DAILY_TOKENS"))
-    chat_daily_tokens: int = Field(15_000, ge=0, **_env("EARSHOT_CHAT_DAILY_TOKENS"))
-    global_daily_tokens: int = Field(20_000, ge=0, **_env("EARSHOT_GLOBAL_DAILY_TOKENS"))
+    # daily token budgets of the chat bots (UTC days; 0 = unlimited; the terminal is counted, never held to them).
+    # Sized to agree with EARSHOT_MAX_AUDIO_SECONDS: one recording of the longest length allowed fits a person's
+    # day on every model earshot knows (about 71,300 tokens on Qwen-Audio, 25 tokens a second in 30 s parts)
+    user_daily_tokens: int = Field(80_000, ge=0, **_env("EARSHOT_USER_DAILY_TOKENS"))
+    chat_daily_tokens: int = Field(100_000, ge=0, **_env("EARSHOT_CHAT_DAILY_TOKENS"))
+    global_daily_tokens: int = Field(200_000, ge=0, **_env("EARSHOT_GLOBAL_DAILY_TOKENS"))
     user_requests_per_minute: int = Field(10, ge=0, **_env("EARSHOT_USER_REQUESTS_PER_MINUTE"))
 
     telegram_bot_token: SecretStr | None = Field(None, **_env("TELEGRAM_BOT_TOKEN"))

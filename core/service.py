@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from . import audio, ffmpeg, messages, metrics, prompts, speech
+from . import audio, catalog, ffmpeg, messages, metrics, prompts, speech
 from .access import AccessPolicy, MeteredClient
 from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
 from .catalog import ModelInfo
@@ -53,11 +53,23 @@ class _Model:
 SPOKEN = {Task.CHAT, Task.ASK}
 
 
+def can_speak(settings: Settings) -> bool:
+    """Whether answers can come back spoken with these settings (EARSHOT_MODEL speaks): the one question the
+    CLI's --speak and the chats' /voice ask before anything is read or sent."""
+    return settings.model_info.speaks
+
+
+def speaking_models() -> tuple[str, ...]:
+    """The DashScope models that speak, for telling an operator which EARSHOT_MODEL would."""
+    return tuple(name for name, info in catalog.MODELS.items()
+                 if info.speaks and info.backend is not catalog.Backend.OPENAI and "latest" not in name)
+
+
 def choose_voice(settings: Settings, voice: str | None = None) -> str:
     """The model's own spelling of `voice` (default EARSHOT_VOICE); VoiceUnavailable when the model can't
     speak or has no such voice."""
     info = settings.model_info
-    if not info.speaks:
+    if not can_speak(settings):
         raise VoiceUnavailable(messages.CANNOT_SPEAK,
                                fmt=dict(model=settings.model, models=Phrase(messages.SPEAKING_MODELS)))
     wanted = (voice or settings.voice).strip()

@@ -1,0 +1,133 @@
+"""A newcomer's first hour (issue 20): terminal messages that name what to change, --no-cache, --speak checked
+before anything is sent, budgets that agree with the longest audio allowed, terminal use outside the budgets."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from core import messages
+from core.catalog import MODELS
+from core.config import Settings
+from tests.audio_fixtures import make_clip
+from tests.conftest import earshot, one_clean_line
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("first_hour") / "voice.ogg"
+    make_clip(path, [(440, 0.5, 1.0), (660, 2.0, 1.0)], total_s=3.5, fmt="ogg")
+    return path
+
+
+# --- --no-cache -----------------------------------------------------------------------------------
+
+def test_no_cache_asks_the_model_again_and_shows_a_wrong_key(earshot_env, threaded_model, clip):
+    assert earshot(earshot_env, "summarize", clip).returncode == 0
+    calls = len(threaded_model.calls)
+    cached = earshot(earshot_env, "summarize", clip, "--json")
+    assert cached.returncode == 0 and json.loads(cached.stdout)["cached"] is True
+    assert len(threaded_model.calls) == calls
+    # a cached answer hides a wrong key; --no-cache asks the model, which refuses it
+    wrong = {**earshot_env, "DASHSCOPE_API_KEY": "sk-wrong"}
+    assert earshot(wrong, "summarize", clip).returncode == 0
+    p = earshot(wrong, "summarize", clip, "--no-cache")
+    assert p.returncode == 4 and "DASHSCOPE_API_KEY" in one_clean_line(p.stderr)
+    fresh = earshot(earshot_env, "summarize", clip, "--no-cache", "--json")
+    assert fresh.returncode == 0 and json.loads(fresh.stdout)["cached"] is False
+
+
+@pytest.mark.parametrize("command", ["transcribe", "summarize", "sentiment", "events", "ask", "translate"])
+def test_every_one_shot_command_takes_no_cache(earshot_env, command):
+    p = earshot(earshot_env, command, "--help")
+    assert "--no-cache" in p.stdout
+
+
+# --- terminal wording -----------------------------------------------------------------------------
+
+def test_over_the_length_limit_names_the_setting(earshot_env, threaded_model, clip):
+    p = earshot({**earshot_env, "EARSHOT_MAX_AUDIO_SECONDS": "2"}, "transcribe", clip)
+    line = one_clean_line(p.stderr)
+    assert p.returncode == 1 and "EARSHOT_MAX_AUDIO_SECONDS" in line and "Send" not in line
+    assert threaded_model.calls == []
+
+
+def test_over_the_size_limit_names_the_setting(earshot_env, threaded_model, clip):
+    p = earshot({**earshot_env, "EARSHOT_MAX_FILE_MB": "0.001"}, "transcribe", clip)
+    assert p.returncode == 1 and "EARSHOT_MAX_FILE_MB" in one_clean_line(p.stderr)
+
+
+def test_a_private_link_names_the_setting(earshot_env, threaded_model):
+    p = earshot(earshot_env, "transcribe", threaded_model.url + "/voice.ogg")
+    assert p.returncode == 1 and "EARSHOT_URL_ALLOW_PRIVATE" in one_clean_line(p.stderr)
+    assert threaded_model.calls == []
+
+
+def test_a_directory_says_it_is_one(earshot_env, tmp_path):
+    p = earshot(earshot_env, "transcribe", tmp_path)
+    assert p.returncode == 1 and "is a directory" in one_clean_line(p.stderr)
+
+
+def test_an_ftp_link_says_which_schemes_work(earshot_env):
+    p = earshot(earshot_env, "transcribe", "ftp://example.com/note.ogg")
+    line = one_clean_line(p.stderr)
+    assert p.returncode == 1 and "https://" in line and "ftp://" in line and "No such file" not in line
+
+
+def test_not_audio_is_worded_for_a_terminal(earshot_env, tmp_path):
+    f = tmp_path / "notes.ogg"
+    f.write_text("shopping list: milk, eggs\n" * 50)
+    p = earshot(earshot_env, "transcribe", f)
+    line = one_clean_line(p.stderr)
+    assert p.returncode == 1 and "voice note" not in line and "Send" not in line
+
+
+def test_terminal_texts_never_ask_to_send(earshot_env):
+    for text in messages.TERMINAL.values():
+        assert "Send" not in text and "voice note" not in text
+
+
+# --- --speak ----------------------------------------------------------------------------------------
+
+def test_speak_to_an_unwritable_place_is_refused_before_any_call(earshot_env, threaded_model, clip, tmp_path):
+    omni = {**earshot_env, "EARSHOT_MODEL": "qwen3-omni-flash"}
+    for target in (tmp_path / "missing" / "a.ogg", tmp_path):
+        p = earshot(omni, "ask", clip, "--speak", target)
+        assert p.returncode == 1 and "--speak" in one_clean_line(p.stderr), p.stderr
+    if os.geteuid() != 0:     # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        p = earshot(omni, "ask", clip, "--speak", locked / "a.ogg")
+        assert p.returncode == 1 and "not writable" in one_clean_line(p.stderr)
+    assert threaded_model.calls == []
+
+
+def test_a_model_that_cant_speak_names_the_setting_and_the_models_that_can(earshot_env, threaded_model, clip,
+                                                                            tmp_path):
+    p = earshot(earshot_env, "ask", clip, "--speak", tmp_path / "a.ogg")
+    line = one_clean_line(p.stderr)
+    assert p.returncode == 4 and "EARSHOT_MODEL" in line and "qwen3-omni-flash" in line
+    assert threaded_model.calls == []
+
+
+# --- budgets ----------------------------------------------------------------------------------------
+
+def _cost(info, seconds: float) -> int:
+    """What the pipeline weighs against the budgets before hearing `seconds` of audio (core.service)."""
+    from core.tokens import PROMPT_RESERVE
+    parts, left, total = 0, seconds, 0
+    while left > 0:
+        part = min(left, info.window)
+        total += info.audio_tokens(part) + PROMPT_RESERVE
+        left -= part
+        parts += 1
+    return total
+
+
+def test_default_budgets_fit_the_longest_audio_allowed_on_every_model():
+    s = Settings()
+    for name, info in MODELS.items():
+        assert _cost(info, s.max_audio_seconds) <= s.user_daily_tokens, name
+    assert s.user_daily_tokens <= s.chat_daily_tokens <= s.global_daily_tokens
