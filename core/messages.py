@@ -115,11 +115,13 @@ TOO_COSTLY_GLOBAL = N_("That recording would take about {need:,} tokens to hear,
                        "Send a shorter clip, or try again after midnight UTC, in {wait}.")
 # a cost over a whole day's budget: waiting won't help; {setting} is the variable the operator raises
 NEVER_FITS_USER = N_("That would take about {need:,} tokens, more than the {limit:,} one person may use in a whole "
-                     "day here. Send something shorter, or ask the bot's operator to raise {setting}.")
+                     "day here, so waiting won't help. Ask for something shorter, or ask the bot's operator to "
+                     "raise {setting}.")
 NEVER_FITS_CHAT = N_("That would take about {need:,} tokens, more than the {limit:,} this chat may use in a whole "
-                     "day. Send something shorter, or ask the bot's operator to raise {setting}.")
-NEVER_FITS_GLOBAL = N_("That would take about {need:,} tokens, more than the {limit:,} I may use in a whole day. "
-                       "Send something shorter, or ask the bot's operator to raise {setting}.")
+                     "day, so waiting won't help. Ask for something shorter, or ask the bot's operator to raise "
+                     "{setting}.")
+NEVER_FITS_GLOBAL = N_("That would take about {need:,} tokens, more than the {limit:,} I may use in a whole day, so "
+                       "waiting won't help. Ask for something shorter, or ask the bot's operator to raise {setting}.")
 RATE_LIMITED = N_("Slow down a little: I take up to {limit} requests a minute from each person. Try again in {wait}.")
 
 # /usage, in plain words; adapters render the numbers in core.access.UsageReport with these.

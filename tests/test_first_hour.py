@@ -131,3 +131,25 @@ def test_default_budgets_fit_the_longest_audio_allowed_on_every_model():
     for name, info in MODELS.items():
         assert _cost(info, s.max_audio_seconds) <= s.user_daily_tokens, name
     assert s.user_daily_tokens <= s.chat_daily_tokens <= s.global_daily_tokens
+
+
+# --- durations in every language ----------------------------------------------------------------------
+
+def test_no_locale_ends_a_sentence_on_a_doubled_stop():
+    """German /usage said "16 Std. 4 Min..": a wait that ends in its own full stop, at a sentence's end."""
+    from dataclasses import replace
+
+    from core import words
+    from core.access import Allowance, UsageReport, usage_text
+    from core.i18n import LANGUAGES
+    from core.models import Usage
+    report = UsageReport(here=Usage(1, 2, 3), user=Allowance(10, 100), chat=Allowance(10, 0),
+                         everyone=Allowance(10, 0), resets_in=0, requests_per_minute=10)
+    for lang in LANGUAGES:
+        for seconds in (30, 600, 3600, 16 * 3600 + 4 * 60, 23 * 3600 + 59 * 60):
+            wait = words.wait(seconds, lang)
+            for text in (usage_text(replace(report, resets_in=seconds), lang=lang),
+                         messages.text(messages.USER_BUDGET_USED, lang, limit=100, wait=wait),
+                         messages.text(messages.RATE_LIMITED, lang, limit=3, wait=wait),
+                         messages.text(messages.JOB_EXPIRED, lang, waited=words.rounded(seconds, lang))):
+                assert ".." not in text and "。。" not in text, (lang, text)
