@@ -153,3 +153,27 @@ def test_no_locale_ends_a_sentence_on_a_doubled_stop():
                          messages.text(messages.RATE_LIMITED, lang, limit=3, wait=wait),
                          messages.text(messages.JOB_EXPIRED, lang, waited=words.rounded(seconds, lang))):
                 assert ".." not in text and "。。" not in text, (lang, text)
+
+
+# --- the terminal and the bots' budgets -------------------------------------------------------------
+
+async def test_terminal_use_is_recorded_but_never_draws_on_the_bots_budgets(model, tmp_path):
+    from core.access import usage_text
+    from core.models import Audio, ChatKey, Request, Sender, Task
+    from core.service import Assistant
+    from tests.conftest import settings_for
+    from tests.fakes.dashscope import tone_audio
+    settings = settings_for(model, tmp_path, retry_budget=1, global_daily_tokens=1500, admin_users="9",
+                            user_daily_tokens=0, chat_daily_tokens=0, cache_days=0)
+    long = tone_audio((440, 1), (0, 28), (550, 1), (0, 28), (660, 1), (0, 5), fmt="ogg")   # ~2,600 tokens
+    async with Assistant(settings) as a:
+        terminal = await a.handle(Request(ChatKey("cli", "terminal"), Task.TRANSCRIBE, Audio(long)))
+        assert terminal.usage.total > 1500
+        chat = ChatKey("telegram", "9")
+        await a.handle(Request(chat, Task.TRANSCRIBE, Audio(tone_audio((440, 1), fmt="ogg")), user_id="9"))
+        report = await a.access.report(chat, Sender("9"), private=True)
+        assert report.everyone.used < 1500 and report.terminal == terminal.usage.total
+        said = usage_text(report)
+        assert f"{terminal.usage.total:,} tokens today, outside these budgets" in said
+        assert "terminal" not in usage_text(await a.access.report(ChatKey("telegram", "8"), Sender("8"),
+                                                                  private=True))
