@@ -50,11 +50,11 @@ def _fail(message: str, code: int) -> NoReturn:
 def _settings(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
-    from core.config import Settings
+    from core.config import Settings, invalid_settings
     try:
         settings = Settings()
     except ValidationError as exc:
-        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        bad = "; ".join(f"{v}: {what}" for v, _, what in invalid_settings(list(exc.errors())))
         _fail(f"invalid configuration in the environment: {bad}", EXIT_CONFIG)
     return settings.model_copy(update=overrides) if overrides else settings
 
@@ -312,13 +312,15 @@ def doctor(
         help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of expecting "
              "none.")] = None,
 ) -> None:
-    """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
-    settings = _settings()
-    from core.logs import setup_logging
-    setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
+    """Check the settings, ffmpeg, the database and every configured credential against its service (the model's
+    key with a real one-token request); exit 0 only when all pass."""
     from bots.doctor import doctor as check_all
+    from bots.doctor import read_settings
+    from core.logs import setup_logging
+    settings, invalid = read_settings()     # an invalid variable is a ✗ line; the rest is checked all the same
+    setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
     _loaded()
-    if not check_all(settings, webhook_url=webhook_url, echo=typer.echo):
+    if not check_all(settings, webhook_url=webhook_url, echo=typer.echo, first=invalid):
         raise typer.Exit(EXIT_CONFIG)
 
 

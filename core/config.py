@@ -221,3 +221,37 @@ class Settings(BaseSettings):
         if isinstance(self.db_path, str):
             found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]
         return found
+
+
+def _field_of(variable: str) -> str | None:
+    """The Settings field read from the environment variable `variable`."""
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and variable in alias.choices:
+            return name
+    return None
+
+
+def invalid_settings(errors: list[dict]) -> list[tuple[str, str, str]]:
+    """(variable, field, what is wrong) for each error of a Settings validation, in words an operator acts on:
+    ("DASHSCOPE_REGION", …, "'tokyo' is not allowed: it should be 'beijing' or 'singapore'"). Secret values are
+    never repeated."""
+    out = []
+    for e in errors:
+        variable = str(e["loc"][0]) if e.get("loc") else "?"
+        field = _field_of(variable) or variable
+        info = Settings.model_fields.get(field)
+        secret = info is not None and ("SecretStr" in str(info.annotation) or field == "db_path")
+        should = str(e.get("msg", "is not valid")).removeprefix("Value error, ")
+        should = should.replace("Input should be", "should be", 1)
+        given = "its value" if secret or not isinstance(e.get("input"), str) else repr(e["input"])
+        out.append((variable, field, f"{given} is not allowed: it {should}"))
+    return out
+
+
+def settings_without(fields: list[str]) -> Settings:
+    """Settings from the environment with `fields` at their defaults: what the other checks run on when some
+    variables are invalid."""
+    defaults = {f: Settings.model_fields[f].get_default(call_default_factory=True)
+                for f in fields if f in Settings.model_fields}
+    return Settings(**defaults)
