@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -54,7 +55,7 @@ def _settings(**overrides: Any) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        bad = "; ".join(f"{v}: {what}" for v, _, what in invalid_settings(list(exc.errors())))
+        bad = "; ".join(f"{v}: {what}" for v, _, what in invalid_settings(exc.errors()))
         _fail(f"invalid configuration in the environment: {bad}", EXIT_CONFIG)
     return settings.model_copy(update=overrides) if overrides else settings
 
@@ -125,19 +126,45 @@ class _ProgressBar:
             self._task = self._bar.add_task("listening", total=p.total)
         self._bar.update(self._task, completed=p.done)
 
+    @property
+    def quiet(self) -> bool:
+        """No bar shown yet."""
+        return self._bar is None
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
 
 
+WAITING_AFTER = 8.0    # seconds without an answer before a terminal is told what earshot is waiting for
+
+
 async def _ask(settings: Settings, request: Request) -> Reply:
+    import asyncio
+
     from core.app import Earshot
+    from core.errors import ModelUnavailable
+    url, setting = settings.model_endpoint
+    host = urlsplit(url).hostname or url
     bar = _ProgressBar()
+
+    async def waiting() -> None:      # a host that accepts and never answers: say who we wait for
+        await asyncio.sleep(WAITING_AFTER)
+        if bar.quiet and sys.stderr.isatty():
+            typer.echo(f"earshot: waiting for {host}…", err=True)
+
+    notice = asyncio.create_task(waiting())
     try:
         async with Earshot.build(settings) as app:     # the composition root, as the bots use it
             _loaded()
             return await app.assistant.handle(request, progress=bar)
+    except ModelUnavailable as exc:
+        if exc.unreachable:
+            _fail(f"can't reach {host} (its name doesn't resolve, or it refused the connection): check the "
+                  f"network, or {setting}, which points earshot there", EXIT_SERVICE)
+        raise
     finally:
+        notice.cancel()
         bar.close()
 
 

@@ -272,7 +272,7 @@ def read_settings() -> tuple[Settings, list[Check]]:
         try:
             return settings_without([f for _, f, _ in bad]), [Check(v, False, what) for v, _, what in bad]
         except ValidationError as exc:
-            found = invalid_settings(list(exc.errors()))
+            found = invalid_settings(exc.errors())
             if not found or {f for _, f, _ in found} <= {f for _, f, _ in bad}:
                 raise
             bad += [b for b in found if b[1] not in {f for _, f, _ in bad}]

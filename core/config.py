@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -11,7 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import pg
-from .catalog import ModelInfo, model_info
+from .catalog import Backend, ModelInfo, model_info
 
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
 # keys are per region: DASHSCOPE_REGION picks the default host of both DashScope bases
@@ -195,6 +196,18 @@ class Settings(BaseSettings):
         return origin(self.native_base_url) + COMPAT_PATH
 
     @property
+    def model_endpoint(self) -> tuple[str, str]:
+        """Where EARSHOT_MODEL is asked, and the setting that points there (for an operator to change)."""
+        backend = self.model_info.backend
+        if backend is Backend.OPENAI:
+            return self.openai_base_url or "", "EARSHOT_OPENAI_BASE_URL"
+        if backend is Backend.COMPAT and self.dashscope_compat_base_url:
+            return self.compat_base_url, "DASHSCOPE_COMPAT_BASE_URL"
+        url = self.native_base_url if backend is Backend.NATIVE else self.compat_base_url
+        return url, ("DASHSCOPE_HTTP_BASE_URL" if "dashscope_base_url" in self.model_fields_set
+                     else "DASHSCOPE_REGION")
+
+    @property
     def model_info(self) -> ModelInfo:
         """The catalog's figures for EARSHOT_MODEL, as served here (see core.catalog)."""
         return model_info(self.model, openai_server=bool(self.openai_base_url), seconds=self.model_seconds,
@@ -232,7 +245,7 @@ def _field_of(variable: str) -> str | None:
     return None
 
 
-def invalid_settings(errors: list[dict]) -> list[tuple[str, str, str]]:
+def invalid_settings(errors: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
     """(variable, field, what is wrong) for each error of a Settings validation, in words an operator acts on:
     ("DASHSCOPE_REGION", …, "'tokyo' is not allowed: it should be 'beijing' or 'singapore'"). Secret values are
     never repeated."""

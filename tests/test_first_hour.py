@@ -177,3 +177,54 @@ async def test_terminal_use_is_recorded_but_never_draws_on_the_bots_budgets(mode
         assert f"{terminal.usage.total:,} tokens today, outside these budgets" in said
         assert "terminal" not in usage_text(await a.access.report(ChatKey("telegram", "8"), Sender("8"),
                                                                   private=True))
+
+
+# --- a model service that can't be reached ----------------------------------------------------------
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("base", ["http://earshot-no-such-host.invalid/api/v1", "closed"])
+def test_an_unreachable_model_service_fails_fast_naming_the_host_and_the_setting(earshot_env, clip, base):
+    import time
+    if base == "closed":
+        base = f"http://127.0.0.1:{_closed_port()}/api/v1"
+    started = time.monotonic()
+    p = earshot({**earshot_env, "DASHSCOPE_HTTP_BASE_URL": base, "EARSHOT_RETRY_BUDGET": "60"},
+                "transcribe", clip, "--no-cache")
+    took = time.monotonic() - started
+    line = one_clean_line(p.stderr)
+    host = base.split("//")[1].split(":")[0].split("/")[0]
+    assert p.returncode == 3 and host in line and "DASHSCOPE_HTTP_BASE_URL" in line, line
+    assert took < 10, took
+
+
+def test_a_host_that_never_answers_is_named_while_the_terminal_waits(earshot_env, clip):
+    import pty
+    import socket
+    import subprocess
+
+    from tests.test_cli import EARSHOT
+    with socket.socket() as silent:          # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        master, slave = pty.openpty()
+        env = {**earshot_env, "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{port}/api/v1",
+               "EARSHOT_REQUEST_TIMEOUT": "11"}
+        p = subprocess.run([EARSHOT, "transcribe", str(clip), "--no-cache"], env=env, stdout=subprocess.PIPE,
+                           stderr=slave, timeout=60)
+        os.close(slave)
+        said = b""
+        try:
+            while chunk := os.read(master, 4096):
+                said += chunk
+        except OSError:
+            pass
+        os.close(master)
+    text = said.decode(errors="replace")
+    assert p.returncode == 3 and "waiting for 127.0.0.1…" in text, text
