@@ -228,3 +228,21 @@ def test_a_host_that_never_answers_is_named_while_the_terminal_waits(earshot_env
         os.close(master)
     text = said.decode(errors="replace")
     assert p.returncode == 3 and "waiting for 127.0.0.1…" in text, text
+
+
+# --- summarize of a very long file ---------------------------------------------------------------------
+
+async def test_a_long_summary_combines_in_rounds_within_the_models_input_limit(model, tmp_path):
+    from core.models import Audio, ChatKey, Request, Task
+    from core.service import Assistant
+    from tests.conftest import settings_for
+    from tests.fakes.dashscope import tone_audio
+    # every part's summary is long: thirteen of them are more than one request of qwen-audio-turbo-latest may read
+    model.reply = lambda call: ("said: " + "words " * 600) if call.items else "one summary of the whole"
+    long = tone_audio(*[seg for i in range(13) for seg in ((400 + 40 * i, 1), (0, 29))], fmt="ogg")
+    async with Assistant(settings_for(model, tmp_path, retry_budget=1, cache_days=0)) as a:
+        reply = await a.handle(Request(ChatKey("cli", "terminal"), Task.SUMMARIZE, Audio(long)))
+    assert reply.text == "one summary of the whole"
+    text_only = [c for c in model.calls if not c.items]
+    assert len(text_only) >= 2 and all(c.status == 200 for c in model.calls)
+    assert reply.usage.total == sum(sum(c.usage.values()) for c in model.calls)
