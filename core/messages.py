@@ -191,6 +191,16 @@ LINK_NOT_AUDIO = N_("That link leads to a web page ({content_type}), not an audi
 LINK_TOO_MANY_REDIRECTS = N_("I couldn't fetch that link: it redirects more than {limit} times.")
 LINK_TIMEOUT = N_("That link took too long to download (over {seconds:.0f} s).")
 
+# The buttons under an answer about audio (Telegram buttons, Slack buttons and menu), and the languages offered
+BUTTON_TRANSCRIPT = N_("Transcript")
+BUTTON_SUMMARY = N_("Summary")
+BUTTON_MOOD = N_("Mood")
+BUTTON_SOUNDS = N_("Sounds")
+BUTTON_TRANSLATE = N_("Translate")
+# core.config.QUICK_LANGUAGES by code, as a button names them
+LANGUAGE_NAMES = {"en": N_("English"), "es": N_("Spanish"), "fr": N_("French"), "de": N_("German"),
+                  "zh": N_("Chinese"), "ru": N_("Russian")}
+
 # Transcripts as files
 TRANSCRIPT_FILES = N_("The whole transcript, as text and as subtitles:")
 
@@ -228,6 +238,9 @@ MODEL_UNKNOWN = N_("{model} isn't available here. Choose one of: {models}.")
 MODEL_ADMINS_ONLY = N_("Only this chat's admins can switch its model.")
 # a slash command word earshot doesn't know
 UNKNOWN_COMMAND = N_("I don't know `/earshot {command}`.")
+# a Telegram command earshot doesn't know: the nearest one it does, and /help
+UNKNOWN_COMMAND_NEAR = N_("I don't know /{command}. Did you mean /{near}? /help lists everything I do.")
+UNKNOWN_COMMAND_HELP = N_("I don't know /{command}. /help lists everything I do.")
 
 
 # The same problems said on a terminal (English, stderr), naming the setting or option that changes the outcome;

@@ -246,3 +246,70 @@ async def test_a_long_summary_combines_in_rounds_within_the_models_input_limit(m
     text_only = [c for c in model.calls if not c.items]
     assert len(text_only) >= 2 and all(c.status == 200 for c in model.calls)
     assert reply.usage.total == sum(sum(c.usage.values()) for c in model.calls)
+
+
+# --- in the chats -----------------------------------------------------------------------------------
+
+TOKEN = "AbCdEfGhIjKl"
+
+
+def test_answer_buttons_are_in_the_chats_language():
+    from bots.slack.blocks import answer_actions
+    from bots.telegram.buttons import task_keyboard
+    from core.models import Task
+    rows = task_keyboard(TOKEN, Task.TRANSCRIBE, languages_open=True, lang="de").inline_keyboard
+    assert [b.text for b in rows[0]] == ["Zusammenfassung", "Stimmung", "Geräusche", "Übersetzen"]
+    assert "Englisch" in [b.text for row in rows[1:] for b in row]
+    block = answer_actions(TOKEN, Task.TRANSCRIBE, lang="ja")
+    texts = [e.get("text", e.get("placeholder", {})).get("text") for e in block["elements"]]
+    assert texts == ["要約", "気分", "音", "翻訳"]
+    assert block["elements"][-1]["options"][0]["text"]["text"] == "英語"
+    english = task_keyboard(TOKEN, Task.TRANSCRIBE).inline_keyboard[0]
+    assert [b.text for b in english] == ["Summary", "Mood", "Sounds", "Translate"]
+
+
+async def test_telegram_buttons_under_an_answer_follow_the_senders_language(tmp_path):
+    from tests.conftest import bot_running
+    from tests.test_telegram import clip as tg_clip
+    async with bot_running(tmp_path) as bot:
+        bot.tg.push(901, kind="voice", data=tg_clip(440), caption="/transcribe", language_code="fr")
+        [answer] = await bot.said(901, where=lambda m: bool(m.get("reply_markup")))
+        labels = [b["text"] for row in answer["reply_markup"]["inline_keyboard"] for b in row]
+        assert "Résumé" in labels and "Summary" not in labels, labels
+
+
+async def test_telegram_unknown_command_names_the_closest_and_help(tmp_path):
+    from tests.conftest import BOT, bot_running
+    async with bot_running(tmp_path) as bot:
+        bot.tg.push(902, text="/summary")
+        [said] = await bot.said(902)
+        assert "/summarize" in said["text"] and "/help" in said["text"], said["text"]
+        bot.tg.push(903, text="/xyzzy", language_code="de")
+        [said] = await bot.said(903)
+        assert said["text"] == messages.text(messages.UNKNOWN_COMMAND_HELP, "de", command="xyzzy")
+        # in a group, only a command addressed to earshot: others may be another bot's
+        bot.tg.push(-904, text="/summary", chat_type="group")
+        bot.tg.push(-904, text=f"/summary{BOT}", chat_type="group")
+        [said] = await bot.said(-904)
+        await bot.idle()
+        assert len(bot.tg.texts(-904)) == 1 and "/summarize" in said["text"]
+
+
+async def test_start_greets_briefly_and_digests_are_explained_in_groups_only(tmp_path):
+    from core import help_texts
+    from tests.conftest import bot_running
+    async with bot_running(tmp_path) as bot:
+        bot.tg.push(905, text="/start")
+        [start] = await bot.said(905)
+        assert start["text"] == help_texts.telegram_start(None) and len(start["text"]) < 250
+        bot.tg.push(905, text="/help")
+        private = (await bot.said(905, 2))[1]["text"]
+        bot.tg.push(-906, text="/help", chat_type="group")
+        group = (await bot.said(-906))[0]["text"]
+        assert "/digest" not in private and "/digest on" in group
+
+
+def test_slack_help_explains_digests_in_channels_only():
+    from core import help_texts
+    assert "digest on" in help_texts.slack_help(None, 30, group=True)
+    assert "digest" not in help_texts.slack_help(None, 30, group=False)

@@ -11,19 +11,21 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from core import messages
 from core.audio_refs import looks_like_token
 from core.config import QUICK_LANGUAGES
+from core.i18n import translator
 from core.models import Task
 
 VERSION = "e1"                    # a later format can coexist with buttons already in chats
 CALLBACK_LIMIT = 64               # bytes Telegram keeps of callback_data
 # the buttons, in order, and their short codes in callback_data
-TASK_BUTTONS: tuple[tuple[Task, str, str], ...] = (
-    (Task.TRANSCRIBE, "Transcript", "tx"),
-    (Task.SUMMARIZE, "Summary", "su"),
-    (Task.SENTIMENT, "Mood", "mo"),
-    (Task.EVENTS, "Sounds", "ev"),
-    (Task.TRANSLATE, "Translate", "tr"),
+TASK_BUTTONS: tuple[tuple[Task, str, str], ...] = (     # labels: core.messages ids, said in the chat's language
+    (Task.TRANSCRIBE, messages.BUTTON_TRANSCRIPT, "tx"),
+    (Task.SUMMARIZE, messages.BUTTON_SUMMARY, "su"),
+    (Task.SENTIMENT, messages.BUTTON_MOOD, "mo"),
+    (Task.EVENTS, messages.BUTTON_SOUNDS, "ev"),
+    (Task.TRANSLATE, messages.BUTTON_TRANSLATE, "tr"),
 )
 # (code in callback_data, the language as the translate prompt names it)
 LANGUAGES = QUICK_LANGUAGES
@@ -57,14 +59,16 @@ def callback_data(token: str, task: Task, language: str | None = None) -> str:
 
 
 def task_keyboard(token: str, answered: Task | None = None, *, languages_open: bool = False,
-                  languages: Sequence[tuple[str, str]] = LANGUAGES) -> InlineKeyboardMarkup:
-    """The buttons under an answer: every task but the one just answered; with languages_open (Translate tapped),
-    a second row of languages under them."""
-    row = [InlineKeyboardButton(label, callback_data=callback_data(token, task))
+                  languages: Sequence[tuple[str, str]] = LANGUAGES, lang: str | None = None) -> InlineKeyboardMarkup:
+    """The buttons under an answer, in the chat's language `lang`: every task but the one just answered; with
+    languages_open (Translate tapped), a second row of languages under them."""
+    t = translator(lang)
+    row = [InlineKeyboardButton(t.text(label), callback_data=callback_data(token, task))
            for task, label, _ in TASK_BUTTONS if task != answered]
     rows = [row]
     if languages_open:
-        buttons = [InlineKeyboardButton(name, callback_data=callback_data(token, Task.TRANSLATE, code))
+        buttons = [InlineKeyboardButton(t.text(messages.LANGUAGE_NAMES.get(code, name)),
+                                        callback_data=callback_data(token, Task.TRANSLATE, code))
                    for code, name in languages]
         rows += [buttons[i:i + LANGUAGES_PER_ROW] for i in range(0, len(buttons), LANGUAGES_PER_ROW)]
     return InlineKeyboardMarkup(rows)

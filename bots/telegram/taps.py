@@ -60,7 +60,7 @@ class TelegramTaps:
                 return
             await self._answer(query, None)
             if press.choose_language:
-                await self._languages(message, press)
+                await self._languages(message, press, lang)
                 return
             await slot.earlier_settled()
             tap = Tap(key=f"cb:{query.id}", chat=chat, sender=Sender(str(user.id), user.username,
@@ -69,9 +69,9 @@ class TelegramTaps:
             await submit_tap(self.earshot.access, self.earshot.jobs, tap, ref.ref, slot,
                              say=lambda said: self._say(message, said))
 
-    async def _languages(self, message: Message, press: ButtonPress) -> None:
+    async def _languages(self, message: Message, press: ButtonPress, lang: str | None) -> None:
         """Translate tapped: a second row asks which language."""
-        markup = task_keyboard(press.token, _answered_task(message.reply_markup), languages_open=True)
+        markup = task_keyboard(press.token, _answered_task(message.reply_markup), languages_open=True, lang=lang)
         try:
             await with_flood_control(lambda: message.edit_reply_markup(reply_markup=markup))
         except BadRequest as err:
