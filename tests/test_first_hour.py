@@ -313,3 +313,13 @@ def test_slack_help_explains_digests_in_channels_only():
     from core import help_texts
     assert "digest on" in help_texts.slack_help(None, 30, group=True)
     assert "digest" not in help_texts.slack_help(None, 30, group=False)
+
+
+def test_a_link_that_never_answers_names_the_timeout_setting(earshot_env):
+    import socket
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/talk.mp3"
+        p = earshot({**earshot_env, "EARSHOT_URL_ALLOW_PRIVATE": "1", "EARSHOT_URL_TIMEOUT": "1"}, "transcribe", url)
+    assert p.returncode == 1 and "EARSHOT_URL_TIMEOUT" in one_clean_line(p.stderr)
