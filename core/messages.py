@@ -256,7 +256,8 @@ TERMINAL: dict[str, str] = {
     LINK_NOT_AUDIO: "that link leads to a web page ({content_type}), not an audio file: give a direct link to the file",
     NOT_AUDIO: "couldn't read that as audio: give an audio or video file (ogg, mp3, m4a, wav, flac, amr, webm, mp4…)",
     NO_SPEECH: "{model} answered in text only this time; nothing was written to the --speak file",
-    LINK_TIMEOUT: "that link took too long to download (over {seconds:.0f} s); raise EARSHOT_URL_TIMEOUT to wait longer",
+    LINK_TIMEOUT: "that link took too long to download (over {seconds:.0f} s); raise EARSHOT_URL_TIMEOUT to wait "
+                  "longer",
     DECODE_TIMEOUT: "that file took too long to decode (it may be damaged); raise EARSHOT_FFMPEG_TIMEOUT to wait "
                     "longer",
 }
