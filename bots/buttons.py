@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from core.config import QUICK_LANGUAGES
 from core.flow.audio_refs import looks_like_token
 from core.values import Task
+from core.words import messages
 
 VERSION = "e1"                    # a later format can coexist with buttons already in chats
 CALLBACK_LIMIT = 64               # bytes Telegram keeps of callback_data (Discord keeps 100 characters)
 # the buttons, in order, and their short codes
-TASK_BUTTONS: tuple[tuple[Task, str, str], ...] = (
-    (Task.TRANSCRIBE, "Transcript", "tx"),
-    (Task.SUMMARIZE, "Summary", "su"),
-    (Task.SENTIMENT, "Mood", "mo"),
-    (Task.EVENTS, "Sounds", "ev"),
-    (Task.TRANSLATE, "Translate", "tr"),
+TASK_BUTTONS: tuple[tuple[Task, str, str], ...] = (     # labels: core.words.messages ids, said in the chat's language
+    (Task.TRANSCRIBE, messages.BUTTON_TRANSCRIPT, "tx"),
+    (Task.SUMMARIZE, messages.BUTTON_SUMMARY, "su"),
+    (Task.SENTIMENT, messages.BUTTON_MOOD, "mo"),
+    (Task.EVENTS, messages.BUTTON_SOUNDS, "ev"),
+    (Task.TRANSLATE, messages.BUTTON_TRANSLATE, "tr"),
 )
 # (code in the string, the language as the translate prompt names it)
 LANGUAGES = QUICK_LANGUAGES

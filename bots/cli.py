@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -35,6 +37,8 @@ FileArg = Annotated[str, typer.Argument(help="Audio or video file (ogg, opus, mp
                                              "mp4…), or an http(s) link to one.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the answer, per-part offsets and token usage as JSON.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what earshot is doing on stderr.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ask the model even when the same audio was answered "
+                                          "before (EARSHOT_CACHE_DAYS), and keep nothing.")]
 
 # exit codes: what a script can tell apart
 EXIT_INPUT, EXIT_SERVICE, EXIT_CONFIG = 1, 3, 4
@@ -48,11 +52,11 @@ def _fail(message: str, code: int) -> NoReturn:
 def _settings(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
-    from core.config import Settings
+    from core.config import Settings, invalid_settings
     try:
         settings = Settings()
     except ValidationError as exc:
-        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        bad = "; ".join(f"{v}: {what}" for v, _, what in invalid_settings(exc.errors()))
         _fail(f"invalid configuration in the environment: {bad}", EXIT_CONFIG)
     return settings.model_copy(update=overrides) if overrides else settings
 
@@ -73,13 +77,34 @@ def _read(file: str, settings: Settings) -> Audio:
         from core.audio.links import fetcher_for, find_link
         url = find_link(file) or file
         return _until_done(fetcher_for(settings).fetch(url))
+    if scheme := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", file):   # ftp://, file://…: not a path either
+        _fail(messages.LINK_SCHEME_CLI.format(scheme=scheme.group(1).lower()), EXIT_INPUT)
     path = Path(file)
+    if path.is_dir():
+        _fail(messages.FILE_IS_DIRECTORY.format(path=path), EXIT_INPUT)
     if not path.is_file():
         _fail(messages.FILE_NOT_FOUND.format(path=path), EXIT_INPUT)
     size = path.stat().st_size
     if size > settings.max_file_bytes:  # refuse before reading a huge file into memory
-        _fail(messages.TOO_BIG.format(size_mb=size / 2**20, limit_mb=settings.max_file_mb), EXIT_INPUT)
+        _fail(messages.TERMINAL[messages.TOO_BIG].format(size_mb=size / 2**20, limit_mb=settings.max_file_mb),
+              EXIT_INPUT)
     return Audio(path.read_bytes(), filename=path.name)
+
+
+def _check_writable(path: Path) -> None:
+    """--speak's file can be written: checked before any audio is read or sent, so a typo costs nothing."""
+    import os
+    reason = None
+    if path.is_dir():
+        reason = "it is a directory"
+    elif path.exists():
+        reason = None if os.access(path, os.W_OK) else "the file is not writable"
+    elif not (parent := path.parent if str(path.parent) else Path(".")).is_dir():
+        reason = f"there is no directory {parent}"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        reason = f"the directory {parent} is not writable"
+    if reason:
+        _fail(messages.SPEAK_UNWRITABLE.format(path=path, reason=reason), EXIT_INPUT)
 
 
 class _ProgressBar:
@@ -102,35 +127,63 @@ class _ProgressBar:
             self._task = self._bar.add_task("listening", total=p.total)
         self._bar.update(self._task, completed=p.done)
 
+    @property
+    def quiet(self) -> bool:
+        """No bar shown yet."""
+        return self._bar is None
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
 
 
+WAITING_AFTER = 8.0    # seconds without an answer before a terminal is told what earshot is waiting for
+
+
 async def _ask(settings: Settings, request: Request) -> Reply:
+    import asyncio
+
     from core.app import Earshot
+    from core.errors import ModelUnavailable
+    url, setting = settings.model_endpoint
+    host = urlsplit(url).hostname or url
     bar = _ProgressBar()
+
+    async def waiting() -> None:      # a host that accepts and never answers: say who we wait for
+        await asyncio.sleep(WAITING_AFTER)
+        if bar.quiet and sys.stderr.isatty():
+            typer.echo(f"earshot: waiting for {host}…", err=True)
+
+    notice = asyncio.create_task(waiting())
     try:
         async with Earshot.build(settings) as app:     # the composition root, as the bots use it
             _loaded()
             return await app.assistant.handle(request, progress=bar)
+    except ModelUnavailable as exc:
+        if exc.unreachable:
+            _fail(f"can't reach {host} (its name doesn't resolve, or it refused the connection): check the "
+                  f"network, or {setting}, which points earshot there", EXIT_SERVICE)
+        raise
     finally:
+        notice.cancel()
         bar.close()
 
 
 def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, fmt: str | None = None,
-         speak: Path | None = None, voice: str | None = None) -> None:
-    # one-shot commands stand alone: no chat history is sent with them
+         speak: Path | None = None, voice: str | None = None, no_cache: bool = False) -> None:
+    # one-shot commands stand alone: no chat history is sent with them; --no-cache: no answer cache either
     from core.logs import setup_logging
-    settings = _settings(history_turns=0)
+    settings = _settings(history_turns=0, **({"cache_days": 0.0} if no_cache else {}))
     setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets(),
                   settings.log_format)
     chosen = _voice(settings, voice) if speak is not None else None
+    if speak is not None:
+        _check_writable(speak)
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen)
     reply = _until_done(_ask(settings, request))
     if speak is not None:
         if reply.speech is None:
-            _fail(messages.NO_SPEECH.format(model=settings.model), EXIT_SERVICE)
+            _fail(messages.TERMINAL[messages.NO_SPEECH].format(model=settings.model), EXIT_SERVICE)
         try:
             speak.write_bytes(reply.speech.ogg)
         except OSError as exc:
@@ -153,7 +206,9 @@ def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, 
 def _voice(settings: Settings, voice: str | None) -> str:
     """The voice for --speak, checked before any audio is read or sent: a model that can't speak is a
     configuration problem (exit 4); a voice it lacks, a bad option (exit 1)."""
-    from core.flow.service import choose_voice
+    from core.flow.service import can_speak, choose_voice, speaking_models
+    if not can_speak(settings):
+        _fail(messages.CANNOT_SPEAK_CLI.format(model=settings.model, models=", ".join(speaking_models())), EXIT_CONFIG)
     try:
         return choose_voice(settings, voice)
     except VoiceUnavailable as exc:
@@ -168,8 +223,11 @@ def _until_done(work: Coroutine[Any, Any, Any]) -> Any:
         _fail("interrupted", 130)
     except EarshotError as exc:
         code = EXIT_CONFIG if exc.operator else EXIT_INPUT if isinstance(exc, InputError) else EXIT_SERVICE
-        # the terminal user is the operator: say what to fix
-        _fail(exc.operator_message if exc.operator or isinstance(exc, ModelError) else exc.user_message, code)
+        # the terminal user is the operator: say what to fix, in a terminal's words where a chat's would mislead
+        if exc.operator or isinstance(exc, ModelError):
+            _fail(exc.operator_message, code)
+        terminal = messages.TERMINAL.get(exc.message)
+        _fail(messages.text(terminal, None, **exc.fmt) if terminal else exc.user_message, code)
 
 
 def _as_json(reply: Reply, model: str) -> dict[str, Any]:
@@ -189,7 +247,7 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
 
 
 @app.command()
-def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False, no_cache: NoCacheOpt = False,
                fmt: Annotated[str | None, typer.Option(
                    "--format", metavar="[text|srt|vtt|json]", show_default=False,
                    help="text (default), srt or vtt (subtitles with true offsets), or json (cues).")] = None) -> None:
@@ -199,25 +257,28 @@ def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = Fa
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
     if as_json and fmt not in (None, "json"):
         _fail(f"--json prints JSON; it can't be combined with --format {fmt} (use one or the other)", 2)
-    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt)
+    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt, no_cache=no_cache)
 
 
 @app.command()
-def summarize(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def summarize(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+              no_cache: NoCacheOpt = False) -> None:
     """A short summary of what is said."""
-    _run(Task.SUMMARIZE, file, None, as_json, verbose)
+    _run(Task.SUMMARIZE, file, None, as_json, verbose, no_cache=no_cache)
 
 
 @app.command()
-def sentiment(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def sentiment(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+              no_cache: NoCacheOpt = False) -> None:
     """The speaker's mood and tone, with the evidence heard for it."""
-    _run(Task.SENTIMENT, file, None, as_json, verbose)
+    _run(Task.SENTIMENT, file, None, as_json, verbose, no_cache=no_cache)
 
 
 @app.command()
-def events(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def events(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+           no_cache: NoCacheOpt = False) -> None:
     """Sounds, music and speech in the audio, with mm:ss timestamps."""
-    _run(Task.EVENTS, file, None, as_json, verbose)
+    _run(Task.EVENTS, file, None, as_json, verbose, no_cache=no_cache)
 
 
 @app.command()
@@ -229,9 +290,10 @@ def ask(file: FileArg,
                                                    show_default=False)] = None,
         voice: Annotated[str | None, typer.Option("--voice", metavar="NAME", help="Voice of the spoken answer (default "
                                                   "EARSHOT_VOICE, Cherry).", show_default=False)] = None,
-        as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+        as_json: JsonOpt = False, verbose: VerboseOpt = False, no_cache: NoCacheOpt = False) -> None:
     """Answer a question about the audio (citing mm:ss); with no question, reply to it as a voice chat."""
-    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose, speak=speak, voice=voice)
+    _run(Task.ASK if question else Task.CHAT, file, question, as_json, verbose, speak=speak, voice=voice,
+         no_cache=no_cache)
 
 
 @app.command()
@@ -239,9 +301,9 @@ def translate(file: FileArg,
               to: Annotated[str, typer.Option("--to", metavar="LANG",
                                               help="Target language, e.g. English, 中文, Deutsch.",
                                               show_default=False)],
-              as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+              as_json: JsonOpt = False, verbose: VerboseOpt = False, no_cache: NoCacheOpt = False) -> None:
     """Translate what is said into another language."""
-    _run(Task.TRANSLATE, file, to, as_json, verbose)
+    _run(Task.TRANSLATE, file, to, as_json, verbose, no_cache=no_cache)
 
 
 @app.command()
@@ -288,13 +350,15 @@ def doctor(
         metavar="URL", help="The URL `earshot telegram --webhook-url` runs with: check that webhook instead of "
                             "expecting none.")] = None,
 ) -> None:
-    """Check ffmpeg, the database and every configured credential against its service; exit 0 only when all pass."""
-    settings = _settings()
-    from core.logs import setup_logging
-    setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
+    """Check the settings, ffmpeg, the database and every configured credential against its service (the model's
+    key with a real one-token request); exit 0 only when all pass."""
     from bots.doctor import doctor as check_all
+    from bots.doctor import read_settings
+    from core.logs import setup_logging
+    settings, invalid = read_settings()     # an invalid variable is a ✗ line; the rest is checked all the same
+    setup_logging(_log_level(settings, logging.CRITICAL), settings.secrets(), settings.log_format)
     _loaded()
-    if not check_all(settings, webhook_url=webhook_url, echo=typer.echo):
+    if not check_all(settings, webhook_url=webhook_url, echo=typer.echo, first=invalid):
         raise typer.Exit(EXIT_CONFIG)
 
 

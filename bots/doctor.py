@@ -128,6 +128,7 @@ async def check_model(settings: Settings) -> Check:
     from core.model.model_client import has_key, make_client
 
     name = f"model {settings.model}"
+    # the key is checked with a real request (a one-token answer), not only its shape
     if not has_key(settings):
         return Check(name, False, "DASHSCOPE_API_KEY is not set: create a key in the Model Studio console "
                                   "(Beijing or Singapore, matching DASHSCOPE_REGION)")
@@ -142,7 +143,8 @@ async def check_model(settings: Settings) -> Check:
         return Check(name, False, f"{exc.operator_message} (asked {_where(base)})")
     finally:
         await client.aclose()
-    return Check(name, True, f"answers at {_where(base)} ({answer.usage.total} tokens for a one-token request)")
+    return Check(name, True, f"answers at {_where(base)}: the key works (checked with a real one-token request, "
+                             f"{answer.usage.total} tokens)")
 
 
 # --- Telegram --------------------------------------------------------------------------------------
@@ -308,12 +310,30 @@ def run_checks(settings: Settings, *, webhook_url: str | None = None) -> Iterato
         yield from check_discord(settings, http)
 
 
+def read_settings() -> tuple[Settings, list[Check]]:
+    """The settings from the environment, and a ✗ check for each variable that is invalid (named, with what it
+    should be); those variables take their defaults, so every other check still runs."""
+    from pydantic import ValidationError
+
+    from core.config import invalid_settings, settings_without
+    bad: list[tuple[str, str, str]] = []
+    for _ in range(3):                  # an invalid value can hide another behind it; a few rounds find them all
+        try:
+            return settings_without([f for _, f, _ in bad]), [Check(v, False, what) for v, _, what in bad]
+        except ValidationError as exc:
+            found = invalid_settings(exc.errors())
+            if not found or {f for _, f, _ in found} <= {f for _, f, _ in bad}:
+                raise
+            bad += [b for b in found if b[1] not in {f for _, f, _ in bad}]
+    return settings_without([f for _, f, _ in bad]), [Check(v, False, what) for v, _, what in bad]
+
+
 def doctor(settings: Settings, *, webhook_url: str | None = None,
-           echo: Callable[[str], object] = print) -> bool:
-    """Print one masked line per check; True when none failed."""
+           echo: Callable[[str], object] = print, first: list[Check] | None = None) -> bool:
+    """Print one masked line per check (`first`: found before, like invalid settings); True when none failed."""
     mask = RedactingFilter(settings.secrets())
     ok = True
-    for check in run_checks(settings, webhook_url=webhook_url):
+    for check in [*(first or ()), *run_checks(settings, webhook_url=webhook_url)]:
         ok = ok and check.ok is not False
         echo(mask.redact(check.line()))
     return ok

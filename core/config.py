@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.model.catalog import ModelInfo, model_info
+from core.model.catalog import Backend, ModelInfo, model_info
 from core.store import pg
 
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
@@ -111,10 +112,12 @@ class Settings(BaseSettings):
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))
     allowed_chats: IdList = Field((), **_env("EARSHOT_ALLOWED_CHATS"))
     admin_users: IdList = Field((), **_env("EARSHOT_ADMIN_USERS"))
-    # daily token budgets (UTC days; 0 = unlimited), sized so one day can't burn a 100k-token free trial
-    user_daily_tokens: int = Field(10_000, ge=0, **_env("EARSHOT_USER_DAILY_TOKENS"))
-    chat_daily_tokens: int = Field(15_000, ge=0, **_env("EARSHOT_CHAT_DAILY_TOKENS"))
-    global_daily_tokens: int = Field(20_000, ge=0, **_env("EARSHOT_GLOBAL_DAILY_TOKENS"))
+    # daily token budgets of the chat bots (UTC days; 0 = unlimited; the terminal is counted, never held to them).
+    # Sized to agree with EARSHOT_MAX_AUDIO_SECONDS: one recording of the longest length allowed fits a person's
+    # day on every model earshot knows (about 71,300 tokens on Qwen-Audio, 25 tokens a second in 30 s parts)
+    user_daily_tokens: int = Field(80_000, ge=0, **_env("EARSHOT_USER_DAILY_TOKENS"))
+    chat_daily_tokens: int = Field(100_000, ge=0, **_env("EARSHOT_CHAT_DAILY_TOKENS"))
+    global_daily_tokens: int = Field(200_000, ge=0, **_env("EARSHOT_GLOBAL_DAILY_TOKENS"))
     user_requests_per_minute: int = Field(10, ge=0, **_env("EARSHOT_USER_REQUESTS_PER_MINUTE"))
 
     telegram_bot_token: SecretStr | None = Field(None, **_env("TELEGRAM_BOT_TOKEN"))
@@ -199,6 +202,18 @@ class Settings(BaseSettings):
         return origin(self.native_base_url) + COMPAT_PATH
 
     @property
+    def model_endpoint(self) -> tuple[str, str]:
+        """Where EARSHOT_MODEL is asked, and the setting that points there (for an operator to change)."""
+        backend = self.model_info.backend
+        if backend is Backend.OPENAI:
+            return self.openai_base_url or "", "EARSHOT_OPENAI_BASE_URL"
+        if backend is Backend.COMPAT and self.dashscope_compat_base_url:
+            return self.compat_base_url, "DASHSCOPE_COMPAT_BASE_URL"
+        url = self.native_base_url if backend is Backend.NATIVE else self.compat_base_url
+        return url, ("DASHSCOPE_HTTP_BASE_URL" if "dashscope_base_url" in self.model_fields_set
+                     else "DASHSCOPE_REGION")
+
+    @property
     def model_info(self) -> ModelInfo:
         """The catalog's figures for EARSHOT_MODEL, as served here (see core.model.catalog)."""
         return model_info(self.model, openai_server=bool(self.openai_base_url), seconds=self.model_seconds,
@@ -225,3 +240,37 @@ class Settings(BaseSettings):
         if isinstance(self.db_path, str):
             found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]
         return found
+
+
+def _field_of(variable: str) -> str | None:
+    """The Settings field read from the environment variable `variable`."""
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and variable in alias.choices:
+            return name
+    return None
+
+
+def invalid_settings(errors: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(variable, field, what is wrong) for each error of a Settings validation, in words an operator acts on:
+    ("DASHSCOPE_REGION", …, "'tokyo' is not allowed: it should be 'beijing' or 'singapore'"). Secret values are
+    never repeated."""
+    out = []
+    for e in errors:
+        variable = str(e["loc"][0]) if e.get("loc") else "?"
+        field = _field_of(variable) or variable
+        info = Settings.model_fields.get(field)
+        secret = info is not None and ("SecretStr" in str(info.annotation) or field == "db_path")
+        should = str(e.get("msg", "is not valid")).removeprefix("Value error, ")
+        should = should.replace("Input should be", "should be", 1)
+        given = "its value" if secret or not isinstance(e.get("input"), str) else repr(e["input"])
+        out.append((variable, field, f"{given} is not allowed: it {should}"))
+    return out
+
+
+def settings_without(fields: list[str]) -> Settings:
+    """Settings from the environment with `fields` at their defaults: what the other checks run on when some
+    variables are invalid."""
+    defaults = {f: Settings.model_fields[f].get_default(call_default_factory=True)
+                for f in fields if f in Settings.model_fields}
+    return Settings(**defaults)

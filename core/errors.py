@@ -103,6 +103,7 @@ class ModelThrottled(ModelError):
 
 class ModelUnavailable(ModelError):
     retryable = True
+    unreachable = False   # the host can't be reached at all (DNS failure, connection refused): retried briefly
 
 
 class ContentRejected(ModelError):

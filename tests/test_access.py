@@ -139,13 +139,26 @@ async def test_global_budget_protects_the_quota_for_everyone(tmp_path):
         assert "midnight UTC" in refusal["text"] and len(ds.calls) == 1
 
 
-async def test_a_recording_too_long_for_what_is_left_is_refused_before_the_model(tmp_path):
+async def test_a_recording_over_a_whole_days_budget_is_refused_before_the_model_naming_the_setting(tmp_path):
     async with bot_running(tmp_path, user_daily_tokens=1000) as bot:
         data = THREE_PARTS                                                # ~3,000 tokens
         bot.tg.push(501, kind="voice", data=data, duration=70)
         [refusal] = await bot.said(501)
-        assert refusal["text"].startswith("That recording would take about") and "1,000 left" in refusal["text"]
+        text = refusal["text"]
+        assert text.startswith(refusal_prefix(messages.NEVER_FITS_USER)) and "1,000" in text, text
+        assert "EARSHOT_USER_DAILY_TOKENS" in text and "midnight" not in text and "tomorrow" not in text
         assert not bot.ds.calls
+
+
+async def test_a_several_minute_note_from_a_new_user_is_answered_with_the_default_budgets(tmp_path):
+    # six minutes with a tone every half minute, so none of it is trimmed as silence
+    six_minutes = tone_audio(*[seg for i in range(12) for seg in ((400 + 40 * i, 1), (0, 29))], fmt="ogg")
+    async with bot_running(tmp_path) as bot:      # no budget set: the defaults
+        bot.tg.push(511, kind="voice", data=six_minutes, duration=360)
+        await bot.idle()
+        texts = bot.tg.texts(511)
+        assert any("400Hz" in t and "840Hz" in t for t in texts), texts
+        assert not any("tokens" in t for t in texts) and len(bot.ds.calls) >= 12
 
 
 async def test_rate_limit_per_user(tmp_path):
@@ -172,11 +185,11 @@ async def test_admin_usage_sees_everyone_and_others_see_their_own(tmp_path):
         admin = (await bot.said(703))[0]["text"]
         assert "Top users today:" in admin and "Top chats today:" in admin
         assert "@ann (701)" in admin and "702" in admin
-        assert re.search(r"Everyone: [1-9][\d,]* of 20,000 tokens used", admin), admin
+        assert re.search(r"Everyone: [1-9][\d,]* of 200,000 tokens used", admin), admin
         bot.tg.push(701, text="/usage")
         own = (await bot.said(701, 2))[1]["text"]
         assert "Top users" not in own and "702" not in own
-        assert re.search(r"You: [1-9][\d,]* of 10,000 tokens used, [\d,]+ left\.", own), own
+        assert re.search(r"You: [1-9][\d,]* of 80,000 tokens used, [\d,]+ left\.", own), own
         assert "midnight UTC" in own and "10 requests a minute" in own
 
 
@@ -227,7 +240,7 @@ async def test_slack_admin_usage_lists_everyone(tmp_path, clip):
         admin = (await w.slash("usage", user="U0BOSS", channel="D0BOSS")).text
         assert "Top users today:" in admin and "U0ALICE" in admin and DM in admin
         own = (await w.slash("usage", user="U0ALICE", channel=DM)).text
-        assert "Top users" not in own and re.search(r"You: [1-9][\d,]* of 10,000 tokens used", own), own
+        assert "Top users" not in own and re.search(r"You: [1-9][\d,]* of 80,000 tokens used", own), own
 
 
 # --- the core -------------------------------------------------------------------------------------

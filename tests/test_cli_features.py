@@ -57,10 +57,12 @@ def test_a_link_is_refused_on_loopback_unless_private_addresses_are_allowed(ears
     app.router.add_get("/", page)
     with Threaded(app) as served:
         refused = earshot(earshot_env, "transcribe", served.url + "/talk.m4a")
-        assert refused.returncode == 1 and one_clean_line(refused.stderr) == "earshot: " + messages.LINK_PRIVATE
+        assert refused.returncode == 1
+        assert one_clean_line(refused.stderr) == "earshot: " + messages.TERMINAL[messages.LINK_PRIVATE]
         allowed = {**earshot_env, "EARSHOT_URL_ALLOW_PRIVATE": "1"}
         ok = earshot(allowed, "transcribe", served.url + "/talk.m4a")
         assert ok.returncode == 0 and re.findall(r"(\d+)Hz@", ok.stdout) == ["440", "550"], ok.stderr
         page = earshot(allowed, "summarize", served.url + "/")
         assert page.returncode == 1
-        assert one_clean_line(page.stderr) == "earshot: " + messages.LINK_NOT_AUDIO.format(content_type="text/html")
+        assert one_clean_line(page.stderr) == "earshot: " + messages.TERMINAL[messages.LINK_NOT_AUDIO].format(
+            content_type="text/html")

@@ -26,8 +26,9 @@ async def test_a_digest_over_the_budget_is_refused_before_the_model(tmp_path: Pa
         await g.stored(2)
         g.push(CHEN, text="/digest 24h")
         refusal = (await g.said(2))[1]["text"]
-        assert refusal.startswith("That digest would take about") and "550 left" in refusal, refusal
-        assert "/digest 2h" in refusal
+        # more than Chen's whole day: no waiting helps, the operator's setting would
+        assert refusal.startswith("That would take about") and "550" in refusal, refusal
+        assert "EARSHOT_USER_DAILY_TOKENS" in refusal and "midnight" not in refusal
         assert not [c for c in g.ds.calls if not c.items], "no summarising call was made"
 
 

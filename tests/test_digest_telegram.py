@@ -196,4 +196,4 @@ async def test_digest_commands_are_for_groups(tmp_path: Path) -> None:
         g.tg.push(ANA, text="/help")
         said = await g.said(2, chat=ANA)
     assert said[0]["text"] == messages.DIGEST_GROUPS_ONLY.format(prefix="/")
-    assert "for 30 days" in said[1]["text"] and "/forget" in said[1]["text"]
+    assert "/digest" not in said[1]["text"], "a private chat's /help has no digest paragraph"

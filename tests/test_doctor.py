@@ -111,3 +111,18 @@ def test_unusable_database_is_named(env, tmp_path):
     code, lines = doctor(env | {"EARSHOT_DB": str(tmp_path / "a-file" / "earshot.db")})
     assert code == 4
     assert lines["database"].startswith("✗") and "EARSHOT_DB" in lines["database"]
+
+
+def test_invalid_settings_are_named_with_their_allowed_values_and_the_rest_still_runs(env):
+    code, lines = doctor({**env, "DASHSCOPE_REGION": "tokyo", "EARSHOT_MAX_FILE_MB": "lots"})
+    assert code == 4
+    assert lines["DASHSCOPE_REGION"].startswith("✗") and "'beijing' or 'singapore'" in lines["DASHSCOPE_REGION"]
+    assert lines["EARSHOT_MAX_FILE_MB"].startswith("✗") and "number" in lines["EARSHOT_MAX_FILE_MB"]
+    for check in ("ffmpeg", "database", "model qwen-audio-turbo-latest", "Telegram getMe", "Slack auth.test"):
+        assert lines[check].startswith("✓"), lines
+    assert "real one-token request" in lines["model qwen-audio-turbo-latest"]
+
+
+def test_an_invalid_secret_is_never_repeated(env):
+    code, lines = doctor({**env, "TELEGRAM_WEBHOOK_SECRET": "no spaces allowed!"})
+    assert code == 4 and "no spaces allowed" not in lines["TELEGRAM_WEBHOOK_SECRET"]

@@ -73,9 +73,10 @@ async def test_an_error_carries_its_message_and_is_said_in_japanese(model, tmp_p
 
 
 async def test_a_budget_refusal_is_one_whole_sentence_in_each_language(model, tmp_path) -> None:
-    settings = settings_for(model, tmp_path, retry_budget=1, user_daily_tokens=100, chat_daily_tokens=0,
+    settings = settings_for(model, tmp_path, retry_budget=1, user_daily_tokens=1000, chat_daily_tokens=0,
                             global_daily_tokens=0, user_requests_per_minute=0)
     async with Assistant(settings) as a:
+        await a.access.ledger.record(DM, "7", Usage(audio_tokens=900), role="spent", now=time.time())
         with pytest.raises(AccessRefused) as err:
             await a.handle(Request(DM, Task.TRANSCRIBE, audio=Audio(tone_audio((440, 20.0)), "a.mp3"), user_id="7"))
     assert err.value.message == messages.TOO_COSTLY_USER and "you have 100 left" in err.value.user_message
@@ -106,7 +107,7 @@ async def test_rate_limits_and_spent_budgets_are_said_in_the_chats_language(mode
 
 def test_waits_and_lengths_in_words_follow_the_language() -> None:
     assert amounts.wait(3 * 3600 + 600) == "3 h 10 min" and amounts.wait(3 * 3600 + 600, "ja") == "3 時間 10 分"
-    assert amounts.wait(40, "de") == "40 s" and amounts.wait(600, "de") == "10 Min."
+    assert amounts.wait(40, "de") == "40 s" and amounts.wait(600, "de") == "10 min"
     assert amounts.rounded(1) == "1 second" and amounts.rounded(86400, "fr") == "24 heures"
     assert amounts.period(7 * 86400, "es") == "1 semana" and amounts.duration(90, "it") == "90 secondi"
     span = amounts.Span(amounts.wait, 600)
@@ -117,7 +118,7 @@ def test_usage_is_said_in_german() -> None:
     report = UsageReport(here=Usage(10, 5, 5), user=Allowance(20, 100), chat=Allowance(20, 0),
                          everyone=Allowance(20, 0), resets_in=3600, requests_per_minute=0)
     text = usage_text(report, lang="de")
-    assert "\nDu: 20 von 100" in text and "Dieser Chat: 20" in text and "1 Std." in text
+    assert "\nDu: 20 von 100" in text and "Dieser Chat: 20" in text and "in 1 h." in text
 
 
 async def test_lang_is_stored_per_chat_and_read_back(app) -> None:

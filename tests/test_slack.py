@@ -67,10 +67,14 @@ async def test_slash_command_acks_fast_then_delivers(world: World, clip: bytes) 
     assert world.model.calls and world.slack.downloads == [record["id"]]
 
 
-async def test_slash_command_without_audio_says_how(world: World) -> None:
+async def test_slash_command_without_audio_says_how_to_the_asker_alone(world: World) -> None:
     r = await world.post(slash_body("summarize", channel=CHANNEL, response_url=world.slack.response_url()))
     assert r.status_code == 200
-    assert await until(lambda: answers(world.slack, re.escape(render.escape(messages.NO_AUDIO_YET)[:40])))
+    said = render.escape(messages.NO_AUDIO_YET)[:40]
+    assert await until(lambda: [b for b in world.slack.responses if said in str(b)])
+    [response] = [b for b in world.slack.responses if said in str(b)]
+    assert response["response_type"] == "ephemeral"
+    assert not answers(world.slack, re.escape(said)), "said to the whole channel"
     assert not world.model.calls
 
 

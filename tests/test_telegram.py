@@ -16,8 +16,7 @@ import pytest
 
 from bots.telegram.render import MESSAGE_LIMIT, escape, split_text
 from core.config import Settings
-from core.words import messages
-from core.words.help_texts import TELEGRAM_HELP as HELP
+from core.words import help_texts, messages
 from core.words.help_texts import telegram_commands
 from tests.conftest import BOT, Harness, bot_running, free_port, reply_to
 from tests.fakes.dashscope import FakeDashScope, tone_audio
@@ -109,7 +108,7 @@ async def test_commands_without_what_they_need(bot: Harness):
     bot.tg.push(106, text="/translate French")
     said = [m["text"] for m in await bot.said(106, 6)]
     # in the order they were sent, though the chat's updates are handled concurrently
-    assert said[0] == messages.NO_AUDIO_YET and said[1].startswith(HELP.rsplit("\n\n", 1)[0])  # /lang, digests follow
+    assert said[0] == messages.NO_AUDIO_YET and said[1] == help_texts.telegram_start(None)   # /start: a greeting
     assert said[3:6] == [messages.NEED_QUESTION, messages.NEED_LANGUAGE, said[5]] and "440Hz" in said[5]
     assert any("French" in t for t in bot.ds.calls[-1].texts)
 

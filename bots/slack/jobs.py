@@ -106,7 +106,7 @@ class SlackJobs:
         if self.refs is None or job.file_ref is None or not wants_buttons(job.task, job.file_ref):
             return None
         token = await self.refs.mint(job.chat, job.file_ref, audio_id=self._audio_id(job))
-        return answer_actions(token, job.task)
+        return answer_actions(token, job.task, lang=job.lang)
 
     async def _upload_speech(self, dest: Destination, speech: Speech) -> None:
         """The spoken answer as an audio file in the thread, beside its text (files:write scope)."""

@@ -71,8 +71,9 @@ class Handlers:
         self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings, app.audio_refs)
         self.digests = SlackDigests(app.digests, self.outbox)   # `/earshot digest`, quiet listening in channels
 
-    def help_text(self, lang: str | None) -> str:
-        return help_texts.slack_help(lang, self.earshot.settings.retention_days, with_lang=True)
+    def help_text(self, lang: str | None, chat: ChatKey | None = None) -> str:
+        group = chat is None or not chat.chat_id.startswith("D")      # D…: a DM, where digests don't work
+        return help_texts.slack_help(lang, self.earshot.settings.retention_days, with_lang=True, group=group)
 
     async def lang_of(self, chat: ChatKey, sender: Sender) -> str:
         """The language to answer in: the chat's /earshot lang, else the asker's Slack locale (users.info)."""
@@ -180,7 +181,7 @@ class Handlers:
         sender = sender_of(command)
         lang = await self.lang_of(chat, sender)       # users.info once per person, then remembered
         if cmd.word in ("", "help"):
-            await ack(self.help_text(lang))
+            await ack(self.help_text(lang, chat))
             return
         try:   # strangers are told once, in the ack, and nothing is fetched or spent for them
             await self.access.check(chat, sender, spending=cmd.task is not None)
@@ -195,7 +196,7 @@ class Handlers:
             return
         if cmd.task is None:
             unknown = messages.text(messages.UNKNOWN_COMMAND, lang, command=render.escape(cmd.word))
-            await ack(f"{unknown}\n\n{self.help_text(lang)}")
+            await ack(f"{unknown}\n\n{self.help_text(lang, chat)}")
             return
         if cmd.task is Task.TRANSLATE and not cmd.arg:
             await ack(messages.text(messages.NEED_LANGUAGE, lang))
@@ -223,7 +224,7 @@ class Handlers:
         """A named command, from `/earshot` or typed in a DM or mention, acting on the chat's latest audio."""
         lang = lang or await self.lang_of(chat, sender)
         if cmd.word in ("", "help"):
-            await self.outbox.say(dest, self.help_text(lang), markdown=True)
+            await self.outbox.say(dest, self.help_text(lang, chat), markdown=True)
         elif cmd.word in DIGEST_WORDS:
             await self.digests.in_chat(cmd, dest, sender, lang)
         elif cmd.word in STATE_WORDS:
@@ -236,8 +237,12 @@ class Handlers:
             except EarshotError as err:
                 await self.outbox.report(dest, err, None, lang)
                 return
-            if file is None:
-                await self.outbox.say(dest, messages.text(messages.NO_AUDIO_YET, lang))
+            if file is None:      # a slash command hears it alone (ephemeral), not the whole channel
+                said = messages.text(messages.NO_AUDIO_YET, lang)
+                if dest.response_url:
+                    await self.outbox.respond(dest.response_url, render.messages(said, plain=True)[0], ephemeral=True)
+                else:
+                    await self.outbox.say(dest, said)
                 return
             top = None
             if header:   # in a channel, say who asked what about which file

@@ -1,6 +1,7 @@
 """What the bot does with each kind of update: thin glue from Telegram messages to `Assistant` calls."""
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -57,7 +58,8 @@ class TelegramHandlers:
 
     def register(self, app: Application) -> None:
         self.job_callbacks.bot = app.bot
-        app.add_handler(CommandHandler(["start", "help"], self._ordered(self.on_help)))
+        app.add_handler(CommandHandler("start", self._ordered(self.on_start)))
+        app.add_handler(CommandHandler("help", self._ordered(self.on_help)))
         app.add_handler(CommandHandler(list(chat_state.WORDS), self._ordered(self.on_chat_state)))
         app.add_handler(CommandHandler("model", self._ordered(self.on_model)))
         app.add_handler(CommandHandler(["digest", "forget"], self._ordered(self.on_digest)))
@@ -66,6 +68,7 @@ class TelegramHandlers:
         app.add_handler(MessageHandler(media & filters.UpdateType.MESSAGE, self._ordered(self.on_media)))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.UpdateType.MESSAGE,
                                        self._ordered(self.on_text)))
+        app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._ordered(self.on_unknown)))
         TelegramTaps(self.earshot).register(app)      # the buttons under answers (.taps)
         app.add_error_handler(self.on_error)
 
@@ -94,8 +97,9 @@ class TelegramHandlers:
         """The language to answer this message in: the chat's /lang, else the sender's Telegram language."""
         return await self.chat_state.language_for(chat_key(message), user_language(message))
 
-    def help_text(self, lang: str | None) -> str:
-        return help_texts.telegram_help(lang, self.earshot.settings.retention_days, with_lang=True)
+    def help_text(self, lang: str | None, message: Message | None = None) -> str:
+        group = message is None or message.chat.type != "private"
+        return help_texts.telegram_help(lang, self.earshot.settings.retention_days, with_lang=True, group=group)
 
     # --- commands -------------------------------------------------------------------------------
     async def on_digest(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
@@ -108,7 +112,23 @@ class TelegramHandlers:
                 await self._say(message, text)
 
     async def on_help(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
-        await self._say(message, self.help_text(await self.lang_of(message)))
+        await self._say(message, self.help_text(await self.lang_of(message), message))
+
+    async def on_start(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
+        await self._say(message, help_texts.telegram_start(await self.lang_of(message)))
+
+    async def on_unknown(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
+        """A command earshot doesn't know (/summary): the nearest one it does, and /help. In a group only when
+        it is addressed to earshot (/summary@earshot_bot): other bots' commands are none of its business."""
+        parsed = command_of(message, context.bot.username)
+        if parsed is None or (message.chat.type != "private" and "@" not in (message.text or "").split(" ")[0]):
+            return
+        word = parsed[0]
+        known = ["start", "help", *chat_state.WORDS, "model", "digest", "forget", *TASK_WORDS]
+        near = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        lang = await self.lang_of(message)
+        await self._say(message, messages.text(messages.UNKNOWN_COMMAND_NEAR, lang, command=word, near=near[0])
+                        if near else messages.text(messages.UNKNOWN_COMMAND_HELP, lang, command=word))
 
     async def on_chat_state(self, message: Message, context: ContextTypes.DEFAULT_TYPE, slot: Reservation) -> None:
         """/reset, /usage, /voice on [VOICE] | /voice off, /lang [CODE|auto] (core.flow.chat_state)."""
@@ -165,7 +185,7 @@ class TelegramHandlers:
             await self._task(message, slot, TASK_WORDS[parsed[0]], parsed[1], media)
             return
         if parsed and parsed[0] in ("start", "help"):
-            await self._say(message, self.help_text(await self.lang_of(message)))
+            await self._say(message, self.help_text(await self.lang_of(message), message))
             return
         question = strip_mention(message.caption, bot.username)
         await self._task(message, slot, *with_question(Task.ASK, question), media)
@@ -184,7 +204,7 @@ class TelegramHandlers:
         elif text:
             await self._task(message, slot, Task.FOLLOW_UP, text, None)
         else:
-            await self._say(message, self.help_text(await self.lang_of(message)))
+            await self._say(message, self.help_text(await self.lang_of(message), message))
 
     # --- the one path to the core ---------------------------------------------------------------
     async def _task(self, message: Message, slot: Reservation, task: Task, text: str | None,

@@ -111,7 +111,7 @@ class TelegramJobs:
         if self.refs is None or job.file_ref is None or not wants_buttons(job.task, job.file_ref):
             return None
         token = await self.refs.mint(job.chat, job.file_ref, audio_id=self._audio_id(job))
-        return task_keyboard(token, job.task)
+        return task_keyboard(token, job.task, lang=job.lang)
 
     async def _send_transcript_files(self, job: Job, reply: Reply, pieces: Pieces) -> None:
         """A long transcript also as .txt and .srt documents, named after the user's file if it had a name; each

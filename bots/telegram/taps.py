@@ -91,7 +91,7 @@ class TelegramTaps:
                 return
             await self._answer(query, None)
             if press.choose_language:
-                markup = task_keyboard(press.token, _answered_task(tapped.markup), languages_open=True)
+                markup = task_keyboard(press.token, _answered_task(tapped.markup), languages_open=True, lang=lang)
                 await self._edit_buttons(bot, tapped, markup)
                 return
             await slot.earlier_settled()

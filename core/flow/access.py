@@ -40,8 +40,10 @@ from core.words.i18n import translator
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
-EXEMPT_PLATFORMS = {"cli"}        # the terminal is the operator's own: never refused, still counted
-PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord"}
+# the terminal is the operator's own: never refused, and its spending (still recorded, shown to admins in /usage)
+# is left out of the bots' budgets, the global one included
+EXEMPT_PLATFORMS = set(usage_ledger.OUTSIDE_BUDGETS)
+PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord", "cli": "terminal"}
 BUDGET_QUIET = 3600.0             # an over-budget user hears it again after an hour at most
 TOP = 10                          # spenders listed for admins
 KEYS_KEPT = 10_000                # people remembered (names, rate windows, refusals) before pruning
@@ -55,6 +57,11 @@ wait_words = amounts.wait      # '3 h 20 min', '12 min', '40 s' (core.words.amou
 # what a cost that doesn't fit a budget is refused with, by budget: whole sentences, one per budget
 TOO_COSTLY: dict[str, str] = {"user": messages.TOO_COSTLY_USER, "chat": messages.TOO_COSTLY_CHAT,
                               "global": messages.TOO_COSTLY_GLOBAL}
+# a cost over a whole day's budget: waiting won't help, the operator's setting would
+NEVER_FITS: dict[str, str] = {"user": messages.NEVER_FITS_USER, "chat": messages.NEVER_FITS_CHAT,
+                              "global": messages.NEVER_FITS_GLOBAL}
+BUDGET_SETTINGS = {"user": "EARSHOT_USER_DAILY_TOKENS", "chat": "EARSHOT_CHAT_DAILY_TOKENS",
+                   "global": "EARSHOT_GLOBAL_DAILY_TOKENS"}
 DIGEST_TOO_COSTLY: dict[str, str] = {"user": messages.DIGEST_TOO_COSTLY_USER, "chat": messages.DIGEST_TOO_COSTLY_CHAT,
                                      "global": messages.DIGEST_TOO_COSTLY_GLOBAL}
 
@@ -96,6 +103,7 @@ class UsageReport:
     admin: bool = False
     top_users: tuple[Spender, ...] = ()
     top_chats: tuple[Spender, ...] = ()
+    terminal: int = 0             # admins: tokens the terminal (earshot transcribe…) used today, outside the budgets
 
 
 def spender_label(s: Spender) -> str:
@@ -122,6 +130,8 @@ def usage_text(report: UsageReport, label: Callable[[Spender], str] = spender_la
         lines.append(t.text(messages.USAGE_RESETS, wait=wait_words(report.resets_in, t.lang)))
     if report.requests_per_minute:
         lines.append(t.text(messages.USAGE_RATE, limit=report.requests_per_minute))
+    if report.admin and report.terminal:
+        lines.append(t.text(messages.USAGE_TERMINAL, used=report.terminal))
     for title, spenders in ((messages.USAGE_TOP_USERS, report.top_users),
                             (messages.USAGE_TOP_CHATS, report.top_chats)):
         if report.admin and spenders:
@@ -342,7 +352,12 @@ class AccessPolicy:
         spend = _current.get()
         if spend is None or spend.platform in EXEMPT_PLATFORMS:
             return
-        for kind, a in await self._allowances(spend.platform, spend.chat_id, spend.user_id, exclude=spend):
+        allowances = await self._allowances(spend.platform, spend.chat_id, spend.user_id, exclude=spend)
+        for kind, a in allowances:
+            if a.limit and tokens > a.limit:   # no day is long enough: say so, and which setting would fit it
+                raise AccessRefused(NEVER_FITS[kind], fmt=dict(fmt, need=tokens, limit=a.limit,
+                                                               setting=BUDGET_SETTINGS[kind]))
+        for kind, a in allowances:
             if a.limit and a.used + tokens > a.limit:
                 raise AccessRefused(refusals[kind], fmt=dict(fmt, need=tokens, left=a.left,
                                                              wait=amounts.Span(wait_words, self._to_midnight())))
@@ -360,15 +375,19 @@ class AccessPolicy:
         here = await usage_ledger.usage_in(self.history, since, chat.platform, chat.chat_id)
         users: list[tuple[str, str, int]] = []
         chats: list[tuple[str, str, int]] = []
+        terminal = 0
         if admin:
             users = await usage_ledger.top_in(self.history, since, "user_id", TOP)
             chats = await usage_ledger.top_in(self.history, since, "chat_id", TOP)
+            terminal = await usage_ledger.platform_total_in(self.history, since, "cli")
         return UsageReport(
             here=here, user=allowances["user"] if sender.user_id else None, chat=allowances["chat"],
             everyone=allowances["global"], resets_in=self._to_midnight(),
             requests_per_minute=self.settings.user_requests_per_minute, admin=admin,
             top_users=tuple(Spender(p, i, t, self._names.get(("user", p, i))) for p, i, t in users),
-            top_chats=tuple(Spender(p, i, t, self._names.get(("chat", p, i))) for p, i, t in chats))
+            top_chats=tuple(Spender(p, i, t, self._names.get(("chat", p, i))) for p, i, t in chats
+                            if p not in EXEMPT_PLATFORMS),
+            terminal=terminal)
 
     # --- internals ----------------------------------------------------------------------------------
     async def _allowances(self, platform: str, chat_id: str, user_id: str | None, *,
@@ -380,7 +399,7 @@ class AccessPolicy:
             held = await self.holds.held(platform, chat_id, user_id, exclude=exclude.id if exclude else None)
             user, here, everyone = user + held[0], here + held[1], everyone + held[2]
         for spend in self._open if self.holds is None else ():   # requests in flight count their expected cost
-            if spend is exclude:
+            if spend is exclude or spend.platform in EXEMPT_PLATFORMS:
                 continue
             everyone += spend.counted
             if spend.platform == platform:

@@ -17,7 +17,7 @@ from core.errors import ModelAuthError, NeedsAudio, VoiceUnavailable
 from core.flow.access import AccessPolicy, MeteredClient
 from core.flow.commands import check_request
 from core.flow.together import all_or_nothing
-from core.model import prompts
+from core.model import catalog, prompts
 from core.model.catalog import ModelInfo
 from core.model.dashscope import ModelAnswer, audio_item, text_item
 from core.model.model_client import ModelClient, has_key, make_client
@@ -55,11 +55,23 @@ class _Model:
 SPOKEN = {Task.CHAT, Task.ASK}
 
 
+def can_speak(settings: Settings) -> bool:
+    """Whether answers can come back spoken with these settings (EARSHOT_MODEL speaks): the one question the
+    CLI's --speak and the chats' /voice ask before anything is read or sent."""
+    return settings.model_info.speaks
+
+
+def speaking_models() -> tuple[str, ...]:
+    """The DashScope models that speak, for telling an operator which EARSHOT_MODEL would."""
+    return tuple(name for name, info in catalog.MODELS.items()
+                 if info.speaks and info.backend is not catalog.Backend.OPENAI and "latest" not in name)
+
+
 def choose_voice(settings: Settings, voice: str | None = None) -> str:
     """The model's own spelling of `voice` (default EARSHOT_VOICE); VoiceUnavailable when the model can't
     speak or has no such voice."""
     info = settings.model_info
-    if not info.speaks:
+    if not can_speak(settings):
         raise VoiceUnavailable(messages.CANNOT_SPEAK,
                                fmt=dict(model=settings.model, models=Phrase(messages.SPEAKING_MODELS)))
     wanted = (voice or settings.voice).strip()
@@ -252,8 +264,7 @@ class Assistant:
         else:
             calls = await self._map(request, chunks, progress)
             text, extra = await self._reduce(request, calls, progress if stream else None, voice)
-            if extra:
-                calls.append(extra)
+            calls += extra
         usage = sum((c.answer.usage for c in calls), Usage())
         parts = tuple(c.part for c in calls if c.part is not None)
         spoken = await self._speech(calls[-1].answer, voice) if voice else None
@@ -345,17 +356,47 @@ class Assistant:
         return await all_or_nothing(ask(c) for c in chunks)   # one failed part fails the request
 
     async def _reduce(self, request: Request, calls: list[_Call], progress: ProgressCallback | None,
-                      voice: str | None = None) -> tuple[str, _Call | None]:
+                      voice: str | None = None) -> tuple[str, list[_Call]]:
         parts = [c.part for c in calls if c.part is not None]
         labelled = [(mmss(p.start), p.text) for p in parts]
         if not prompts.needs_combining(request.task):
-            return "\n\n".join(f"[{mark}] {text}" for mark, text in labelled), None
+            return "\n\n".join(f"[{mark}] {text}" for mark, text in labelled), []
+        labelled, rounds = await self._combine_in_rounds(request, labelled)
         instruction = prompts.combine_instruction(request.task, request.text, labelled, request.lang)
         history = await self._history_for(request, estimate_tokens(instruction))
         answer = await self._client.generate(
             self._messages(history, [text_item(instruction)]), max_tokens=self.limits.max_output,
             on_delta=_streamer(progress, len(parts), len(parts)), **({"voice": voice} if voice else {}))
-        return answer.text.strip(), _Call(answer)
+        return answer.text.strip(), [*rounds, _Call(answer)]
+
+    async def _combine_in_rounds(self, request: Request,
+                                 labelled: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[_Call]]:
+        """Part answers too many for one request within the model's input limit (a very long recording) are
+        combined a group at a time, in rounds, until the rest fit one: as digests do (core.flow.digest). Each part
+        gets at most half a request and each answer a quarter, so every round at least halves their number."""
+        head = estimate_tokens(prompts.combine_instruction(request.task, request.text, [], request.lang))
+        budget = self.limits.max_input - estimate_tokens(prompts.SYSTEM) - head - PROMPT_RESERVE
+        rounds: list[_Call] = []
+
+        def size(part: tuple[str, str]) -> int:
+            return estimate_tokens(f"[{part[0]}] {part[1]}") + 1
+
+        while len(labelled) > 1 and sum(map(size, labelled)) > budget:
+            labelled = [(mark, _cut(text, budget // 2 - 8)) for mark, text in labelled]
+            groups: list[list[tuple[str, str]]] = [[]]
+            for part in labelled:
+                if groups[-1] and sum(map(size, groups[-1])) + size(part) > budget:
+                    groups.append([])
+                groups[-1].append(part)
+            if len(groups) == len(labelled):     # never a round that combines nothing
+                groups = [labelled[i:i + 2] for i in range(0, len(labelled), 2)]
+            answers = await all_or_nothing(self._client.generate(
+                self._messages([], [text_item(prompts.combine_instruction(request.task, request.text, group,
+                                                                          request.lang))]),
+                max_tokens=max(1, min(self.limits.max_output, budget // 4))) for group in groups)
+            rounds += [_Call(a) for a in answers]
+            labelled = [(group[0][0], a.text.strip()) for group, a in zip(groups, answers, strict=True)]
+        return labelled, rounds
 
     # --- text follow-ups ----------------------------------------------------------------------
     async def _follow_up(self, request: Request, progress: ProgressCallback | None) -> Reply:
@@ -417,6 +458,13 @@ class Assistant:
         return await self._client.generate(self._messages([], [text_item(instruction)]),
                                            max_tokens=min(max_tokens or self.limits.max_output,
                                                           self.limits.max_output))
+
+
+def _cut(text: str, tokens: int) -> str:
+    """`text` shortened to about `tokens` (as estimate_tokens counts them), at a character boundary."""
+    room = max(0, (tokens - 4) * 3)
+    data = text.encode("utf-8")
+    return text if len(data) <= room else data[:room].decode("utf-8", errors="ignore") + "…"
 
 
 def _streamer(progress: ProgressCallback | None, done: int,

@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity.stop import stop_base
 
 from core.errors import (
     AudioError,
@@ -199,6 +200,24 @@ def _first_sse_data(body: str) -> str | None:
 
 # --- the client -----------------------------------------------------------------------------------
 
+UNREACHABLE_BUDGET = 6.0     # seconds of retries for a host that can't be reached (DNS failure, refused)
+
+
+class _StopUnreachable(stop_base):
+    """Stop retrying a host that can't be reached once UNREACHABLE_BUDGET s have gone by."""
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return (isinstance(exc, ModelUnavailable) and exc.unreachable
+                and (state.seconds_since_start or 0.0) + state.upcoming_sleep >= UNREACHABLE_BUDGET)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The connection itself failed (a name that doesn't resolve, a port that refuses), as opposed to a host
+    that was reached and then failed or fell silent."""
+    return any(isinstance(e, httpx.ConnectError) for e in (exc, exc.__cause__, exc.__context__))
+
+
 class RetryPolicy:
     """What every model client shares: its connection pool (no redirects: one would carry the key somewhere
     we didn't choose), retries with jittered backoff (honouring Retry-After), and keys kept out of errors
@@ -254,9 +273,11 @@ class RetryPolicy:
                     state.next_action.sleep if state.next_action else 0.0)
 
     def _retrying(self) -> AsyncRetrying:
-        """Attempts at one request: bounded by count and by the retry budget; only retryable errors again."""
+        """Attempts at one request: bounded by count and by the retry budget; only retryable errors again. A host
+        that can't be reached at all is tried for UNREACHABLE_BUDGET s only: the terminal says so within 10 s,
+        and the bots' job runner tries again later anyway."""
         return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.retry_budget),
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.retry_budget) | _StopUnreachable(),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, ModelError) and e.retryable),
             before_sleep=self._log_retry,
@@ -318,7 +339,9 @@ class DashScopeClient(RetryPolicy):
             detail = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
         else:
             detail = self._redact(f"{type(exc).__name__}: {str(exc)[:200]}")
-        return ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=detail))
+        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=detail))
+        err.unreachable = unreachable(exc)
+        return err
 
     def _error_from_body(self, resp: httpx.Response) -> ModelError:
         """The error a non-2xx (or 200 with `code`) response stands for."""

@@ -23,7 +23,7 @@ import openai
 
 from core.errors import BadModelResponse, ModelAuthError, ModelError, ModelUnavailable, QuotaExhausted
 from core.model import prompts
-from core.model.dashscope import DATA_URI_PREFIX, RetryPolicy, _error_for, _retry_after
+from core.model.dashscope import DATA_URI_PREFIX, RetryPolicy, _error_for, _retry_after, unreachable
 from core.model.model_api import ModelAnswer, OnDelta
 from core.values import Usage
 from core.words import messages as msgs
@@ -143,7 +143,9 @@ class OpenAICompatClient(RetryPolicy):
         else:
             cause = exc.__cause__ or exc
             detail = self._redact(f"{type(cause).__name__}: {str(cause)[:200]}")
-        return ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=f"{self.service}: {detail}"))
+        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=f"{self.service}: {detail}"))
+        err.unreachable = unreachable(exc)
+        return err
 
     # --- the call ---------------------------------------------------------------------------------
     async def generate(self, messages: list[dict], *, max_tokens: int | None = None,

@@ -13,6 +13,8 @@ from core.store.db import Database, Queries
 from core.values import ChatKey, Usage
 
 DAY = 86400.0
+# platforms whose spending no daily budget counts (core.flow.access.EXEMPT_PLATFORMS): the terminal
+OUTSIDE_BUDGETS = ("cli",)
 TOTAL = "COALESCE(SUM(COALESCE(audio_tokens,0) + COALESCE(input_tokens,0) + COALESCE(output_tokens,0)), 0)"
 _INSERT = ("INSERT INTO turns (platform, chat_id, thread_id, user_id, role, text, audio_seconds, audio_tokens, "
            "input_tokens, output_tokens, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -44,7 +46,16 @@ async def totals_in(q: Queries, since: float, platform: str, chat_id: str, user_
         row = await q.fetchone(f"SELECT {TOTAL} FROM turns WHERE created >= ?{where}", since, *args)
         return int(row[0]) if row else 0
     user = await one(" AND platform = ? AND user_id = ?", [platform, user_id]) if user_id else 0
-    return user, await one(" AND platform = ? AND chat_id = ?", [platform, chat_id]), await one("", [])
+    # everyone in the chats: the terminal's own use (earshot transcribe…) is the operator's, outside the budgets
+    outside = ", ".join("?" * len(OUTSIDE_BUDGETS))
+    everyone = await one(f" AND platform NOT IN ({outside})", list(OUTSIDE_BUDGETS))
+    return user, await one(" AND platform = ? AND chat_id = ?", [platform, chat_id]), everyone
+
+
+async def platform_total_in(q: Queries, since: float, platform: str) -> int:
+    """Tokens used on one platform since `since` (the terminal's, for admins' /usage)."""
+    row = await q.fetchone(f"SELECT {TOTAL} FROM turns WHERE created >= ? AND platform = ?", since, platform)
+    return int(row[0]) if row else 0
 
 
 async def top_in(q: Queries, since: float, column: str, limit: int) -> list[tuple[str, str, int]]:

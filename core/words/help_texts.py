@@ -30,6 +30,9 @@ TELEGRAM_HELP = N_("""I listen to voice notes and audio files and answer about t
 
 In groups I answer when you use a command, mention me, or reply to me.""")
 
+TELEGRAM_START = N_("Hi, I'm earshot. Send me a voice note or an audio file and I'll answer about it: a transcript, "
+                    "a summary, the mood, or your question. /help lists everything I do.")
+
 SLACK_HELP = N_("""*earshot* listens to audio and answers about it.
 • *In a DM:* send a voice clip or an audio file (mp3, m4a, wav, ogg, flac…) or a link to one, maybe with \
 a question; type to follow up.
@@ -81,22 +84,30 @@ def digest_help(prefix: str, retention_days: float, lang: str | None) -> str:
     return messages.text(messages.DIGEST_HELP, lang, prefix=prefix, days=days)
 
 
-def telegram_help(lang: str | None, retention_days: float, *, with_lang: bool = False) -> str:
+def telegram_help(lang: str | None, retention_days: float, *, with_lang: bool = False, group: bool = True) -> str:
+    """/help; the paragraph on digests only in a group, where they work."""
     t = translator(lang)
     body = t.text(TELEGRAM_HELP)
     if with_lang:  # the /lang line ends the list of commands, before the last paragraph
         commands, groups = body.rsplit("\n\n", 1)
         body = commands + "\n" + t.text(TELEGRAM_HELP_LANG) + "\n\n" + groups
-    return body + "\n\n" + digest_help(TELEGRAM_PREFIX, retention_days, lang)
+    return body + "\n\n" + digest_help(TELEGRAM_PREFIX, retention_days, lang) if group else body
 
 
-def slack_help(lang: str | None, retention_days: float, *, with_lang: bool = False) -> str:
+def slack_help(lang: str | None, retention_days: float, *, with_lang: bool = False, group: bool = True) -> str:
+    """`/earshot help`; the line on digests only in a channel, where they work."""
     t = translator(lang)
     lines = [t.text(SLACK_HELP)]
     if with_lang:
         lines.append(t.text(SLACK_HELP_LANG))
-    lines.append(digest_help(SLACK_PREFIX, retention_days, lang))
+    if group:
+        lines.append(digest_help(SLACK_PREFIX, retention_days, lang))
     return "\n• ".join(lines)
+
+
+def telegram_start(lang: str | None) -> str:
+    """/start: a short greeting, not the whole of /help."""
+    return translator(lang).text(TELEGRAM_START)
 
 
 def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tuple[str, str]]:

@@ -113,6 +113,15 @@ TOO_COSTLY_CHAT = N_("That recording would take about {need:,} tokens to hear, a
                      "today. Send a shorter clip, or try again after midnight UTC, in {wait}.")
 TOO_COSTLY_GLOBAL = N_("That recording would take about {need:,} tokens to hear, and I have {left:,} left today. "
                        "Send a shorter clip, or try again after midnight UTC, in {wait}.")
+# a cost over a whole day's budget: waiting won't help; {setting} is the variable the operator raises
+NEVER_FITS_USER = N_("That would take about {need:,} tokens, more than the {limit:,} one person may use in a whole "
+                     "day here, so waiting won't help. Ask for something shorter, or ask the bot's operator to "
+                     "raise {setting}.")
+NEVER_FITS_CHAT = N_("That would take about {need:,} tokens, more than the {limit:,} this chat may use in a whole "
+                     "day, so waiting won't help. Ask for something shorter, or ask the bot's operator to raise "
+                     "{setting}.")
+NEVER_FITS_GLOBAL = N_("That would take about {need:,} tokens, more than the {limit:,} I may use in a whole day, so "
+                       "waiting won't help. Ask for something shorter, or ask the bot's operator to raise {setting}.")
 RATE_LIMITED = N_("Slow down a little: I take up to {limit} requests a minute from each person. Try again in {wait}.")
 
 # /usage, in plain words; adapters render the numbers in core.flow.access.UsageReport with these.
@@ -121,6 +130,7 @@ USAGE_LIMITED = N_("{who}: {used:,} of {limit:,} tokens used, {left:,} left.")
 USAGE_UNLIMITED = N_("{who}: {used:,} tokens used, no limit.")
 USAGE_RESETS = N_("Budgets reset at midnight UTC, in {wait}.")
 USAGE_RATE = N_("Up to {limit} requests a minute each.")
+USAGE_TERMINAL = N_("The terminal (earshot commands) used {used:,} tokens today, outside these budgets.")
 USAGE_TOP_USERS = N_("Top users today:")
 USAGE_YOU = N_("You")                  # the {who} of USAGE_LIMITED and USAGE_UNLIMITED
 USAGE_THIS_CHAT = N_("This chat")
@@ -181,6 +191,16 @@ LINK_NOT_AUDIO = N_("That link leads to a web page ({content_type}), not an audi
 LINK_TOO_MANY_REDIRECTS = N_("I couldn't fetch that link: it redirects more than {limit} times.")
 LINK_TIMEOUT = N_("That link took too long to download (over {seconds:.0f} s).")
 
+# The buttons under an answer about audio (Telegram buttons, Slack buttons and menu), and the languages offered
+BUTTON_TRANSCRIPT = N_("Transcript")
+BUTTON_SUMMARY = N_("Summary")
+BUTTON_MOOD = N_("Mood")
+BUTTON_SOUNDS = N_("Sounds")
+BUTTON_TRANSLATE = N_("Translate")
+# core.config.QUICK_LANGUAGES by code, as a button names them
+LANGUAGE_NAMES = {"en": N_("English"), "es": N_("Spanish"), "fr": N_("French"), "de": N_("German"),
+                  "zh": N_("Chinese"), "ru": N_("Russian")}
+
 # Transcripts as files
 TRANSCRIPT_FILES = N_("The whole transcript, as text and as subtitles:")
 
@@ -218,6 +238,35 @@ MODEL_UNKNOWN = N_("{model} isn't available here. Choose one of: {models}.")
 MODEL_ADMINS_ONLY = N_("Only this chat's admins can switch its model.")
 # a slash command word earshot doesn't know
 UNKNOWN_COMMAND = N_("I don't know `/earshot {command}`.")
+# a Telegram command earshot doesn't know: the nearest one it does, and /help
+UNKNOWN_COMMAND_NEAR = N_("I don't know /{command}. Did you mean /{near}? /help lists everything I do.")
+UNKNOWN_COMMAND_HELP = N_("I don't know /{command}. /help lists everything I do.")
+
+
+# The same problems said on a terminal (English, stderr), naming the setting or option that changes the outcome;
+# the CLI picks these by the chat message an error carries.
+TERMINAL: dict[str, str] = {
+    TOO_LONG: "that audio is too long: earshot takes up to {limit} per file; raise EARSHOT_MAX_AUDIO_SECONDS "
+              "to allow longer ones",
+    TOO_BIG: "that file is {size_mb:.1f} MB, over the {limit_mb:.0f} MB limit; raise EARSHOT_MAX_FILE_MB to allow "
+             "bigger files",
+    LINK_PRIVATE: "that link points to a private or local network address; set EARSHOT_URL_ALLOW_PRIVATE=1 to let "
+                  "links reach such addresses",
+    LINK_BAD: "earshot fetches http:// and https:// links only; for anything else, download the file and give its path",
+    LINK_NOT_AUDIO: "that link leads to a web page ({content_type}), not an audio file: give a direct link to the file",
+    NOT_AUDIO: "couldn't read that as audio: give an audio or video file (ogg, mp3, m4a, wav, flac, amr, webm, mp4…)",
+    NO_SPEECH: "{model} answered in text only this time; nothing was written to the --speak file",
+    LINK_TIMEOUT: "that link took too long to download (over {seconds:.0f} s); raise EARSHOT_URL_TIMEOUT to wait "
+                  "longer",
+    DECODE_TIMEOUT: "that file took too long to decode (it may be damaged); raise EARSHOT_FFMPEG_TIMEOUT to wait "
+                    "longer",
+}
+FILE_IS_DIRECTORY = "{path} is a directory: give an audio or video file inside it"
+LINK_SCHEME_CLI = ("earshot fetches http:// and https:// links only, not {scheme}://; download the file and give "
+                   "its path")
+CANNOT_SPEAK_CLI = ("EARSHOT_MODEL={model} can't speak, so --speak has nothing to write: set EARSHOT_MODEL to a model "
+                    "that speaks ({models})")
+SPEAK_UNWRITABLE = "can't write the spoken answer to {path}: {reason}; give --speak a file in a writable directory"
 
 # Discord (bots.discord): what the operator reads on stderr, then what users read in chat
 DISCORD_NO_TOKEN = ("No Discord bot token: set DISCORD_BOT_TOKEN (Developer Portal → your application → Bot → "
