@@ -78,12 +78,12 @@ def test_translations_keep_placeholders_and_command_words(lang: Language) -> Non
 
 
 def test_the_catalog_directories_are_the_languages() -> None:
-    on_disk = {p.name for p in (ROOT / "core" / "locale").iterdir() if p.is_dir()}
+    on_disk = {p.name for p in (ROOT / "core" / "words" / "locale").iterdir() if p.is_dir()}
     assert on_disk == {lang.catalog for lang in TRANSLATED}
 
 
 def test_the_catalogs_are_package_data() -> None:
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["core"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["core.words"]
     for lang in TRANSLATED:
         relative = f"locale/{lang.catalog}/LC_MESSAGES/earshot.po"
         assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
