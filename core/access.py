@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 EXEMPT_PLATFORMS = {"cli"}        # the terminal is the operator's own: never refused, still counted
-PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack"}
+PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack", "whatsapp": "WhatsApp"}
 BUDGET_QUIET = 3600.0             # an over-budget user hears it again after an hour at most
 TOP = 10                          # spenders listed for admins
 KEYS_KEPT = 10_000                # people remembered (names, rate windows, refusals) before pruning

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import httpx
 from aiohttp import web
@@ -23,6 +22,7 @@ from core.errors import EarshotError
 from core.logs import guard_logs
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
+from ..lifetime import serve_until_signalled
 from .app import build_app, check_token, require_credentials
 from .listeners import Handlers
 from .webapi import api_error
@@ -127,15 +127,6 @@ class SlackServer(_Serving):
         await self._close_clients()
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-
-
 class SlackSocketMode(_Serving):
     """Socket Mode: one outgoing WebSocket to Slack, no public URL. `await start()`, then `await stop()`."""
 
@@ -179,17 +170,9 @@ class SlackSocketMode(_Serving):
             await self._close_clients()
 
 
-async def _serve(server: SlackServer | SlackSocketMode) -> None:
-    await server.start()
-    try:
-        await _until_signalled()
-    finally:
-        await server.stop()
-
-
 def run(settings: Settings, *, port: int = 3000) -> None:
     """`earshot slack`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on `port`. Blocks until SIGTERM."""
     socket_mode = settings.slack_app_token is not None and bool(settings.slack_app_token.get_secret_value())
     require_credentials(settings, socket_mode=socket_mode)
     guard_logs(settings.secrets(), settings.log_format)     # response_url paths are bearer-like secrets
-    asyncio.run(_serve(SlackSocketMode(settings) if socket_mode else SlackServer(settings, port=port)))
+    asyncio.run(serve_until_signalled(SlackSocketMode(settings) if socket_mode else SlackServer(settings, port=port)))
