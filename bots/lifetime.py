@@ -1,11 +1,14 @@
-"""How a long-running bot process lives: started, serving until SIGTERM or SIGINT, then stopped (letting the
-work in flight finish or hand it back). Shared by the adapters whose servers start and stop themselves."""
+"""How a long-running bot process lives: its HTTP server listening, serving until SIGTERM or SIGINT, then
+stopped (letting the work in flight finish or hand it back). Shared by the adapters whose servers start and
+stop themselves, and by the health server."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
 from typing import Protocol
+
+from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +17,19 @@ class Server(Protocol):
     async def start(self) -> object: ...
 
     async def stop(self) -> None: ...
+
+
+async def listen(app: web.Application, host: str, port: int, *, shutdown_timeout: float) -> web.AppRunner:
+    """`app` served on host:port by aiohttp's production runner (AppRunner + TCPSite, no access log), cleaned up
+    again when the port can't be had. The port it got (port 0: any free one) is `runner.addresses[0][1]`."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 async def until_signalled() -> None:

@@ -1,8 +1,8 @@
 """The container's health check: GET /healthz of whichever earshot server this container runs.
 
 `earshot telegram` and Slack Socket Mode answer on EARSHOT_METRICS_PORT, `earshot slack` over HTTP and
-`earshot whatsapp` on their own --port (3000 and 8080 unless ports to try are given as arguments). Exit 0 on 200; 1 on anything else, with
-/healthz's reason on stdout, which `docker inspect` shows.
+`earshot whatsapp` on their own --port (3000 and 8080 unless ports to try are given as arguments). Exit 0
+on 200; 1 on anything else, with /healthz's reason on stdout, which `docker inspect` shows.
 """
 import os
 import sys

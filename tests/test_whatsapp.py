@@ -159,6 +159,15 @@ async def test_a_voice_note_is_answered_in_reply_after_a_read_receipt(phone: Pho
     assert download["headers"]["Authorization"] == f"Bearer {phone.wa.token}"
 
 
+async def test_videos_and_audio_sent_as_documents_are_answered_too(phone: Phone) -> None:
+    video = await phone.send(ALICE, "video", video=phone.wa.add_media(clip(660, "webm"), "video/webm"))
+    memo = phone.wa.add_media(clip(880, "mp3"), "application/octet-stream", "memo.mp3")   # known by its name
+    document = await phone.send(ALICE, "document", document=memo)
+    for wamid, tone in ((video, "660Hz"), (document, "880Hz")):
+        [answer] = await until(lambda w=wamid: [m for m in phone.wa.said(ALICE) if quoted(m) == w])
+        assert tone in answer["text"]["body"]
+
+
 async def test_a_redelivered_message_is_answered_once(phone: Phone) -> None:
     media = phone.wa.add_media(clip(440), "audio/ogg; codecs=opus")
     body, wamid = phone.wa.message(ALICE, "audio", audio=media)

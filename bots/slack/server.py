@@ -22,7 +22,7 @@ from core.errors import EarshotError
 from core.logs import guard_logs
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
-from ..lifetime import serve_until_signalled
+from ..lifetime import listen, serve_until_signalled
 from .app import build_app, check_token, require_credentials
 from .listeners import Handlers
 from .webapi import api_error
@@ -107,10 +107,7 @@ class SlackServer(_Serving):
         app = await self._open()
         try:
             health = Health(self.earshot.history, connection_probe(app), name="slack")
-            self._runner = web.AppRunner(web_app(app, health), access_log=None, shutdown_timeout=5)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
+            self._runner = await listen(web_app(app, health), self.host, self.port, shutdown_timeout=5)
         except BaseException:
             await self._close_clients()
             raise

@@ -40,7 +40,8 @@ class WhatsAppJobs:
         self.refs = refs                    # buttons under answers about audio need a token for it
         self.settings = settings
         self.links = fetcher_for(settings)
-        self._sent: dict[int, int] = {}     # job id -> sends of its delivery made, while it is retried
+        # (job id, a notice?) -> sends of that delivery made, while it is retried
+        self._sent: dict[tuple[int, bool], int] = {}
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend,
                         audio_id=self._audio_id)
 
@@ -68,13 +69,14 @@ class WhatsAppJobs:
 
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
         sends = self._sends(job, outcome)
-        done = self._sent.get(job.id, 0)
+        key = (job.id, isinstance(outcome, Notice))     # "the model is down" is a delivery of its own
+        done = self._sent.get(key, 0)
         for i, send in enumerate(sends):
             if i < done:
                 continue                 # sent by an earlier try of this delivery
             await send()
-            self._sent[job.id] = i + 1
-        self._sent.pop(job.id, None)
+            self._sent[key] = i + 1
+        self._sent.pop(key, None)
         if not isinstance(outcome, Notice):
             log.info("answered %s's message %s (job %d)", job.chat.chat_id, job.message_ref, job.id)
 

@@ -25,7 +25,7 @@ from core.errors import EarshotError
 from core.logs import guard_logs
 
 from ..health import Health, PlatformProbe
-from ..lifetime import serve_until_signalled
+from ..lifetime import listen, serve_until_signalled
 from .graph import Graph, GraphError
 from .handlers import WhatsAppHandlers
 
@@ -100,13 +100,8 @@ class WhatsAppServer:
             await self._check_token()
             await self.handlers.start()
             health = Health(self.earshot.history, connection_probe(self.graph), name="whatsapp")
-            self._runner = web.AppRunner(self.web_app(health), access_log=None, shutdown_timeout=5)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            self._runner = await listen(self.web_app(health), self.host, self.port, shutdown_timeout=5)
         except BaseException:
-            if self._runner is not None:
-                await self._runner.cleanup()
-                self._runner = None
             await self._close_clients()
             raise
         self.port = self._runner.addresses[0][1]     # the real port when asked for port 0
