@@ -231,6 +231,12 @@ async def test_text_commands_work_with_or_without_a_slash(phone: Phone) -> None:
     wamid = await phone.send(ALICE, text="lang de")
     [lang] = await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
     assert "Deutsch" in lang["text"]["body"]
+    wamid = await phone.send(ALICE, text="/usage")
+    [usage] = await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
+    assert "Token" in usage["text"]["body"]                              # in German now
+    wamid = await phone.send(ALICE, text="what did the tone sound like?")   # no command: a follow-up
+    [follow] = await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
+    assert "660Hz" in follow["text"]["body"]
 
 
 async def test_other_kinds_of_message_get_one_polite_line_and_no_model_call(phone: Phone) -> None:
@@ -375,6 +381,19 @@ def test_earshot_whatsapp_runs_the_webhook_end_to_end(tmp_path: Path) -> None:
             asyncio.run(terminate(proc))
         assert proc.returncode == 0, (tmp_path / "bot.log").read_text()
         assert wa.token not in (tmp_path / "bot.log").read_text()
+
+
+def test_a_refused_token_stops_earshot_whatsapp_with_one_line(tmp_path: Path) -> None:
+    wa = FakeWhatsApp()
+    with Threaded(wa.app) as served:
+        env = cli_env(FakeDashScope(api_key="sk-x"), tmp_path, WHATSAPP_ACCESS_TOKEN="EAAwrong-token",
+                      WHATSAPP_PHONE_NUMBER_ID=wa.phone_number_id, WHATSAPP_APP_SECRET=SECRET,
+                      WHATSAPP_VERIFY_TOKEN=VERIFY, WHATSAPP_API_URL=f"{served.url}/{VERSION}",
+                      EARSHOT_METRICS_PORT="0")
+        p = subprocess.run([EARSHOT, "whatsapp", "--port", str(free_port())], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert p.returncode == 4 and "Traceback" not in p.stderr
+    assert "WHATSAPP_ACCESS_TOKEN" in p.stderr.splitlines()[-1] and "EAAwrong-token" not in p.stderr
 
 
 def test_earshot_whatsapp_names_every_missing_setting(tmp_path: Path) -> None:
