@@ -22,7 +22,7 @@ from bots.whatsapp.render import MESSAGE_LIMIT
 from core import messages
 from core.config import Settings
 from tests.conftest import EARSHOT, MODEL_KEY, cli_env, free_port, serving, settings_for, spawn, terminate
-from tests.fakes.dashscope import FakeDashScope
+from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope
 from tests.fakes.server import Threaded
 from tests.fakes.whatsapp import VERSION, FakeWhatsApp, ForeignHost, signature
 from tests.test_telegram import clip
@@ -274,6 +274,19 @@ async def test_a_spoken_answer_is_uploaded_and_sent_as_a_voice_note(tmp_path: Pa
         assert upload["type"] == "audio/ogg" and plays_as_opus(upload["data"])
         assert voice["audio"] == {"id": upload["id"]}
         await phone.said(ALICE, "440Hz")                                  # the words too
+
+
+@pytest.mark.slow
+async def test_a_model_outage_is_said_once_then_the_answer_follows(tmp_path: Path) -> None:
+    async with whatsapp_running(tmp_path, retry_budget=0.2) as phone:
+        phone.model.fail(*[UNAVAILABLE] * 3)
+        wamid = await phone.voice_note(ALICE, 440)
+        [waiting] = await phone.said(ALICE, messages.MODEL_WAITING)
+        assert quoted(waiting) == wamid
+        [answer] = await phone.said(ALICE, "440Hz", within=60)
+        assert quoted(answer) == wamid
+        await phone.idle()
+        assert phone.wa.texts(ALICE).count(messages.MODEL_WAITING) == 1
 
 
 # --- access and the token ------------------------------------------------------------------------------
