@@ -20,6 +20,7 @@ from core import messages
 from core.audio_refs import looks_like_token
 from core.config import QUICK_LANGUAGES
 from core.models import Task
+from core.taps import TASK_CHOICES
 from core.text import split_text
 
 MESSAGE_LIMIT = 4096          # characters of a text message's body
@@ -28,9 +29,7 @@ BUTTONS = 3                   # reply buttons per message
 TITLE_LIMIT = 20              # a reply button's title
 ROW_TITLE_LIMIT = 24          # a list row's title
 VERSION = "wa1"
-TASK_BUTTONS: tuple[tuple[Task, str], ...] = (
-    (Task.TRANSCRIBE, "Transcript"), (Task.SUMMARIZE, "Summary"), (Task.SENTIMENT, "Mood"), (Task.EVENTS, "Sounds"),
-)
+TASK_BUTTONS = TASK_CHOICES
 TRANSLATE_TITLE = "Translate"
 LANGUAGES = QUICK_LANGUAGES
 _TASKS = {task.value: task for task, _ in TASK_BUTTONS} | {Task.TRANSLATE.value: Task.TRANSLATE}
