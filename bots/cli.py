@@ -1,8 +1,8 @@
 """The `earshot` command: ask Qwen-Audio about a file from the terminal, or run the chat bots.
 
 Imports are paid per command: pydantic, httpx, SQLite and the model client load only when a command
-runs, the chat libraries (python-telegram-bot, slack-bolt, discord.py, aiohttp) only for `earshot telegram`,
-`earshot slack` and `earshot discord`, so `earshot --help` and a one-shot transcript don't wait on them.
+runs, the chat libraries (python-telegram-bot, slack-bolt, discord.py, aiohttp) only for the bots' commands
+(`earshot telegram`, `slack`, `whatsapp`, `discord`), so `earshot --help` and a one-shot transcript don't wait on them.
 """
 from __future__ import annotations
 
@@ -342,6 +342,17 @@ def discord() -> None:
         _fail("set DISCORD_BOT_TOKEN to run the Discord bot", EXIT_CONFIG)
     from bots.discord import run
     _serve_bot(settings, lambda: run(settings))
+
+
+@app.command()
+def whatsapp(port: Annotated[int, typer.Option(
+        help="HTTP port for the webhook at /whatsapp/webhook (GET verification, POST deliveries).")] = 8080) -> None:
+    """Run the WhatsApp Cloud API webhook on --port at /whatsapp/webhook."""
+    settings = _settings()
+    from core.logs import setup_logging
+    setup_logging(_log_level(settings, logging.INFO), settings.secrets(), settings.log_format)
+    from bots.whatsapp import run
+    _serve(lambda: run(settings, port=port))
 
 
 @app.command()

@@ -1,8 +1,8 @@
 """`earshot doctor`: check ffmpeg, the database and every configured credential against its service.
 
 One line per check, ✓ or ✗; a ✗ line says what to change (the variable, the setting, the webhook to
-delete). Telegram, Slack and Discord are asked over plain HTTP (httpx), the way the bots' libraries ask, so the
-command stays quick and needs neither library. Secrets are never printed: every line is masked with the
+delete). Telegram, Slack, WhatsApp and Discord are asked over plain HTTP (httpx), the way the bots' libraries
+ask, so the command stays quick and needs neither library. Secrets are never printed: every line is masked with the
 same filter as the logs before it is written.
 """
 from __future__ import annotations
@@ -295,6 +295,53 @@ def check_discord(settings: Settings, http: httpx.Client) -> Iterator[Check]:
     yield Check("Discord invite", True, f"add earshot to a server with {invite}")
 
 
+# --- WhatsApp --------------------------------------------------------------------------------------
+def check_whatsapp(settings: Settings, http: httpx.Client) -> Iterator[Check]:
+    token = settings.whatsapp_access_token.get_secret_value() if settings.whatsapp_access_token else ""
+    if not token:
+        yield Check("WhatsApp", None, "WHATSAPP_ACCESS_TOKEN not set, skipped")
+        return
+    api = settings.whatsapp_api_url.rstrip("/")
+    number = settings.whatsapp_phone_number_id
+    if not number:
+        yield Check("WhatsApp number", False, "set WHATSAPP_PHONE_NUMBER_ID (Meta's app dashboard: WhatsApp -> API "
+                                              "Setup, the Phone number ID under the number)")
+    else:
+        try:
+            resp = http.get(f"{api}/{number}", params={"fields": "display_phone_number,verified_name"},
+                            headers={"Authorization": f"Bearer {token}"})
+            body = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            yield Check("WhatsApp number", False, f"no answer from {_where(api)} ({type(exc).__name__}): check "
+                                                  "WHATSAPP_API_URL and the network")
+        else:
+            error = body.get("error") if isinstance(body, dict) else None
+            if resp.status_code == 200 and isinstance(body, dict) and not error:
+                yield Check("WhatsApp number", True, f"{body.get('display_phone_number')} "
+                                                     f"({body.get('verified_name')})")
+            else:
+                err = error if isinstance(error, dict) else {}
+                code, said = err.get("code"), err.get("message") or resp.reason_phrase
+                if resp.status_code == 401 or code in (0, 190):
+                    fix = (f"WHATSAPP_ACCESS_TOKEN was refused (code {code}): create a permanent token for a system "
+                           "user with whatsapp_business_messaging (Business settings -> System users)")
+                elif code == 100:
+                    fix = f"no such number ({said}): check WHATSAPP_PHONE_NUMBER_ID (the id, not the phone number)"
+                else:
+                    fix = f"the Graph API answered {resp.status_code} (code {code}: {said})"
+                yield Check("WhatsApp number", False, fix)
+    missing = [name for name, value in (("WHATSAPP_APP_SECRET", settings.whatsapp_app_secret),
+                                        ("WHATSAPP_VERIFY_TOKEN", settings.whatsapp_verify_token))
+               if value is None or not value.get_secret_value()]
+    if missing:
+        yield Check("WhatsApp webhook", False, f"set {' and '.join(missing)}: the app secret (App settings -> Basic) "
+                                               "checks Meta's signatures; the verify token is the one you type in the "
+                                               "webhook's settings")
+    else:
+        yield Check("WhatsApp webhook", True, "WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN are set (Meta's "
+                                              "deliveries are checked with them)")
+
+
 # --- all of it -------------------------------------------------------------------------------------
 async def _async_checks(settings: Settings) -> list[Check]:
     return list(await asyncio.gather(check_database(settings), check_model(settings)))
@@ -308,6 +355,7 @@ def run_checks(settings: Settings, *, webhook_url: str | None = None) -> Iterato
         yield from check_telegram(settings, http, webhook_url)
         yield from check_slack(settings, http)
         yield from check_discord(settings, http)
+        yield from check_whatsapp(settings, http)
 
 
 def read_settings() -> tuple[Settings, list[Check]]:

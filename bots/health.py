@@ -18,6 +18,8 @@ from aiohttp import web
 from core import metrics
 from core.store.db import Database
 
+from .lifetime import listen
+
 log = logging.getLogger(__name__)
 
 # None when the platform is reachable and we are connected; otherwise why not, in a few words
@@ -97,14 +99,7 @@ class HealthServer:
     async def start(self) -> int:
         app = web.Application()
         self.health.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
-        except BaseException:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
+        self._runner = await listen(app, self.host, self.port, shutdown_timeout=1)
         self.port = self._runner.addresses[0][1]
         log.info("health and metrics on http://%s:%d/healthz and /metrics", self.host, self.port)
         return self.port

@@ -21,6 +21,7 @@ COMPAT_PATH = "/compatible-mode/v1"
 DEFAULT_TELEGRAM_BASE = "https://api.telegram.org"
 DEFAULT_SLACK_API = "https://slack.com/api/"
 DEFAULT_DISCORD_API = "https://discord.com/api/v10"
+DEFAULT_WHATSAPP_API = "https://graph.facebook.com/v23.0"
 # the languages offered by one tap under an answer (Telegram buttons, Slack menu, Home tab): (code, name as prompted)
 QUICK_LANGUAGES: tuple[tuple[str, str], ...] = (
     ("en", "English"), ("es", "Spanish"), ("fr", "French"), ("de", "German"), ("zh", "Chinese"), ("ru", "Russian"),
@@ -42,8 +43,11 @@ IdList = Annotated[tuple[str, ...], NoDecode]
 
 
 def normalise_id(value: object) -> str:
-    """Ids as written ('-100123', 'U0ABC', 'T0XYZ') stay as they are; @usernames match in any case."""
+    """Ids as written ('-100123', 'U0ABC', 'T0XYZ') stay as they are; @usernames match in any case; a phone
+    number written +E.164 ('+15551234567') is its digits, as platforms that key users by number send it."""
     text = str(value).strip()
+    if re.fullmatch(r"\+\d{6,15}", text):
+        return text[1:]
     return text.lower() if text.startswith("@") else text
 
 
@@ -109,6 +113,7 @@ class Settings(BaseSettings):
 
     # who may use the bots (empty lists: everyone); Telegram ids or @usernames, Slack user, channel or team ids,
     # Discord user, channel or server ids
+    # WhatsApp numbers (+E.164 or bare wa_id digits)
     allowed_users: IdList = Field((), **_env("EARSHOT_ALLOWED_USERS"))
     allowed_chats: IdList = Field((), **_env("EARSHOT_ALLOWED_CHATS"))
     admin_users: IdList = Field((), **_env("EARSHOT_ADMIN_USERS"))
@@ -136,6 +141,13 @@ class Settings(BaseSettings):
     discord_bot_token: SecretStr | None = Field(None, **_env("DISCORD_BOT_TOKEN"))
     # the REST base with its version; the Gateway's address comes from GET /gateway/bot there
     discord_api_url: str = Field(DEFAULT_DISCORD_API, **_env("DISCORD_API_URL"))
+    # WhatsApp Cloud API: the system user's token, the business number's id, the Meta app's secret (signs
+    # webhooks), the token Meta echoes when the webhook URL is saved, and the Graph API base with its version
+    whatsapp_access_token: SecretStr | None = Field(None, **_env("WHATSAPP_ACCESS_TOKEN"))
+    whatsapp_phone_number_id: str | None = Field(None, **_env("WHATSAPP_PHONE_NUMBER_ID"))
+    whatsapp_app_secret: SecretStr | None = Field(None, **_env("WHATSAPP_APP_SECRET"))
+    whatsapp_verify_token: SecretStr | None = Field(None, **_env("WHATSAPP_VERIFY_TOKEN"))
+    whatsapp_api_url: str = Field(DEFAULT_WHATSAPP_API, **_env("WHATSAPP_API_URL"))
 
     @field_validator("allowed_users", "allowed_chats", "admin_users", mode="before")
     @classmethod
@@ -182,7 +194,8 @@ class Settings(BaseSettings):
     def _region(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("dashscope_compat_base_url", "openai_base_url", "model_seconds", "model_context", mode="before")
+    @field_validator("dashscope_compat_base_url", "openai_base_url", "model_seconds", "model_context",
+                     "whatsapp_phone_number_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -235,7 +248,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value set, for log redaction (the database's connection string and its password too)."""
         fields = (self.dashscope_api_key, self.openai_api_key, self.telegram_bot_token, self.slack_bot_token,
-                  self.slack_signing_secret, self.slack_app_token, self.telegram_webhook_secret, self.discord_bot_token)
+                  self.slack_signing_secret, self.slack_app_token, self.telegram_webhook_secret, self.discord_bot_token,
+                  self.whatsapp_access_token, self.whatsapp_app_secret, self.whatsapp_verify_token)
         found = [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
         if isinstance(self.db_path, str):
             found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]

@@ -1,8 +1,8 @@
 """The container's health check: GET /healthz of whichever earshot server this container runs.
 
-`earshot telegram` and Slack Socket Mode answer on EARSHOT_METRICS_PORT, `earshot slack` over HTTP on its
-own --port (3000 unless ports to try are given as arguments). Exit 0 on 200; 1 on anything else, with
-/healthz's reason on stdout, which `docker inspect` shows.
+`earshot telegram` and Slack Socket Mode answer on EARSHOT_METRICS_PORT, `earshot slack` over HTTP and
+`earshot whatsapp` on their own --port (3000 and 8080 unless ports to try are given as arguments). Exit 0
+on 200; 1 on anything else, with /healthz's reason on stdout, which `docker inspect` shows.
 """
 import os
 import sys
@@ -11,7 +11,7 @@ import urllib.request
 
 
 def main() -> int:
-    ports = sys.argv[1:] or [os.environ.get("EARSHOT_METRICS_PORT", "9464"), "3000"]
+    ports = sys.argv[1:] or [os.environ.get("EARSHOT_METRICS_PORT", "9464"), "3000", "8080"]
     for port in (p.strip() for p in ports):
         if not port or port == "0":
             continue

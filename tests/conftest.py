@@ -38,7 +38,7 @@ SLACK_SECRET = "test-signing-secret-8c1f"  # the Slack app's signing secret
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch, tmp_path):
     for name in list(os.environ):
-        if name.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_", "DISCORD_")):
+        if name.startswith(("TELEGRAM_", "SLACK_", "DASHSCOPE_", "EARSHOT_", "DISCORD_", "WHATSAPP_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EARSHOT_DB", str(tmp_path / "earshot.db"))
     # no fixed port for /healthz and /metrics: tests (and other checkouts on the machine) run side by side

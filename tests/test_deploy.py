@@ -138,9 +138,9 @@ def test_dockerfile_names_files_settings_and_commands_that_exist():
 def test_compose_runs_both_bots_from_one_image_volume_and_env_file():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) >= {"telegram", "slack"}
+    assert set(services) >= {"telegram", "slack", "whatsapp"}
     known = settings_variables()
-    for name in ("telegram", "slack"):
+    for name in ("telegram", "slack", "whatsapp"):
         svc = services[name]
         assert svc["command"][0] in commands()
         build = svc["build"]
@@ -150,12 +150,13 @@ def test_compose_runs_both_bots_from_one_image_volume_and_env_file():
         volume, target = svc["volumes"][0].split(":")[:2]
         assert volume in compose["volumes"]
         assert Path(svc["environment"]["EARSHOT_DB"]).parent == Path(target)
-    assert services["telegram"]["image"] == services["slack"]["image"]
+    assert services["telegram"]["image"] == services["slack"]["image"] == services["whatsapp"]["image"]
+    assert services["whatsapp"]["profiles"] == ["whatsapp"] and "profiles" not in services["slack"]
     assert "PostgreSQL" in (DEPLOY / "compose.yaml").read_text()
 
 
 def test_systemd_units_are_hardened_and_write_only_their_data_directory():
-    for unit in ("earshot-telegram.service", "earshot-slack.service"):
+    for unit in ("earshot-telegram.service", "earshot-slack.service", "earshot-whatsapp.service"):
         entries: dict[str, list[str]] = {}
         for line in (DEPLOY / unit).read_text().splitlines():
             if "=" in line and not line.startswith(("#", "[")):

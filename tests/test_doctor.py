@@ -13,6 +13,7 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.server import Threaded
 from tests.fakes.slack import BOT_SCOPES, FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.whatsapp import SHOWN_NUMBER, VERSION, FakeWhatsApp
 
 EARSHOT = str(Path(sys.executable).with_name("earshot"))
 KEY = "sk-doctor-test-key"
@@ -21,15 +22,17 @@ SIGNING_SECRET = "doctor-signing-secret-8f3a"
 
 @pytest.fixture(scope="module")
 def services():
-    ds, tg, sl, dc = FakeDashScope(api_key=KEY, inspect=False), FakeTelegram(), FakeSlack(), FakeDiscord()
-    with Threaded(ds.app) as dss, Threaded(tg.app) as tgs, Threaded(sl.app) as sls, Threaded(dc.app) as dcs:
-        sl.url = sls.url
-        yield {"ds": (ds, dss), "tg": (tg, tgs), "sl": (sl, sls), "dc": (dc, dcs)}
+    ds, tg, sl = FakeDashScope(api_key=KEY, inspect=False), FakeTelegram(), FakeSlack()
+    dc, wa = FakeDiscord(), FakeWhatsApp()
+    with Threaded(ds.app) as dss, Threaded(tg.app) as tgs, Threaded(sl.app) as sls, Threaded(dc.app) as dcs, \
+            Threaded(wa.app) as was:
+        sl.url, wa.url = sls.url, was.url
+        yield {"ds": (ds, dss), "tg": (tg, tgs), "sl": (sl, sls), "dc": (dc, dcs), "wa": (wa, was)}
 
 
 @pytest.fixture
 def env(services, tmp_path) -> dict[str, str]:
-    (_, dss), (tg, tgs), (sl, sls) = services["ds"], services["tg"], services["sl"]
+    (_, dss), (tg, tgs), (sl, sls), (wa, was) = services["ds"], services["tg"], services["sl"], services["wa"]
     tgs.call(lambda: setattr(tg, "webhook", None))
     sls.call(lambda: setattr(sl, "scopes", list(BOT_SCOPES)))
     dc, dcs = services["dc"]
@@ -39,7 +42,10 @@ def env(services, tmp_path) -> dict[str, str]:
                 "EARSHOT_DB": str(tmp_path / "data" / "earshot.db"),
                 "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url,
                 "SLACK_BOT_TOKEN": sl.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": sls.url + "/api/",
-                "DISCORD_BOT_TOKEN": dc.token, "DISCORD_API_URL": dcs.url + "/api/v10"}
+                "DISCORD_BOT_TOKEN": dc.token, "DISCORD_API_URL": dcs.url + "/api/v10",
+                "WHATSAPP_ACCESS_TOKEN": wa.token, "WHATSAPP_PHONE_NUMBER_ID": wa.phone_number_id,
+                "WHATSAPP_APP_SECRET": "doctor-app-secret", "WHATSAPP_VERIFY_TOKEN": "doctor-verify",
+                "WHATSAPP_API_URL": f"{was.url}/{VERSION}"}
 
 
 def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
@@ -47,7 +53,8 @@ def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
     p = subprocess.run([EARSHOT, "doctor", *args], env=env, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in p.stderr, p.stderr
     for secret in (KEY, SIGNING_SECRET, env.get("TELEGRAM_BOT_TOKEN"), env.get("SLACK_BOT_TOKEN"),
-                   env.get("SLACK_APP_TOKEN"), env.get("DISCORD_BOT_TOKEN")):
+                   env.get("SLACK_APP_TOKEN"), env.get("DISCORD_BOT_TOKEN"),
+                   env.get("WHATSAPP_ACCESS_TOKEN"), env.get("WHATSAPP_APP_SECRET")):
         if secret:
             assert secret not in p.stdout + p.stderr
     lines = {line[2:].split(":", 1)[0]: line for line in p.stdout.splitlines() if line.strip()}
@@ -59,10 +66,11 @@ def test_every_check_passes_against_working_services(env, services):
     assert code == 0, lines
     assert set(lines) == {"ffmpeg", "database", "model qwen-audio-turbo-latest", "Telegram getMe", "Telegram webhook",
                           "Slack auth.test", "Slack scopes", "Slack mode", "Discord GET /users/@me",
-                          "Discord message content intent", "Discord invite"}
+                          "Discord message content intent", "Discord invite", "WhatsApp number", "WhatsApp webhook"}
     assert all(line.startswith("✓") for line in lines.values()), lines
     assert "mp3" in lines["ffmpeg"] and "opus" in lines["ffmpeg"]
     assert "@earshot_test_bot" in lines["Telegram getMe"]
+    assert SHOWN_NUMBER in lines["WhatsApp number"]
     ds = services["ds"][0]
     assert ds.calls[-1].parameters["max_tokens"] == 1       # the model check costs one output token
 
@@ -91,6 +99,16 @@ def test_refused_tokens_name_their_variables(env, tmp_path):
     assert code == 4
     assert lines["Telegram getMe"].startswith("✗") and "TELEGRAM_BOT_TOKEN" in lines["Telegram getMe"]
     assert lines["Slack auth.test"].startswith("✗") and "SLACK_BOT_TOKEN" in lines["Slack auth.test"]
+
+
+def test_whatsapp_names_a_refused_token_and_missing_webhook_settings(env):
+    code, lines = doctor(env | {"WHATSAPP_ACCESS_TOKEN": "EAAwrong-token", "WHATSAPP_VERIFY_TOKEN": ""})
+    assert code == 4
+    assert lines["WhatsApp number"].startswith("✗") and "WHATSAPP_ACCESS_TOKEN" in lines["WhatsApp number"]
+    assert lines["WhatsApp webhook"].startswith("✗") and "WHATSAPP_VERIFY_TOKEN" in lines["WhatsApp webhook"]
+    assert "WHATSAPP_APP_SECRET" not in lines["WhatsApp webhook"] and "EAAwrong-token" not in str(lines)
+    code, lines = doctor({k: v for k, v in env.items() if not k.startswith("WHATSAPP_")})
+    assert code == 0 and lines["WhatsApp"].startswith("–")
 
 
 def test_webhook_mode_expects_its_webhook_and_socket_mode_checks_the_app_token(env, services):

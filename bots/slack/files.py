@@ -10,7 +10,7 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core.audio.pipeline import check_length
+from core.audio.pipeline import check_length, read_capped
 from core.config import DEFAULT_SLACK_API
 from core.errors import AudioError, EarshotError, InputError
 from core.values import Audio
@@ -123,8 +123,6 @@ async def download(client: AsyncWebClient, file: dict[str, Any], *, token: str, 
     if origin(url) not in token_origins(api_url):
         raise InputError(messages.SLACK_FILE_EXTERNAL,
                          f"file {info.get('id')} is served from {urlsplit(url).netloc or '?'}, not Slack's file host")
-    chunks: list[bytes] = []
-    got = 0
     try:
         # httpx drops the Authorization header when a redirect leaves the origin, so the token stays put
         async with http.stream("GET", url, headers={"Authorization": f"Bearer {token}"},
@@ -133,16 +131,12 @@ async def download(client: AsyncWebClient, file: dict[str, Any], *, token: str, 
                 raise InputError(messages.SLACK_FILE_UNAVAILABLE,
                                  f"download of {info.get('id')} answered HTTP {resp.status_code}")
             content_type = resp.headers.get("content-type", "")
-            async for chunk in resp.aiter_bytes():
-                if not chunks and _looks_like_html(content_type, chunk):
+
+            def sign_in_page(head: bytes) -> None:
+                if _looks_like_html(content_type, head):
                     raise SlackScopeMissing("files:read", "served its sign-in page instead of a shared file")
-                got += len(chunk)
-                check_length(got, max_bytes)
-                chunks.append(chunk)
+            data = await read_capped(resp.aiter_bytes(), max_bytes, first=sign_in_page)
     except httpx.HTTPError as err:
         raise InputError(messages.SLACK_FILE_UNAVAILABLE,
                          f"download of {info.get('id')} failed: {type(err).__name__}") from err
-    data = b"".join(chunks)
-    if not data:
-        raise AudioError(messages.EMPTY_FILE)
     return Audio(data, info.get("name"), info.get("mimetype"))

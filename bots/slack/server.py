@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import httpx
 from aiohttp import web
@@ -23,6 +22,7 @@ from core.logs import guard_logs
 from core.words import messages
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
+from ..lifetime import listen, serve_until_signalled
 from .app import build_app, check_token, require_credentials
 from .listeners import Handlers
 from .webapi import api_error
@@ -107,10 +107,7 @@ class SlackServer(_Serving):
         app = await self._open()
         try:
             health = Health(self.earshot.history, connection_probe(app), name="slack")
-            self._runner = web.AppRunner(web_app(app, health), access_log=None, shutdown_timeout=5)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
+            self._runner = await listen(web_app(app, health), self.host, self.port, shutdown_timeout=5)
         except BaseException:
             await self._close_clients()
             raise
@@ -125,15 +122,6 @@ class SlackServer(_Serving):
             await self._runner.cleanup()
             self._runner = None
         await self._close_clients()
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
 
 
 class SlackSocketMode(_Serving):
@@ -179,17 +167,9 @@ class SlackSocketMode(_Serving):
             await self._close_clients()
 
 
-async def _serve(server: SlackServer | SlackSocketMode) -> None:
-    await server.start()
-    try:
-        await _until_signalled()
-    finally:
-        await server.stop()
-
-
 def run(settings: Settings, *, port: int = 3000) -> None:
     """`earshot slack`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on `port`. Blocks until SIGTERM."""
     socket_mode = settings.slack_app_token is not None and bool(settings.slack_app_token.get_secret_value())
     require_credentials(settings, socket_mode=socket_mode)
     guard_logs(settings.secrets(), settings.log_format)     # response_url paths are bearer-like secrets
-    asyncio.run(_serve(SlackSocketMode(settings) if socket_mode else SlackServer(settings, port=port)))
+    asyncio.run(serve_until_signalled(SlackSocketMode(settings) if socket_mode else SlackServer(settings, port=port)))

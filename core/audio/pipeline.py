@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -130,6 +130,23 @@ def check_length(size: int, max_bytes: int, detail: str | None = None) -> None:
     """Refuse a file of `size` bytes (as said, or as counted while it arrives) above EARSHOT_MAX_FILE_MB."""
     if size > max_bytes:
         raise AudioError(messages.TOO_BIG, detail, fmt=dict(size_mb=size / 2**20, limit_mb=max_bytes / 2**20))
+
+
+async def read_capped(chunks: AsyncIterable[bytes], max_bytes: int, *,
+                      first: Callable[[bytes], None] | None = None) -> bytes:
+    """A download's body, counted as it arrives (whatever its Content-Length said) and refused past `max_bytes`;
+    `first` may refuse it on its first chunk (a sign-in page served instead of a file). Empty: AudioError."""
+    parts: list[bytes] = []
+    got = 0
+    async for chunk in chunks:
+        if not parts and first is not None:
+            first(chunk)
+        got += len(chunk)
+        check_length(got, max_bytes)
+        parts.append(chunk)
+    if not got:
+        raise AudioError(messages.EMPTY_FILE)
+    return b"".join(parts)
 
 
 describe_seconds = amounts.duration     # "30 minutes", "1 hour", "90 seconds" (core.words.amounts)

@@ -43,7 +43,8 @@ DAY = 86400.0
 # the terminal is the operator's own: never refused, and its spending (still recorded, shown to admins in /usage)
 # is left out of the bots' budgets, the global one included
 EXEMPT_PLATFORMS = set(usage_ledger.OUTSIDE_BUDGETS)
-PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord", "cli": "terminal"}
+PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord", "whatsapp": "WhatsApp",
+                  "cli": "terminal"}
 BUDGET_QUIET = 3600.0             # an over-budget user hears it again after an hour at most
 TOP = 10                          # spenders listed for admins
 KEYS_KEPT = 10_000                # people remembered (names, rate windows, refusals) before pruning

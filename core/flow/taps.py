@@ -18,6 +18,12 @@ AUDIO_TASKS = frozenset({Task.CHAT, Task.ASK, Task.TRANSCRIBE, Task.SUMMARIZE, T
                          Task.TRANSLATE})
 
 
+# the other tasks offered under an answer, in order, with the short label a button shows (every platform's fits)
+TASK_CHOICES: tuple[tuple[Task, str], ...] = (
+    (Task.TRANSCRIBE, "Transcript"), (Task.SUMMARIZE, "Summary"), (Task.SENTIMENT, "Mood"), (Task.EVENTS, "Sounds"),
+)
+
+
 def wants_buttons(task: Task, file_ref: str | None) -> bool:
     """Whether an answer to this job is about audio, so buttons for the other tasks belong under it."""
     return file_ref is not None and task in AUDIO_TASKS
@@ -37,11 +43,12 @@ class Tap:
     lang: str | None = None         # the chat's language, for what is said
 
 
-async def submit_tap(access: AccessPolicy, jobs: JobRunner, tap: Tap, file_ref: str, slot: Reservation, *,
+async def submit_tap(access: AccessPolicy, jobs: JobRunner, tap: Tap, file_ref: str | None, slot: Reservation, *,
                      say: Callable[[str], Awaitable[None]]) -> Job | None:
-    """The job for a tap on the audio `file_ref`, or None when the door refused (said through `say`)."""
-    if not await intake.admitted(access, tap.chat, tap.sender, tap.task, tap.text, has_audio=True, say=say,
-                                 lang=tap.lang):
+    """The job for a tap on the audio `file_ref`, or None when the door refused (said through `say`). A typed
+    request goes the same way (no `file_ref`: a follow-up, or a task with no audio yet, which the door refuses)."""
+    if not await intake.admitted(access, tap.chat, tap.sender, tap.task, tap.text, has_audio=file_ref is not None,
+                                 say=say, lang=tap.lang):
         return None
     return await jobs.submit(NewJob(key=tap.key, chat=tap.chat, task=tap.task, message_ref=tap.message_ref,
                                     file_ref=file_ref, text=tap.text, sender=tap.sender, lang=tap.lang), slot)

@@ -52,6 +52,24 @@ audio models.
 • `/earshot lang de` — the language I speak here · `/earshot usage` — today's tokens
 • `/earshot auto on` — transcribe every voice message in this channel (people who can manage the server)""")
 
+
+WHATSAPP_HELP = N_("""I listen to voice notes and audio files and answer about them, using Qwen's audio models.
+
+• Send a voice note and I reply to it, as in a conversation.
+• Add a caption to an audio or video file to ask about it.
+• Then write to follow up on what was said.
+• These words act on the latest audio here (a / in front is fine too):
+transcribe – word for word
+summarize – the gist
+sentiment – the speaker's mood and tone
+events – sounds, music and speech, with times
+ask what did he promise? – a question about it
+translate English – what's said, in another language
+voice on – answers come back as voice notes too (models that speak); voice off – text again
+lang de – the language I speak here
+reset – forget this conversation
+usage – tokens used today, and what's left""")
+
 # /lang, for the help texts once chats can choose their language
 TELEGRAM_HELP_LANG = N_("/lang de – the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
 SLACK_HELP_LANG = N_("`/earshot lang de` sets the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
@@ -108,6 +126,10 @@ def slack_help(lang: str | None, retention_days: float, *, with_lang: bool = Fal
 def telegram_start(lang: str | None) -> str:
     """/start: a short greeting, not the whole of /help."""
     return translator(lang).text(TELEGRAM_START)
+
+
+def whatsapp_help(lang: str | None) -> str:
+    return translator(lang).text(WHATSAPP_HELP)
 
 
 def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tuple[str, str]]:

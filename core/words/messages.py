@@ -92,6 +92,20 @@ TELEGRAM_UNREACHABLE = ("Can't reach the Telegram Bot API at {url} ({reason}): c
                         "or TELEGRAM_API_BASE_URL.")
 NO_TELEGRAM_TOKEN = "No Telegram bot token: set TELEGRAM_BOT_TOKEN (ask @BotFather for one)."
 BAD_TELEGRAM_TOKEN = "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)."
+WHATSAPP_NO_CREDENTIALS = ("No WhatsApp credentials: set {missing} (Meta's app dashboard: WhatsApp -> API Setup, "
+                           "and App settings -> Basic for the app secret).")
+WHATSAPP_BAD_TOKEN = ("WhatsApp's Graph API refused WHATSAPP_ACCESS_TOKEN ({detail}): create a permanent token for a "
+                      "system user with whatsapp_business_messaging (Business settings -> System users).")
+WHATSAPP_NO_PERMISSION = ("WhatsApp's Graph API says the token lacks a permission ({detail}): give the system user "
+                          "whatsapp_business_messaging and whatsapp_business_management for this number.")
+# a message earshot can't listen to (an image, a sticker, a location…)
+WHATSAPP_NOT_AUDIO = N_("I only listen: send me a voice note or an audio or video file, or type help.")
+WHATSAPP_MEDIA_UNAVAILABLE = N_("I couldn't fetch that file from WhatsApp. Please send it again.")
+# above the buttons under an answer about audio
+WHATSAPP_MORE = N_("Ask this audio something else:")
+# the language list Translate opens
+WHATSAPP_TRANSLATE_INTO = N_("Translate it into which language?")
+WHATSAPP_LANGUAGES = N_("Languages")
 SLACK_BAD_APP_TOKEN = ("Slack refused SLACK_APP_TOKEN ({error}): create an app-level token with the connections:write "
                        "scope (Basic Information -> App-Level Tokens) and enable Socket Mode.")
 
