@@ -151,7 +151,7 @@ def test_compose_runs_both_bots_from_one_image_volume_and_env_file():
         assert volume in compose["volumes"]
         assert Path(svc["environment"]["EARSHOT_DB"]).parent == Path(target)
     assert services["telegram"]["image"] == services["slack"]["image"] == services["whatsapp"]["image"]
-    assert services["whatsapp"]["profiles"] == ["whatsapp"] and "profiles" not in services["slack"]
+    assert all(services[name]["profiles"] == [name] for name in ("telegram", "slack", "whatsapp", "discord"))
     assert "PostgreSQL" in (DEPLOY / "compose.yaml").read_text()
 
 
