@@ -25,6 +25,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,7 @@ def guarded(handler: Handler) -> Handler:
     return run
 
 
-def body_cap(cap: int) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-                                   Awaitable[web.StreamResponse]]:
+def body_cap(cap: int) -> Middleware:
     """aiohttp middleware: requests declaring a body over `cap` bytes (or, for cap 0, any body at all, chunked
     included) are refused with 413 before a handler runs. Use it with web.Application(client_max_size=cap or 1)
     so a handler's own request.read() is capped too."""

@@ -217,5 +217,5 @@ class Settings(BaseSettings):
                   self.slack_signing_secret, self.slack_app_token, self.telegram_webhook_secret)
         found = [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
         if isinstance(self.db_path, str):
-            found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]
+            found += [self.db_path, *pg.secret_parts(self.db_path)]
         return found
