@@ -17,6 +17,7 @@ from core.errors import StorageError
 from core.logs import RedactingFilter
 from tests.audio_fixtures import make_clip
 from tests.conftest import cli_env, earshot, one_clean_line
+from tests.postgres import Cluster
 
 
 def damage(db: Path, name: str) -> None:
@@ -85,3 +86,17 @@ def test_earshot_doctor_names_the_problem_without_the_password(tmp_path: Path) -
     out = done.stdout + done.stderr
     assert "database" in out and "%40" in out, out
     assert not any(piece in out for piece in PIECES), out
+
+
+async def test_a_postgresql_error_is_one_storage_error_without_the_password(postgres: Cluster) -> None:
+    db = Database(postgres.fresh())
+    await db.open()
+    try:
+        await db.execute("DROP TABLE turns CASCADE")           # a table gone under the process
+        with pytest.raises(StorageError) as caught:
+            await db.fetch("SELECT * FROM turns")
+        text = str(caught.value)
+        assert "PostgreSQL" in text and "turns" in text and "EARSHOT_DB" in text, text
+        assert postgres.password not in text
+    finally:
+        await db.close()
