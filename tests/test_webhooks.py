@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,9 +22,14 @@ from telegram.ext import Application, ApplicationBuilder
 from bots.health import HealthServer, serve_health
 from bots.telegram.webhook import WebhookServer
 from bots.web import SLACK_BODY_CAP, TELEGRAM_BODY_CAP
-from tests.conftest import SLACK_SECRET, free_port, slack_running
+from tests.conftest import SLACK_SECRET, free_port, slack_running, spawn
 from tests.fakes.dashscope import FakeDashScope
+from tests.fakes.server import Served
 from tests.fakes.slack import event_body, signed_headers
+from tests.fakes.telegram import FakeTelegram
+from tests.waiting import until
+
+EARSHOT = str(Path(sys.executable).with_name("earshot"))
 
 HUGE = 100 * 1024 * 1024
 SECRET = "the-webhook-secret_1234567890abcdef"
@@ -112,6 +119,38 @@ async def test_an_update_with_the_right_secret_goes_into_the_queue() -> None:
         status, _ = await exchange(port, "/hook/", headers, b'{"update_id": 8, "message": {"chat": 5}}',
                                     refusal=False)
         assert status == 200 and application.update_queue.get_nowait().update_id == 8
+
+
+async def test_earshot_telegram_webhook_refuses_a_forged_huge_post_unread(tmp_path: Path) -> None:
+    """The real process (`earshot telegram --webhook-url`), as Telegram and a stranger reach it."""
+    tg = FakeTelegram()
+    port = free_port()
+    hook = f"http://127.0.0.1:{port}/hook"
+    async with Served(tg.app) as tgs, Served(FakeDashScope(api_key="sk-x").app) as dss:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DASHSCOPE_", "EARSHOT_"))}
+        env |= {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tgs.url, "DASHSCOPE_API_KEY": "sk-x",
+                "DASHSCOPE_HTTP_BASE_URL": dss.url + "/api/v1", "EARSHOT_DB": str(tmp_path / "db"),
+                "EARSHOT_METRICS_PORT": "0"}
+        log = tmp_path / "bot.log"
+        proc = await asyncio.to_thread(spawn, [EARSHOT, "telegram", "--webhook-url", hook, "--port", str(port),
+                                               "--listen", "127.0.0.1"], log, env)
+        try:
+            async def listening() -> bool:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    return False
+                writer.close()
+                return tg.webhook is not None
+            await until(listening, 30)
+            forged = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": "guess"}
+            assert await exchange(port, "/hook", forged, b"{" * 1024, length=HUGE) == (403, True)
+            right = forged | {"X-Telegram-Bot-Api-Secret-Token": tg.webhook["secret_token"]}
+            assert await exchange(port, "/hook", right, b"{" * 1024, length=HUGE) == (413, True)
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 30)
 
 
 # --- Slack --------------------------------------------------------------------------------------------------
