@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from . import messages, words
 from .breaker import CircuitBreaker, Permit
 from .digest import DigestService
-from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable
+from .errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable, StorageError
 from .jobs import (
     MAX_DELIVERIES,
     MAX_FAULTS,
@@ -521,6 +521,9 @@ class JobRunner:
                     if job.id not in self._lost:          # taken over elsewhere: not ours to requeue
                         await self.store.requeue(job.id)  # a shutdown, not a fault: start afresh next time
                     raise
+                except StorageError as err:     # the database failed mid-job (core.db): a fault, tried again
+                    self.breaker.released(permit)
+                    return await self._faulted(job, err)
                 except EarshotError as err:
                     return await self._failed(job, platform, permit, err)
                 except Exception as err:
