@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from core.errors import EarshotError, InputError, ModelError, VoiceUnavailable
+from core.errors import AnswerNotSaved, EarshotError, InputError, ModelError, VoiceUnavailable
 from core.values import Audio, ChatKey, Progress, Reply, Request, Task
 from core.words import messages
 
@@ -180,7 +180,19 @@ def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, 
     if speak is not None:
         _check_writable(speak)
     request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen)
-    reply = _until_done(_ask(settings, request))
+    unsaved: AnswerNotSaved | None = None
+    try:
+        reply = _until_done(_ask(settings, request))
+    except AnswerNotSaved as exc:      # the database failed after the answer came: print it, then say so
+        unsaved = exc
+        assert isinstance(exc.reply, Reply)
+        reply = exc.reply
+    _show(reply, task, as_json, fmt, speak, settings)
+    if unsaved is not None:
+        _fail(unsaved.operator_message, EXIT_CONFIG)
+
+
+def _show(reply: Reply, task: Task, as_json: bool, fmt: str | None, speak: Path | None, settings: Settings) -> None:
     if speak is not None:
         if reply.speech is None:
             _fail(messages.TERMINAL[messages.NO_SPEECH].format(model=settings.model), EXIT_SERVICE)
@@ -221,6 +233,8 @@ def _until_done(work: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(work)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except AnswerNotSaved:
+        raise                           # the caller still has an answer to give
     except EarshotError as exc:
         code = EXIT_CONFIG if exc.operator else EXIT_INPUT if isinstance(exc, InputError) else EXIT_SERVICE
         # the terminal user is the operator: say what to fix, in a terminal's words where a chat's would mislead

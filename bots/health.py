@@ -1,9 +1,11 @@
 """GET /healthz and GET /metrics for the long-running processes (both bots share this).
 
 /healthz answers 200 "ok" when the platform connection and the database answer, else 503 with one line
-per reason, so a container runtime or load balancer can restart or route around the process. /metrics
-is the Prometheus text format of core.metrics. The Slack HTTP mode adds both routes to its own server;
-the Telegram bot and Slack Socket Mode serve them on EARSHOT_METRICS_PORT through HealthServer.
+per reason, so a container runtime or load balancer can restart or route around the process. The reasons
+say what is wrong in a few words, never a path or an exception's text (those would show strangers the host's
+layout): the details go to the log. /metrics is the Prometheus text format of core.metrics, served on
+EARSHOT_METRICS_PORT only (HealthServer, with /healthz); the Slack HTTP mode adds /healthz alone to its
+public events port. Neither takes a request body (bots.web.body_cap).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from aiohttp import web
 from core import metrics
 from core.store.db import Database
 
-from .lifetime import listen
+from .web import NO_BODY, body_cap, listen
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,10 @@ class Health:
         self.cache_seconds = cache_seconds
         self._platform_seen: tuple[float, str | None] | None = None
 
-    def add_routes(self, app: web.Application) -> None:
+    def add_routes(self, app: web.Application, *, metrics: bool = True) -> None:
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics)
+        if metrics:
+            app.router.add_get("/metrics", self.metrics)
 
     async def problems(self) -> list[str]:
         return [p for p in await asyncio.gather(self._database(), self._platform()) if p]
@@ -67,11 +70,14 @@ class Health:
     async def _database(self) -> str | None:
         path = getattr(self.history, "path", None)
         if isinstance(path, Path) and not path.exists():         # an SQLite file deleted under the process
-            return f"database: {path} is gone"
+            log.warning("/healthz: the database file %s is gone", path)
+            return "database: the file is gone"
         try:
             await asyncio.wait_for(self.history.fetchone("SELECT 1"), PROBE_TIMEOUT)
         except Exception as exc:
-            return f"database: does not answer ({type(exc).__name__}: {str(exc)[:120]})"
+            log.warning("/healthz: the database %s does not answer (%s: %s)", self.history.where,
+                        type(exc).__name__, str(exc)[:300])
+            return "database: does not answer"
         return None
 
     async def _platform(self) -> str | None:
@@ -97,7 +103,7 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
-        app = web.Application()
+        app = web.Application(client_max_size=1, middlewares=[body_cap(NO_BODY)])
         self.health.add_routes(app)
         self._runner = await listen(app, self.host, self.port, shutdown_timeout=1)
         self.port = self._runner.addresses[0][1]

@@ -252,7 +252,7 @@ class Settings(BaseSettings):
                   self.whatsapp_access_token, self.whatsapp_app_secret, self.whatsapp_verify_token)
         found = [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
         if isinstance(self.db_path, str):
-            found += [self.db_path, *filter(None, [pg.password_of(self.db_path)])]
+            found += [self.db_path, *pg.secret_parts(self.db_path)]
         return found
 
 

@@ -17,6 +17,7 @@
         BadModelResponse         a body we can't parse (a proxy's HTML page)
       AccessRefused              not on the allowed lists, over a budget, or too many requests
       StorageError               the database can't be opened or used          (operator)
+        AnswerNotSaved           ... after an answer was obtained: .reply still holds it
 """
 from __future__ import annotations
 
@@ -134,3 +135,12 @@ class StorageError(EarshotError):
 
     def __init__(self, operator_message: str) -> None:
         super().__init__(messages.MISCONFIGURED, operator_message)
+
+
+class AnswerNotSaved(StorageError):
+    """The model answered (and was paid), then the database failed to keep the answer or the turn: `reply`
+    is the answer, still worth giving (the CLI prints it, then exits with the storage error)."""
+
+    def __init__(self, operator_message: str, reply: object) -> None:
+        super().__init__(operator_message)
+        self.reply = reply

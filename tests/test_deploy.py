@@ -325,7 +325,7 @@ def test_compose_publishes_every_port_on_loopback_only():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
     slack = compose["services"]["slack"]
-    assert slack["ports"] == ["127.0.0.1:3000-3001:3000"] and slack["command"][-1] == "3000"
+    assert slack["ports"][0] == "127.0.0.1:3000-3001:3000" and slack["command"][-1] == "3000"
 
 
 def test_systemd_units_user_is_created_by_the_sysusers_file():

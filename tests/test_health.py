@@ -96,19 +96,32 @@ async def container_health_check(port: int) -> subprocess.CompletedProcess:
                                    text=True, timeout=30)
 
 
-async def test_slack_http_mode_serves_health_and_metrics_on_its_port(tmp_path: Path) -> None:
-    async with slack_running(tmp_path, ds=FakeDashScope(api_key=KEY)) as world:
+async def test_slack_http_mode_serves_health_on_its_port_and_metrics_only_on_the_metrics_port(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    async with slack_running(tmp_path, ds=FakeDashScope(api_key=KEY), metrics_port=metrics_port) as world:
         port = world.server.port
         base = f"http://127.0.0.1:{port}"
         assert await get(base + "/healthz") == (200, "ok\n")
         assert (await container_health_check(port)).returncode == 0
-        status, text = await get(base + "/metrics")
+        status, _ = await get(base + "/metrics")          # the public events port shows no figures
+        assert status == 404
+        status, text = await get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
         (tmp_path / "earshot.db").unlink()
         status, text = await get(base + "/healthz")
         assert status == 503 and text.startswith("database: ") and "slack: " not in text
+        assert str(tmp_path) not in text and "earshot.db" not in text     # no path: the host's layout stays private
         check = await container_health_check(port)
         assert check.returncode == 1 and "database" in check.stdout
+
+
+async def test_health_says_what_is_wrong_without_the_error_text(tmp_path: Path) -> None:
+    """A database that stops answering: /healthz says so in a few words; the exception's text (which can
+    name files, hosts, users) goes to the log only."""
+    async with slack_running(tmp_path, ds=FakeDashScope(api_key=KEY)) as world:
+        await world.server.earshot.history.close()           # closed under the process: every query fails
+        status, text = await get(f"http://127.0.0.1:{world.server.port}/healthz")
+        assert status == 503 and text == "database: does not answer\n"
 
 
 async def test_socket_mode_health_names_a_failing_platform(tmp_path: Path) -> None:

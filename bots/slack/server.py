@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
+from collections.abc import Mapping
 
 import httpx
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 
 from core.app import Earshot
@@ -22,7 +26,7 @@ from core.logs import guard_logs
 from core.words import messages
 
 from ..health import Health, HealthServer, PlatformProbe, serve_health
-from ..lifetime import listen, serve_until_signalled
+from ..web import SLACK_BODY_CAP, body_cap, guarded, listen, read_body, serve_until_signalled
 from .app import build_app, check_token, require_credentials
 from .listeners import Handlers
 from .webapi import api_error
@@ -48,9 +52,33 @@ def connection_probe(app: AsyncApp, socket: AsyncSocketModeHandler | None = None
     return probe
 
 
+SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+FRESH_SECONDS = 300            # Slack's advice: refuse requests signed more than five minutes ago
+
+
+def signed_recently(headers: Mapping[str, str]) -> str | None:
+    """Before a body is read: the request carries a well-formed Slack signature made in the last five minutes
+    (None), or why not. Bolt then checks the signature itself against the body, read up to SLACK_BODY_CAP."""
+    if not SIGNATURE.fullmatch(headers.get("X-Slack-Signature", "")):
+        return "no Slack signature"
+    try:
+        stamp = int(headers.get("X-Slack-Request-Timestamp", ""))
+    except ValueError:
+        return "no Slack request timestamp"
+    if abs(time.time() - stamp) > FRESH_SECONDS:
+        return "a stale Slack request timestamp"
+    return None
+
+
 def web_app(app: AsyncApp, health: Health | None = None) -> web.Application:
+    """POST /slack/events and GET /healthz. /metrics is not here: it is served on EARSHOT_METRICS_PORT only,
+    never on the public events port."""
+    @guarded
     async def events(request: web.Request) -> web.Response:
-        response = await app.async_dispatch(await to_bolt_request(request))
+        body = await read_body(request, cap=SLACK_BODY_CAP, check=signed_recently, refused=401)
+        bolt_request = AsyncBoltRequest(body=body.decode("utf-8", "replace"), query=request.query_string,
+                                        headers=request.headers)  # type: ignore[arg-type]
+        response = await app.async_dispatch(bolt_request)
         if response.status == 401:
             log.warning("refused a request to %s: bad or stale Slack signature (check SLACK_SIGNING_SECRET "
                         "if this repeats)", EVENTS_PATH)
@@ -59,12 +87,12 @@ def web_app(app: AsyncApp, health: Health | None = None) -> web.Application:
     async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    web_application = web.Application(client_max_size=1024 * 1024)   # Slack's payloads are small
+    web_application = web.Application(client_max_size=SLACK_BODY_CAP, middlewares=[body_cap(SLACK_BODY_CAP)])
     web_application.router.add_post(EVENTS_PATH, events)
     if health is None:
         web_application.router.add_get("/healthz", ok)
     else:
-        health.add_routes(web_application)    # /healthz and /metrics
+        health.add_routes(web_application, metrics=False)
     return web_application
 
 
@@ -102,13 +130,20 @@ class SlackServer(_Serving):
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
+        self._metrics: HealthServer | None = None
 
     async def start(self) -> int:
         app = await self._open()
         try:
             health = Health(self.earshot.history, connection_probe(app), name="slack")
             self._runner = await listen(web_app(app, health), self.host, self.port, shutdown_timeout=5)
+            # /metrics (and /healthz again) on EARSHOT_METRICS_PORT, for the operator's network only
+            self._metrics = await serve_health(self.earshot.history, connection_probe(app), name="slack",
+                                               port=self.settings.metrics_port)
         except BaseException:
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
             await self._close_clients()
             raise
         self.port = self._runner.addresses[0][1]     # the real port when asked for port 0
@@ -116,6 +151,9 @@ class SlackServer(_Serving):
         return self.port
 
     async def stop(self) -> None:
+        if self._metrics is not None:
+            await self._metrics.stop()
+            self._metrics = None
         if self._runner is not None:
             await self._runner.shutdown()       # stop accepting requests first
             await self._handlers.drain(DRAIN_SECONDS)

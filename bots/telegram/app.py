@@ -1,7 +1,7 @@
 """Building and running the python-telegram-bot Application: long polling, or a webhook."""
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
 import secrets
 from urllib.parse import urlsplit
@@ -19,33 +19,17 @@ from core.store.election import Election
 from core.words import messages
 
 from ..health import HealthServer, PlatformProbe, serve_health
+from ..web import until_signalled
 from .convert import PLATFORM
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
 from .handlers import TelegramHandlers
+from .webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
 # updates handled at once: different chats run concurrently (ChatLocks keep each chat in order)
 CONCURRENT_UPDATES = 256
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]    # taps on the buttons under answers
-
-
-class SecretToken(str):
-    """The webhook secret. PTB checks a request's header with `header != secret`; Python asks the right
-    operand first when it is a subclass of the left's type, so the check runs in constant time here."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, str):
-            return NotImplemented
-        return hmac.compare_digest(self.encode(), other.encode("utf-8", "surrogatepass"))
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = str.__hash__
 
 
 def build_application(settings: Settings, parts: Earshot) -> Application:
@@ -85,10 +69,12 @@ def build_application(settings: Settings, parts: Earshot) -> Application:
     return app
 
 
-def connection_probe(application: Application) -> PlatformProbe:
+def connection_probe(application: Application, webhook: WebhookServer | None = None) -> PlatformProbe:
     """For /healthz: updates are being fetched (or received) and Telegram answers getMe."""
     async def probe() -> str | None:
-        if not application.running or (application.updater is not None and not application.updater.running):
+        receiving = webhook.running if webhook is not None else (
+            application.updater is None or application.updater.running)
+        if not application.running or not receiving:
             return "not receiving updates"
         try:
             await application.bot.get_me()
@@ -119,21 +105,27 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
     """Run the bot until SIGINT/SIGTERM, answering in-flight updates before exiting.
 
     Long polling by default; with `webhook_url` (the public HTTPS address Telegram should POST to),
-    serves a webhook on listen:port at that URL's path and rejects requests without the secret token
-    (TELEGRAM_WEBHOOK_SECRET, shared by replicas behind one URL; else a random one for this process).
+    serves a webhook on listen:port at that URL's path (bots.telegram.webhook) and rejects requests without
+    the secret token (TELEGRAM_WEBHOOK_SECRET, shared by replicas behind one URL; else a random one for this
+    process) before reading their bodies.
     """
     guard_logs(settings.secrets(), settings.log_format)
     earshot = Earshot.build(settings)       # the composition root (core.app)
     app = build_application(settings, earshot)
     set_up = app.post_init
     health: HealthServer | None = None
+    webhook: WebhookServer | None = None
+    if webhook_url:
+        shared = settings.telegram_webhook_secret
+        secret = shared.get_secret_value() if shared is not None else secrets.token_urlsafe(32)
+        webhook = WebhookServer(app, path=urlsplit(webhook_url).path, secret=secret, listen=listen, port=port)
 
     async def start(application: Application) -> None:
         nonlocal health
         await earshot.open()
         if set_up:
             await set_up(application)
-        health = await serve_health(earshot.history, connection_probe(application), name="telegram",
+        health = await serve_health(earshot.history, connection_probe(application, webhook), name="telegram",
                                     port=settings.metrics_port)
         me = application.bot
         log.info("earshot is listening as @%s (%s)", me.username,
@@ -146,15 +138,11 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
 
     app.post_init = start
     app.post_shutdown = stop
-    if webhook_url and isinstance(app.update_queue, HandledQueue):
-        app.update_queue.hold_puts = True   # answer Telegram's POST only once the update is handled
-    shared = settings.telegram_webhook_secret
-    secret = shared.get_secret_value() if shared is not None else secrets.token_urlsafe(32)
     try:
-        if webhook_url:
-            app.run_webhook(listen=listen, port=port, url_path=urlsplit(webhook_url).path.lstrip("/"),
-                            webhook_url=webhook_url, secret_token=SecretToken(secret),
-                            allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
+        if webhook_url and webhook is not None:
+            if isinstance(app.update_queue, HandledQueue):
+                app.update_queue.hold_puts = True   # answer Telegram's POST only once the update is handled
+            asyncio.run(_serve_webhook(app, webhook, webhook_url, secret))
         else:
             app.run_polling(allowed_updates=ALLOWED_UPDATES, bootstrap_retries=3)
     except InvalidToken:
@@ -165,3 +153,41 @@ def run(settings: Settings, *, webhook_url: str | None = None, port: int = 8443,
         reason = RedactingFilter(settings.secrets()).redact(err.message)
         raise EarshotError(messages.TELEGRAM_UNREACHABLE.format(url=settings.telegram_api_base_url,
                                                                 reason=reason)) from None
+
+
+SET_WEBHOOK_TRIES = 4
+
+
+async def _serve_webhook(app: Application, server: WebhookServer, url: str, secret: str) -> None:
+    """The Application's life in webhook mode, in run_webhook's order: initialize, post_init, Telegram told
+    the URL and our server listening, start; on SIGTERM/SIGINT the server stops taking updates, those in
+    hand are answered, then stop, post_stop, shutdown, post_shutdown."""
+    await app.initialize()
+    try:
+        if app.post_init:
+            await app.post_init(app)
+        for attempt in range(SET_WEBHOOK_TRIES):
+            try:
+                await app.bot.set_webhook(url=url, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+                break
+            except NetworkError:
+                if attempt == SET_WEBHOOK_TRIES - 1:
+                    raise
+                log.warning("setWebhook failed; trying again")
+                await asyncio.sleep(1 + attempt)
+        await server.start()
+        try:
+            await app.start()
+            try:
+                await until_signalled()
+            finally:
+                await server.stop()          # no new updates; those being handled are answered first
+                await app.stop()
+                if app.post_stop:
+                    await app.post_stop(app)
+        finally:
+            await server.stop()
+    finally:
+        await app.shutdown()
+        if app.post_shutdown:
+            await app.post_shutdown(app)

@@ -25,7 +25,7 @@ from core.logs import guard_logs
 from core.words import messages
 
 from ..health import Health, PlatformProbe
-from ..lifetime import listen, serve_until_signalled
+from ..web import listen, serve_until_signalled
 from .graph import Graph, GraphError
 from .handlers import WhatsAppHandlers
 

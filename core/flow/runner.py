@@ -63,7 +63,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from core.errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable
+from core.errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable, StorageError
 from core.flow.digest import DigestService
 from core.flow.service import Assistant
 from core.logs import RedactingFilter
@@ -521,6 +521,9 @@ class JobRunner:
                     if job.id not in self._lost:          # taken over elsewhere: not ours to requeue
                         await self.store.requeue(job.id)  # a shutdown, not a fault: start afresh next time
                     raise
+                except StorageError as err:     # the database failed mid-job (core.store.db): a fault, tried again
+                    self.breaker.released(permit)
+                    return await self._faulted(job, err)
                 except EarshotError as err:
                     return await self._failed(job, platform, permit, err)
                 except Exception as err:

@@ -13,7 +13,7 @@ from core import metrics
 from core.audio import ffmpeg, pipeline, speech
 from core.audio.timestamps import mmss, shift
 from core.config import Settings
-from core.errors import ModelAuthError, NeedsAudio, VoiceUnavailable
+from core.errors import AnswerNotSaved, ModelAuthError, NeedsAudio, StorageError, VoiceUnavailable
 from core.flow.access import AccessPolicy, MeteredClient
 from core.flow.commands import check_request
 from core.flow.together import all_or_nothing
@@ -213,17 +213,21 @@ class Assistant:
             if reply is not None:     # heard before: no download, no model call, no tokens
                 logger.info("%s in %s/%s answered from the cache", request.task.value, request.chat.platform,
                             request.chat.chat_id)
+        heard = reply is None
         if reply is None:
             if request.audio is None:
                 assert fetch is not None
                 request = dataclasses.replace(request, audio=await fetch())
             reply = await self._hear(request, progress, stream)
-            if key is not None:
+        try:
+            if heard and key is not None:
                 await self.cache.put(key, request.chat, reply)
-        await self.history.add_exchange(
-            request.chat, request.user_id,
-            prompts.describe_audio_turn(request.task, reply.duration or 0.0, request.text), reply.text,
-            reply.usage, audio_seconds=reply.duration)
+            await self.history.add_exchange(
+                request.chat, request.user_id,
+                prompts.describe_audio_turn(request.task, reply.duration or 0.0, request.text), reply.text,
+                reply.usage, audio_seconds=reply.duration)
+        except StorageError as err:     # the answer is in hand (and paid for): it goes with the error
+            raise AnswerNotSaved(err.operator_message, reply) from None
         return reply
 
     def _cacheable(self, request: Request) -> bool:
@@ -408,10 +412,13 @@ class Assistant:
         answer = await self._client.generate(self._messages(history, [text_item(asked)]),
                                              max_tokens=self.limits.max_output,
                                              on_delta=_streamer(progress, 1, 1))
-        reply_text = answer.text.strip()
-        await self.history.add_exchange(request.chat, request.user_id, text, reply_text, answer.usage)
-        return Reply(text=reply_text, task=request.task, usage=answer.usage,
-                     request_ids=(answer.request_id,) if answer.request_id else ())
+        reply = Reply(text=answer.text.strip(), task=request.task, usage=answer.usage,
+                      request_ids=(answer.request_id,) if answer.request_id else ())
+        try:
+            await self.history.add_exchange(request.chat, request.user_id, text, reply.text, answer.usage)
+        except StorageError as err:
+            raise AnswerNotSaved(err.operator_message, reply) from None
+        return reply
 
     async def _history_for(self, request: Request, spent: int) -> list[Turn]:
         """The chat's latest turns that fit beside this request in the model's input limit."""

@@ -17,7 +17,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -136,13 +136,15 @@ class Database:
 
     async def _open_pg(self) -> None:
         assert self._pg is not None
+        if pg.unescaped_at(self.url or ""):
+            raise StorageError(messages.DB_POSTGRES_UNUSABLE.format(
+                where=self.where, reason="the user name or password holds a bare '@': write it as %40"))
         try:
             await self._pg.open()
         except Exception as err:
             # psycopg's messages may quote the connection string: say what failed, never the password
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            secret = pg.password_of(self.url or "")
-            for text in filter(None, (self.url, secret)):
+            for text in filter(None, (self.url, *pg.secret_parts(self.url or ""))):
                 reason = reason.replace(text, "***")
             raise StorageError(messages.DB_POSTGRES_UNUSABLE.format(where=self.where, reason=reason[:300])) from None
 
@@ -190,35 +192,76 @@ class Database:
             self._db = sqlite_utils.Database(self.connection, recursive_triggers=False, execute_plugins=False)
         return self._db
 
+    # --- errors ----------------------------------------------------------------------------------
+    def storage_error(self, err: BaseException) -> StorageError | None:
+        """The database's own error (a damaged table or index, a full disk, a lost server) as one StorageError
+        naming the file (or the server, without its password) and what to do; None for any other error."""
+        if isinstance(err, sqlite3.DatabaseError):
+            reason = str(err) or type(err).__name__
+            return StorageError(messages.DB_DAMAGED.format(path=self.path, reason=reason))
+        if self._pg is not None and type(err).__module__.split(".")[0] in ("psycopg", "psycopg_pool"):
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            for text in filter(None, (self.url, *pg.secret_parts(self.url or ""))):
+                reason = reason.replace(text, "***")
+            return StorageError(messages.DB_POSTGRES_FAILED.format(where=self.where, reason=reason[:300]))
+        return None
+
+    @contextmanager
+    def _said_plainly(self) -> Iterator[None]:
+        """Around every call stores make: the engine's errors become StorageError (logged once, with the
+        traceback, for the operator), so no caller meets sqlite3 or psycopg exceptions."""
+        try:
+            yield
+        except Exception as err:
+            plain = self.storage_error(err)
+            if plain is None:
+                raise
+            log.error("database error: %s", plain.operator_message, exc_info=True)
+            raise plain from None
+
     # --- what stores use ---------------------------------------------------------------------------
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        if self._pg is not None:
-            async with self._pg.connection() as tx:
-                return await tx.fetch(sql, *args)
-        async with self._write_lock():     # not inside another's open transaction: only committed rows
-            return await self.run(lambda: self.connection.execute(sql, args).fetchall())
+        with self._said_plainly():
+            if self._pg is not None:
+                async with self._pg.connection() as tx:
+                    return await tx.fetch(sql, *args)
+            async with self._write_lock():     # not inside another's open transaction: only committed rows
+                return await self.run(lambda: self.connection.execute(sql, args).fetchall())
 
     async def fetchone(self, sql: str, *args: object) -> Row | None:
-        if self._pg is not None:
-            async with self._pg.connection() as tx:
-                return await tx.fetchone(sql, *args)
-        async with self._write_lock():
-            return await self.run(lambda: self.connection.execute(sql, args).fetchone())
+        with self._said_plainly():
+            if self._pg is not None:
+                async with self._pg.connection() as tx:
+                    return await tx.fetchone(sql, *args)
+            async with self._write_lock():
+                return await self.run(lambda: self.connection.execute(sql, args).fetchone())
 
     async def execute(self, sql: str, *args: object) -> int:
         """One statement, committed; the rows it touched."""
-        if self._pg is not None:
-            async with self._pg.connection() as tx:
-                return await tx.execute(sql, *args)
-        return await self._written(lambda: self.connection.execute(sql, args).rowcount)
+        with self._said_plainly():
+            if self._pg is not None:
+                async with self._pg.connection() as tx:
+                    return await tx.execute(sql, *args)
+            return await self._written(lambda: self.connection.execute(sql, args).rowcount)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
         """Statements committed together (or not at all); on SQLite the write lock is taken first."""
-        if self._pg is not None:
-            async with self._pg.transaction() as tx:
+        with self._said_plainly():
+            async with self._transaction() as tx:
                 yield tx
-            return
+
+    def _transaction(self) -> AbstractAsyncContextManager[Queries]:
+        return self._pg_transaction() if self._pg is not None else self._sqlite_transaction()
+
+    @asynccontextmanager
+    async def _pg_transaction(self) -> AsyncIterator[Queries]:
+        assert self._pg is not None
+        async with self._pg.transaction() as tx:
+            yield tx
+
+    @asynccontextmanager
+    async def _sqlite_transaction(self) -> AsyncIterator[Queries]:
         async with self._write_lock():
             await self.run(self.connection.execute, "BEGIN IMMEDIATE")
             try:
@@ -264,12 +307,14 @@ class Database:
     async def read(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """fn(db) on the store's thread."""
         self._sqlite_only("read(fn)")
-        return await self.run(lambda: fn(self.db))
+        with self._said_plainly():
+            return await self.run(lambda: fn(self.db))
 
     async def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """fn(db) on the store's thread, in one write transaction."""
         self._sqlite_only("write(fn)")
-        return await self._written(lambda: fn(self.db))
+        with self._said_plainly():
+            return await self._written(lambda: fn(self.db))
 
     async def _written(self, fn: Callable[[], T]) -> T:
         def run() -> T:

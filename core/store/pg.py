@@ -1,7 +1,8 @@
 """PostgreSQL behind core.store.db's engine-neutral calls: psycopg 3's async pool, `?` placeholders translated,
 and the migrations of core.store.schema applied once under an advisory lock however many replicas start together.
 
-The connection string carries a password: it is never logged nor put in an error (`masked` shows it safely).
+The connection string carries a password: it is never logged nor put in an error (`masked` shows it safely;
+a password with a bare `@`, which libpq would split differently and quote in its errors, is refused).
 """
 from __future__ import annotations
 
@@ -29,6 +30,31 @@ def password_of(url: str) -> str | None:
         return urlsplit(url).password
     except ValueError:
         return None
+
+
+def _userinfo(url: str) -> str:
+    """What stands before the host, as written: `user:password` (Python's URL parser splits at the last `@`)."""
+    rest = url.split("://", 1)[-1]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    return netloc.rpartition("@")[0]
+
+
+def unescaped_at(url: str) -> bool:
+    """The user name or password holds a bare `@`. libpq splits user from host at the FIRST `@`, Python (and
+    `masked`) at the last: the rest of the password would be taken for a host name and quoted in libpq's
+    errors ("failed to resolve host 'rest-of-password@db'"). Such a string can't work; refuse it before libpq
+    sees it, and say to write `@` as %40."""
+    return "@" in _userinfo(url)
+
+
+def secret_parts(url: str) -> list[str]:
+    """Everything in a connection string that reveals its password, for log redaction: the password decoded
+    and as written, and each piece of it around a bare `@` (a piece libpq might quote as a host name)."""
+    raw = _userinfo(url).partition(":")[2]
+    pieces = raw.split("@")
+    parts = {raw, password_of(url) or ""}
+    parts.update("@".join(pieces[i:j]) for i in range(len(pieces)) for j in range(i + 1, len(pieces) + 1))
+    return sorted(filter(None, parts), key=len, reverse=True)
 
 
 def masked(url: str) -> str:

@@ -309,6 +309,11 @@ def text(message: str, lang: str | None, /, **fmt: object) -> str:
 def count(forms: Plural, n: float, lang: str | None) -> str:
     """"3 minutes" in a chat's language, for the {days}, {notes} and {minutes} of other messages."""
     return translator(lang).plural(forms, n)
+DB_DAMAGED = ("The database file {path} can't be read or written ({reason}). Stop earshot, then restore the "
+              "file from a backup, or move it aside so earshot starts a new one (`sqlite3 FILE .recover` saves "
+              "what is still readable); or set EARSHOT_DB to another file.")
+DB_POSTGRES_FAILED = ("The PostgreSQL database at {where} failed ({reason}). Check the server and its log, "
+                      "and EARSHOT_DB.")
 DB_POSTGRES_UNUSABLE = ("Can't use the PostgreSQL database at {where}: {reason}. Check EARSHOT_DB "
                         "(postgresql://user:password@host:5432/name), that the server is up, and that the role "
                         "may create tables.")
