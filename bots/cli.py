@@ -181,7 +181,9 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
         "text": reply.text,
         "duration": reply.duration,
         "parts": [{"start": p.start, "end": p.end, "offset": mmss(p.start), "text": p.text} for p in reply.parts],
-        "usage": {**asdict(reply.usage), "total": reply.usage.total},
+        "usage": {**{k: v for k, v in asdict(reply.usage).items() if k != "estimated"}, "total": reply.usage.total,
+                  # figures earshot worked out itself (vLLM reports no audio tokens) rather than the service's
+                  "estimated": ["audio_tokens", "input_tokens"] if reply.usage.estimated else []},
         "request_ids": list(reply.request_ids),
         "cached": reply.cached,      # answered from the answer cache: no model call, no tokens
     }

@@ -54,8 +54,8 @@ MODEL_NOT_FOUND_OP = ("DashScope has no model {model} ({code}): set EARSHOT_MODE
 QUOTA_OP = ("DashScope says the quota is used up ({code}: {detail}). Qwen-Audio is free-trial only: "
             "paying does not unlock it; use another account's DASHSCOPE_API_KEY or switch EARSHOT_MODEL.")
 BILLING_OP = "DashScope refused the call for billing reasons ({code}: {detail}): check the account's payment status."
-THROTTLED_OP = "DashScope rate-limited the call ({code}: {detail}) and the retry budget ran out."
-MODEL_DOWN_OP = "DashScope failed: {detail}"
+THROTTLED_OP = "{service} rate-limited the call ({code}: {detail}) and the retry budget ran out."
+MODEL_DOWN_OP = "{service} failed: {detail}"
 BAD_RESPONSE_OP = ("DashScope answered HTTP {status} with a body that is not DashScope JSON ({content_type}: "
                    "{snippet!r}): check DASHSCOPE_HTTP_BASE_URL and any proxy in between.")
 AUDIO_ITEM_TOO_BIG = N_("That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, "

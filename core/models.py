@@ -74,6 +74,9 @@ class Usage:
     audio_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    # the audio figure (and with it the input's split) is earshot's estimate from the audio's length at the
+    # model's rate: the server (vLLM) counts audio inside its prompt tokens without saying how many
+    estimated: bool = False
 
     @property
     def total(self) -> int:
@@ -81,7 +84,15 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.audio_tokens + other.audio_tokens, self.input_tokens + other.input_tokens,
-                     self.output_tokens + other.output_tokens)
+                     self.output_tokens + other.output_tokens, self.estimated or other.estimated)
+
+    def with_audio_estimate(self, audio_tokens: int) -> Usage:
+        """This usage with `audio_tokens` (an estimate) taken out of the input tokens it was counted in,
+        when the server reported none."""
+        if self.audio_tokens or not audio_tokens:
+            return self
+        audio = min(audio_tokens, self.input_tokens) if self.input_tokens else audio_tokens
+        return Usage(audio, max(0, self.input_tokens - audio), self.output_tokens, True)
 
 
 @dataclass(frozen=True, slots=True)

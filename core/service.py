@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from . import audio, ffmpeg, messages, metrics, prompts, speech
 from .access import AccessPolicy, MeteredClient
 from .answer_cache import STANDALONE, AnswerCache, answer_key, audio_digest
-from .catalog import ModelInfo
+from .catalog import Backend, ModelInfo
 from .commands import check_request
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
@@ -315,7 +315,15 @@ class Assistant:
         answer = await self._client.generate(
             self._messages(history, content), max_tokens=self.limits.max_output,
             on_delta=_streamer(progress, 1, 1), **({"voice": voice} if voice else {}))
-        return _Call(answer, Part(chunk.start, chunk.end, answer.text.strip()))
+        return _Call(self._estimated(answer, chunk), Part(chunk.start, chunk.end, answer.text.strip()))
+
+    def _estimated(self, answer: ModelAnswer, chunk: audio.Chunk) -> ModelAnswer:
+        """vLLM counts audio inside its prompt tokens and reports no audio figure: estimate it from the
+        chunk's length at the model's rate, marked as an estimate (DashScope always reports its own)."""
+        if self.model.backend is not Backend.OPENAI or answer.usage.audio_tokens:
+            return answer
+        return dataclasses.replace(answer, usage=answer.usage.with_audio_estimate(
+            self.audio_tokens(chunk.end - chunk.start)))
 
     # --- long audio: map over chunks, then stitch or combine -------------------------------
     async def _map(self, request: Request, chunks: list[audio.Chunk],
@@ -330,8 +338,8 @@ class Assistant:
             nonlocal done
             async with gate:
                 content = [audio_item(chunk.data, self.model.max_bytes), text_item(instruction)]
-                answer = await self._client.generate(self._messages([], content),
-                                                     max_tokens=self.limits.max_output)
+                answer = self._estimated(await self._client.generate(self._messages([], content),
+                                                                     max_tokens=self.limits.max_output), chunk)
             done += 1
             if progress:
                 await progress(Progress(done, len(chunks)))
