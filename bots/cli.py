@@ -118,14 +118,15 @@ async def _ask(settings: Settings, request: Request) -> Reply:
 
 
 def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, fmt: str | None = None,
-         speak: Path | None = None, voice: str | None = None) -> None:
+         speak: Path | None = None, voice: str | None = None, spoken: str | None = None) -> None:
     # one-shot commands stand alone: no chat history is sent with them
     from core.logs import setup_logging
     settings = _settings(history_turns=0)
     setup_logging(_log_level(settings, logging.INFO if verbose else logging.CRITICAL), settings.secrets(),
                   settings.log_format)
     chosen = _voice(settings, voice) if speak is not None else None
-    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen)
+    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen,
+                      spoken=spoken)
     reply = _until_done(_ask(settings, request))
     if speak is not None:
         if reply.speech is None:
@@ -186,6 +187,8 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
                   "estimated": ["audio_tokens", "input_tokens"] if reply.usage.estimated else []},
         "request_ids": list(reply.request_ids),
         "cached": reply.cached,      # answered from the answer cache: no model call, no tokens
+        "language": reply.language,  # the language the recognizer heard (EARSHOT_ASR_MODEL), else null
+        "emotion": reply.emotion,
     }
 
 
@@ -193,12 +196,19 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
 def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False,
                fmt: Annotated[str | None, typer.Option(
                    "--format", help="text (default), srt or vtt (subtitles with true offsets), or json (cues).",
+                   show_default=False)] = None,
+               spoken: Annotated[str | None, typer.Option(
+                   "--spoken", help="The language spoken in the audio (de, en, zh…), for the recognizer "
+                                    "(EARSHOT_ASR_MODEL); default: it detects the language.",
                    show_default=False)] = None) -> None:
     """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
+    from core.catalog import SPOKEN_LANGUAGES
     from core.subtitles import FORMATS
     if fmt is not None and fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
-    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt)
+    if spoken is not None and spoken.strip().lower() not in SPOKEN_LANGUAGES:
+        _fail(f"--spoken must be one of {', '.join(SPOKEN_LANGUAGES)}", 2)
+    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt, spoken=spoken.strip().lower() if spoken else None)
 
 
 @app.command()

@@ -203,8 +203,19 @@ class MeteredClient:
         self._client = client
 
     async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._charged("generate", *args, **kwargs)
+
+    async def recognize(self, *args: Any, **kwargs: Any) -> Any:
+        """A recognizer's transcript (core.openai_compat), charged the same way."""
+        return await self._charged("recognize", *args, **kwargs)
+
+    async def speak(self, *args: Any, **kwargs: Any) -> Any:
+        """A voice model's reading of an answer (core.voice), charged by the characters it bills."""
+        return await self._charged("speak", *args, **kwargs)
+
+    async def _charged(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with metrics.model_call(str(getattr(self._client, "model", "unknown"))):
-            answer = await self._client.generate(*args, **kwargs)
+            answer = await getattr(self._client, method)(*args, **kwargs)
         metrics.tokens(answer.usage)
         if (spend := _current.get()) is not None:
             spend.spent = spend.spent + answer.usage

@@ -43,6 +43,9 @@ TTS_VOICES = ("Cherry", "Serena", "Ethan", "Chelsie", "Momo", "Vivian", "Moon", 
 # the containers qwen3-asr-flash takes as they are (by magic bytes, core.audio.sniff); m4a/mp4 are left out:
 # only the English page lists them
 ASR_FORMATS = ("aac", "amr", "flac", "mp3", "ogg", "opus", "wav", "webm")
+# the languages a recognizer may be told are spoken (asr_options.language)
+SPOKEN_LANGUAGES = ("zh", "yue", "en", "ja", "de", "ko", "ru", "fr", "pt", "ar", "it", "es", "hi", "id", "th", "tr",
+                    "uk", "vi", "cs", "da", "fil", "fi", "is", "ms", "no", "pl", "sv")
 MB = 1024 * 1024
 
 

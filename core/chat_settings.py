@@ -1,6 +1,6 @@
 """Choices a chat made with its commands: the voice its answers are spoken in ('' = text), the language
 earshot speaks there ('' = each person's own, from their app), and the model answering there ('' = the
-operator's EARSHOT_MODEL)."""
+operator's EARSHOT_MODEL), and the language spoken in its audio ('' = the recognizer detects it)."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ import time
 from .db import Database
 from .models import ChatKey
 
-_COLUMNS = ("voice", "lang", "model")      # each a chat's choice; '' means "not chosen"
+_COLUMNS = ("voice", "lang", "model", "spoken")      # each a chat's choice; '' means "not chosen"
 
 
 class ChatSettings:
@@ -51,3 +51,12 @@ class ChatSettings:
     async def model(self, chat: ChatKey) -> str | None:
         """The model this chat chose with /model, or None."""
         return await self._get(chat, "model")
+
+    async def set_spoken(self, chat: ChatKey, code: str | None) -> None:
+        """Tell the recognizer that `code` (core.speech_languages) is spoken in this chat's audio, or (None)
+        let it detect the language."""
+        await self._set(chat, "spoken", code)
+
+    async def spoken(self, chat: ChatKey) -> str | None:
+        """The language this chat pinned with /spoken, or None."""
+        return await self._get(chat, "spoken")

@@ -210,6 +210,16 @@ LANG_SET = N_("From now on I speak {language} here, and write summaries and answ
 LANG_UNKNOWN = N_("I don't speak {code}, sorry. I can do {languages}.")
 LANG_AUTO = N_("I'll speak each person's app language here again.")
 
+# /spoken: the language spoken in a chat's audio, told to the recognizer (EARSHOT_ASR_MODEL) with each transcript
+SPOKEN_CURRENT = N_("Transcripts here expect {language}. {prefix}spoken auto lets the recognizer detect it again.")
+SPOKEN_DETECTED = N_("The recognizer detects the language spoken here. If it guesses wrong on short clips, "
+                     "pin it: {prefix}spoken followed by one of {languages}.")
+SPOKEN_SET = N_("Transcripts here now expect {language}. {prefix}spoken auto undoes it.")
+SPOKEN_AUTO = N_("The recognizer detects the language spoken here again.")
+SPOKEN_UNKNOWN = N_("The recognizer can't be told {code}. It takes {languages}, or auto.")
+SPOKEN_NO_RECOGNIZER = N_("Transcripts here come from {model}, which detects the language itself: there is no "
+                          "language to pin.")
+
 # /model: which of the operator's allowed models (EARSHOT_MODELS) answers in a chat; {models}: their names.
 MODEL_CURRENT = N_("This chat uses {model}. Models to choose from: {models}. "
                    "To switch (chat admins): {prefix}model NAME")

@@ -53,6 +53,8 @@ class Request:
     audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
     admitted: bool = False         # the adapter applied the rate limit when it accepted it (core.runner jobs)
     lang: str | None = None        # the chat's language (core.chat_state.language_for): answers written in it
+    spoken: str | None = None      # the language spoken in the audio, for the recognizer (CLI --spoken; else
+                                   # the chat's /spoken; None: the recognizer detects it)
 
     @property
     def sender(self) -> Sender:
@@ -116,6 +118,8 @@ class Reply:
     request_ids: tuple[str, ...] = ()
     speech: Speech | None = None     # the answer spoken, when the chat asked for voice and the model speaks
     cached: bool = False             # answered from core.answer_cache: no model call, no tokens
+    language: str | None = None      # the language the recognizer heard (transcripts by EARSHOT_ASR_MODEL)
+    emotion: str | None = None       # the speaker's emotion the recognizer reports
 
 
 @dataclass(frozen=True, slots=True)

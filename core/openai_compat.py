@@ -195,6 +195,60 @@ class OpenAICompatClient(RetryPolicy):
                 return await self._stream(kwargs, on_delta)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
+    async def recognize(self, audio: bytes, *, mime: str = "", fmt: str = "mp3",
+                        language: str | None = None) -> ModelAnswer:
+        """A transcript by a recognizer (qwen3-asr-flash; Qwen3-ASR on vLLM): the one audio item as it is,
+        not streamed; `language` pins the spoken language (else the recognizer detects it). The answer
+        carries the language and emotion the recognizer reports."""
+        if self.dashscope and not self._api_key:
+            raise ModelAuthError(msgs.NO_KEY_CLI)
+        encoded = base64.b64encode(audio).decode("ascii")
+        data = f"data:{mime};base64,{encoded}" if self.dashscope else encoded
+        body: dict[str, Any] = {"asr_options": {"enable_itn": False, **({"language": language} if language else {})}}
+        kwargs: dict[str, Any] = {
+            "model": self.model, "stream": False, "extra_body": body,
+            "messages": [{"role": "user", "content": [{"type": "input_audio",
+                                                        "input_audio": {"data": data, "format": fmt}}]}]}
+        async for attempt in self._retrying():
+            with attempt:
+                return await self._recognize_once(kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _recognize_once(self, kwargs: dict[str, Any]) -> ModelAnswer:
+        async with self._sem:
+            started = time.monotonic()
+            try:
+                # the raw body: the SDK's message model knows only URL-citation annotations
+                raw = await self._sdk.chat.completions.with_raw_response.create(**kwargs)
+                data = raw.http_response.json()
+            except openai.APIStatusError as exc:
+                raise self._status_error(exc) from None
+            except (openai.APIConnectionError, TimeoutError) as exc:
+                log.info("%s %s failed after %.2fs: %s", self.service, self.model, time.monotonic() - started,
+                         type(exc).__name__)
+                raise self._transport_error(exc) from None
+            except ValueError as exc:
+                raise BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+                    service=self.service, variable=self._base_variable,
+                    detail=self._redact(str(exc))[:120])) from None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+                service=self.service, variable=self._base_variable, detail="no choices in the answer"))
+            err.retryable = False
+            raise err
+        message = choices[0].get("message") or {}
+        content = message.get("content")
+        text = content if isinstance(content, str) else "".join(
+            str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+        info = next((a for a in message.get("annotations") or []
+                     if isinstance(a, dict) and a.get("type") == "audio_info"), {})
+        log.info("%s %s recognized id=%s %.2fs", self.service, self.model, data.get("id"),
+                 time.monotonic() - started)
+        return ModelAnswer(text, usage_of(data.get("usage")), data.get("request_id") or data.get("id"),
+                           choices[0].get("finish_reason"), language=info.get("language") or None,
+                           emotion=info.get("emotion") or None)
+
     async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta | None) -> ModelAnswer:
         handed = False     # once the caller has text, a retry would repeat it: never retry then
         texts: list[str] = []

@@ -216,3 +216,9 @@ def m012_shared_limits(db: Builder) -> None:
                              "expires": float},
              pk="id", not_null={"platform", "chat_id", "user_id", "tokens", "expires"})
     db.index("spend_holds", ["expires"])
+
+
+@step
+def m013_spoken_language(db: Builder) -> None:
+    """The language spoken in a chat's audio, pinned with /spoken for the recognizer (empty: it detects it)."""
+    db.column("chat_settings", "spoken", str)

@@ -96,6 +96,7 @@ class CompatRoutes:
     def __init__(self, fake: FakeDashScope) -> None:
         self.fake = fake
         self.vllm_key: str | None = None        # None: the vLLM server wants no key
+        self.vllm_recognizers: set[str] = set()  # recognizer models the vLLM server runs (Qwen3-ASR)
         fake.app.router.add_post(COMPAT_PATH, self._compat)
         fake.app.router.add_post(VLLM_PATH, self._vllm)
 
@@ -138,6 +139,18 @@ class CompatRoutes:
                                     content_type="text/html")
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
             return self._error(call, failure.status, failure.code, failure.message, headers)
+        from tests.fakes.speech import ASR_MODELS, Refused
+        try:
+            peek = json.loads(await request.read())
+        except ValueError:
+            peek = None
+        if isinstance(peek, dict) and peek.get("model") in ASR_MODELS | self.vllm_recognizers:
+            call.body, call.model = peek, peek["model"]
+            if api == "compat" or call.model in self.vllm_recognizers:
+                try:
+                    return await self.fake.speech.asr(call, peek, api)
+                except Refused as r:
+                    return self._error(call, r.status, r.code, r.message)
         try:
             body, model = await self._check(request, call, api)
         except _Refused as r:
