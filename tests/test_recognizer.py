@@ -163,3 +163,37 @@ def test_cli_transcribe_spoken_and_the_language_in_json(threaded_model, tmp_path
     assert threaded_model.calls[-1].language == "de"
     p = earshot(env, "transcribe", path, "--spoken", "klingon")
     assert p.returncode == 2 and "--spoken must be one of" in p.stderr
+
+
+# --- /spoken in the chats -------------------------------------------------------------------------------
+
+async def test_telegram_spoken_de_pins_the_language_of_a_voice_notes_transcript(tmp_path):
+    from core import help_texts, messages
+    from tests.conftest import bot_running
+    async with bot_running(tmp_path, asr_model="qwen3-asr-flash") as bot:
+        bot.tg.push(601, text="/spoken de")
+        [said] = await bot.said(601)
+        assert said["text"] == messages.text(messages.SPOKEN_SET, None, language="de", prefix="/")
+        bot.tg.push(601, kind="voice", data=tone_audio((0, 0.5), (440, 1.0), (0, 0.5), fmt="ogg"))
+        bot.tg.push(601, text="/transcribe")
+        said = await bot.said(601, 3)          # the voice note's own answer (a voice chat), then the transcript
+        assert ASR_MARK in said[-1]["text"]
+        [call] = recognized(bot.ds)
+        assert call.language == "de"
+        bot.tg.push(601, text="/help")
+        said = await bot.said(601, 4)
+        assert help_texts.TELEGRAM_HELP_SPOKEN.split(" – ")[0] in said[-1]["text"]
+
+
+async def test_slack_earshot_spoken_and_the_home_tab_shows_it(tmp_path):
+    from bots.slack.blocks import HomeSettings, home_view
+    from core import messages
+    from tests.conftest import CHANNEL, slack_running
+    from tests.fakes.slack import slash_body
+    async with slack_running(tmp_path, asr_model="qwen3-asr-flash") as world:
+        r = await world.post(slash_body("spoken de", channel=CHANNEL, response_url=world.slack.response_url()))
+        assert messages.text(messages.SPOKEN_SET, None, language="de", prefix="/earshot ") in r.text
+        r = await world.post(slash_body("spoken auto", channel=CHANNEL, response_url=world.slack.response_url()))
+        assert messages.text(messages.SPOKEN_AUTO, None) in r.text
+    view = json.dumps(home_view(None, HomeSettings(False, None, None, "de")))
+    assert "Language spoken in your clips" in view and "`de`" in view
