@@ -73,6 +73,27 @@ def choose_voice(settings: Settings, voice: str | None = None) -> str:
     return match
 
 
+class _Lazy:
+    """A client built on first use: the recognizer and the voice cost a one-shot command that never needs
+    them nothing (the openai SDK alone takes ~0.2 s to import)."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self._make = make
+        self._client: object | None = None
+
+    def _built(self) -> object:
+        if self._client is None:
+            self._client = self._make()
+        return self._client
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._built(), name)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()  # type: ignore[attr-defined]
+
+
 @dataclass
 class _Call:
     """One model call's outcome, kept for the reply's usage and request ids."""
@@ -111,8 +132,8 @@ class Assistant:
         if settings.recognizer:
             info = settings.info_of(settings.recognizer)
             if info.job is Job.ASR:
-                self._recognizer = _Model(settings, info, MeteredClient(
-                    make_client(settings, settings.recognizer, info)), has_key(settings, info))
+                self._recognizer = _Model(settings, info, MeteredClient(_Lazy(
+                    lambda info=info: make_client(settings, settings.recognizer, info))), has_key(settings, info))
             else:
                 logger.warning("EARSHOT_ASR_MODEL=%s is not a recognizer (it %s); the chat model transcribes. "
                                "Declare it in EARSHOT_MODEL_SPECS with \"job\": \"asr\"", settings.recognizer,
@@ -122,8 +143,8 @@ class Assistant:
         if settings.speaker:
             info = settings.info_of(settings.speaker)
             if info.job is Job.TTS:
-                self._speaker = _Model(settings, info, MeteredClient(
-                    make_client(settings, settings.speaker, info)), has_key(settings, info))
+                self._speaker = _Model(settings, info, MeteredClient(_Lazy(
+                    lambda info=info: make_client(settings, settings.speaker, info))), has_key(settings, info))
             else:
                 logger.warning("EARSHOT_TTS_MODEL=%s is not a voice (it %s); only models that speak answer "
                                "aloud", settings.speaker, info.describe())

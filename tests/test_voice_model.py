@@ -141,3 +141,12 @@ async def test_an_omni_model_that_speaks_keeps_speaking_itself(model, tmp_path):
         reply = await a.handle(Request(CHAT, Task.CHAT, Audio(note, "n.ogg"), voice="Cherry"))
     assert not tts_calls(model) and reply.speech is not None
     assert spoken_tones(reply.speech.ogg) == [round(SPOKEN_HZ, -1)]
+
+
+async def test_the_recognizer_and_the_voice_work_side_by_side(model, tmp_path):
+    note = make_clip(None, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    async with Assistant(tts_settings(model, tmp_path, asr_model="qwen3-asr-flash")) as a:
+        heard = await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
+        spoken = await a.handle(Request(CHAT, Task.CHAT, Audio(note, "n.ogg"), voice="Cherry"))
+    assert heard.text.startswith("[fake-asr]") and spoken.speech is not None
+    assert [c.task for c in model.calls] == ["asr", "chat", "tts"]
