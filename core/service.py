@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -133,7 +134,7 @@ class Assistant:
             info = settings.info_of(settings.recognizer)
             if info.job is Job.ASR:
                 self._recognizer = _Model(settings, info, MeteredClient(_Lazy(
-                    lambda info=info: make_client(settings, settings.recognizer, info))), has_key(settings, info))
+                    functools.partial(make_client, settings, settings.recognizer, info))), has_key(settings, info))
             else:
                 logger.warning("EARSHOT_ASR_MODEL=%s is not a recognizer (it %s); the chat model transcribes. "
                                "Declare it in EARSHOT_MODEL_SPECS with \"job\": \"asr\"", settings.recognizer,
@@ -144,7 +145,7 @@ class Assistant:
             info = settings.info_of(settings.speaker)
             if info.job is Job.TTS:
                 self._speaker = _Model(settings, info, MeteredClient(_Lazy(
-                    lambda info=info: make_client(settings, settings.speaker, info))), has_key(settings, info))
+                    functools.partial(make_client, settings, settings.speaker, info))), has_key(settings, info))
             else:
                 logger.warning("EARSHOT_TTS_MODEL=%s is not a voice (it %s); only models that speak answer "
                                "aloud", settings.speaker, info.describe())
