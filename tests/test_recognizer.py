@@ -197,3 +197,24 @@ async def test_slack_earshot_spoken_and_the_home_tab_shows_it(tmp_path):
         assert messages.text(messages.SPOKEN_AUTO, None) in r.text
     view = json.dumps(home_view(None, HomeSettings(False, None, None, "de")))
     assert "Language spoken in your clips" in view and "`de`" in view
+
+
+async def test_digest_listening_transcribes_with_the_recognizer(model, tmp_path):
+    note = make_clip(None, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    async with Assistant(asr_settings(model, tmp_path)) as a:
+        reply = await a.transcribe_quietly(Request(ChatKey("telegram", "-100"), Task.LISTEN, Audio(note, "n.ogg")))
+    assert reply.text.startswith(ASR_MARK) and [c.task for c in model.calls] == ["asr"]
+
+
+async def test_the_compat_stand_in_serves_new_omni_names_and_snapshots_only(model):
+    sdk = openai.AsyncOpenAI(api_key=MODEL_KEY, base_url=model.url + "/compatible-mode/v1", max_retries=0)
+    try:
+        for name in ("qwen3.8-omni-flash", "qwen3.5-omni-plus-2026-03-15", "qwen-omni-turbo-latest"):
+            stream = await sdk.chat.completions.create(model=name, stream=True,
+                                                       messages=[{"role": "user", "content": "hi"}])
+            assert [c async for c in stream]
+        with pytest.raises(openai.NotFoundError):
+            await sdk.chat.completions.create(model="qwen3.5-omni-plus-extra", stream=True,
+                                              messages=[{"role": "user", "content": "hi"}])
+    finally:
+        await sdk.close()
