@@ -17,7 +17,7 @@ from .catalog import Backend, Job, ModelInfo
 from .commands import check_request
 from .config import Settings
 from .dashscope import ModelAnswer, audio_item, text_item
-from .errors import ModelAuthError, ModelError, NeedsAudio, VoiceUnavailable
+from .errors import AudioError, ModelAuthError, ModelError, NeedsAudio, VoiceUnavailable
 from .history import HistoryStore, Turn
 from .i18n import Phrase
 from .model_client import ModelClient, has_key, make_client
@@ -358,6 +358,8 @@ class Assistant:
             answer = await rec.client.recognize(request.audio.data, mime=whole.mime, fmt=whole.format,
                                                 language=spoken)
             text = answer.text.strip()
+            if not text:             # sent as it was, so never checked for silence: the recognizer heard none
+                raise AudioError(messages.SILENT)
             return Reply(text=text, task=request.task, parts=(Part(0.0, whole.seconds, text),), usage=answer.usage,
                          duration=whole.seconds, request_ids=(answer.request_id,) if answer.request_id else (),
                          language=answer.language, emotion=answer.emotion)
@@ -380,7 +382,9 @@ class Assistant:
                 await progress(Progress(done, len(chunks)))
             return Part(chunk.start, chunk.end, answer.text.strip()), answer
 
-        heard = await all_or_nothing(hear(c) for c in chunks)
+        heard = [h for h in await all_or_nothing(hear(c) for c in chunks) if h[0].text]
+        if not heard:
+            raise AudioError(messages.SILENT)
         parts = tuple(p for p, _ in heard)
         answers = [a for _, a in heard]
         text = parts[0].text if len(parts) == 1 else "\n\n".join(f"[{mmss(p.start)}] {p.text}" for p in parts)

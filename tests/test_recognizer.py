@@ -218,3 +218,13 @@ async def test_the_compat_stand_in_serves_new_omni_names_and_snapshots_only(mode
                                               messages=[{"role": "user", "content": "hi"}])
     finally:
         await sdk.close()
+
+
+async def test_a_silent_note_sent_as_it_is_is_called_silent(model, tmp_path):
+    from core import messages
+    from core.errors import AudioError
+    note = make_clip(None, [], total_s=3.0, fmt="ogg")
+    async with Assistant(asr_settings(model, tmp_path)) as a:
+        with pytest.raises(AudioError) as exc:
+            await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
+    assert exc.value.user_message == messages.SILENT and recognized(model)[0].items[0].duration == pytest.approx(3)

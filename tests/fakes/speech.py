@@ -6,7 +6,7 @@ DashScope stand-in, strict the way the service documents them (see the project's
         and URLs refused), at most 10 MB after base64 and 300 s, a container the recognizer lists;
         `asr_options` top-level ({"language": one of the listed codes, "enable_itn": bool}); stream optional,
         `stream_options` only with stream; no audio output. Answers "[fake-asr] " + the tones heard over the
-        whole item, annotations {"type": "audio_info", "language": the pin or "en", "emotion": "neutral"},
+        whole item (nothing at all for silence), annotations {"type": "audio_info", "language": the pin or "en", "emotion": "neutral"},
         usage 25 tokens per started second and `seconds`.
     voice       POST /api/v1/services/aigc/multimodal-generation/generation with a qwen3-tts-* model:
         input {"text" (1-600 characters), "voice" (a listed one), "language_type"}; answers a URL on the
@@ -160,8 +160,8 @@ class SpeechRoutes:
         if item.duration > ASR_SECONDS + 0.5:
             raise Refused(400, "invalid_parameter_error", f"The audio is longer than {ASR_SECONDS} seconds")
         item.tones = find_tones(pcm)
-        marks = " ".join(f"TONE{hz}@{t:.1f}s" for hz, t in item.tones) or "silence"
-        call.reply = f"{ASR_MARK} {marks}"
+        marks = " ".join(f"TONE{hz}@{t:.1f}s" for hz, t in item.tones)
+        call.reply = f"{ASR_MARK} {marks}" if marks else ""      # no words in silence
         seconds = max(1, math.ceil(item.duration - 1e-6))
         audio, output = seconds * ASR_TOKENS_PER_SECOND, max(1, len(call.reply) // 4)
         call.usage = {"prompt_tokens": audio, "completion_tokens": output, "total_tokens": audio + output,
