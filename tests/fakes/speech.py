@@ -6,8 +6,8 @@ DashScope stand-in, strict the way the service documents them (see the project's
         and URLs refused), at most 10 MB after base64 and 300 s, a container the recognizer lists;
         `asr_options` top-level ({"language": one of the listed codes, "enable_itn": bool}); stream optional,
         `stream_options` only with stream; no audio output. Answers "[fake-asr] " + the tones heard over the
-        whole item (nothing at all for silence), annotations {"type": "audio_info", "language": the pin or "en", "emotion": "neutral"},
-        usage 25 tokens per started second and `seconds`.
+        whole item (nothing at all for silence), annotations {"type": "audio_info", "language": the pin or
+        "en", "emotion": "neutral"}, usage 25 tokens per started second and `seconds`.
     voice       POST /api/v1/services/aigc/multimodal-generation/generation with a qwen3-tts-* model:
         input {"text" (1-600 characters), "voice" (a listed one), "language_type"}; answers a URL on the
         stand-in's own origin (or `tts_url_base`) where a 24 kHz mono WAV of a 587 Hz tone waits, 0.8 s
