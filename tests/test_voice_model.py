@@ -150,3 +150,15 @@ async def test_the_recognizer_and_the_voice_work_side_by_side(model, tmp_path):
         spoken = await a.handle(Request(CHAT, Task.CHAT, Audio(note, "n.ogg"), voice="Cherry"))
     assert heard.text.startswith("[fake-asr]") and spoken.speech is not None
     assert [c.task for c in model.calls] == ["asr", "chat", "tts"]
+
+
+def test_cli_speak_on_qwen_audio_goes_through_the_voice_model(threaded_model, tmp_path):
+    from tests.conftest import cli_env, earshot
+    note, out = tmp_path / "n.ogg", tmp_path / "answer.ogg"
+    make_clip(note, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    p = earshot(cli_env(threaded_model, tmp_path, EARSHOT_TTS_MODEL="qwen3-tts-flash"), "ask", note,
+                "What is it?", "--speak", out, "--voice", "serena")
+    assert p.returncode == 0, p.stderr
+    assert "440Hz" in p.stdout and is_ogg_opus(out.read_bytes())
+    assert spoken_tones(out.read_bytes()) == [round(TTS_HZ, -1)]
+    assert [c.voice for c in threaded_model.calls if c.task == "tts"] == ["Serena"]
