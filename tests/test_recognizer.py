@@ -228,3 +228,14 @@ async def test_a_silent_note_sent_as_it_is_is_called_silent(model, tmp_path):
         with pytest.raises(AudioError) as exc:
             await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
     assert exc.value.user_message == messages.SILENT and recognized(model)[0].items[0].duration == pytest.approx(3)
+
+
+async def test_a_cached_transcript_is_kept_per_pinned_language(model, tmp_path):
+    note = make_clip(None, [(440, 0.5, 1.0)], total_s=2.0, fmt="ogg")
+    async with Assistant(asr_settings(model, tmp_path)) as a:
+        first = await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
+        again = await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
+        await a.set_spoken(CHAT, "de")
+        pinned = await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
+    assert not first.cached and again.cached and not pinned.cached
+    assert [c.language for c in recognized(model)] == [None, "de"]
