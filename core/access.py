@@ -94,6 +94,7 @@ class UsageReport:
     admin: bool = False
     top_users: tuple[Spender, ...] = ()
     top_chats: tuple[Spender, ...] = ()
+    seconds: float = 0.0          # audio heard in this chat today (the recognizer bills per second of it)
 
 
 def spender_label(s: Spender) -> str:
@@ -107,6 +108,8 @@ def usage_text(report: UsageReport, label: Callable[[Spender], str] = spender_la
     h = report.here
     lines = [t.text(messages.USAGE_HERE, total=h.total, audio=h.audio_tokens, input=h.input_tokens,
                     output=h.output_tokens)]
+    if report.seconds:
+        lines.append(t.text(messages.USAGE_AUDIO, length=words.duration(round(report.seconds), t.lang)))
     rows = [(messages.USAGE_YOU, report.user), (messages.USAGE_THIS_CHAT, report.chat),
             (messages.USAGE_EVERYONE, report.everyone)]
     for who, a in rows:
@@ -367,6 +370,7 @@ class AccessPolicy:
         admin = private and self.is_admin(chat, sender)
 
         here = await usage_ledger.usage_in(self.history, since, chat.platform, chat.chat_id)
+        heard = await usage_ledger.seconds_in(self.history, since, chat.platform, chat.chat_id)
         users: list[tuple[str, str, int]] = []
         chats: list[tuple[str, str, int]] = []
         if admin:
@@ -377,7 +381,7 @@ class AccessPolicy:
             everyone=allowances["global"], resets_in=self._to_midnight(),
             requests_per_minute=self.settings.user_requests_per_minute, admin=admin,
             top_users=tuple(Spender(p, i, t, self._names.get(("user", p, i))) for p, i, t in users),
-            top_chats=tuple(Spender(p, i, t, self._names.get(("chat", p, i))) for p, i, t in chats))
+            top_chats=tuple(Spender(p, i, t, self._names.get(("chat", p, i))) for p, i, t in chats), seconds=heard)
 
     # --- internals ----------------------------------------------------------------------------------
     async def _allowances(self, platform: str, chat_id: str, user_id: str | None, *,

@@ -117,6 +117,7 @@ RATE_LIMITED = N_("Slow down a little: I take up to {limit} requests a minute fr
 
 # /usage, in plain words; adapters render the numbers in core.access.UsageReport with these.
 USAGE_HERE = N_("Used here today: {total:,} tokens ({audio:,} audio, {input:,} input, {output:,} output).")
+USAGE_AUDIO = N_("Audio heard here today: {length}.")
 USAGE_LIMITED = N_("{who}: {used:,} of {limit:,} tokens used, {left:,} left.")
 USAGE_UNLIMITED = N_("{who}: {used:,} tokens used, no limit.")
 USAGE_RESETS = N_("Budgets reset at midnight UTC, in {wait}.")

@@ -38,6 +38,13 @@ async def usage_in(q: Queries, since: float, platform: str, chat_id: str) -> Usa
     return Usage(int(row[0]), int(row[1]), int(row[2])) if row else Usage()   # PostgreSQL sums are numeric
 
 
+async def seconds_in(q: Queries, since: float, platform: str, chat_id: str) -> float:
+    """Seconds of audio a chat had heard (all its threads) since `since`: what a recognizer bills by."""
+    row = await q.fetchone("SELECT COALESCE(SUM(audio_seconds),0) FROM turns WHERE platform = ? AND chat_id = ? "
+                           "AND created >= ?", platform, chat_id, since)
+    return float(row[0]) if row else 0.0
+
+
 async def totals_in(q: Queries, since: float, platform: str, chat_id: str, user_id: str | None) -> tuple[int, int, int]:
     """Tokens used since `since`: by the user (on this platform), in the chat, by everyone."""
     async def one(where: str, args: list[Any]) -> int:

@@ -239,3 +239,12 @@ async def test_a_cached_transcript_is_kept_per_pinned_language(model, tmp_path):
         pinned = await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg")))
     assert not first.cached and again.cached and not pinned.cached
     assert [c.language for c in recognized(model)] == [None, "de"]
+
+
+async def test_usage_shows_the_recognizers_tokens_and_the_audio_heard(model, tmp_path):
+    from core.access import usage_text
+    note = make_clip(None, [(440, 0.5, 1.0)], total_s=30.0, fmt="ogg")
+    async with Assistant(asr_settings(model, tmp_path)) as a:
+        await a.handle(Request(CHAT, Task.TRANSCRIBE, Audio(note, "n.ogg"), user_id="1"))
+        text = usage_text(await a.access.report(CHAT, Sender("1"), private=True))
+    assert "750 audio" in text and "Audio heard here today: 30 seconds." in text
