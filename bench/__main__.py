@@ -1,7 +1,7 @@
 """Run every benchmark in turn, then rewrite the table in BENCHMARKS.md and the plots.
 
     python -m bench [--full] [--only pipeline,bitrate,throughput,long_audio,memory,history,models,startup,answer_cache,
-                                    replicas]
+                                    replicas,recognizer]
 
 A benchmark that fails is reported and the rest still run; the exit status is 1 if any failed.
 """
@@ -21,6 +21,7 @@ from bench import (
     memory,
     models,
     pipeline,
+    recognizer,
     replicas,
     report,
     startup,
@@ -29,7 +30,8 @@ from bench import (
 
 BENCHMARKS = {"pipeline": pipeline, "bitrate": bitrate, "throughput": throughput, "long_audio": long_audio,
               "memory": memory, "history": history_store, "models": models, "startup": startup,
-              "answer_cache": answer_cache, "replicas": replicas}
+              "answer_cache": answer_cache, "replicas": replicas,
+              "recognizer": recognizer}
 
 
 def main() -> int:

@@ -170,7 +170,8 @@ async def _ask(settings: Settings, request: Request) -> Reply:
 
 
 def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, fmt: str | None = None,
-         speak: Path | None = None, voice: str | None = None, no_cache: bool = False) -> None:
+         speak: Path | None = None, voice: str | None = None, no_cache: bool = False,
+         spoken: str | None = None) -> None:
     # one-shot commands stand alone: no chat history is sent with them; --no-cache: no answer cache either
     from core.logs import setup_logging
     settings = _settings(history_turns=0, **({"cache_days": 0.0} if no_cache else {}))
@@ -179,7 +180,8 @@ def _run(task: Task, file: str, text: str | None, as_json: bool, verbose: bool, 
     chosen = _voice(settings, voice) if speak is not None else None
     if speak is not None:
         _check_writable(speak)
-    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen)
+    request = Request(ChatKey("cli", "terminal"), task, audio=_read(file, settings), text=text, voice=chosen,
+                      spoken=spoken)
     unsaved: AnswerNotSaved | None = None
     try:
         reply = _until_done(_ask(settings, request))
@@ -254,9 +256,13 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
         "text": reply.text,
         "duration": reply.duration,
         "parts": [{"start": p.start, "end": p.end, "offset": mmss(p.start), "text": p.text} for p in reply.parts],
-        "usage": {**asdict(reply.usage), "total": reply.usage.total},
+        "usage": {**{k: v for k, v in asdict(reply.usage).items() if k != "estimated"}, "total": reply.usage.total,
+                  # figures earshot worked out itself (vLLM reports no audio tokens) rather than the service's
+                  "estimated": ["audio_tokens", "input_tokens"] if reply.usage.estimated else []},
         "request_ids": list(reply.request_ids),
         "cached": reply.cached,      # answered from the answer cache: no model call, no tokens
+        "language": reply.language,  # the language the recognizer heard (EARSHOT_ASR_MODEL), else null
+        "emotion": reply.emotion,
     }
 
 
@@ -264,14 +270,22 @@ def _as_json(reply: Reply, model: str) -> dict[str, Any]:
 def transcribe(file: FileArg, as_json: JsonOpt = False, verbose: VerboseOpt = False, no_cache: NoCacheOpt = False,
                fmt: Annotated[str | None, typer.Option(
                    "--format", metavar="[text|srt|vtt|json]", show_default=False,
-                   help="text (default), srt or vtt (subtitles with true offsets), or json (cues).")] = None) -> None:
+                   help="text (default), srt or vtt (subtitles with true offsets), or json (cues).")] = None,
+               spoken: Annotated[str | None, typer.Option(
+                   "--spoken", metavar="LANG", help="The language spoken in the audio (de, en, zh…), for the "
+                   "recognizer (EARSHOT_ASR_MODEL); default: it detects the language.", show_default=False)] = None
+               ) -> None:
     """Verbatim transcript. Long audio is heard in parts and stitched, each part marked with its mm:ss start."""
     from core.audio.subtitles import FORMATS
+    from core.model.catalog import SPOKEN_LANGUAGES
     if fmt is not None and fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
     if as_json and fmt not in (None, "json"):
         _fail(f"--json prints JSON; it can't be combined with --format {fmt} (use one or the other)", 2)
-    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt, no_cache=no_cache)
+    if spoken is not None and spoken.strip().lower() not in SPOKEN_LANGUAGES:
+        _fail(f"--spoken must be one of {', '.join(SPOKEN_LANGUAGES)}", 2)
+    _run(Task.TRANSCRIBE, file, None, as_json, verbose, fmt, no_cache=no_cache,
+         spoken=spoken.strip().lower() if spoken else None)
 
 
 @app.command()

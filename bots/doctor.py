@@ -147,6 +147,27 @@ async def check_model(settings: Settings) -> Check:
                              f"{answer.usage.total} tokens)")
 
 
+def check_catalog(settings: Settings) -> Iterator[Check]:
+    """What each configured model resolves to (core.model.catalog): the chat models, the recognizer, the voice.
+    A model resolved by a guess fails: declare it in EARSHOT_MODEL_SPECS."""
+    from core.model.catalog import Job
+    named = [(m, "chat model", Job.CHAT) for m in settings.models]
+    if settings.recognizer:
+        named.append((settings.recognizer, "recognizer", Job.ASR))
+    if settings.speaker:
+        named.append((settings.speaker, "voice", Job.TTS))
+    for name, role, job in named:
+        info = settings.model_info if name == settings.model else settings.info_of(name)
+        if info.job is not job:
+            yield Check(f"{role} {name}", False, f"resolves to a model that {info.describe()}: name a "
+                                                 f"{job.value} model, or declare it in EARSHOT_MODEL_SPECS")
+        elif info.resolved == "guess":
+            yield Check(f"{role} {name}", False, f"unknown to earshot, assumed: {info.describe()}; declare its "
+                                                 "backend, seconds and voices in EARSHOT_MODEL_SPECS")
+        else:
+            yield Check(f"{role} {name}", True, info.describe())
+
+
 # --- Telegram --------------------------------------------------------------------------------------
 def check_telegram(settings: Settings, http: httpx.Client, webhook_url: str | None) -> Iterator[Check]:
     if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
@@ -350,6 +371,7 @@ async def _async_checks(settings: Settings) -> list[Check]:
 def run_checks(settings: Settings, *, webhook_url: str | None = None) -> Iterator[Check]:
     """Every check, in order, as each finishes."""
     yield check_ffmpeg(settings)
+    yield from check_catalog(settings)
     yield from asyncio.run(_async_checks(settings))
     with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http:
         yield from check_telegram(settings, http, webhook_url)

@@ -55,8 +55,12 @@ def _decode_early(args: list[str]) -> AbstractContextManager[None]:
         path = Path(args[1])
         if not path.is_file() or path.stat().st_size > float(limits["EARSHOT_MAX_FILE_MB"]) * 1024 * 1024:
             return nullcontext()
+        data = path.read_bytes()
+        if args[0] == "transcribe" and os.environ.get("EARSHOT_ASR_MODEL", "-").strip() \
+                and pipeline.header_seconds(data, pipeline.sniff(data) or "") is not None:
+            return nullcontext()     # the recognizer likely takes these bytes as they are: nothing to decode
         ffmpeg.choose(limits["EARSHOT_FFMPEG"])
-        return pipeline.decoding_ahead(path.read_bytes(), max_seconds=float(limits["EARSHOT_MAX_AUDIO_SECONDS"]),
+        return pipeline.decoding_ahead(data, max_seconds=float(limits["EARSHOT_MAX_AUDIO_SECONDS"]),
                                     timeout=float(limits["EARSHOT_FFMPEG_TIMEOUT"]))
     except Exception:                        # bots.cli meets it again and says what is wrong
         return nullcontext()

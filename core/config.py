@@ -11,7 +11,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.model.catalog import Backend, ModelInfo, model_info
+from core.model.catalog import Backend, ModelInfo, ModelSpec, model_info
 from core.store import pg
 
 DEFAULT_DASHSCOPE_BASE = "https://dashscope.aliyuncs.com/api/v1"
@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     model_seconds: float | None = Field(None, gt=0, **_env("EARSHOT_MODEL_SECONDS"))
     model_context: int | None = Field(None, gt=0, **_env("EARSHOT_MODEL_CONTEXT"))
     voice: str = Field("Cherry", min_length=1, **_env("EARSHOT_VOICE"))
+    # models earshot doesn't know (or knows wrongly), as JSON: {"name": {"backend": "compat", "seconds": 600, …}}
+    model_specs: dict[str, ModelSpec] = Field(default_factory=dict, **_env("EARSHOT_MODEL_SPECS"))
+    # the recognizer for transcripts; unset: qwen3-asr-flash when the chat model is on DashScope; "": none
+    asr_model: str | None = Field(None, **_env("EARSHOT_ASR_MODEL"))
+    # the voice for models that can't speak; unset: qwen3-tts-flash on DashScope; "": none
+    tts_model: str | None = Field(None, **_env("EARSHOT_TTS_MODEL"))
     # a file path (SQLite), or a postgresql://… connection string, kept as the string it is
     db_path: Path | str = Field(default_factory=default_db_path, **_env("EARSHOT_DB"))
     # DEBUG, INFO, WARNING…; unset: INFO for the bots, quiet for one-shot commands (secrets are masked at any level)
@@ -230,7 +236,31 @@ class Settings(BaseSettings):
     def model_info(self) -> ModelInfo:
         """The catalog's figures for EARSHOT_MODEL, as served here (see core.model.catalog)."""
         return model_info(self.model, openai_server=bool(self.openai_base_url), seconds=self.model_seconds,
-                          context=self.model_context)
+                          context=self.model_context, specs=self.model_specs)
+
+    def info_of(self, name: str) -> ModelInfo:
+        """The catalog's figures for another configured model (the recognizer, the voice), as served here:
+        EARSHOT_MODEL_SECONDS/CONTEXT are the chat model's alone."""
+        return model_info(name, openai_server=bool(self.openai_base_url), specs=self.model_specs)
+
+    @property
+    def on_dashscope(self) -> bool:
+        """Whether the chat model is served by DashScope (either API), where the recognizer and voice live."""
+        return self.model_info.backend is not Backend.OPENAI
+
+    @property
+    def recognizer(self) -> str | None:
+        """EARSHOT_ASR_MODEL: the model that writes transcripts, or None (the chat model does)."""
+        if self.asr_model is None:
+            return "qwen3-asr-flash" if self.on_dashscope else None
+        return self.asr_model.strip() or None
+
+    @property
+    def speaker(self) -> str | None:
+        """EARSHOT_TTS_MODEL: the model that speaks answers of models that can't, or None."""
+        if self.tts_model is None:
+            return "qwen3-tts-flash" if self.on_dashscope else None
+        return self.tts_model.strip() or None
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -57,6 +57,8 @@ class Request:
     audio_id: str | None = None    # the platform's stable id of the audio's content (Telegram file_unique_id)
     admitted: bool = False         # the adapter applied the rate limit when it accepted it (core.flow.runner jobs)
     lang: str | None = None        # the chat's language (core.flow.chat_state.language_for): answers written in it
+    spoken: str | None = None      # the language spoken in the audio, for the recognizer (CLI --spoken; else
+                                   # the chat's /spoken; None: the recognizer detects it)
 
     @property
     def sender(self) -> Sender:
@@ -78,6 +80,9 @@ class Usage:
     audio_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    # the audio figure (and with it the input's split) is earshot's estimate from the audio's length at the
+    # model's rate: the server (vLLM) counts audio inside its prompt tokens without saying how many
+    estimated: bool = False
 
     @property
     def total(self) -> int:
@@ -85,7 +90,15 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.audio_tokens + other.audio_tokens, self.input_tokens + other.input_tokens,
-                     self.output_tokens + other.output_tokens)
+                     self.output_tokens + other.output_tokens, self.estimated or other.estimated)
+
+    def with_audio_estimate(self, audio_tokens: int) -> Usage:
+        """This usage with `audio_tokens` (an estimate) taken out of the input tokens it was counted in,
+        when the server reported none."""
+        if self.audio_tokens or not audio_tokens:
+            return self
+        audio = min(audio_tokens, self.input_tokens) if self.input_tokens else audio_tokens
+        return Usage(audio, max(0, self.input_tokens - audio), self.output_tokens, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,8 @@ class Reply:
     request_ids: tuple[str, ...] = ()
     speech: Speech | None = None     # the answer spoken, when the chat asked for voice and the model speaks
     cached: bool = False             # answered from core.store.answer_cache: no model call, no tokens
+    language: str | None = None      # the language the recognizer heard (transcripts by EARSHOT_ASR_MODEL)
+    emotion: str | None = None       # the speaker's emotion the recognizer reports
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,9 @@ def _clean_environ(monkeypatch, tmp_path):
     monkeypatch.setenv("EARSHOT_DB", str(tmp_path / "earshot.db"))
     # no fixed port for /healthz and /metrics: tests (and other checkouts on the machine) run side by side
     monkeypatch.setenv("EARSHOT_METRICS_PORT", "0")
+    # the chat model transcribes and speaks for itself unless a test asks for the recognizer or the voice
+    monkeypatch.setenv("EARSHOT_ASR_MODEL", "")
+    monkeypatch.setenv("EARSHOT_TTS_MODEL", "")
 
 
 def free_port() -> int:
@@ -136,7 +139,8 @@ def cli_env(model: FakeDashScope, tmp_path: Path, **extra: str) -> dict[str, str
     """The environment `earshot` runs in: pointed at the model stand-in, a database of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE", "EARSHOT"))}
     return env | {"DASHSCOPE_API_KEY": model.api_key, "DASHSCOPE_HTTP_BASE_URL": model.url + "/api/v1",
-                  "EARSHOT_DB": str(tmp_path / "cli.db"), "EARSHOT_RETRY_BUDGET": "2", **extra}
+                  "EARSHOT_DB": str(tmp_path / "cli.db"), "EARSHOT_RETRY_BUDGET": "2",
+                  "EARSHOT_ASR_MODEL": "", "EARSHOT_TTS_MODEL": "", **extra}
 
 
 def earshot(env: dict[str, str], *args: Any) -> subprocess.CompletedProcess[str]:

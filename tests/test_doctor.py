@@ -66,13 +66,31 @@ def test_every_check_passes_against_working_services(env, services):
     assert code == 0, lines
     assert set(lines) == {"ffmpeg", "database", "model qwen-audio-turbo-latest", "Telegram getMe", "Telegram webhook",
                           "Slack auth.test", "Slack scopes", "Slack mode", "Discord GET /users/@me",
-                          "Discord message content intent", "Discord invite", "WhatsApp number", "WhatsApp webhook"}
+                          "Discord message content intent", "Discord invite", "WhatsApp number", "WhatsApp webhook",
+                          "chat model qwen-audio-turbo-latest", "recognizer qwen3-asr-flash", "voice qwen3-tts-flash"}
     assert all(line.startswith("✓") for line in lines.values()), lines
     assert "mp3" in lines["ffmpeg"] and "opus" in lines["ffmpeg"]
     assert "@earshot_test_bot" in lines["Telegram getMe"]
     assert SHOWN_NUMBER in lines["WhatsApp number"]
     ds = services["ds"][0]
     assert ds.calls[-1].parameters["max_tokens"] == 1       # the model check costs one output token
+
+
+def test_shows_what_each_configured_model_resolves_to(env):
+    specs = '{"qwen4-omni-max": {"backend": "compat", "seconds": 600, "voices": ["Cherry"]}}'
+    code, lines = doctor(env | {"EARSHOT_MODEL": "qwen3.5-omni-plus-2026-03-15",
+                                "EARSHOT_MODELS": "qwen9-omni-ultra,qwen4-omni-max,mystery-model",
+                                "EARSHOT_MODEL_SPECS": specs, "EARSHOT_ASR_MODEL": "qwen3-asr-flash-2026-02-10",
+                                "EARSHOT_TTS_MODEL": ""})
+    assert "compatible mode" in lines["chat model qwen3.5-omni-plus-2026-03-15"]
+    assert "snapshot of qwen3.5-omni-plus" in lines["chat model qwen3.5-omni-plus-2026-03-15"]
+    assert "family" in lines["chat model qwen9-omni-ultra"] and lines["chat model qwen9-omni-ultra"][0] == "✓"
+    assert "595 s" in lines["chat model qwen4-omni-max"] and "1 voices" in lines["chat model qwen4-omni-max"]
+    assert "transcribes" in lines["recognizer qwen3-asr-flash-2026-02-10"]
+    assert not any(name.startswith("voice ") for name in lines)          # EARSHOT_TTS_MODEL empty: none
+    mystery = lines["chat model mystery-model"]
+    assert mystery.startswith("✗") and "EARSHOT_MODEL_SPECS" in mystery
+    assert code != 0
 
 
 def test_names_each_broken_thing_and_how_to_fix_it(env, services):

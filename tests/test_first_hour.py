@@ -141,17 +141,17 @@ def test_no_locale_ends_a_sentence_on_a_doubled_stop():
 
     from core.flow.access import Allowance, UsageReport, usage_text
     from core.values import Usage
-    from core.words import amounts as words
+    from core.words import amounts
     from core.words.i18n import LANGUAGES
     report = UsageReport(here=Usage(1, 2, 3), user=Allowance(10, 100), chat=Allowance(10, 0),
                          everyone=Allowance(10, 0), resets_in=0, requests_per_minute=10)
     for lang in LANGUAGES:
         for seconds in (30, 600, 3600, 16 * 3600 + 4 * 60, 23 * 3600 + 59 * 60):
-            wait = words.wait(seconds, lang)
+            wait = amounts.wait(seconds, lang)
             for text in (usage_text(replace(report, resets_in=seconds), lang=lang),
                          messages.text(messages.USER_BUDGET_USED, lang, limit=100, wait=wait),
                          messages.text(messages.RATE_LIMITED, lang, limit=3, wait=wait),
-                         messages.text(messages.JOB_EXPIRED, lang, waited=words.rounded(seconds, lang))):
+                         messages.text(messages.JOB_EXPIRED, lang, waited=amounts.rounded(seconds, lang))):
                 assert ".." not in text and "。。" not in text, (lang, text)
 
 

@@ -123,7 +123,8 @@ def test_a_german_user_gets_german_help_and_menu() -> None:
 def test_help_can_name_lang() -> None:
     text = help_texts.telegram_help("ja", 1, with_lang=True)
     assert "/lang ja" in text.split("\n\n")[1] and "1 日間" in text
-    assert [name for name, _ in help_texts.telegram_commands("ja", with_lang=True)][-3:] == ["lang", "model", "help"]
+    assert [name for name, _ in help_texts.telegram_commands("ja", with_lang=True)][-4:] == ["lang", "model", "spoken",
+                                                                                    "help"]
     slack = help_texts.slack_help("zh-TW", 30, with_lang=True)
     assert slack.startswith("*earshot* 收聽音訊") and "`/earshot lang zh-Hant`" in slack and "30 天" in slack
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import discord
 
-from core.audio import pipeline as audio
+from core.audio import pipeline
 from core.values import Task
 from core.words.text import split_text
 
@@ -22,7 +22,7 @@ MESSAGE_LIMIT = 2000                      # Discord refuses longer content (5003
 NO_PINGS = discord.AllowedMentions.none()   # model output may contain @everyone or <@id>: never a ping
 WAVEFORM_STEP = 0.1                        # seconds per waveform sample, as Discord's clients take them
 WAVEFORM_MAX = 256                         # samples at most
-SAMPLE_RATE, SAMPLE_WIDTH = audio.SAMPLE_RATE, audio.SAMPLE_WIDTH    # what core.audio decodes to
+SAMPLE_RATE, SAMPLE_WIDTH = pipeline.SAMPLE_RATE, pipeline.SAMPLE_WIDTH    # what core.audio decodes to
 
 
 def pieces(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -53,7 +53,7 @@ def waveform(ogg: bytes, seconds: float, *, timeout: float = 60) -> str:
     """A voice message's waveform: the loudness of each 100 ms (at most 256 samples, the loudest kept when
     there are more), scaled to 0-255, in base64, as Discord's clients make it."""
     try:
-        pcm = audio.decode(ogg, max_seconds=seconds + 5, timeout=timeout).segment.raw_data
+        pcm = pipeline.decode(ogg, max_seconds=seconds + 5, timeout=timeout).segment.raw_data
     except Exception:                       # a flat line is still a valid voice message
         return base64.b64encode(bytes(8)).decode()
     step = int(SAMPLE_RATE * WAVEFORM_STEP) * SAMPLE_WIDTH

@@ -142,7 +142,8 @@ class SlackActions:
                 report = await self.earshot.access.report(chat, sender, private=True)
         voice = await self.earshot.history.settings.voice(chat)
         lang = await self.earshot.history.settings.lang(chat)
-        view = home_view(report, HomeSettings(voice is not None, lang, voice),
+        spoken = await self.earshot.history.settings.spoken(chat)
+        view = home_view(report, HomeSettings(voice is not None, lang, voice, spoken),
                          reaction=self.earshot.settings.slack_reaction)
         view["private_metadata"] = channel       # which DM the settings belong to, when a control is used
         try:

@@ -71,6 +71,7 @@ class HomeSettings:
     spoken: bool                   # answers also spoken as audio (models that speak)
     language: str | None = None    # a code from LANGUAGES; None: answers in the language spoken
     voice: str | None = None       # the voice spoken answers use, shown beside the switch
+    spoken_language: str | None = None   # /spoken: the language transcripts expect; None: detected
 
 
 def home_view(report: UsageReport | None, settings: HomeSettings, *, reaction: str = "memo",
@@ -107,4 +108,8 @@ def home_view(report: UsageReport | None, settings: HomeSettings, *, reaction: s
     blocks.append({"type": "section", "block_id": "earshot_home_language", "text": _md("*Language of answers*"),
                    "accessory": {"type": "static_select", "action_id": HOME_LANGUAGE_ACTION,
                                  "options": language_options, "initial_option": current}})
+    pinned = f"`{escape(settings.spoken_language)}`" if settings.spoken_language else "detected by the recognizer"
+    blocks.append({"type": "context", "block_id": "earshot_home_spoken",
+                   "elements": [_md(f"*Language spoken in your clips:* {pinned} · `/earshot spoken <code>` or "
+                                    "`/earshot spoken auto`")]})
     return {"type": "home", "callback_id": "earshot_home", "blocks": blocks}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import struct
 import tempfile
 import threading
 import warnings
@@ -396,3 +397,114 @@ def _mp3_frame_offsets(stream: bytes) -> list[int]:
         pos += 72 * kbps * 1000 // SAMPLE_RATE + ((header >> 9) & 1)
     offsets.append(len(stream))
     return offsets
+
+
+# --- the user's bytes as they are (a recognizer takes them) ------------------------------------------
+MIME_TYPES = {"ogg": "audio/ogg", "opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg",
+              "aac": "audio/aac", "amr": "audio/amr", "webm": "audio/webm"}
+
+
+@dataclass(frozen=True, slots=True)
+class AsIs:
+    """Audio that may go out byte for byte: its container, media type and length read from its headers."""
+
+    format: str
+    mime: str
+    seconds: float
+
+
+def sniff(data: bytes) -> str | None:
+    """The container, by its magic bytes: "ogg" (Opus or Vorbis inside), "wav", "flac", "mp3", "aac",
+    "amr", "webm"; None for anything else (MP4/M4A and the rest go through ffmpeg)."""
+    if data[:4] == b"OggS":
+        return "ogg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:4] == b"fLaC":
+        return "flac"
+    if data[:5] == b"#!AMR":
+        return "amr"
+    if data[:4] == b"\x1aE\xdf\xa3":
+        return "webm"
+    if data[:3] == b"ID3":
+        return "mp3"
+    if len(data) >= 2 and data[0] == 0xFF:
+        if data[1] & 0xF6 == 0xF0:
+            return "aac"
+        if data[1] & 0xE0 == 0xE0 and data[1] & 0x06:
+            return "mp3"
+    return None
+
+
+def header_seconds(data: bytes, fmt: str) -> float | None:
+    """The audio's length from its container's own figures, without decoding (OGG: the last page's granule
+    position; WAV: the data chunk over the byte rate; FLAC: STREAMINFO's sample count); None when the
+    headers don't say or don't add up."""
+    try:
+        if fmt == "ogg":
+            return _ogg_seconds(data)
+        if fmt == "wav":
+            return _wav_seconds(data)
+        if fmt == "flac":
+            return _flac_seconds(data)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _ogg_seconds(data: bytes) -> float | None:
+    serial = data[14:18]
+    head = data.find(b"OpusHead", 0, 512)
+    if head >= 0:
+        rate, skip = 48_000, struct.unpack_from("<H", data, head + 10)[0]
+    else:
+        ident = data.find(b"\x01vorbis", 0, 512)
+        if ident < 0:
+            return None
+        rate, skip = struct.unpack_from("<I", data, ident + 12)[0], 0
+    last = data.rfind(b"OggS")
+    while last > 0 and data[last + 14:last + 18] != serial:      # another stream's page: not ours
+        last = data.rfind(b"OggS", 0, last)
+    if last < 0:
+        return None
+    if data.count(b"OpusHead") + data.count(b"\x01vorbis") > 1:   # chained or multiplexed streams
+        return None
+    granule = struct.unpack_from("<q", data, last + 6)[0]
+    if granule <= 0 or not rate:
+        return None
+    return max(0.0, (granule - skip) / rate)
+
+
+def _wav_seconds(data: bytes) -> float | None:
+    pos, byte_rate, size = 12, 0, None
+    while pos + 8 <= len(data):
+        cid, length = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        if cid == b"fmt ":
+            tag, byte_rate = struct.unpack_from("<H", data, pos + 8)[0], struct.unpack_from("<I", data, pos + 16)[0]
+            if tag not in (1, 3, 0xFFFE):
+                return None
+        elif cid == b"data":
+            size = min(length, len(data) - pos - 8)      # a streamed WAV says 0xFFFFFFFF: count what is there
+            break
+        pos += 8 + length + (length & 1)
+    return size / byte_rate if size is not None and byte_rate else None
+
+
+def _flac_seconds(data: bytes) -> float | None:
+    if data[4] & 0x7F != 0:                              # the first block must be STREAMINFO
+        return None
+    bits = int.from_bytes(data[18:26], "big")
+    rate, total = bits >> 44, bits & ((1 << 36) - 1)
+    return total / rate if rate and total else None
+
+
+def as_is(data: bytes, formats: Sequence[str], *, max_encoded: int, max_seconds: float) -> AsIs | None:
+    """How `data` may go to a recognizer byte for byte: a container it takes, whose base64 fits `max_encoded`
+    and whose headers say it lasts at most `max_seconds`; None: decode and cut it as usual."""
+    fmt = sniff(data)
+    if fmt is None or fmt not in formats or len(data) * 4 // 3 + 64 > max_encoded:
+        return None
+    seconds = header_seconds(data, fmt)
+    if seconds is None or not 0 < seconds <= max_seconds:
+        return None
+    return AsIs(fmt, MIME_TYPES[fmt], seconds)

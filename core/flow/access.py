@@ -105,6 +105,7 @@ class UsageReport:
     top_users: tuple[Spender, ...] = ()
     top_chats: tuple[Spender, ...] = ()
     terminal: int = 0             # admins: tokens the terminal (earshot transcribe…) used today, outside the budgets
+    seconds: float = 0.0          # audio heard in this chat today (the recognizer bills per second of it)
 
 
 def spender_label(s: Spender) -> str:
@@ -118,6 +119,8 @@ def usage_text(report: UsageReport, label: Callable[[Spender], str] = spender_la
     h = report.here
     lines = [t.text(messages.USAGE_HERE, total=h.total, audio=h.audio_tokens, input=h.input_tokens,
                     output=h.output_tokens)]
+    if report.seconds:
+        lines.append(t.text(messages.USAGE_AUDIO, length=amounts.duration(round(report.seconds), t.lang)))
     rows = [(messages.USAGE_YOU, report.user), (messages.USAGE_THIS_CHAT, report.chat),
             (messages.USAGE_EVERYONE, report.everyone)]
     for who, a in rows:
@@ -216,8 +219,19 @@ class MeteredClient:
         self._client = client
 
     async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._charged("generate", *args, **kwargs)
+
+    async def recognize(self, *args: Any, **kwargs: Any) -> Any:
+        """A recognizer's transcript (core.model.openai_compat), charged the same way."""
+        return await self._charged("recognize", *args, **kwargs)
+
+    async def speak(self, *args: Any, **kwargs: Any) -> Any:
+        """A voice model's reading of an answer (core.model.voice), charged by the characters it bills."""
+        return await self._charged("speak", *args, **kwargs)
+
+    async def _charged(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with metrics.model_call(str(getattr(self._client, "model", "unknown"))):
-            answer = await self._client.generate(*args, **kwargs)
+            answer = await getattr(self._client, method)(*args, **kwargs)
         metrics.tokens(answer.usage)
         if (spend := _current.get()) is not None:
             spend.spent = spend.spent + answer.usage
@@ -374,6 +388,7 @@ class AccessPolicy:
         admin = private and self.is_admin(chat, sender)
 
         here = await usage_ledger.usage_in(self.history, since, chat.platform, chat.chat_id)
+        heard = await usage_ledger.seconds_in(self.history, since, chat.platform, chat.chat_id)
         users: list[tuple[str, str, int]] = []
         chats: list[tuple[str, str, int]] = []
         terminal = 0
@@ -388,7 +403,7 @@ class AccessPolicy:
             top_users=tuple(Spender(p, i, t, self._names.get(("user", p, i))) for p, i, t in users),
             top_chats=tuple(Spender(p, i, t, self._names.get(("chat", p, i))) for p, i, t in chats
                             if p not in EXEMPT_PLATFORMS),
-            terminal=terminal)
+            terminal=terminal, seconds=heard)
 
     # --- internals ----------------------------------------------------------------------------------
     async def _allowances(self, platform: str, chat_id: str, user_id: str | None, *,

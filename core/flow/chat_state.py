@@ -9,13 +9,14 @@ from core.errors import AccessRefused, VoiceUnavailable
 from core.flow.access import AccessPolicy, usage_text
 from core.flow.digest import AdminCheck
 from core.flow.service import Assistant
+from core.model.catalog import SPOKEN_LANGUAGES
 from core.store.history import HistoryStore
 from core.values import ChatKey, Sender
 from core.words import messages
 from core.words.i18n import LANGUAGES, best_language, supported_language, translator
 
-WORDS = ("reset", "usage", "voice", "lang")
-# what `lang` takes besides a language: back to each person's own app language
+WORDS = ("reset", "usage", "voice", "lang", "spoken")
+# what `lang` takes besides a language: back to each person's own app language (and `spoken`: detect it)
 LANG_AUTO_WORDS = {"auto", "off", "reset", "default"}
 
 
@@ -53,7 +54,30 @@ class ChatState:
             return messages.text(messages.RESET_DONE, lang)
         if word == "lang":
             return await self._lang(chat, arg, prefix, lang, user_lang)
+        if word == "spoken":
+            return await self._spoken(chat, arg, prefix, lang)
         return await self._voice(chat, arg, prefix, lang)
+
+    async def _spoken(self, chat: ChatKey, arg: str, prefix: str, lang: str | None) -> str:
+        """spoken: the language transcripts here expect; spoken CODE: tell the recognizer it with each one
+        (auto-detection fails on short clips); spoken auto: let it detect the language again."""
+        choices = ", ".join(SPOKEN_LANGUAGES)
+        if self.assistant.recognizer is None:
+            return messages.text(messages.SPOKEN_NO_RECOGNIZER, lang, model=self.assistant.settings.model)
+        wanted = arg.strip().lower()
+        if not wanted:
+            current = await self.assistant.spoken(chat)
+            if current is None:
+                return messages.text(messages.SPOKEN_DETECTED, lang, prefix=prefix, languages=choices)
+            return messages.text(messages.SPOKEN_CURRENT, lang, language=current, prefix=prefix)
+        if wanted in LANG_AUTO_WORDS:
+            await self.assistant.set_spoken(chat, None)
+            return messages.text(messages.SPOKEN_AUTO, lang)
+        if wanted not in SPOKEN_LANGUAGES:
+            shown = wanted if len(wanted) <= 20 else wanted[:20] + "…"
+            return messages.text(messages.SPOKEN_UNKNOWN, lang, code=shown, languages=choices)
+        await self.assistant.set_spoken(chat, wanted)
+        return messages.text(messages.SPOKEN_SET, lang, language=wanted, prefix=prefix)
 
     async def _lang(self, chat: ChatKey, arg: str, prefix: str, lang: str | None, user_lang: str | None) -> str:
         """lang: which language earshot speaks here; lang CODE: speak that from now on; lang auto: each

@@ -17,7 +17,7 @@ TASK_WORDS: dict[str, Task] = {
     "transcribe": Task.TRANSCRIBE, "summarize": Task.SUMMARIZE, "summarise": Task.SUMMARIZE,
     "sentiment": Task.SENTIMENT, "events": Task.EVENTS, "ask": Task.ASK, "translate": Task.TRANSLATE,
 }
-STATE_WORDS = {"reset", "usage", "help", "voice", "lang", "model"}   # chat state, nothing heard
+STATE_WORDS = {"reset", "usage", "help", "voice", "lang", "model", "spoken"}   # chat state, nothing heard
 DIGEST_WORDS = {"digest", "forget"}                    # group digests (core.flow.digest)
 
 # audio sent "as a file": recognised by MIME type or, since clients often send octet-stream, by extension
@@ -82,7 +82,7 @@ def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
         if strict and arg and not (word == "digest" and (parse_digest(arg).action != "invalid"
                                                          or arg.lower().startswith("daily "))) \
                 and not (word == "voice" and arg.split()[0].lower() in ("on", "off")) \
-                and not (word in ("lang", "model") and len(arg.split()) == 1):
+                and not (word in ("lang", "model", "spoken") and len(arg.split()) == 1):
             return None
         return Command(word, arg)
     return None if strict else Command(word, arg)

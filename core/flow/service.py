@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -13,12 +14,20 @@ from core import metrics
 from core.audio import ffmpeg, pipeline, speech
 from core.audio.timestamps import mmss, shift
 from core.config import Settings
-from core.errors import AnswerNotSaved, ModelAuthError, NeedsAudio, StorageError, VoiceUnavailable
+from core.errors import (
+    AnswerNotSaved,
+    AudioError,
+    ModelAuthError,
+    ModelError,
+    NeedsAudio,
+    StorageError,
+    VoiceUnavailable,
+)
 from core.flow.access import AccessPolicy, MeteredClient
 from core.flow.commands import check_request
 from core.flow.together import all_or_nothing
 from core.model import catalog, prompts
-from core.model.catalog import ModelInfo
+from core.model.catalog import Backend, Job, ModelInfo
 from core.model.dashscope import ModelAnswer, audio_item, text_item
 from core.model.model_client import ModelClient, has_key, make_client
 from core.model.tokens import PROMPT_RESERVE, estimate_tokens
@@ -56,9 +65,12 @@ SPOKEN = {Task.CHAT, Task.ASK}
 
 
 def can_speak(settings: Settings) -> bool:
-    """Whether answers can come back spoken with these settings (EARSHOT_MODEL speaks): the one question the
-    CLI's --speak and the chats' /voice ask before anything is read or sent."""
-    return settings.model_info.speaks
+    """Whether answers can come back spoken with these settings (EARSHOT_MODEL speaks, or the voice model
+    EARSHOT_TTS_MODEL reads them): the one question the CLI's --speak and the chats' /voice ask before anything
+    is read or sent."""
+    if settings.model_info.speaks:
+        return True
+    return settings.speaker is not None and settings.info_of(settings.speaker).job is Job.TTS
 
 
 def speaking_models() -> tuple[str, ...]:
@@ -69,9 +81,14 @@ def speaking_models() -> tuple[str, ...]:
 
 def choose_voice(settings: Settings, voice: str | None = None) -> str:
     """The model's own spelling of `voice` (default EARSHOT_VOICE); VoiceUnavailable when the model can't
-    speak or has no such voice."""
+    speak or has no such voice. A model that can't speak answers aloud through the voice model
+    (EARSHOT_TTS_MODEL), whose voices are then the ones to choose from."""
     info = settings.model_info
-    if not can_speak(settings):
+    if not info.speaks and settings.speaker:
+        spoken_by = settings.info_of(settings.speaker)
+        if spoken_by.job is Job.TTS:
+            info = spoken_by
+    if not info.speaks:
         raise VoiceUnavailable(messages.CANNOT_SPEAK,
                                fmt=dict(model=settings.model, models=Phrase(messages.SPEAKING_MODELS)))
     wanted = (voice or settings.voice).strip()
@@ -80,6 +97,27 @@ def choose_voice(settings: Settings, voice: str | None = None) -> str:
         raise VoiceUnavailable(messages.UNKNOWN_VOICE,
                                fmt=dict(model=settings.model, voice=wanted, voices=", ".join(info.voices)))
     return match
+
+
+class _Lazy:
+    """A client built on first use: the recognizer and the voice cost a one-shot command that never needs
+    them nothing (the openai SDK alone takes ~0.2 s to import)."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self._make = make
+        self._client: object | None = None
+
+    def _built(self) -> object:
+        if self._client is None:
+            self._client = self._make()
+        return self._client
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._built(), name)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -115,6 +153,27 @@ class Assistant:
             given = client if name == settings.model else None
             self._models[name] = _Model(own, own.model_info, MeteredClient(given or make_client(own)),
                                         has_key(own) or given is not None)
+        # the recognizer that writes transcripts (EARSHOT_ASR_MODEL), whichever model a chat answers with
+        self._recognizer: _Model | None = None
+        if settings.recognizer:
+            info = settings.info_of(settings.recognizer)
+            if info.job is Job.ASR:
+                self._recognizer = _Model(settings, info, MeteredClient(_Lazy(
+                    functools.partial(make_client, settings, settings.recognizer, info))), has_key(settings, info))
+            else:
+                logger.warning("EARSHOT_ASR_MODEL=%s is not a recognizer (it %s); the chat model transcribes. "
+                               "Declare it in EARSHOT_MODEL_SPECS with \"job\": \"asr\"", settings.recognizer,
+                               info.describe())
+        # the voice that reads out answers of models that can't speak (EARSHOT_TTS_MODEL)
+        self._speaker: _Model | None = None
+        if settings.speaker:
+            info = settings.info_of(settings.speaker)
+            if info.job is Job.TTS:
+                self._speaker = _Model(settings, info, MeteredClient(_Lazy(
+                    functools.partial(make_client, settings, settings.speaker, info))), has_key(settings, info))
+            else:
+                logger.warning("EARSHOT_TTS_MODEL=%s is not a voice (it %s); only models that speak answer "
+                               "aloud", settings.speaker, info.describe())
         self.history = history or HistoryStore(settings.db_path)
         self.access = access or AccessPolicy(settings, self.history)
         self.cache = cache or AnswerCache(self.history, settings.cache_days)
@@ -176,7 +235,7 @@ class Assistant:
 
     async def aclose(self) -> None:
         """Close the HTTP pool and the database."""
-        for model in self._models.values():
+        for model in (*self._models.values(), *filter(None, [self._recognizer, self._speaker])):
             await model.client.aclose()
         await self.history.close()
 
@@ -248,12 +307,18 @@ class Assistant:
             digest = await asyncio.to_thread(audio_digest, request.audio.data)
             if request.audio_id:
                 await self.cache.remember_source(request.chat, request.audio_id, digest)
+        model = self.settings.model
+        if self._recognizes(request):        # the recognizer's transcript, in the language pinned (or detected)
+            assert self._recognizer is not None
+            model = f"{self._recognizer.settings.recognizer}:{await self._spoken(request) or 'auto'}"
         return request, answer_key(digest, request.task, prompts.language_key(request.task, request.text, request.lang),
-                                   self.settings.model)
+                                   model)
 
     async def _hear(self, request: Request, progress: ProgressCallback | None, stream: bool) -> Reply:
         """The audio pipeline: decode, split, ask per chunk, combine. Touches no history."""
         assert request.audio is not None
+        if self._recognizes(request):
+            return await self._recognize(request, progress)
         s = self.settings
         voice = await self._voice_for(request)
         prepared = await asyncio.to_thread(pipeline.prepare, request.audio, max_bytes=s.max_file_bytes,
@@ -262,19 +327,101 @@ class Assistant:
         chunks = prepared.chunks
         # long recordings are costly: refuse one that today's budgets can't cover before asking anything
         await self.access.afford(sum(self.audio_tokens(c.end - c.start) + PROMPT_RESERVE for c in chunks))
+        own = voice if self.model.speaks else None     # the model speaks for itself; else the voice model reads
         if len(chunks) == 1:
-            calls = [await self._one_clip(request, chunks[0], progress if stream else None, voice)]
+            calls = [await self._one_clip(request, chunks[0], progress if stream else None, own)]
             text = calls[0].answer.text.strip()
         else:
             calls = await self._map(request, chunks, progress)
-            text, extra = await self._reduce(request, calls, progress if stream else None, voice)
+            text, extra = await self._reduce(request, calls, progress if stream else None, own)
             calls += extra
+        spoken = None
+        if own:
+            spoken = await self._speech(calls[-1].answer, own)
+        elif voice:
+            spoken, read = await self._read_aloud(text, voice)
+            if read is not None:
+                calls.append(_Call(read))
         usage = sum((c.answer.usage for c in calls), Usage())
         parts = tuple(c.part for c in calls if c.part is not None)
-        spoken = await self._speech(calls[-1].answer, voice) if voice else None
         return Reply(text=text, task=request.task, parts=parts, usage=usage, duration=prepared.duration,
                      request_ids=tuple(c.answer.request_id for c in calls if c.answer.request_id),
                      speech=spoken)
+
+    # --- transcripts by the recognizer ----------------------------------------------------------
+    def _recognizes(self, request: Request) -> bool:
+        return request.task is Task.TRANSCRIBE and self._recognizer is not None
+
+    async def _spoken(self, request: Request) -> str | None:
+        """The language spoken in the audio: the request's (CLI --spoken), else the chat's /spoken."""
+        return request.spoken or await self.history.settings.spoken(request.chat)
+
+    async def spoken(self, chat: ChatKey) -> str | None:
+        """The language this chat pinned with /spoken, or None (the recognizer detects it)."""
+        return await self.history.settings.spoken(chat)
+
+    async def set_spoken(self, chat: ChatKey, code: str | None) -> None:
+        """/spoken CODE (one of core.model.catalog.SPOKEN_LANGUAGES) or /spoken auto (None)."""
+        await self.history.settings.set_spoken(chat, code)
+
+    @property
+    def recognizer(self) -> str | None:
+        """The model that writes transcripts (EARSHOT_ASR_MODEL), or None: the chat's model does."""
+        return self._recognizer.settings.recognizer if self._recognizer else None
+
+    async def _recognize(self, request: Request, progress: ProgressCallback | None) -> Reply:
+        """A transcript by the recognizer. Audio it takes as it is and that fits one request goes byte for
+        byte (a Telegram voice note: no decode, no encode); anything else is decoded and cut at pauses into
+        parts within the recognizer's window, as compact MP3."""
+        assert request.audio is not None and self._recognizer is not None
+        s, rec = self.settings, self._recognizer
+        if not rec.has_key:
+            raise ModelAuthError(messages.NO_KEY_CLI)
+        spoken = await self._spoken(request)
+        pipeline.check_size(request.audio.data, s.max_file_bytes)
+        whole = pipeline.as_is(request.audio.data, rec.info.formats, max_encoded=rec.info.max_bytes,
+                            max_seconds=min(rec.info.window, s.max_audio_seconds))
+        if whole is not None:
+            await self.access.afford(rec.info.audio_tokens(whole.seconds) + PROMPT_RESERVE)
+            answer = await rec.client.recognize(request.audio.data, mime=whole.mime, fmt=whole.format,
+                                                language=spoken)
+            text = answer.text.strip()
+            if not text:             # sent as it was, so never checked for silence: the recognizer heard none
+                raise AudioError(messages.SILENT)
+            return Reply(text=text, task=request.task, parts=(Part(0.0, whole.seconds, text),), usage=answer.usage,
+                         duration=whole.seconds, request_ids=(answer.request_id,) if answer.request_id else (),
+                         language=answer.language, emotion=answer.emotion)
+        prepared = await asyncio.to_thread(pipeline.prepare, request.audio, max_bytes=s.max_file_bytes,
+                                           max_seconds=s.max_audio_seconds, timeout=s.ffmpeg_timeout,
+                                           chunk_seconds=rec.info.window)
+        chunks = prepared.chunks
+        await self.access.afford(sum(rec.info.audio_tokens(c.end - c.start) + PROMPT_RESERVE for c in chunks))
+        gate = asyncio.Semaphore(s.chunk_concurrency)
+        done = 0
+        if progress and len(chunks) > 1:
+            await progress(Progress(0, len(chunks)))
+
+        async def hear(chunk: pipeline.Chunk) -> tuple[Part, ModelAnswer]:
+            nonlocal done
+            async with gate:
+                answer = await rec.client.recognize(chunk.data, mime="audio/mpeg", fmt="mp3", language=spoken)
+            done += 1
+            if progress and len(chunks) > 1:
+                await progress(Progress(done, len(chunks)))
+            return Part(chunk.start, chunk.end, answer.text.strip()), answer
+
+        heard = [h for h in await all_or_nothing(hear(c) for c in chunks) if h[0].text]
+        if not heard:
+            raise AudioError(messages.SILENT)
+        parts = tuple(p for p, _ in heard)
+        answers = [a for _, a in heard]
+        text = parts[0].text if len(parts) == 1 else "\n\n".join(f"[{mmss(p.start)}] {p.text}" for p in parts)
+        # the language most of the audio is in; the emotion of its first part
+        langs = [a.language for a in answers if a.language]
+        return Reply(text=text, task=request.task, parts=parts, usage=sum((a.usage for a in answers), Usage()),
+                     duration=prepared.duration, request_ids=tuple(a.request_id for a in answers if a.request_id),
+                     language=max(set(langs), key=langs.count) if langs else None,
+                     emotion=next((a.emotion for a in answers if a.emotion), None))
 
     def audio_tokens(self, seconds: float) -> int:
         """What the model charges to hear `seconds` of audio in one item."""
@@ -307,12 +454,25 @@ class Assistant:
         if request.voice is not None:
             return self.check_voice(request.voice)
         stored = await self.history.voice(request.chat)
-        if stored is None or not self.model.speaks:
+        if stored is None or not (self.model.speaks or self._speaker is not None):
             return None      # the chat chose a voice on a model since switched away from: answer in text
         try:
             return self.check_voice(stored)
         except VoiceUnavailable:
             return self.check_voice(None)
+
+    async def _read_aloud(self, text: str, voice: str) -> tuple[Speech | None, ModelAnswer | None]:
+        """The answer's text spoken by the voice model (EARSHOT_TTS_MODEL) in one voice note; when it fails,
+        the answer still goes out, in text (the failure is logged for the operator)."""
+        if self._speaker is None or not text.strip():
+            return None, None
+        try:
+            answer = await self._speaker.client.speak(text, voice)
+        except ModelError as exc:
+            logger.warning("%s could not speak the answer; answering in text: %s", self._speaker.settings.speaker,
+                           exc.operator_message)
+            return None, None
+        return await self._speech(answer, voice), answer
 
     async def _speech(self, answer: ModelAnswer, voice: str) -> Speech | None:
         if not answer.speech:
@@ -332,7 +492,15 @@ class Assistant:
         answer = await self._client.generate(
             self._messages(history, content), max_tokens=self.limits.max_output,
             on_delta=_streamer(progress, 1, 1), **({"voice": voice} if voice else {}))
-        return _Call(answer, Part(chunk.start, chunk.end, answer.text.strip()))
+        return _Call(self._estimated(answer, chunk), Part(chunk.start, chunk.end, answer.text.strip()))
+
+    def _estimated(self, answer: ModelAnswer, chunk: pipeline.Chunk) -> ModelAnswer:
+        """vLLM counts audio inside its prompt tokens and reports no audio figure: estimate it from the
+        chunk's length at the model's rate, marked as an estimate (DashScope always reports its own)."""
+        if self.model.backend is not Backend.OPENAI or answer.usage.audio_tokens:
+            return answer
+        return dataclasses.replace(answer, usage=answer.usage.with_audio_estimate(
+            self.audio_tokens(chunk.end - chunk.start)))
 
     # --- long audio: map over chunks, then stitch or combine -------------------------------
     async def _map(self, request: Request, chunks: list[pipeline.Chunk],
@@ -347,8 +515,8 @@ class Assistant:
             nonlocal done
             async with gate:
                 content = [audio_item(chunk.data, self.model.max_bytes), text_item(instruction)]
-                answer = await self._client.generate(self._messages([], content),
-                                                     max_tokens=self.limits.max_output)
+                answer = self._estimated(await self._client.generate(self._messages([], content),
+                                                                     max_tokens=self.limits.max_output), chunk)
             done += 1
             if progress:
                 await progress(Progress(done, len(chunks)))

@@ -39,6 +39,7 @@ from core.words import messages as msgs
 __all__ = ["DashScopeClient", "ModelAnswer", "audio_item", "text_item"]
 
 log = logging.getLogger("earshot.dashscope")
+retry_log = logging.getLogger("earshot.model")     # retries of any model service, named in the line
 
 GENERATION_PATH = "/services/aigc/multimodal-generation/generation"
 MAX_ENCODED_AUDIO = 10 * 1024 * 1024     # the service's cap on a base64 item, counted after encoding
@@ -69,7 +70,7 @@ def text_item(s: str) -> dict[str, str]:
 # --- errors ---------------------------------------------------------------------------------------
 
 def _error_for(status: int, code: str, message: str, *, model: str, request_id: str | None,
-               retry_after: float | None = None) -> ModelError:
+               retry_after: float | None = None, service: str = "DashScope") -> ModelError:
     """Map an HTTP status and DashScope `code` to earshot's typed error (see protocol doc section 5.3)."""
     kw: dict[str, Any] = {"status": status, "code": code or None, "request_id": request_id,
                           "retry_after": retry_after}
@@ -90,14 +91,15 @@ def _error_for(status: int, code: str, message: str, *, model: str, request_id: 
     if code == "DataInspectionFailed" or low_code == "data_inspection_failed":
         return ContentRejected(msgs.CONTENT_REJECTED, f"DashScope content inspection: {detail}", **kw)
     if status == 429 or code.startswith("Throttling") or code == "LimitRequests":
-        return ModelThrottled(msgs.MODEL_BUSY, msgs.THROTTLED_OP.format(code=shown, detail=detail), **kw)
+        return ModelThrottled(msgs.MODEL_BUSY, msgs.THROTTLED_OP.format(service=service, code=shown, detail=detail),
+                              **kw)
     if status == 408 or status >= 500 or code in _UNAVAILABLE_CODES:
-        return ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=f"{shown}: {detail}"),
-                                **kw)
+        return ModelUnavailable(msgs.MODEL_DOWN,
+                                msgs.MODEL_DOWN_OP.format(service=service, detail=f"{shown}: {detail}"), **kw)
     if 400 <= status < 500 or code:
-        return ModelInputError(msgs.MODEL_REJECTED_INPUT, f"DashScope rejected the request ({shown}): {detail}",
+        return ModelInputError(msgs.MODEL_REJECTED_INPUT, f"{service} rejected the request ({shown}): {detail}",
                                fmt=dict(detail=detail), **kw)
-    return BadModelResponse(msgs.BAD_MODEL_RESPONSE, f"DashScope answered HTTP {status} without an answer",
+    return BadModelResponse(msgs.BAD_MODEL_RESPONSE, f"{service} answered HTTP {status} without an answer",
                             **kw)
 
 
@@ -227,6 +229,7 @@ class RetryPolicy:
     model: str
     backoff: float
     _api_key: str
+    service: str = "DashScope"      # who answers, as log lines and operator messages name it
 
     def _setup(self, api_key: str, base_url: str, model: str, *, timeout: float, retry_budget: float,
                max_concurrency: int, transport: httpx.AsyncBaseTransport | None, max_attempts: int,
@@ -267,8 +270,8 @@ class RetryPolicy:
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("dashscope attempt %d failed (%s status=%s code=%s request_id=%s); retrying in %.2fs",
-                    state.attempt_number, type(exc).__name__, getattr(exc, "status", None),
+        retry_log.warning("%s %s attempt %d failed (%s status=%s code=%s request_id=%s); retrying in %.2fs",
+                    self.service, self.model, state.attempt_number, type(exc).__name__, getattr(exc, "status", None),
                     getattr(exc, "code", None), getattr(exc, "request_id", None),
                     state.next_action.sleep if state.next_action else 0.0)
 
@@ -339,7 +342,7 @@ class DashScopeClient(RetryPolicy):
             detail = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
         else:
             detail = self._redact(f"{type(exc).__name__}: {str(exc)[:200]}")
-        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=detail))
+        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(service=self.service, detail=detail))
         err.unreachable = unreachable(exc)
         return err
 

@@ -23,6 +23,8 @@ class ModelAnswer:
     request_id: str | None
     finish_reason: str | None
     speech: bytes = b""         # the answer spoken, as s16le mono PCM at SPEECH_RATE (models that speak)
+    language: str | None = None  # a recognizer: the language it heard (or was told)
+    emotion: str | None = None   # a recognizer: the speaker's emotion it reports
 
 
 class ModelClient(Protocol):

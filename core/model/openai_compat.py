@@ -49,6 +49,37 @@ def usage_of(raw: Any) -> Usage:
     return Usage(audio, max(0, prompt - audio), completion)
 
 
+def _numeric(value: Any) -> int | None:
+    """vLLM's `code`: the HTTP status as a number (or its digits); DashScope's codes are words."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) == 3:
+        return int(value)
+    return None
+
+
+def _code(body: dict) -> str:
+    """The error's code as earshot's errors name it: DashScope's word, or vLLM's type for a numeric code."""
+    code = body.get("code")
+    if _numeric(code) is not None:
+        return str(body.get("type") or "")
+    return str(code or body.get("type") or "")
+
+
+def _stream_status(body: dict) -> int:
+    """The status an error inside a 200 stream stands for: vLLM's numeric code is one (500: the engine
+    failed, retryable; 400: the input's fault); a DashScope word is the request's fault unless it names a
+    failure of the service (core.model.dashscope._error_for tells); no code at all: the server failed."""
+    number = _numeric(body.get("code"))
+    if number is not None:
+        return number
+    if body.get("code"):
+        return 400
+    return 500 if not str(body.get("type") or "").startswith("BadRequest") else 400
+
+
 class OpenAICompatClient(RetryPolicy):
     """Calls a model over `/chat/completions`. dashscope=True: DashScope's compatible mode; False: vLLM or
     another self-hosted server. The key (if any) goes only to `base_url`."""
@@ -104,7 +135,7 @@ class OpenAICompatClient(RetryPolicy):
     # --- errors -----------------------------------------------------------------------------------
     def _status_error(self, exc: openai.APIStatusError) -> ModelError:
         body = exc.body if isinstance(exc.body, dict) else {}
-        code = str(body.get("code") or body.get("type") or "")
+        code = _code(body)
         message = self._redact(str(body.get("message") or (exc.body if isinstance(exc.body, str) else "")))
         try:
             outer = exc.response.json()
@@ -120,7 +151,7 @@ class OpenAICompatClient(RetryPolicy):
         request_id = (outer.get("request_id") or outer.get("id")) if isinstance(outer, dict) else None
         err = _error_for(exc.status_code, code, message, model=self.model,
                          request_id=request_id or exc.request_id,
-                         retry_after=_retry_after(exc.response.headers))
+                         retry_after=_retry_after(exc.response.headers), service=self.service)
         shown = code or f"HTTP {exc.status_code}"
         if isinstance(err, ModelAuthError) and (exc.status_code == 401 or "api_key" in code.lower()
                                                 or code == "InvalidApiKey"):
@@ -143,7 +174,7 @@ class OpenAICompatClient(RetryPolicy):
         else:
             cause = exc.__cause__ or exc
             detail = self._redact(f"{type(cause).__name__}: {str(cause)[:200]}")
-        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(detail=f"{self.service}: {detail}"))
+        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(service=self.service, detail=detail))
         err.unreachable = unreachable(exc)
         return err
 
@@ -165,6 +196,60 @@ class OpenAICompatClient(RetryPolicy):
             with attempt:
                 return await self._stream(kwargs, on_delta)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def recognize(self, audio: bytes, *, mime: str = "", fmt: str = "mp3",
+                        language: str | None = None) -> ModelAnswer:
+        """A transcript by a recognizer (qwen3-asr-flash; Qwen3-ASR on vLLM): the one audio item as it is,
+        not streamed; `language` pins the spoken language (else the recognizer detects it). The answer
+        carries the language and emotion the recognizer reports."""
+        if self.dashscope and not self._api_key:
+            raise ModelAuthError(msgs.NO_KEY_CLI)
+        encoded = base64.b64encode(audio).decode("ascii")
+        data = f"data:{mime};base64,{encoded}" if self.dashscope else encoded
+        body: dict[str, Any] = {"asr_options": {"enable_itn": False, **({"language": language} if language else {})}}
+        kwargs: dict[str, Any] = {
+            "model": self.model, "stream": False, "extra_body": body,
+            "messages": [{"role": "user", "content": [{"type": "input_audio",
+                                                        "input_audio": {"data": data, "format": fmt}}]}]}
+        async for attempt in self._retrying():
+            with attempt:
+                return await self._recognize_once(kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _recognize_once(self, kwargs: dict[str, Any]) -> ModelAnswer:
+        async with self._sem:
+            started = time.monotonic()
+            try:
+                # the raw body: the SDK's message model knows only URL-citation annotations
+                raw = await self._sdk.chat.completions.with_raw_response.create(**kwargs)
+                data = raw.http_response.json()
+            except openai.APIStatusError as exc:
+                raise self._status_error(exc) from None
+            except (openai.APIConnectionError, TimeoutError) as exc:
+                log.info("%s %s failed after %.2fs: %s", self.service, self.model, time.monotonic() - started,
+                         type(exc).__name__)
+                raise self._transport_error(exc) from None
+            except ValueError as exc:
+                raise BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+                    service=self.service, variable=self._base_variable,
+                    detail=self._redact(str(exc))[:120])) from None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+                service=self.service, variable=self._base_variable, detail="no choices in the answer"))
+            err.retryable = False
+            raise err
+        message = choices[0].get("message") or {}
+        content = message.get("content")
+        text = content if isinstance(content, str) else "".join(
+            str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+        info = next((a for a in message.get("annotations") or []
+                     if isinstance(a, dict) and a.get("type") == "audio_info"), {})
+        log.info("%s %s recognized id=%s %.2fs", self.service, self.model, data.get("id"),
+                 time.monotonic() - started)
+        return ModelAnswer(text, usage_of(data.get("usage")), data.get("request_id") or data.get("id"),
+                           choices[0].get("finish_reason"), language=info.get("language") or None,
+                           emotion=info.get("emotion") or None)
 
     async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta | None) -> ModelAnswer:
         handed = False     # once the caller has text, a retry would repeat it: never retry then
@@ -214,16 +299,18 @@ class OpenAICompatClient(RetryPolicy):
                 err.retryable = err.retryable and not handed
                 raise err from None
             except (openai.APIConnectionError, TimeoutError) as exc:   # includes APITimeoutError
-                log.info("%s %s failed after %.2fs: %s", self.base_url, self.model, time.monotonic() - started,
+                log.info("%s %s failed after %.2fs: %s", self.service, self.model, time.monotonic() - started,
                          type(exc).__name__)
                 err = self._transport_error(exc)
                 err.retryable = not handed
                 raise err from None
             except openai.APIError as exc:          # an error event inside the stream
                 body = exc.body if isinstance(exc.body, dict) else {}
-                err = _error_for(500 if not body.get("code") else 400, str(body.get("code") or ""),
+                err = _error_for(_stream_status(body), _code(body),
                                  self._redact(str(body.get("message") or exc.message)), model=self.model,
-                                 request_id=request_id)
+                                 request_id=request_id, service=self.service)
+                log.warning("%s %s failed inside the stream after %d chunks: %s", self.service, self.model,
+                            chunks, err.operator_message)
                 err.retryable = err.retryable and not handed
                 raise err from None
             except ValueError as exc:               # a body the SDK couldn't parse as SSE/JSON
@@ -231,6 +318,6 @@ class OpenAICompatClient(RetryPolicy):
                     service=self.service, variable=self._base_variable, detail=self._redact(str(exc))[:120]))
                 err.retryable = not handed
                 raise err from None
-        log.info("%s %s stream id=%s %d chunks %.2fs", self.base_url, self.model, request_id, chunks,
+        log.info("%s %s stream id=%s %d chunks %.2fs", self.service, self.model, request_id, chunks,
                  time.monotonic() - started)
         return ModelAnswer("".join(texts), usage, request_id, reason, bytes(speech))

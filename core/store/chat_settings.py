@@ -1,6 +1,7 @@
 """Choices a chat made with its commands: the voice its answers are spoken in ('' = text), the language
 earshot speaks there ('' = each person's own, from their app), and the model answering there ('' = the
-operator's EARSHOT_MODEL), and whether its voice messages are transcribed unasked ('' = only when asked)."""
+operator's EARSHOT_MODEL), the language spoken in its audio ('' = the recognizer detects it), and whether its
+voice messages are transcribed unasked ('' = only when asked)."""
 from __future__ import annotations
 
 import time
@@ -8,7 +9,7 @@ import time
 from core.store.db import Database
 from core.values import ChatKey
 
-_COLUMNS = ("voice", "lang", "model", "auto")      # each a chat's choice; '' means "not chosen"
+_COLUMNS = ("voice", "lang", "model", "auto", "spoken")      # each a chat's choice; '' means "not chosen"
 
 
 class ChatSettings:
@@ -59,3 +60,12 @@ class ChatSettings:
     async def auto(self, chat: ChatKey) -> bool:
         """Whether this chat's voice messages are transcribed unasked."""
         return await self._get(chat, "auto") == "on"
+
+    async def set_spoken(self, chat: ChatKey, code: str | None) -> None:
+        """Tell the recognizer that `code` (core.speech_languages) is spoken in this chat's audio, or (None)
+        let it detect the language."""
+        await self._set(chat, "spoken", code)
+
+    async def spoken(self, chat: ChatKey) -> str | None:
+        """The language this chat pinned with /spoken, or None."""
+        return await self._get(chat, "spoken")

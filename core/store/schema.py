@@ -222,3 +222,8 @@ def m013_chat_auto(db: Builder) -> None:
     """Whether a channel asked for every voice message there to be transcribed unasked (Discord's
     `/earshot auto on`; empty: off)."""
     db.column("chat_settings", "auto", str)
+
+
+def m014_spoken_language(db: Builder) -> None:
+    """The language spoken in a chat's audio, pinned with /spoken for the recognizer (empty: it detects it)."""
+    db.column("chat_settings", "spoken", str)

@@ -37,7 +37,14 @@ async def usage_in(q: Queries, since: float, platform: str, chat_id: str) -> Usa
     row = await q.fetchone(
         "SELECT COALESCE(SUM(audio_tokens),0), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0) "
         "FROM turns WHERE platform = ? AND chat_id = ? AND created >= ?", platform, chat_id, since)
-    return Usage(*(int(n) for n in row)) if row else Usage()   # PostgreSQL sums are numeric
+    return Usage(int(row[0]), int(row[1]), int(row[2])) if row else Usage()   # PostgreSQL sums are numeric
+
+
+async def seconds_in(q: Queries, since: float, platform: str, chat_id: str) -> float:
+    """Seconds of audio a chat had heard (all its threads) since `since`: what a recognizer bills by."""
+    row = await q.fetchone("SELECT COALESCE(SUM(audio_seconds),0) FROM turns WHERE platform = ? AND chat_id = ? "
+                           "AND created >= ?", platform, chat_id, since)
+    return float(row[0]) if row else 0.0
 
 
 async def totals_in(q: Queries, since: float, platform: str, chat_id: str, user_id: str | None) -> tuple[int, int, int]:

@@ -73,6 +73,10 @@ usage – tokens used today, and what's left""")
 # /lang, for the help texts once chats can choose their language
 TELEGRAM_HELP_LANG = N_("/lang de – the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
 SLACK_HELP_LANG = N_("`/earshot lang de` sets the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
+# /spoken: the language spoken in the audio, for transcripts by the recognizer
+TELEGRAM_HELP_SPOKEN = N_("/spoken de – the language spoken in your audio, for transcripts (/spoken auto: detect it)")
+SLACK_HELP_SPOKEN = N_("`/earshot spoken de` sets the language spoken in your audio, for transcripts "
+                       "(`/earshot spoken auto`: detect it)")
 
 # Telegram's command menu (set_my_commands), in menu order
 TELEGRAM_COMMANDS: list[tuple[str, str]] = [
@@ -91,6 +95,7 @@ TELEGRAM_COMMANDS: list[tuple[str, str]] = [
 ]
 TELEGRAM_LANG_COMMAND = ("lang", N_("The language I speak here: /lang <code>"))
 TELEGRAM_MODEL_COMMAND = ("model", N_("The model that answers here: /model <name>"))
+TELEGRAM_SPOKEN_COMMAND = ("spoken", N_("The language spoken in your audio: /spoken <code> or auto"))
 
 # set_my_commands takes two-letter codes only, so Chinese menus are in Simplified characters
 TELEGRAM_MENU_LANGUAGES = {"de": "de", "es": "es", "fr": "fr", "it": "it", "ja": "ja", "zh": "zh-Hans"}
@@ -108,7 +113,8 @@ def telegram_help(lang: str | None, retention_days: float, *, with_lang: bool = 
     body = t.text(TELEGRAM_HELP)
     if with_lang:  # the /lang line ends the list of commands, before the last paragraph
         commands, groups = body.rsplit("\n\n", 1)
-        body = commands + "\n" + t.text(TELEGRAM_HELP_LANG) + "\n\n" + groups
+        body = commands + "\n" + t.text(TELEGRAM_HELP_LANG) + "\n" + t.text(TELEGRAM_HELP_SPOKEN)
+        body += "\n\n" + groups
     return body + "\n\n" + digest_help(TELEGRAM_PREFIX, retention_days, lang) if group else body
 
 
@@ -117,7 +123,7 @@ def slack_help(lang: str | None, retention_days: float, *, with_lang: bool = Fal
     t = translator(lang)
     lines = [t.text(SLACK_HELP)]
     if with_lang:
-        lines.append(t.text(SLACK_HELP_LANG))
+        lines += [t.text(SLACK_HELP_LANG), t.text(SLACK_HELP_SPOKEN)]
     if group:
         lines.append(digest_help(SLACK_PREFIX, retention_days, lang))
     return "\n• ".join(lines)
@@ -135,8 +141,8 @@ def whatsapp_help(lang: str | None) -> str:
 def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tuple[str, str]]:
     """(command, description) pairs for Telegram's menu in one language."""
     t = translator(lang)
-    commands = (TELEGRAM_COMMANDS[:-1] + ([TELEGRAM_LANG_COMMAND, TELEGRAM_MODEL_COMMAND] if with_lang else [])
-                + TELEGRAM_COMMANDS[-1:])
+    extra = [TELEGRAM_LANG_COMMAND, TELEGRAM_MODEL_COMMAND, TELEGRAM_SPOKEN_COMMAND] if with_lang else []
+    commands = TELEGRAM_COMMANDS[:-1] + extra + TELEGRAM_COMMANDS[-1:]
     return [(name, t.text(description)) for name, description in commands]
 
 

@@ -54,8 +54,8 @@ MODEL_NOT_FOUND_OP = ("DashScope has no model {model} ({code}): set EARSHOT_MODE
 QUOTA_OP = ("DashScope says the quota is used up ({code}: {detail}). Qwen-Audio is free-trial only: "
             "paying does not unlock it; use another account's DASHSCOPE_API_KEY or switch EARSHOT_MODEL.")
 BILLING_OP = "DashScope refused the call for billing reasons ({code}: {detail}): check the account's payment status."
-THROTTLED_OP = "DashScope rate-limited the call ({code}: {detail}) and the retry budget ran out."
-MODEL_DOWN_OP = "DashScope failed: {detail}"
+THROTTLED_OP = "{service} rate-limited the call ({code}: {detail}) and the retry budget ran out."
+MODEL_DOWN_OP = "{service} failed: {detail}"
 BAD_RESPONSE_OP = ("DashScope answered HTTP {status} with a body that is not DashScope JSON ({content_type}: "
                    "{snippet!r}): check DASHSCOPE_HTTP_BASE_URL and any proxy in between.")
 AUDIO_ITEM_TOO_BIG = N_("That audio piece is too big to send to the model: {size_mb:.1f} MB encoded, "
@@ -140,6 +140,7 @@ RATE_LIMITED = N_("Slow down a little: I take up to {limit} requests a minute fr
 
 # /usage, in plain words; adapters render the numbers in core.flow.access.UsageReport with these.
 USAGE_HERE = N_("Used here today: {total:,} tokens ({audio:,} audio, {input:,} input, {output:,} output).")
+USAGE_AUDIO = N_("Audio heard here today: {length}.")
 USAGE_LIMITED = N_("{who}: {used:,} of {limit:,} tokens used, {left:,} left.")
 USAGE_UNLIMITED = N_("{who}: {used:,} tokens used, no limit.")
 USAGE_RESETS = N_("Budgets reset at midnight UTC, in {wait}.")
@@ -243,6 +244,16 @@ LANG_CURRENT = N_("I speak {language} here. To change it: {prefix}lang followed 
 LANG_SET = N_("From now on I speak {language} here, and write summaries and answers in it too.")
 LANG_UNKNOWN = N_("I don't speak {code}, sorry. I can do {languages}.")
 LANG_AUTO = N_("I'll speak each person's app language here again.")
+
+# /spoken: the language spoken in a chat's audio, told to the recognizer (EARSHOT_ASR_MODEL) with each transcript
+SPOKEN_CURRENT = N_("Transcripts here expect {language}. {prefix}spoken auto lets the recognizer detect it again.")
+SPOKEN_DETECTED = N_("The recognizer detects the language spoken here. If it guesses wrong on short clips, "
+                     "pin it: {prefix}spoken followed by one of {languages}.")
+SPOKEN_SET = N_("Transcripts here now expect {language}. {prefix}spoken auto undoes it.")
+SPOKEN_AUTO = N_("The recognizer detects the language spoken here again.")
+SPOKEN_UNKNOWN = N_("The recognizer can't be told {code}. It takes {languages}, or auto.")
+SPOKEN_NO_RECOGNIZER = N_("Transcripts here come from {model}, which detects the language itself: there is no "
+                          "language to pin.")
 
 # /model: which of the operator's allowed models (EARSHOT_MODELS) answers in a chat; {models}: their names.
 MODEL_CURRENT = N_("This chat uses {model}. Models to choose from: {models}. "

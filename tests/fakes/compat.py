@@ -53,12 +53,35 @@ OMNI = {
     "qwen-omni-turbo": Model(180, 10 * MB, 25, 2048, TURBO_VOICES),
     "qwen-omni-turbo-latest": Model(180, 10 * MB, 25, 2048, TURBO_VOICES),
     "qwen2.5-omni-7b": Model(180, 10 * MB, 25, 2048, ("Ethan", "Chelsie")),
+    # the 2026 Omni pages' names: served with qwen3-omni-flash's figures (their own are unpublished)
+    "qwen3.5-omni-plus": Model(1200, 100 * MB, 12.5, 16384, ("Cherry", "Ethan", "Jennifer", "Ryan", "Tina")),
+    "qwen3.8-omni-flash": Model(1200, 100 * MB, 12.5, 16384),
 }
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|latest)$")
+
+
+def omni_model(name: object) -> Model | None:
+    """The Omni row a compatible-mode name resolves to: exact, or a dated/-latest snapshot of a known one."""
+    if not isinstance(name, str):
+        return None
+    if name in OMNI:
+        return OMNI[name]
+    m = _SNAPSHOT.search(name)
+    return OMNI.get(name[:m.start()]) if m else None
 VLLM = {
     "Qwen/Qwen2-Audio-7B-Instruct": Model(30, 64 * MB, 25, 4096),
     "Qwen/Qwen2.5-Omni-7B": Model(160, 64 * MB, 25, 4096),
 }
 _PREFIX = re.compile(r"^data:[^,;]*;base64,")
+
+
+VLLM_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
+
+
+def vllm_error(status: int, message: str) -> dict[str, Any]:
+    """vLLM's ErrorInfo: `code` is the HTTP status as a number."""
+    return {"message": message, "type": VLLM_ERROR_TYPES.get(status, "InternalServerError"), "param": None,
+            "code": status}
 
 
 class _Refused(Exception):
@@ -73,6 +96,7 @@ class CompatRoutes:
     def __init__(self, fake: FakeDashScope) -> None:
         self.fake = fake
         self.vllm_key: str | None = None        # None: the vLLM server wants no key
+        self.vllm_recognizers: set[str] = set()  # recognizer models the vLLM server runs (Qwen3-ASR)
         fake.app.router.add_post(COMPAT_PATH, self._compat)
         fake.app.router.add_post(VLLM_PATH, self._vllm)
 
@@ -115,6 +139,18 @@ class CompatRoutes:
                                     content_type="text/html")
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
             return self._error(call, failure.status, failure.code, failure.message, headers)
+        from tests.fakes.speech import ASR_MODELS, Refused
+        try:
+            peek = json.loads(await request.read())
+        except ValueError:
+            peek = None
+        if isinstance(peek, dict) and peek.get("model") in ASR_MODELS | self.vllm_recognizers:
+            call.body, call.model = peek, peek["model"]
+            if api == "compat" or call.model in self.vllm_recognizers:
+                try:
+                    return await self.fake.speech.asr(call, peek, api)
+                except Refused as r:
+                    return self._error(call, r.status, r.code, r.message)
         try:
             body, model = await self._check(request, call, api)
         except _Refused as r:
@@ -135,11 +171,11 @@ class CompatRoutes:
         if not isinstance(body, dict):
             raise _Refused(400, "invalid_parameter_error", "The request body must be a JSON object.")
         call.body, call.model, call.stream = body, body.get("model"), bool(body.get("stream"))
-        table = OMNI if api == "compat" else VLLM
-        if call.model not in table:
+        found = omni_model(call.model) if api == "compat" else VLLM.get(str(call.model))
+        if found is None:
             raise _Refused(404, "model_not_found" if api == "compat" else "NotFoundError",
                            f"The model `{call.model}` does not exist.")
-        model = table[call.model]
+        model = found
         if api == "compat" and not call.stream:
             raise _Refused(400, "invalid_parameter_error", "This model only support stream mode, please enable "
                                                            "the stream parameter to access the model.")
@@ -247,6 +283,9 @@ class CompatRoutes:
         audio_out = int(spoken * 12.5)
         output = max(1, len(text) // 4)
         call.speech_bytes = int(spoken * SPEECH_RATE) * 2
+        if call.api == "vllm":      # vLLM counts audio inside prompt_tokens and reports no audio_tokens
+            return text, {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                          "prompt_tokens_details": None}
         return text, {"prompt_tokens": prompt, "completion_tokens": output + audio_out,
                       "total_tokens": prompt + output + audio_out,
                       "prompt_tokens_details": {"audio_tokens": audio, "text_tokens": prompt - audio},
@@ -255,6 +294,11 @@ class CompatRoutes:
     def _error(self, call: Call, status: int, code: str, message: str,
                headers: dict[str, str] | None = None) -> web.Response:
         call.status, call.code = status, code
+        if call.api == "vllm":
+            # vLLM: `code` is the HTTP status as a number, no request id; a wrong key is a bare string
+            if status == 401:
+                return web.json_response({"error": "Unauthorized"}, status=401, headers=headers)
+            return web.json_response({"error": vllm_error(status, message)}, status=status, headers=headers)
         return web.json_response({"error": {"code": code, "param": None, "message": message,
                                             "type": "invalid_request_error"},
                                   "id": "chatcmpl-" + call.request_id, "request_id": call.request_id},
@@ -281,7 +325,11 @@ class CompatRoutes:
             await send(chunk({"audio": {"transcript": piece}} if transcript else {"content": piece}))
             if mid is not None and k == 0:
                 call.status, call.code = mid.status, mid.code
-                await send({"error": {"code": mid.code, "message": mid.message, "type": "server_error"}})
+                if call.api == "vllm":     # vLLM: the error object, then [DONE]
+                    await send({"error": vllm_error(mid.status, mid.message)})
+                    await resp.write(b"data: [DONE]\n\n")
+                else:
+                    await send({"error": {"code": mid.code, "message": mid.message, "type": "server_error"}})
                 return resp
         n = call.speech_bytes // 2
         pcm = (0.4 * np.sin(2 * np.pi * SPOKEN_HZ * np.arange(n) / SPEECH_RATE) * 32767).astype("<i2").tobytes()

@@ -100,6 +100,9 @@ class HeardItem:
     over_30s: bool = False             # longer than the 30 s the model hears
     tones: list[tuple[int, float]] = field(default_factory=list)   # (Hz, start s) within the first 30 s
     heard: str = ""
+    sha256: str = ""                   # of the decoded bytes (the recognizer: pass-through is byte for byte)
+    mime: str = ""                     # the data: URL's media type
+    b64_chars: int = 0                 # the base64 string's length as sent
 
 
 @dataclass
@@ -124,6 +127,11 @@ class Call:
     api: str = "native"                    # "compat" (Qwen-Omni) or "vllm": see tests/fakes/compat.py
     voice: str | None = None               # the voice a spoken answer was asked in
     speech_bytes: int = 0                  # PCM bytes of the spoken answer sent
+    task: str = "chat"                     # "asr" (the recognizer) or "tts" (the voice): tests/fakes/speech.py
+    asr_options: dict[str, Any] | None = None
+    language: str | None = None            # asr_options.language asked for
+    text: str | None = None                # tts: the text to speak
+    tts_url: str | None = None             # tts: where its audio was put
 
 
 # --- audio: making it (for tests) and hearing it (for the stand-in) --------------------------------
@@ -293,7 +301,9 @@ class FakeDashScope:
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_post(PATH, self._handle)
         from tests.fakes.compat import CompatRoutes
+        from tests.fakes.speech import SpeechRoutes
         self.compat = CompatRoutes(self)       # the OpenAI-compatible endpoints, same host
+        self.speech = SpeechRoutes(self)       # the recognizer and the voice (tests/fakes/speech.py)
 
     def fail(self, *failures: Failure) -> None:
         self.failures.extend(failures)
@@ -328,6 +338,17 @@ class FakeDashScope:
             return web.Response(status=499)
         if failure and failure.status is not None and not failure.mid_stream:
             return self._scripted(call, failure)
+        from tests.fakes.speech import TTS_MODELS, Refused
+        try:
+            peek = json.loads(await request.read())
+        except ValueError:
+            peek = None
+        if isinstance(peek, dict) and peek.get("model") in TTS_MODELS:
+            call.body, call.model = peek, peek["model"]
+            try:
+                return await self.speech.tts(request, call, peek)
+            except Refused as r:
+                return self._error(call, r.status, r.code, r.message)
         try:
             await self._check(request, call)
         except _Reject as r:
