@@ -18,9 +18,7 @@ not filled yet) are not sent ones; a response to a button replies to the message
 (Discord's interaction_metadata.interacted_message_id)."""
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ from bots.discord.render import MESSAGE_LIMIT
 from core.values import Task
 from tests.fakes import discord as fake
 from tests.fakes.discord import LOADING, FakeDiscord, buttons
-from tests.fakes.server import Served
 from tests.scenarios.driver import ALICE, BOB, Driver, Said, Sent
 
 USERS = {ALICE: fake.ALICE, BOB: fake.BOB}
@@ -51,11 +48,9 @@ class DiscordDriver(Driver):
         self._messages: list[str] = []       # ids of the users' messages dispatched (replays included)
         self._interactions: list[str] = []
 
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeDiscord]:
-        async with Served(self.dc.app) as served:
-            self.dc.url = served.url
-            yield self.dc
+    @property
+    def stand_in(self) -> FakeDiscord:
+        return self.dc
 
     def platform_env(self) -> dict[str, str]:
         return {"DISCORD_BOT_TOKEN": self.dc.token, "DISCORD_API_URL": self.dc.url + "/api/v10"}
