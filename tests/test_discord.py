@@ -188,6 +188,20 @@ async def test_auto_mode_needs_manage_server_then_transcribes_every_voice_messag
         assert not b.dc.said(GENERAL), "only in the channel that asked for it"
 
 
+async def test_a_message_dispatched_again_is_answered_once(tmp_path: Path) -> None:
+    """Discord may dispatch a MESSAGE_CREATE again (events replayed on a RESUME): a command typed in a DM, which
+    becomes no job, is still answered once."""
+    async with discord_running(tmp_path) as b:
+        dm = b.dc.dm_channel(ALICE)
+        mid = b.dc.dm(ALICE, "help")
+        await b.answer(dm, r"\S")
+        b.dc.replay(mid)
+        b.dc.dm(ALICE, "usage")                  # answered after the replay was handled: same channel, in order
+        await b.answer(dm, r"\S", n=2)
+        await b.idle()
+        assert len([m for m in b.dc.said(dm) if reference(m) == mid]) == 1
+
+
 async def test_a_429_neither_loses_nor_doubles_the_answer(tmp_path: Path, clip: bytes) -> None:
     async with discord_running(tmp_path) as b:
         b.dc.limit("POST /channels/{channel_id}/messages", times=2, retry_after=0.2)

@@ -29,6 +29,7 @@ from core.flow.commands import (
     with_question,
 )
 from core.flow.digest import FORGET, parse_digest
+from core.flow.redelivery import Redeliveries
 from core.flow.runner import Reservation
 from core.flow.taps import Tap, submit_tap
 from core.store.jobs import NewJob
@@ -70,6 +71,7 @@ class DiscordHandlers:
         self.earshot = app
         self.access, self.history, self.chat_state, self.digests = app.access, app.history, app.chat_state, app.digests
         self.jobs = app.jobs
+        self.once = Redeliveries(app.events, PLATFORM, app.locks)
         self.job_callbacks = DiscordJobs(app.jobs, app.settings, app.audio_refs, http)
         self.client: discord.Client | None = None
         # shutting down: events that arrive now are left alone (the Gateway has no acknowledgements to withhold)
@@ -97,11 +99,15 @@ class DiscordHandlers:
         if self.closing or message.author.bot or self.client is None or self.client.user is None:
             return                    # bots, earshot itself included (Discord echoes its own messages)
         with self.jobs.reserve(chat_key(message.channel.id)) as slot:   # its place in line, before any await
-            await slot.earlier_settled()
-            if message.guild is None:
-                await self._direct(message, slot)
-            else:
-                await self._in_server(message, slot)
+            # Discord may dispatch a message again (events replayed on a RESUME): handled once, by its id
+            async with self.once.only(f"message:{message.id}") as first:
+                if not first:
+                    return
+                await slot.earlier_settled()
+                if message.guild is None:
+                    await self._direct(message, slot)
+                else:
+                    await self._in_server(message, slot)
 
     async def _direct(self, message: discord.Message, slot: Reservation) -> None:
         """A DM: audio is answered as a reply to it; a typed command runs; other text follows up."""

@@ -3,7 +3,7 @@ never with the bot token), show "typing" while it works, and deliver its outcome
 that asked while its token lasts (kept in memory only: it is a secret), else into the channel as a reply.
 
 discord.py waits out 429s itself (its buckets, `retry_after`); a send it still can't make raises, the runner
-retries the delivery later, and .delivery's steps make the retry go on after what was sent."""
+retries the delivery later, and core.store.jobs.Deliveries makes the retry go on after what was sent."""
 from __future__ import annotations
 
 import asyncio
@@ -27,13 +27,12 @@ from core.errors import AudioError, InputError
 from core.flow.audio_refs import AudioRefs
 from core.flow.runner import JobRunner
 from core.flow.taps import wants_buttons
-from core.store.jobs import Job, Notice, Outcome, Undeliverable
+from core.store.jobs import Deliveries, Job, Notice, Outcome, Undeliverable
 from core.values import Audio, ProgressCallback, Reply, Speech
 from core.words import messages
 
-from ..delivery import Resumable, Step
 from .convert import PLATFORM, FileRef, Where
-from .render import NO_PINGS, answer_view, pieces, waveform
+from .render import MESSAGE_LIMIT, NO_PINGS, answer_view, pieces, waveform
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class DiscordJobs:
         self.origins = attachment_origins(settings.discord_api_url)
         self.client: discord.Client | None = None
         self._asked: dict[str, discord.Interaction] = {}    # job key -> the interaction that asked
-        self._steps = Resumable()
+        self.deliveries = Deliveries()          # what each answer had sent, for a retried delivery
         runner.register(PLATFORM, fetch=self._fetch, deliver=self._deliver, attend=self._attend,
                         audio_id=self._audio_id)
 
@@ -130,23 +129,23 @@ class DiscordJobs:
     # --- deliver ---------------------------------------------------------------------------------------
     async def _deliver(self, job: Job, outcome: Outcome) -> None:
         where = Where.loads(job.message_ref)
-        if isinstance(outcome, Notice):
-            await self._guard(job, lambda: self._text(job, where, outcome.text, reply=True))
-            return
-        steps: list[Step] = []
-        texts = pieces(outcome.text)
-        view = await self._buttons(job) if isinstance(outcome, Reply) else None
-        for i, piece in enumerate(texts):
-            last = i == len(texts) - 1
-            steps.append(lambda p=piece, first=i == 0, v=view if last else None:  # type: ignore[misc]
-                         self._guard(job, lambda: self._text(job, where, p, reply=first, view=v)))
-        if isinstance(outcome, Reply) and outcome.speech is not None:
-            speech = outcome.speech
-            steps.append(lambda: self._guard(job, lambda: self._voice(where, speech)))
-        if isinstance(outcome, Reply) and subtitles.wants_files(outcome, 2000):
-            reply = outcome
-            steps.append(lambda: self._guard(job, lambda: self._transcript(job, where, reply)))
-        await self._steps.run(job.id, steps)
+        # a retried delivery goes on after the pieces already sent (core.store.jobs.Deliveries)
+        async with self.deliveries.resume(job) as sent:
+            if isinstance(outcome, Notice):
+                await sent.send(lambda: self._guard(job, lambda: self._text(job, where, outcome.text, reply=True)))
+                return
+            texts = pieces(outcome.text)
+            view = await self._buttons(job) if isinstance(outcome, Reply) else None
+            for i, piece in enumerate(texts):
+                last = i == len(texts) - 1
+                await sent.send(lambda p=piece, first=i == 0, v=view if last else None:  # type: ignore[misc]
+                                self._guard(job, lambda: self._text(job, where, p, reply=first, view=v)))
+            if isinstance(outcome, Reply) and outcome.speech is not None:
+                speech = outcome.speech
+                await sent.send(lambda: self._guard(job, lambda: self._voice(where, speech)))
+            if isinstance(outcome, Reply) and subtitles.wants_files(outcome, MESSAGE_LIMIT):
+                reply = outcome
+                await sent.send(lambda: self._guard(job, lambda: self._transcript(job, where, reply)))
         self._asked.pop(job.key, None)
         log.info("channel %s: answered (job %d)", where.channel, job.id)
 

@@ -81,6 +81,7 @@ class FakeDiscord:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.limits: dict[str, list[float]] = {}
         self.identified = asyncio.Event()
+        self.identifies = 0                         # IDENTIFYs accepted: one per bot process (or new session)
         self.intents = 0
         self.voice_refused = False                  # answer voice messages with 50161, as for missing metadata
         self.channels: dict[str, dict[str, Any]] = {
@@ -214,6 +215,11 @@ class FakeDiscord:
         self._emit(m)
         return str(m["id"])
 
+    def replay(self, message_id: str) -> None:
+        """The MESSAGE_CREATE of a user's message dispatched once more, same message id: what a bot sees when
+        Discord replays events on a RESUME it had already received, or a new session is sent an event again."""
+        self._emit(self.messages[message_id])
+
     def dm(self, user_id: str, content: str = "", **kw: Any) -> str:
         return self.say(self.dm_channel(user_id), user_id, content, **kw)
 
@@ -280,6 +286,7 @@ class FakeDiscord:
         if message is not None:
             p["message"] = message
         self.interactions[iid] = {"id": iid, "token": token, "t": time.monotonic(), "channel_id": channel_id,
+                                  "type": itype, "message": message["id"] if message is not None else None,
                                   "acks": [], "original": None, "followups": [], "target": target, "user_id": user_id,
                                   "deferred": False}
         self._dispatch("INTERACTION_CREATE", p)
@@ -463,8 +470,7 @@ class FakeDiscord:
             message = self._store(it["channel_id"], self.bot, data.get("content") or "",
                                   flags=flags | (LOADING if kind == 5 else 0), components=data.get("components"),
                                   reference=it["target"],
-                                  interaction_metadata={"id": it["id"], "type": 2, "user": self.user(it["user_id"]),
-                                                        "authorizing_integration_owners": {}})
+                                  interaction_metadata=self._metadata(it))
             it["original"], it["deferred"] = message["id"], kind == 5
             if kind == 4:
                 self._emit(message)
@@ -475,6 +481,14 @@ class FakeDiscord:
         if message is not None:
             answer["resource"] = {"type": kind, "message": message}
         return jr(answer)
+
+    def _metadata(self, it: dict[str, Any]) -> dict[str, Any]:
+        """A response message's interaction_metadata; from a button or menu, with the message it was under."""
+        meta: dict[str, Any] = {"id": it["id"], "type": it["type"], "user": self.user(it["user_id"]),
+                                "authorizing_integration_owners": {}}
+        if it["type"] == 3 and it["message"] is not None:
+            meta["interacted_message_id"] = it["message"]
+        return meta
 
     def _by_token(self, token: str) -> dict[str, Any] | None:
         return next((i for i in self.interactions.values() if hmac.compare_digest(i["token"], token)), None)
@@ -550,6 +564,7 @@ class FakeDiscord:
                     await ws.close(code=4014, message=b"Disallowed intent(s).")
                     break
                 self.intents, self._ws, self._seq = d["intents"], ws, 0
+                self.identifies += 1
                 ready = {"v": 10, "user": self.bot, "guilds": [{"id": GUILD_ID, "unavailable": True}],
                          "session_id": secrets.token_hex(16), "resume_gateway_url": f"ws://{request.host}/gateway",
                          "shard": d.get("shard") or [0, 1], "application": {"id": APP_ID, "flags": self.app_flags},

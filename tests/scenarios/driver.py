@@ -14,6 +14,8 @@ A driver provides (see `Driver` for the signatures):
 
 - `name`, `platform_limit` (the longest message the platform takes, as `Said.size` measures it) and
   `audio_format` (what a voice note is on the platform: "ogg", "webm"…);
+- `stand_in` (the platform's stand-in from tests/fakes/, which `serving()` serves on loopback), `platform_env()`
+  and `ready()`;
 - `user_id(name)`: the platform's id for one of the scenario's people (`ALICE`, `BOB`), as the access settings
   (EARSHOT_ALLOWED_USERS) name them;
 - `start(**env)`, `restart()`, `stop()`: the adapter's process, with extra environment variables;
@@ -106,9 +108,17 @@ class Driver(abc.ABC):
         self._extra: dict[str, str] = {}
 
     # ---- the stand-in and the process ----------------------------------------------------------------------
+    @property
     @abc.abstractmethod
-    def serving(self) -> contextlib.AbstractAsyncContextManager[Any]:
+    def stand_in(self) -> Any:
+        """The platform's stand-in (tests/fakes/): its aiohttp application at `.app`, its address set at `.url`."""
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Any]:
         """The platform's stand-in, served on loopback for the driver's lifetime."""
+        async with Served(self.stand_in.app) as served:
+            self.stand_in.url = served.url
+            yield self.stand_in
 
     @abc.abstractmethod
     def platform_env(self) -> dict[str, str]:

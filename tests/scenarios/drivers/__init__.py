@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from tests.scenarios.driver import Driver
+from tests.scenarios.drivers.discord import DiscordDriver
 from tests.scenarios.drivers.slack import SlackDriver
 from tests.scenarios.drivers.telegram import TelegramDriver
 
-DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver}
+DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver, "discord": DiscordDriver}

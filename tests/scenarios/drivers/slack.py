@@ -20,7 +20,6 @@ from bots.slack.blocks import TASK_ACTION_PREFIX, TRANSLATE_ACTION
 from bots.slack.render import SECTION_LIMIT
 from core.values import Task
 from tests.conftest import SLACK_SECRET, free_port
-from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_body
 from tests.scenarios.driver import ALICE, BOB, Driver, Said, Sent
 
@@ -41,10 +40,13 @@ class SlackDriver(Driver):
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
         self.acks: list[Said] = []           # what the app said in acknowledging a command (shown to the user)
 
+    @property
+    def stand_in(self) -> FakeSlack:
+        return self.slack
+
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeSlack]:
-        async with Served(self.slack.app) as served, self.http:
-            self.slack.url = served.url
+        async with super().serving(), self.http:
             yield self.slack
 
     def platform_env(self) -> dict[str, str]:

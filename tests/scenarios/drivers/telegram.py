@@ -6,16 +6,13 @@ the button's callback_data. The bot confirms updates (polls from a later offset)
 "every event handled" is "every update confirmed"."""
 from __future__ import annotations
 
-import contextlib
 import html
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 from bots.telegram.buttons import parse_callback
 from bots.telegram.render import MESSAGE_LIMIT
 from core.values import Task
-from tests.fakes.server import Served
 from tests.fakes.telegram import FakeTelegram, visible_length
 from tests.scenarios.driver import ALICE, BOB, Driver, Said, Sent
 
@@ -33,11 +30,9 @@ class TelegramDriver(Driver):
         self.tg = FakeTelegram()
         self._polls_at_start = 0
 
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeTelegram]:
-        async with Served(self.tg.app) as served:
-            self.tg.url = served.url
-            yield self.tg
+    @property
+    def stand_in(self) -> FakeTelegram:
+        return self.tg
 
     def platform_env(self) -> dict[str, str]:
         return {"TELEGRAM_BOT_TOKEN": self.tg.token, "TELEGRAM_API_BASE_URL": self.tg.url}
