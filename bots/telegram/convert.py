@@ -1,4 +1,6 @@
-"""Telegram messages -> core terms: which audio a message carries, whose conversation it is, who it addresses."""
+"""Telegram's door: a Message becomes one core.values.Incoming (`incoming`), once, as the update arrives; past it
+the handlers, digests and jobs read that value, never the Message. The functions it is built from say which audio a
+message carries, whose conversation it is and whom it addresses; MediaRef is how a job stores a file to fetch it."""
 from __future__ import annotations
 
 import json
@@ -9,9 +11,10 @@ from telegram import Message, MessageEntity
 
 from core.audio.links import LinkedAudio
 from core.flow.commands import is_audio_name
-from core.values import ChatKey, Sender
+from core.values import CarriedAudio, ChatKey, Incoming, Sender
 
 PLATFORM = "telegram"
+GROUPS = ("group", "supergroup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +155,29 @@ def command_of(message: Message, username: str) -> tuple[str, str] | None:
     if not name:
         return None
     return name.lower(), rest.strip()
+
+
+def carried(media: MediaRef) -> CarriedAudio:
+    """A MediaRef as the core sees it: its serialized form (a job's file_ref), and what decides about it."""
+    return CarriedAudio(media.dumps(), media.kind, media.file_name, media.mime_type, media.file_size,
+                        media.file_unique_id)
+
+
+def incoming(message: Message, bot_id: int, username: str) -> Incoming:
+    """The door: everything the handlers need from `message`, read once (`bot_id`, `username`: this bot's)."""
+    media = media_of(message)
+    replied = media_of(message.reply_to_message)
+    topic = topic_id(message)
+    who = message.sender_chat or message.from_user
+    return Incoming(
+        chat=chat_key(message), sender=sender_of(message), message_id=str(message.message_id),
+        thread_id=str(topic) if topic is not None else None,
+        words=strip_mention(message.text or message.caption, username), command=command_of(message, username),
+        audio=(carried(media),) if media is not None else (),
+        replied_audio=carried(replied) if replied is not None else None,
+        # a document that isn't audio; a GIF (animation plus a silent mp4 document) is nothing to hear nor to refuse
+        other_file=media is None and message.animation is None and message.document is not None,
+        addressed=is_addressed(message, bot_id, username), private=message.chat.type == "private",
+        group=message.chat.type in GROUPS, user_lang=user_language(message),
+        sender_name=getattr(who, "title", None) or getattr(who, "full_name", None) or "someone",
+        sent=message.date.timestamp() if message.date else None)
