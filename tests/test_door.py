@@ -1,0 +1,93 @@
+"""The doors: a platform's own update or event, as it arrives, becomes one core.values.Incoming
+(bots/<platform>/convert.py), so nothing past the door reads the platform's objects again."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from telegram import Bot, Update
+
+from bots.telegram import convert as telegram
+from core.values import CarriedAudio, ChatKey, Incoming, Sender
+
+BOT_ID, BOT_NAME = 777, "earshot_bot"
+
+
+def _message(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "message_id": 41, "date": 1764936000,
+        "chat": {"id": -1001234, "type": "supergroup", "title": "Team", "username": "teamchat", "is_forum": True},
+        "from": {"id": 501, "is_bot": False, "first_name": "Alice", "last_name": "Liddell", "username": "alice",
+                 "language_code": "de"},
+    }
+    return {**base, **fields}
+
+
+def _telegram(message: dict[str, Any]) -> Incoming:
+    update = Update.de_json({"update_id": 9, "message": message}, Bot("1:fake"))
+    assert update is not None and update.message is not None
+    return telegram.incoming(update.message, BOT_ID, BOT_NAME)
+
+
+VOICE = {"file_id": "AwACAgI", "file_unique_id": "AgADvoice", "duration": 4, "mime_type": "audio/ogg",
+         "file_size": 12345}
+
+
+def test_a_voice_note_with_a_captioned_command_in_a_forum_topic() -> None:
+    came = _telegram(_message(voice=VOICE, caption="/Transcribe@Earshot_Bot  please", message_thread_id=7,
+                              is_topic_message=True,
+                              caption_entities=[{"type": "bot_command", "offset": 0, "length": 23}]))
+    assert came.chat == ChatKey("telegram", "-1001234", "7")
+    assert came.sender == Sender("501", "alice", chat_name="teamchat")
+    assert (came.message_id, came.thread_id) == ("41", "7")
+    assert came.command == ("transcribe", "please")
+    assert came.addressed and came.group and not came.private
+    assert (came.user_lang, came.sender_name, came.sent) == ("de", "Alice Liddell", 1764936000.0)
+    [audio] = came.audio
+    assert audio == came.last_audio
+    assert (audio.kind, audio.name, audio.mime_type, audio.size, audio.unique_id) == (
+        "voice", "voice.ogg", "audio/ogg", 12345, "AgADvoice")
+    # the ref is the adapter's own: its fetch reads it back
+    assert telegram.MediaRef.loads(audio.ref).file_id == "AwACAgI"
+
+
+def test_a_mention_in_reply_to_a_voice_note_asks_about_it() -> None:
+    came = _telegram(_message(text="@earshot_bot what is said here?",
+                              entities=[{"type": "mention", "offset": 0, "length": 12}],
+                              reply_to_message=_message(message_id=40, voice=VOICE)))
+    assert came.words == "what is said here?"
+    assert came.command is None and came.addressed and came.audio == ()
+    assert came.replied_audio is not None and came.replied_audio.unique_id == "AgADvoice"
+    assert came.thread_id is None and came.chat.thread_id is None     # a reply is not a topic
+
+
+def test_a_group_message_not_spoken_to_the_bot_is_not_addressed() -> None:
+    came = _telegram(_message(text="lunch?"))
+    assert not came.addressed and came.words == "lunch?" and came.command is None
+
+
+def test_an_anonymous_admin_is_the_group_itself() -> None:
+    came = _telegram(_message(text="/digest on", sender_chat={"id": -1001234, "type": "supergroup", "title": "Team"},
+                              **{"from": {"id": 1087968824, "is_bot": True, "first_name": "Group",
+                                          "username": "GroupAnonymousBot"}},
+                              entities=[{"type": "bot_command", "offset": 0, "length": 7}]))
+    assert came.sender == Sender("-1001234", None, chat_name="teamchat")
+    assert came.sender_name == "Team" and came.command == ("digest", "on")
+
+
+def test_a_private_document_that_is_not_audio_and_a_gif() -> None:
+    private = {"id": 501, "type": "private", "first_name": "Alice"}
+    pdf = _telegram(_message(chat=private, document={"file_id": "d", "file_unique_id": "u", "file_name": "a.pdf",
+                                                     "mime_type": "application/pdf"}))
+    assert pdf.private and pdf.addressed and not pdf.group
+    assert pdf.audio == () and pdf.other_file
+    gif = _telegram(_message(chat=private, animation={"file_id": "g", "file_unique_id": "g1", "width": 1,
+                                                      "height": 1, "duration": 1},
+                             document={"file_id": "g", "file_unique_id": "g1", "file_name": "a.mp4",
+                                       "mime_type": "video/mp4"}))
+    assert gif.audio == () and not gif.other_file       # nothing to hear, nothing to refuse
+
+
+def test_carried_audio_is_plain_data() -> None:
+    audio = CarriedAudio(json.dumps({"id": "F1"}), "clip", "a.webm", "audio/webm", 10, "F1")
+    assert Incoming(ChatKey("x", "1"), Sender("u"), "m", audio=(audio,)).last_audio == audio
