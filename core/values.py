@@ -108,6 +108,7 @@ class Incoming:
     user_lang: str | None = None     # the sender's app language, when the platform tells it (IETF tag)
     sender_name: str | None = None   # how a digest names the sender
     sent: float | None = None        # when it was posted (Unix time)
+    respond_to: str | None = None    # where the platform lets an answer go besides the chat (Slack's response_url)
 
     @property
     def last_audio(self) -> CarriedAudio | None:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -18,9 +18,8 @@ from core.values import ChatKey, Sender, Task
 from core.words import messages
 
 from .blocks import HomeSettings, home_view
-from .convert import PLATFORM, audio_files, sender_of
+from .convert import PLATFORM, audio_files, file_ref, sender_of
 from .convert import chat_key as convo_key
-from .files import file_ref
 from .interactions import (
     SHORTCUTS,
     HomeChange,
@@ -31,10 +30,8 @@ from .interactions import (
     parse_shortcut,
 )
 from .outbox import Destination
+from .parts import SlackParts
 from .webapi import api_error, read
-
-if TYPE_CHECKING:
-    from .listeners import Handlers
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ def _where(channel: str, thread_ts: str | None) -> str:
 class SlackActions:
     """The listeners for shortcuts, reactions, the Home tab and answer buttons, over the message listeners' parts."""
 
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: SlackParts) -> None:
         self.handlers = handlers
         self.earshot = handlers.earshot
         self.client = handlers.client
