@@ -7,6 +7,7 @@ from typing import Any
 
 from telegram import Bot, Update
 
+from bots.slack import convert as slack
 from bots.telegram import convert as telegram
 from core.values import CarriedAudio, ChatKey, Incoming, Sender
 
@@ -91,3 +92,70 @@ def test_a_private_document_that_is_not_audio_and_a_gif() -> None:
 def test_carried_audio_is_plain_data() -> None:
     audio = CarriedAudio(json.dumps({"id": "F1"}), "clip", "a.webm", "audio/webm", 10, "F1")
     assert Incoming(ChatKey("x", "1"), Sender("u"), "m", audio=(audio,)).last_audio == audio
+
+
+# --- Slack ----------------------------------------------------------------------------------------------------
+ENVELOPE = {"token": "x", "team_id": "T0HOME", "api_app_id": "A1", "type": "event_callback", "event_id": "Ev1",
+            "event_time": 1764936000}
+CLIP = {"id": "F0CLIP", "created": 1764936000, "name": "audio_message.webm", "title": "Audio clip",
+        "mimetype": "audio/webm", "filetype": "webm", "pretty_type": "WebM", "user": "U0ALICE", "size": 4567,
+        "mode": "hosted", "is_external": False, "subtype": "slack_audio",
+        "url_private": "https://files.slack.com/files-pri/T0HOME-F0CLIP/audio_message.webm",
+        "url_private_download": "https://files.slack.com/files-pri/T0HOME-F0CLIP/download/audio_message.webm"}
+
+
+def test_a_mention_with_a_clip_in_a_thread_of_a_shared_channel() -> None:
+    event = {"type": "app_mention", "user": "U0ALICE", "user_team": "T0OTHER", "team": "T0OTHER",
+             "text": "<@U0EARSHOT> summarize please", "ts": "1764936001.000200", "thread_ts": "1764935000.000100",
+             "channel": "C0TEAM", "event_ts": "1764936001.000200", "files": [CLIP, {"id": "F0PDF", "name": "a.pdf",
+                                                                                    "mimetype": "application/pdf"}]}
+    came = slack.incoming_event(event, {**ENVELOPE, "event": event})
+    assert came.chat == ChatKey("slack", "C0TEAM", "1764935000.000100")     # one history per thread
+    assert came.sender == Sender("U0ALICE", team_id="T0OTHER")               # the user's own workspace
+    assert (came.message_id, came.thread_id) == ("1764936001.000200", "1764935000.000100")
+    assert came.words == "summarize please" and came.command == ("summarize", "please")
+    assert came.addressed and came.group and not came.private and not came.other_file
+    assert came.sent == 1764936001.0002
+    [clip] = came.audio
+    assert (clip.kind, clip.name, clip.mime_type, clip.size, clip.unique_id) == (
+        "slack_audio", "audio_message.webm", "audio/webm", 4567, "F0CLIP")
+    assert json.loads(clip.ref)["url_private_download"] == CLIP["url_private_download"]
+
+
+def test_a_dm_keeps_one_history_and_a_plain_question_is_no_command() -> None:
+    event = {"type": "message", "channel_type": "im", "user": "U0ALICE", "text": "help me with this",
+             "ts": "1764936002.000300", "channel": "D0ALICE"}
+    came = slack.incoming_event(event, {**ENVELOPE, "event": event})
+    assert came.chat == ChatKey("slack", "D0ALICE") and came.private and came.addressed
+    assert came.sender == Sender("U0ALICE", team_id="T0HOME")                # the envelope's workspace
+    assert came.command is None and came.words == "help me with this" and came.thread_id is None
+    assert slack.command_of(came) is None
+
+
+def test_a_channel_message_is_heard_not_addressed_and_a_non_audio_file_is_said_to_be_one() -> None:
+    event = {"type": "message", "subtype": "file_share", "channel_type": "channel", "user": "U0BOB",
+             "text": "", "ts": "1764936003.000400", "channel": "C0TEAM",
+             "files": [{"id": "F0PDF", "name": "a.pdf", "mimetype": "application/pdf"}]}
+    came = slack.incoming_event(event, {**ENVELOPE, "event": event})
+    assert not came.addressed and came.group and came.audio == () and came.other_file
+
+
+def test_a_slash_command() -> None:
+    payload = {"token": "x", "team_id": "T0HOME", "team_domain": "home", "channel_id": "C0TEAM",
+               "channel_name": "team", "user_id": "U0ALICE", "user_name": "alice", "command": "/earshot",
+               "text": "Translate  German", "api_app_id": "A1", "is_enterprise_install": "false",
+               "response_url": "https://hooks.slack.com/commands/T0HOME/1/abc", "trigger_id": "13345.98.ab"}
+    came = slack.incoming_command(payload)
+    assert came.chat == ChatKey("slack", "C0TEAM") and came.group and not came.private
+    assert came.sender == Sender("U0ALICE", "alice", team_id="T0HOME")
+    assert came.command == ("translate", "German") and came.message_id == "13345.98.ab"
+    assert came.respond_to == payload["response_url"]
+    assert slack.command_of(came) == slack.Command("translate", "German", slack.Task.TRANSLATE)
+
+
+def test_a_link_is_audio_to_fetch() -> None:
+    found = slack.link_audio("https://example.com/talk.mp3 what is it about?")
+    assert found is not None
+    audio, rest = found
+    assert (audio.kind, audio.name, rest) == ("link", "talk.mp3", "what is it about?")
+    assert json.loads(audio.ref) == {"link": "https://example.com/talk.mp3", "name": "talk.mp3"}
