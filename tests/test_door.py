@@ -89,6 +89,28 @@ def test_a_private_document_that_is_not_audio_and_a_gif() -> None:
     assert gif.audio == () and not gif.other_file       # nothing to hear, nothing to refuse
 
 
+def test_a_tap_on_a_button_under_an_answer_in_a_topic() -> None:
+    answer = _message(message_id=42, text="the transcript", message_thread_id=7, is_topic_message=True,
+                      **{"from": {"id": BOT_ID, "is_bot": True, "first_name": "earshot", "username": BOT_NAME}})
+    update = Update.de_json({"update_id": 10, "callback_query": {
+        "id": "cbq1", "chat_instance": "ci", "data": "t:summarize:tok",
+        "from": {"id": 502, "is_bot": False, "first_name": "Bob", "username": "bob", "language_code": "fr"},
+        "message": answer}}, Bot("1:fake"))
+    assert update is not None and update.callback_query is not None
+    came = telegram.incoming_tap(update.callback_query)
+    assert came is not None
+    assert came.chat == ChatKey("telegram", "-1001234", "7") and came.thread_id == "7"
+    assert came.sender == Sender("502", "bob", chat_name="teamchat") and came.user_lang == "fr"
+    assert (came.message_id, came.words, came.group) == ("42", "t:summarize:tok", True)
+    too_old = {"chat": answer["chat"], "message_id": 42, "date": 0}     # an InaccessibleMessage: no topic known
+    update = Update.de_json({"update_id": 11, "callback_query": {
+        "id": "cbq2", "chat_instance": "ci", "data": "x", "from": {"id": 502, "is_bot": False, "first_name": "Bob"},
+        "message": too_old}}, Bot("1:fake"))
+    assert update is not None and update.callback_query is not None
+    old = telegram.incoming_tap(update.callback_query)
+    assert old is not None and old.chat == ChatKey("telegram", "-1001234") and old.message_id == "42"
+
+
 def test_carried_audio_is_plain_data() -> None:
     audio = CarriedAudio(json.dumps({"id": "F1"}), "clip", "a.webm", "audio/webm", 10, "F1")
     assert Incoming(ChatKey("x", "1"), Sender("u"), "m", audio=(audio,)).last_audio == audio

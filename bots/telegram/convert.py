@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from telegram import Message, MessageEntity
+from telegram import CallbackQuery, Message, MessageEntity
 
 from core.audio.links import LinkedAudio
 from core.flow.commands import is_audio_name
@@ -181,3 +181,19 @@ def incoming(message: Message, bot_id: int, username: str) -> Incoming:
         group=message.chat.type in GROUPS, user_lang=user_language(message),
         sender_name=getattr(who, "title", None) or getattr(who, "full_name", None) or "someone",
         sent=message.date.timestamp() if message.date else None)
+
+
+def incoming_tap(query: CallbackQuery) -> Incoming | None:
+    """The door for a tap on a button under one of our messages: who tapped, in which chat (and forum topic, when
+    Telegram still includes the message whole: .taps.Tapped), under which message (what the answer replies to);
+    `words` are the button's callback_data. None for an inline message's buttons, which have no chat."""
+    message, user = query.message, query.from_user
+    if message is None:
+        return None
+    topic = topic_id(message) if isinstance(message, Message) and message.is_accessible else None
+    thread = str(topic) if topic is not None else None
+    return Incoming(chat=ChatKey(PLATFORM, str(message.chat.id), thread),
+                    sender=Sender(str(user.id), user.username, chat_name=message.chat.username),
+                    message_id=str(message.message_id), thread_id=thread, words=query.data or "",
+                    private=message.chat.type == "private", group=message.chat.type in GROUPS,
+                    user_lang=user.language_code)
