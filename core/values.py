@@ -103,10 +103,12 @@ class Incoming:
     replied_audio: CarriedAudio | None = None   # the audio of the message it replies to
     other_file: bool = False         # it carries a file that is not audio
     addressed: bool = True           # spoken to the bot: a private chat, a command, a mention, a reply to the bot
+    replies_to_bot: bool = False     # it answers one of the bot's own messages
     private: bool = False            # a one-to-one chat with the bot
     group: bool = False              # a group or channel, where digests listen
     user_lang: str | None = None     # the sender's app language, when the platform tells it (IETF tag)
     sender_name: str | None = None   # how a digest names the sender
+    sender_admin: bool | None = None   # the event itself says whether the sender administers the chat (None: ask)
     sent: float | None = None        # when it was posted (Unix time)
     respond_to: str | None = None    # where the platform lets an answer go besides the chat (Slack's response_url)
 

@@ -9,6 +9,7 @@ from telegram import Bot, Update
 
 from bots.slack import convert as slack
 from bots.telegram import convert as telegram
+from core.flow.commands import command_in
 from core.values import CarriedAudio, ChatKey, Incoming, Sender
 
 BOT_ID, BOT_NAME = 777, "earshot_bot"
@@ -151,7 +152,7 @@ def test_a_dm_keeps_one_history_and_a_plain_question_is_no_command() -> None:
     assert came.chat == ChatKey("slack", "D0ALICE") and came.private and came.addressed
     assert came.sender == Sender("U0ALICE", team_id="T0HOME")                # the envelope's workspace
     assert came.command is None and came.words == "help me with this" and came.thread_id is None
-    assert slack.command_of(came) is None
+    assert command_in(came) is None
 
 
 def test_a_channel_message_is_heard_not_addressed_and_a_non_audio_file_is_said_to_be_one() -> None:
@@ -172,7 +173,7 @@ def test_a_slash_command() -> None:
     assert came.sender == Sender("U0ALICE", "alice", team_id="T0HOME")
     assert came.command == ("translate", "German") and came.message_id == "13345.98.ab"
     assert came.respond_to == payload["response_url"]
-    assert slack.command_of(came) == slack.Command("translate", "German", slack.Task.TRANSLATE)
+    assert command_in(came) == slack.Command("translate", "German", slack.Task.TRANSLATE)
 
 
 def test_a_link_is_audio_to_fetch() -> None:

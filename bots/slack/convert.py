@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from core.audio.links import split_link
-from core.flow.commands import TASK_WORDS, Command, is_audio_name, parse_command, task_for_text
+from core.flow.commands import Command, is_audio_name, parse_command, task_for_text
 from core.values import CarriedAudio, ChatKey, Incoming, Sender, Task
 
 __all__ = ["Command", "Task", "parse_command", "task_for_text"]     # the words are core's, the same everywhere
@@ -121,11 +121,6 @@ def link_audio(text: str) -> tuple[CarriedAudio, str] | None:
     """Words that start with a link, as audio to fetch (core.audio.links) and the words after it."""
     link = split_link(text)
     return (carried({"link": link.url, "name": link.name}), link.rest) if link else None
-
-
-def command_of(came: Incoming) -> Command | None:
-    """The command the door found in the words, with its task (core.flow.commands)."""
-    return Command(came.command[0], came.command[1], TASK_WORDS.get(came.command[0])) if came.command else None
 
 
 def _sent(event: dict[str, Any]) -> float | None:

@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from core.app import Earshot
 from core.errors import AccessRefused, EarshotError
 from core.flow import intake
-from core.flow.commands import DIGEST_WORDS, STATE_WORDS, with_question
+from core.flow.commands import DIGEST_WORDS, STATE_WORDS, command_in, with_question
 from core.flow.redelivery import Redeliveries
 from core.flow.runner import Reservation
 from core.store.jobs import NewJob
@@ -37,7 +37,6 @@ from .convert import (
     Command,
     carried,
     chat_key,
-    command_of,
     incoming_command,
     incoming_event,
     is_from_bot,
@@ -128,7 +127,7 @@ class Handlers(SlackParts):
         elif (link := link_audio(text)) is not None:     # a link to an audio file: handled like an upload
             task, arg = task_for_text(link[1])
             await self._answer(dest, chat, task, arg, link[0], sender, key=key, slot=slot)
-        elif (cmd := command_of(came)) is not None:
+        elif (cmd := command_in(came)) is not None:
             await self._run_command(cmd, Destination(channel, came.thread_id), chat, sender, key=key, slot=slot)
         elif text:
             await self._answer(Destination(channel, came.thread_id), chat, Task.FOLLOW_UP, text,
@@ -148,7 +147,7 @@ class Handlers(SlackParts):
                     await self._mention(came, dest, slot)
 
     async def _mention(self, came: Incoming, dest: Destination, slot: Reservation) -> None:
-        text, cmd = came.words, command_of(came)
+        text, cmd = came.words, command_in(came)
         sender = came.sender
         key = f"{dest.channel}:{came.message_id}"
         try:
@@ -171,7 +170,7 @@ class Handlers(SlackParts):
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/earshot <task> [args]`: acknowledge at once (Slack drops acks after 3 s), then work."""
         came = incoming_command(command)      # the door: once
-        cmd = command_of(came)
+        cmd = command_in(came)
         assert cmd is not None
         with self.jobs.reserve(came.chat) as slot:  # its place, before any await
             await self._command(ack, came, cmd, slot)

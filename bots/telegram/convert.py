@@ -116,12 +116,17 @@ def mentions_bot(message: Message, bot_id: int, username: str) -> bool:
     return False
 
 
+def replied_by(message: Message) -> int | None:
+    """Who sent the message this one replies to, if it replies to one."""
+    reply = message.reply_to_message
+    return reply.from_user.id if reply is not None and reply.from_user is not None else None
+
+
 def is_addressed(message: Message, bot_id: int, username: str) -> bool:
     """Private chats always; groups only for a command, an @mention, or a reply to one of our messages."""
     if message.chat.type == "private":
         return True
-    reply = message.reply_to_message
-    if reply is not None and reply.from_user is not None and reply.from_user.id == bot_id:
+    if replied_by(message) == bot_id:
         return True
     if command_of(message, username) is not None:
         return True
@@ -178,6 +183,7 @@ def incoming(message: Message, bot_id: int, username: str) -> Incoming:
         # a document that isn't audio; a GIF (animation plus a silent mp4 document) is nothing to hear nor to refuse
         other_file=media is None and message.animation is None and message.document is not None,
         addressed=is_addressed(message, bot_id, username), private=message.chat.type == "private",
+        replies_to_bot=replied_by(message) == bot_id,
         group=message.chat.type in GROUPS, user_lang=user_language(message),
         sender_name=getattr(who, "title", None) or getattr(who, "full_name", None) or "someone",
         sent=message.date.timestamp() if message.date else None)
