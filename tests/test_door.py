@@ -61,6 +61,10 @@ def test_a_mention_in_reply_to_a_voice_note_asks_about_it() -> None:
     assert came.command is None and came.addressed and came.audio == ()
     assert came.replied_audio is not None and came.replied_audio.unique_id == "AgADvoice"
     assert came.thread_id is None and came.chat.thread_id is None     # a reply is not a topic
+    assert not came.replies_to_bot
+    to_bot = _telegram(_message(text="and the second half?", reply_to_message=_message(
+        message_id=40, text="the first half", **{"from": {"id": BOT_ID, "is_bot": True, "first_name": "earshot"}})))
+    assert to_bot.addressed and to_bot.replies_to_bot and to_bot.replied_audio is None
 
 
 def test_a_group_message_not_spoken_to_the_bot_is_not_addressed() -> None:
