@@ -68,10 +68,9 @@ class SlackActions:
         shortcut = parse_shortcut(body)
         if shortcut is None:
             return
-        files = {f["id"]: f for f in audio_files(body.get("message") or {})}
         chat = chat_of(shortcut.channel_id, shortcut.thread_ts)
         sender = Sender(user_id=shortcut.user_id, team_id=shortcut.team_id)
-        if not shortcut.file_ids:
+        if not shortcut.audio:
             said = messages.text(messages.NOT_AUDIO, await self.handlers.lang_of(chat, sender))
             await self._ephemeral(shortcut.channel_id, shortcut.user_id, said, shortcut.thread_ts,
                                   shortcut.response_url)
@@ -82,7 +81,7 @@ class SlackActions:
                 self.handlers.job_callbacks.reply_through(key, shortcut.response_url, ephemeral=True)
             tap = Tap(key, chat, sender, shortcut.task, _where(shortcut.channel_id, shortcut.thread_ts),
                       lang=await self.handlers.lang_of(chat, sender))
-            await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[shortcut.file_ids[-1]]),
+            await submit_tap(self.earshot.access, self.earshot.jobs, tap, shortcut.audio[-1].ref,
                              slot, say=lambda said: self._ephemeral(shortcut.channel_id, shortcut.user_id, said,
                                                                     shortcut.thread_ts, shortcut.response_url))
 
