@@ -76,6 +76,51 @@ class Sender:
 
 
 @dataclass(frozen=True, slots=True)
+class CarriedAudio:
+    """Audio a message carries (a file, a voice note, a link to one), as the adapter's door saw it: enough to fetch
+    it later. `ref` is the adapter's own serialized reference, stored as a job's file_ref and read back only by that
+    adapter's fetch; the rest is what the core and the adapter's handlers decide by."""
+
+    ref: str
+    kind: str | None = None          # the platform's word for it: voice, audio, video_note, document, link, clip…
+    name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    unique_id: str | None = None     # the platform's stable id of the content (the answer cache's key)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message (or slash command) as it came in, converted once at the adapter's door (bots/<platform>/convert.py):
+    who sent it, where, what it says and which audio it carries. Past the door nothing reads the platform's own
+    objects again; the handlers, digest listeners, access and job submission take this value."""
+
+    chat: ChatKey                    # the history it belongs to
+    sender: Sender
+    message_id: str                  # the platform's id of the message, what an answer replies to
+    thread_id: str | None = None     # the thread or topic it was posted in (may differ from chat.thread_id)
+    words: str = ""                  # the text or caption, mentions of the bot taken out
+    command: tuple[str, str] | None = None   # (name, rest) when the words are a command to the bot
+    audio: tuple[CarriedAudio, ...] = ()     # the audio it carries, in order (usually one)
+    replied_audio: CarriedAudio | None = None   # the audio of the message it replies to
+    other_file: bool = False         # it carries a file that is not audio
+    addressed: bool = True           # spoken to the bot: a private chat, a command, a mention, a reply to the bot
+    replies_to_bot: bool = False     # it answers one of the bot's own messages
+    names_bot: bool = False          # the bot is named in it: an @mention, or a command addressed /cmd@bot
+    private: bool = False            # a one-to-one chat with the bot
+    group: bool = False              # a group or channel, where digests listen
+    user_lang: str | None = None     # the sender's app language, when the platform tells it (IETF tag)
+    sender_name: str | None = None   # how a digest names the sender
+    sender_admin: bool | None = None   # the event itself says whether the sender administers the chat (None: ask)
+    sent: float | None = None        # when it was posted (Unix time)
+    respond_to: str | None = None    # where the platform lets an answer go besides the chat (Slack's response_url)
+
+    @property
+    def last_audio(self) -> CarriedAudio | None:
+        return self.audio[-1] if self.audio else None
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     audio_tokens: int = 0
     input_tokens: int = 0

@@ -1,4 +1,5 @@
-"""No import circles among earshot's own modules: core and the adapters build on each other in one direction."""
+"""No import circles among earshot's own modules, type-only imports included: core and the adapters build on each
+other in one direction."""
 from __future__ import annotations
 
 import ast
@@ -13,17 +14,13 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(path: Path, name: str) -> set[str]:
-    """Modules of ours `path` imports when it runs (imports under `if TYPE_CHECKING:` are for readers only)."""
+def _imports(path: Path, name: str) -> set[str]:
+    """Modules of ours `path` imports, those under `if TYPE_CHECKING:` included: a type-only import is still a
+    dependency a reader has to follow, so it may not run back up either."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    skipped = {id(node) for stmt in ast.walk(tree)
-               if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test)
-               for child in stmt.body for node in ast.walk(child)}
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -38,7 +35,7 @@ def _runtime_imports(path: Path, name: str) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     files = {_module(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
-    return {name: {m for m in _runtime_imports(path, name) if m in files and m != name}
+    return {name: {m for m in _imports(path, name) if m in files and m != name}
             for name, path in files.items()}
 
 
@@ -71,3 +68,9 @@ def test_core_knows_no_platform() -> None:
     leaks = {m: sorted(i for i in imports if i.startswith("bots"))
              for m, imports in graph.items() if m.startswith("core")}
     assert {m: i for m, i in leaks.items() if i} == {}
+
+
+def test_type_only_imports_count(tmp_path: Path) -> None:
+    module = tmp_path / "actions.py"
+    module.write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .listeners import Handlers\n")
+    assert "bots.slack.listeners" in _imports(module, "bots.slack.actions")

@@ -10,10 +10,11 @@ from typing import Any
 import discord
 
 from core.audio.links import LinkedAudio
-from core.flow.commands import is_audio_name
-from core.values import ChatKey, Sender
+from core.flow.commands import is_audio_name, parse_command
+from core.values import CarriedAudio, ChatKey, Incoming, Sender
 
 PLATFORM = "discord"
+MANAGE_GUILD = "manage_guild"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +111,37 @@ def locale_of(value: Any) -> str | None:
     """discord.Locale ("en-US", "de", "zh-CN") as a language tag earshot can match, or None."""
     text = str(value.value if isinstance(value, discord.Locale) else value or "")
     return text or None
+
+
+def can_manage(user: discord.abc.User) -> bool:
+    """Manage Server, as the member's permissions in the server say."""
+    perms = getattr(user, "guild_permissions", None)
+    return bool(getattr(perms, MANAGE_GUILD, False))
+
+
+def carried(ref: FileRef, *, voice: bool = False) -> CarriedAudio:
+    """A FileRef as the core sees it; `voice`: the message is a voice message (what auto transcripts hear)."""
+    return CarriedAudio(ref.dumps(), "voice" if voice else "link" if ref.link else "file", ref.name,
+                        ref.content_type, ref.size, ref.id)
+
+
+def incoming(message: discord.Message, bot_id: int) -> Incoming:
+    """The door for a message (`bot_id`: earshot's own user id). In a DM the words are the message as written; in a
+    server, without the mentions of earshot."""
+    media, replied = audio_of(message), replied_to(message)
+    replied_media = audio_of(replied)
+    guild = message.guild
+    words = strip_mentions(message.content, bot_id) if guild is not None else (message.content or "").strip()
+    cmd = parse_command(words.lstrip("/"), strict=True)
+    to_bot = replied is not None and replied.author.id == bot_id
+    return Incoming(
+        chat=chat_key(message.channel.id), sender=sender_of(message.author, guild.id if guild else None),
+        message_id=str(message.id), words=words, command=(cmd.word, cmd.arg) if cmd else None,
+        audio=(carried(media, voice=message.flags.voice),) if media is not None else (),
+        replied_audio=carried(replied_media, voice=replied.flags.voice) if replied and replied_media else None,
+        other_file=media is None and bool(message.attachments),
+        addressed=guild is None or mentions(message, bot_id) or to_bot, replies_to_bot=to_bot,
+        private=guild is None, group=guild is not None,
+        user_lang=locale_of(guild.preferred_locale) if guild else None,     # a message tells no user's locale
+        sender_name=message.author.display_name, sender_admin=can_manage(message.author),
+        sent=message.created_at.timestamp())

@@ -24,7 +24,7 @@ from core.flow.commands import (
     STATE_WORDS,
     TASK_WORDS,
     Command,
-    parse_command,
+    command_in,
     task_for_text,
     with_question,
 )
@@ -33,24 +33,24 @@ from core.flow.redelivery import Redeliveries
 from core.flow.runner import Reservation
 from core.flow.taps import Tap, submit_tap
 from core.store.jobs import NewJob
-from core.values import ChatKey, Sender, Task
+from core.values import CarriedAudio, ChatKey, Incoming, Sender, Task
 from core.words import help_texts, messages
 
 from ..buttons import LANGUAGES, parse_callback
 from .convert import (
+    MANAGE_GUILD,
     PLATFORM,
     FileRef,
     Where,
     audio_of,
+    carried,
     chat_key,
     file_of,
+    incoming,
     is_audio,
     link_file,
     locale_of,
-    mentions,
-    replied_to,
     sender_of,
-    strip_mentions,
 )
 from .jobs import DiscordJobs
 from .render import NO_PINGS, pieces
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = help_texts.DISCORD_PREFIX
 HISTORY_LOOKBACK = 50          # messages searched for a channel's latest audio when none is remembered
-MANAGE_GUILD = "manage_guild"
 
 Say = Callable[[str], Awaitable[None]]
 
@@ -98,102 +97,98 @@ class DiscordHandlers:
     async def on_message(self, message: discord.Message) -> None:
         if self.closing or message.author.bot or self.client is None or self.client.user is None:
             return                    # bots, earshot itself included (Discord echoes its own messages)
-        with self.jobs.reserve(chat_key(message.channel.id)) as slot:   # its place in line, before any await
+        came = incoming(message, self.bot_id)     # the door: once; `message` is kept only to reply to it
+        with self.jobs.reserve(came.chat) as slot:   # its place in line, before any await
             # Discord may dispatch a message again (events replayed on a RESUME): handled once, by its id
             async with self.once.only(f"message:{message.id}") as first:
                 if not first:
                     return
                 await slot.earlier_settled()
-                if message.guild is None:
-                    await self._direct(message, slot)
+                if came.private:
+                    await self._direct(message, came, slot)
                 else:
-                    await self._in_server(message, slot)
+                    await self._in_server(message, came, slot)
 
-    async def _direct(self, message: discord.Message, slot: Reservation) -> None:
+    async def _direct(self, message: discord.Message, came: Incoming, slot: Reservation) -> None:
         """A DM: audio is answered as a reply to it; a typed command runs; other text follows up."""
-        text = (message.content or "").strip()
-        media = audio_of(message)
-        if media is None and message.attachments:
-            await self._reply(message, messages.text(messages.NOT_AUDIO, await self._message_lang(message, slot)))
+        text = came.words
+        media = came.last_audio
+        if media is None and came.other_file:
+            await self._reply(message, messages.text(messages.NOT_AUDIO, await self._message_lang(came, slot)))
             return
         if media is None and (link := split_link(text)) is not None:
-            media, text = link_file(link), link.rest
+            media, text = carried(link_file(link)), link.rest
         if media is not None:
-            await self.history.remember_audio(slot.chat, media.dumps())
-            await self._task(message, slot, *task_for_text(text), media)
-        elif (cmd := parse_command(text.lstrip("/"), strict=True)) is not None:
-            await self._typed(message, slot, cmd)
+            await self.history.remember_audio(slot.chat, media.ref)
+            await self._task(message, came, slot, *task_for_text(text), media)
+        elif (cmd := command_in(came)) is not None:
+            await self._typed(message, came, slot, cmd)
         elif text:
-            await self._task(message, slot, Task.FOLLOW_UP, text, None)
+            await self._task(message, came, slot, Task.FOLLOW_UP, text, None)
 
-    async def _in_server(self, message: discord.Message, slot: Reservation) -> None:
+    async def _in_server(self, message: discord.Message, came: Incoming, slot: Reservation) -> None:
         """In a server: audio is remembered (and heard for digests, or transcribed when the channel has auto
         transcripts on); earshot answers when mentioned, or in a reply to one of its messages."""
-        media = audio_of(message)
-        replied = replied_to(message)
-        addressed = mentions(message, self.bot_id) or (replied is not None and replied.author.id == self.bot_id)
+        media = came.last_audio
         if media is not None:
-            await self.history.remember_audio(slot.chat, media.dumps())
-            await self._overhear(message, media)
-            if not addressed and message.flags.voice and await self.history.settings.auto(slot.chat):
-                await self._task(message, slot, Task.TRANSCRIBE, None, media)
+            await self.history.remember_audio(slot.chat, media.ref)
+            await self._overhear(came, media)
+            if not came.addressed and media.kind == "voice" and await self.history.settings.auto(slot.chat):
+                await self._task(message, came, slot, Task.TRANSCRIBE, None, media)
                 return
-        if not addressed:
+        if not came.addressed:
             return
-        text = strip_mentions(message.content, self.bot_id)
-        if media is None and replied is not None and replied.author.id != self.bot_id:
-            media = audio_of(replied)
+        text = came.words
+        if media is None and not came.replies_to_bot:
+            media = came.replied_audio
         if media is None and (link := split_link(text)) is not None:
-            media, text = link_file(link), link.rest
+            media, text = carried(link_file(link)), link.rest
         if media is not None:
-            await self._task(message, slot, *task_for_text(text), media)
-        elif (cmd := parse_command(text.lstrip("/"), strict=True)) is not None:
-            await self._typed(message, slot, cmd)
+            await self._task(message, came, slot, *task_for_text(text), media)
+        elif (cmd := command_in(came)) is not None:
+            await self._typed(message, came, slot, cmd)
         elif text:
-            await self._task(message, slot, Task.FOLLOW_UP, text, None)
+            await self._task(message, came, slot, Task.FOLLOW_UP, text, None)
         else:
-            await self._reply(message, self.help_text(await self._message_lang(message, slot)))
+            await self._reply(message, self.help_text(await self._message_lang(came, slot)))
 
-    async def _overhear(self, message: discord.Message, media: FileRef) -> None:
+    async def _overhear(self, came: Incoming, media: CarriedAudio) -> None:
         """A voice message or clip in a channel with digests on: transcribed quietly, nothing said."""
-        chat = chat_key(message.channel.id)
-        sender = sender_of(message.author, message.guild.id if message.guild else None)
-        if not await self.digests.may_hear(chat, sender):
+        if not await self.digests.may_hear(came.chat, came.sender):
             return
         await self.jobs.submit(self.digests.listen_job(
-            chat, key=f"heard:{message.id}", file_ref=media.dumps(), sent=message.created_at.timestamp(),
-            sender=sender, name=message.author.display_name, source_id=str(message.id)))
+            came.chat, key=f"heard:{came.message_id}", file_ref=media.ref, sent=came.sent or 0.0,
+            sender=came.sender, name=came.sender_name or "someone", source_id=came.message_id))
 
-    async def _typed(self, message: discord.Message, slot: Reservation, cmd: Command) -> None:
+    async def _typed(self, message: discord.Message, came: Incoming, slot: Reservation, cmd: Command) -> None:
         """A command word typed in a DM or a mention ("transcribe", "usage"…): the same as `/earshot` would do."""
-        lang = await self._message_lang(message, slot)
-        sender = sender_of(message.author, message.guild.id if message.guild else None)
+        lang = await self._message_lang(came, slot)
         if cmd.task is not None:
-            media = audio_of(replied_to(message)) or await self._latest_audio(slot.chat, message.channel)
+            media = came.replied_audio or await self._latest_audio(slot.chat, message.channel)
             task, arg = with_question(cmd.task, cmd.arg)
-            await self._task(message, slot, task, arg, media)
+            await self._task(message, came, slot, task, arg, media)
             return
-        said = await self._command_text(cmd.word, cmd.arg, slot.chat, sender, lang, guild=message.guild is not None,
-                                        is_admin=_member_can_manage(message.author), user_lang=None)
+        said = await self._command_text(cmd.word, cmd.arg, slot.chat, came.sender, lang, guild=came.group,
+                                        is_admin=bool(came.sender_admin), user_lang=None)
         if said:
             await self._reply(message, said)
 
-    async def _task(self, message: discord.Message, slot: Reservation, task: Task, text: str | None,
-                    media: FileRef | None) -> None:
+    async def _task(self, message: discord.Message, came: Incoming, slot: Reservation, task: Task,
+                    text: str | None, media: CarriedAudio | None) -> None:
         """The one path from a message to the core: the door (access, rate limit, the request's checks), then a
         durable job that answers as a reply to the message."""
         chat = slot.chat
-        sender = sender_of(message.author, message.guild.id if message.guild else None)
-        lang = await self._message_lang(message, slot)
-        if not await intake.admitted(self.access, chat, sender, task, text, has_audio=media is not None, lang=lang,
-                                     say=lambda said: self._reply(message, said)):
+        lang = await self._message_lang(came, slot)
+        if not await intake.admitted(self.access, chat, came.sender, task, text, has_audio=media is not None,
+                                     lang=lang, say=lambda said: self._reply(message, said)):
             return        # before anything is downloaded
         await self.jobs.submit(NewJob(
-            key=f"m:{message.id}", chat=chat, task=task, message_ref=Where(message.channel.id, message.id).dumps(),
-            file_ref=media.dumps() if media else None, text=text, sender=sender, lang=lang), slot)
+            key=f"m:{came.message_id}", chat=chat, task=task,
+            message_ref=Where(int(came.chat.chat_id), int(came.message_id)).dumps(),
+            file_ref=media.ref if media else None, text=text, sender=came.sender, lang=lang), slot)
 
-    async def _message_lang(self, message: discord.Message, slot: Reservation) -> str:
-        return await self.lang_of(slot.chat, message.guild.preferred_locale if message.guild else None)
+    async def _message_lang(self, came: Incoming, slot: Reservation) -> str:
+        return await self.chat_state.language_for(slot.chat, came.user_lang)
 
     async def _reply(self, message: discord.Message, text: str) -> None:
         for i, piece in enumerate(pieces(text)):
@@ -206,14 +201,14 @@ class DiscordHandlers:
                 log.warning("could not answer in channel %s: %s", message.channel.id, err.status)
                 return
 
-    async def _latest_audio(self, chat: ChatKey, channel: Any) -> FileRef | None:
+    async def _latest_audio(self, chat: ChatKey, channel: Any) -> CarriedAudio | None:
         """The chat's latest audio: the one remembered, else the newest in the channel's recent history."""
         if (ref := await self.history.latest_audio(chat)) is not None:
-            return FileRef.loads(ref)
+            return carried(FileRef.loads(ref))
         try:
             async for earlier in channel.history(limit=HISTORY_LOOKBACK):
                 if not earlier.author.bot and (found := audio_of(earlier)) is not None:
-                    return found
+                    return carried(found)
         except (discord.HTTPException, AttributeError) as err:   # no Read Message History here
             log.info("could not read the history of channel %s: %s", chat.chat_id, type(err).__name__)
         return None
@@ -279,10 +274,10 @@ class DiscordHandlers:
             if attachment is not None and not is_audio(attachment):
                 await self._followup(interaction, messages.text(messages.NOT_AUDIO, lang))
                 return
-            media = file_of(attachment) if attachment is not None else await self._latest_audio(chat,
-                                                                                                interaction.channel)
+            media = carried(file_of(attachment)) if attachment is not None \
+                else await self._latest_audio(chat, interaction.channel)
             if attachment is not None and media is not None:
-                await self.history.remember_audio(chat, media.dumps())
+                await self.history.remember_audio(chat, media.ref)
             task, text = with_question(TASK_WORDS[word], arg)
             await self._interaction_job(interaction, slot, task, text, media, sender, lang, Where(chat_id_int(chat)))
 
@@ -293,14 +288,15 @@ class DiscordHandlers:
         chat, sender = chat_key(_channel_id(interaction)), sender_of(interaction.user, interaction.guild_id)
         with self.jobs.reserve(chat) as slot:
             lang = await self.lang_of(chat, interaction.locale)
-            media = audio_of(message)
+            found = audio_of(message)
+            media = carried(found) if found is not None else None
             if media is None:
                 await interaction.response.send_message(messages.text(messages.NOT_AUDIO, lang), ephemeral=True)
                 return
             if not await self._let_in(interaction, chat, sender, lang):
                 return
             await interaction.response.defer(thinking=True)
-            await self.history.remember_audio(chat, media.dumps())
+            await self.history.remember_audio(chat, media.ref)
             await self._interaction_job(interaction, slot, task, None, media, sender, lang,
                                         Where(chat_id_int(chat), message.id))
 
@@ -337,7 +333,7 @@ class DiscordHandlers:
                              say=lambda said: self._followup(interaction, said))
 
     async def _interaction_job(self, interaction: discord.Interaction, slot: Reservation, task: Task,
-                               text: str | None, media: FileRef | None, sender: Sender, lang: str,
+                               text: str | None, media: CarriedAudio | None, sender: Sender, lang: str,
                                where: Where) -> None:
         if not await intake.admitted(self.access, slot.chat, sender, task, text, has_audio=media is not None,
                                      lang=lang, say=lambda said: self._followup(interaction, said)):
@@ -346,7 +342,7 @@ class DiscordHandlers:
         self.job_callbacks.reply_through(key, interaction)   # its token: memory only
         await slot.earlier_settled()
         await self.jobs.submit(NewJob(key=key, chat=slot.chat, task=task, message_ref=where.dumps(),
-                                      file_ref=media.dumps() if media else None, text=text, sender=sender,
+                                      file_ref=media.ref if media else None, text=text, sender=sender,
                                       lang=lang), slot)
 
     async def _let_in(self, interaction: discord.Interaction, chat: ChatKey, sender: Sender, lang: str) -> bool:
@@ -400,11 +396,6 @@ def chat_id_int(chat: ChatKey) -> int:
 def _can_manage(interaction: discord.Interaction) -> bool:
     """Manage Server, as Discord computed it for the asker in this channel."""
     return bool(getattr(interaction.permissions, MANAGE_GUILD, False))
-
-
-def _member_can_manage(user: discord.abc.User) -> bool:
-    perms = getattr(user, "guild_permissions", None)
-    return bool(getattr(perms, MANAGE_GUILD, False))
 
 
 __all__ = ["PLATFORM", "DiscordHandlers"]

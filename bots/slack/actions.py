@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -18,9 +18,8 @@ from core.values import ChatKey, Sender, Task
 from core.words import messages
 
 from .blocks import HomeSettings, home_view
-from .convert import PLATFORM, audio_files, sender_of
+from .convert import PLATFORM, audio_files, file_ref, sender_of
 from .convert import chat_key as convo_key
-from .files import file_ref
 from .interactions import (
     SHORTCUTS,
     HomeChange,
@@ -31,10 +30,8 @@ from .interactions import (
     parse_shortcut,
 )
 from .outbox import Destination
+from .parts import SlackParts
 from .webapi import api_error, read
-
-if TYPE_CHECKING:
-    from .listeners import Handlers
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ def _where(channel: str, thread_ts: str | None) -> str:
 class SlackActions:
     """The listeners for shortcuts, reactions, the Home tab and answer buttons, over the message listeners' parts."""
 
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: SlackParts) -> None:
         self.handlers = handlers
         self.earshot = handlers.earshot
         self.client = handlers.client
@@ -71,10 +68,9 @@ class SlackActions:
         shortcut = parse_shortcut(body)
         if shortcut is None:
             return
-        files = {f["id"]: f for f in audio_files(body.get("message") or {})}
         chat = chat_of(shortcut.channel_id, shortcut.thread_ts)
         sender = Sender(user_id=shortcut.user_id, team_id=shortcut.team_id)
-        if not shortcut.file_ids:
+        if not shortcut.audio:
             said = messages.text(messages.NOT_AUDIO, await self.handlers.lang_of(chat, sender))
             await self._ephemeral(shortcut.channel_id, shortcut.user_id, said, shortcut.thread_ts,
                                   shortcut.response_url)
@@ -85,7 +81,7 @@ class SlackActions:
                 self.handlers.job_callbacks.reply_through(key, shortcut.response_url, ephemeral=True)
             tap = Tap(key, chat, sender, shortcut.task, _where(shortcut.channel_id, shortcut.thread_ts),
                       lang=await self.handlers.lang_of(chat, sender))
-            await submit_tap(self.earshot.access, self.earshot.jobs, tap, file_ref(files[shortcut.file_ids[-1]]),
+            await submit_tap(self.earshot.access, self.earshot.jobs, tap, shortcut.audio[-1].ref,
                              slot, say=lambda said: self._ephemeral(shortcut.channel_id, shortcut.user_id, said,
                                                                     shortcut.thread_ts, shortcut.response_url))
 

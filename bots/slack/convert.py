@@ -1,11 +1,15 @@
-"""Slack payloads to plain values: which files are audio, who is talking, what was asked, where to answer."""
+"""Slack's door: an event (a DM, an @mention, a channel message) or a slash command becomes one core.values.Incoming
+(`incoming_event`, `incoming_command`), once, as it arrives; past it the listeners and digests read that value,
+never the payload. The functions it is built from say which files are audio, who is talking, what was asked."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from core.audio.links import split_link
 from core.flow.commands import Command, is_audio_name, parse_command, task_for_text
-from core.values import ChatKey, Sender, Task
+from core.values import CarriedAudio, ChatKey, Incoming, Sender, Task
 
 __all__ = ["Command", "Task", "parse_command", "task_for_text"]     # the words are core's, the same everywhere
 
@@ -92,3 +96,62 @@ def thread_of(event: dict[str, Any]) -> str | None:
     """The thread an answer to this message belongs in: its own thread, or the one it is already in
     (None, the channel itself, for an event that names neither)."""
     return _text(event.get("thread_ts")) or _text(event.get("ts")) or None
+
+
+KEPT = ("id", "name", "mimetype", "filetype", "subtype", "size", "url_private", "url_private_download",
+        "mode", "file_access", "is_external",
+        "link")   # not Slack's: an audio link a user sent (core.audio.links fetches it, never with the token)
+
+
+def file_ref(file: dict[str, Any]) -> str:
+    """What a job stores to fetch the file again (.files.download takes it back)."""
+    return json.dumps({k: file[k] for k in KEPT if k in file})
+
+
+def carried(file: dict[str, Any]) -> CarriedAudio:
+    """A file of a message (or a stub, or an audio link) as the core sees it; its id is what a chat remembers as
+    its latest audio and the answer cache's key."""
+    size = file.get("size")
+    return CarriedAudio(file_ref(file), "link" if "link" in file else _text(file.get("subtype")) or "file",
+                        _text(file.get("name")) or None, _text(file.get("mimetype")) or None,
+                        size if isinstance(size, int) else None, _text(file.get("id")) or None)
+
+
+def link_audio(text: str) -> tuple[CarriedAudio, str] | None:
+    """Words that start with a link, as audio to fetch (core.audio.links) and the words after it."""
+    link = split_link(text)
+    return (carried({"link": link.url, "name": link.name}), link.rest) if link else None
+
+
+def _sent(event: dict[str, Any]) -> float | None:
+    try:
+        return float(_text(event.get("ts")))
+    except ValueError:
+        return None
+
+
+def incoming_event(event: dict[str, Any], body: dict[str, Any]) -> Incoming:
+    """The door for a `message` or `app_mention` event (`body`: its envelope). A DM and a channel keep one history
+    each; a mention, one per thread."""
+    channel, private = _text(event.get("channel")), is_dm(event)
+    mention = event.get("type") == "app_mention"
+    words = strip_mentions(event.get("text"))
+    cmd = parse_command(words, strict=True)
+    audio = tuple(carried(f) for f in audio_files(event))
+    return Incoming(
+        chat=chat_key(channel, thread_of(event)) if mention else chat_key(channel), sender=sender_of(event, body),
+        message_id=_text(event.get("ts")), thread_id=_text(event.get("thread_ts")) or None, words=words,
+        command=(cmd.word, cmd.arg) if cmd else None, audio=audio,
+        other_file=not audio and bool(event.get("files")), addressed=private or mention, private=private,
+        group=not private, sent=_sent(event))
+
+
+def incoming_command(command: dict[str, Any]) -> Incoming:
+    """The door for a slash command (`/earshot <words>`): always a command, answered through its response_url."""
+    channel = _text(command.get("channel_id"))
+    cmd = parse_command(command.get("text"))
+    assert cmd is not None                        # a slash command always names one (maybe unknown, maybe "")
+    return Incoming(chat=chat_key(channel), sender=sender_of(command), message_id=_text(command.get("trigger_id")),
+                    words=" ".join(_text(command.get("text")).split()), command=(cmd.word, cmd.arg),
+                    private=channel.startswith("D"), group=not channel.startswith("D"),
+                    respond_to=_text(command.get("response_url")) or None)

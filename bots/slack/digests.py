@@ -12,12 +12,12 @@ from slack_sdk.errors import SlackApiError
 
 from core.flow.digest import FORGET, DigestCommand, DigestService, parse_digest
 from core.store.jobs import NewJob
-from core.values import ChatKey, Sender
+from core.values import ChatKey, Incoming, Sender
 from core.words import messages
 
 from . import render
-from .convert import Command, chat_key, sender_of
-from .files import file_ref, scope_error
+from .convert import Command, chat_key
+from .files import scope_error
 from .outbox import Destination, Outbox
 from .webapi import api_error, read
 
@@ -29,14 +29,6 @@ NAMES_KEPT = 1000          # display names remembered per process
 
 def _in_dm(channel: str) -> bool:
     return channel.startswith("D")
-
-
-def _sent(event: dict[str, Any]) -> float:
-    """When the message was posted: its ts ("1712345678.000200"), else now."""
-    try:
-        return float(event.get("ts") or time.time())
-    except (TypeError, ValueError):
-        return time.time()
 
 
 class SlackDigests:
@@ -54,22 +46,21 @@ class SlackDigests:
         """Digests are on in the channel and the sender may be heard (checked quietly, nothing downloaded)."""
         return await self.digests.may_hear(chat, sender)
 
-    async def listen_jobs(self, event: dict[str, Any], body: dict[str, Any],
-                          files: list[dict[str, Any]]) -> list[NewJob]:
+    async def listen_jobs(self, message: Incoming) -> list[NewJob]:
         """A job per audio file of a channel message, to transcribe quietly (the runner fetches each)."""
-        channel = str(event.get("channel"))
-        sender = sender_of(event, body)
+        channel, sender = message.chat.chat_id, message.sender
         name = await self._name(sender.user_id)
+        sent = message.sent or time.time()       # when it was posted (its ts), else now
         return [self.digests.listen_job(
-            chat_key(channel), key=f"{channel}:{event.get('ts')}:{f['id']}", file_ref=file_ref(f), sent=_sent(event),
-            sender=sender, name=name, source_id=str(f.get("id") or "")) for f in files]
+            chat_key(channel), key=f"{channel}:{message.message_id}:{f.unique_id}", file_ref=f.ref, sent=sent,
+            sender=sender, name=name, source_id=f.unique_id or "") for f in message.audio]
 
     # --- commands ---------------------------------------------------------------------------------
-    async def on_command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command, lang: str | None = None) -> None:
+    async def on_command(self, ack: AsyncAck, command: Incoming, cmd: Command, lang: str | None = None) -> None:
         """`/earshot digest …` or `/earshot forget`: refusals go to the asker alone; the rest to the channel."""
-        channel = command["channel_id"]
+        channel = command.chat.chat_id
         digest = FORGET if cmd.word == "forget" else parse_digest(cmd.arg)
-        sender = sender_of(command)
+        sender = command.sender
         refusal = await self._refusal(channel, digest, sender, lang)
         if refusal is not None:
             await ack(refusal)
@@ -78,7 +69,7 @@ class SlackDigests:
             await ack(await self.digests.respond(chat_key(channel), digest, prefix=PREFIX, lang=lang))
             return
         await ack(messages.text(messages.DIGEST_WORKING, lang) if digest.action == "summary" else "")
-        await self._run(Destination(channel, None, command.get("response_url") or None), digest, sender, lang)
+        await self._run(Destination(channel, None, command.respond_to), digest, sender, lang)
 
     async def in_chat(self, cmd: Command, dest: Destination, sender: Sender, lang: str | None = None) -> None:
         """`digest …` or `forget` typed to earshot in a mention (or a DM, where it only explains)."""

@@ -1,7 +1,6 @@
 """Fetch a shared Slack file's bytes with the bot token, and tell a missing scope from a real file."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,16 +76,6 @@ def needs_info(file: dict[str, Any]) -> bool:
     """A Slack Connect stub ({"id", "mode": "file_access", "file_access": "check_file_info"}) or a slim entry."""
     return file.get("file_access") == "check_file_info" or not (
         file.get("url_private_download") or file.get("url_private"))
-
-
-KEPT = ("id", "name", "mimetype", "filetype", "subtype", "size", "url_private", "url_private_download",
-        "mode", "file_access", "is_external",
-        "link")   # not Slack's: an audio link a user sent (core.audio.links fetches it, never with the token)
-
-
-def file_ref(file: dict[str, Any]) -> str:
-    """What a job stores to fetch the file again (download() takes it back)."""
-    return json.dumps({k: file[k] for k in KEPT if k in file})
 
 
 async def file_info(client: AsyncWebClient, file: dict[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.flow.audio_refs import looks_like_token
-from core.values import Task
+from core.values import CarriedAudio, Task
 
 from .blocks import AUTO_LANGUAGE, HOME_LANGUAGE_ACTION, HOME_VOICE_ACTION, TASK_ACTION_PREFIX, TRANSLATE_ACTION
 from .blocks import LANGUAGES as BLOCK_LANGUAGES
-from .convert import audio_files
+from .convert import audio_files, carried
 
 # message shortcuts: callback_id (deploy/slack-manifest.yml) -> the task it asks for
 SHORTCUTS: dict[str, Task] = {"earshot_transcribe": Task.TRANSCRIBE, "earshot_summarize": Task.SUMMARIZE}
@@ -42,6 +42,7 @@ class Shortcut:
     file_ids: tuple[str, ...]    # the message's audio and video files (empty: say there is no clip)
     response_url: str | None     # for an ephemeral answer when the app can't post in the channel
     trigger_id: str | None
+    audio: tuple[CarriedAudio, ...] = ()    # those files, as a job fetches them
 
 
 def parse_shortcut(payload: dict[str, Any]) -> Shortcut | None:
@@ -53,9 +54,10 @@ def parse_shortcut(payload: dict[str, Any]) -> Shortcut | None:
     if not (user_id and channel_id and message_ts):
         return None
     team = _s(user.get("team_id")) or _s(_d(payload.get("team")).get("id"))
-    files = tuple(f["id"] for f in audio_files(message))
-    return Shortcut(task, user_id, team, channel_id, message_ts, _s(message.get("thread_ts")) or message_ts, files,
-                    _s(payload.get("response_url")), _s(payload.get("trigger_id")))
+    found = audio_files(message)
+    return Shortcut(task, user_id, team, channel_id, message_ts, _s(message.get("thread_ts")) or message_ts,
+                    tuple(f["id"] for f in found), _s(payload.get("response_url")), _s(payload.get("trigger_id")),
+                    tuple(carried(f) for f in found))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """What earshot does with each Slack event: DMs, @mentions and `/earshot`, turned into core Requests.
 
+Each event or command is converted once, as it arrives (.convert.incoming_event, .incoming_command); past that the
+listeners take the Incoming and use the Web API only to read more (a thread, the channel's history) and to answer.
+
 Every answer goes through `_answer`, so errors are reported the same way everywhere: a user error is
 told to the user in the thread; an operator error is logged with what to fix, and the user gets a
 short apology.
@@ -18,14 +21,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core.app import Earshot
-from core.audio.links import split_link
 from core.errors import AccessRefused, EarshotError
 from core.flow import intake
-from core.flow.commands import DIGEST_WORDS, STATE_WORDS, with_question
+from core.flow.commands import DIGEST_WORDS, STATE_WORDS, command_in, with_question
 from core.flow.redelivery import Redeliveries
 from core.flow.runner import Reservation
 from core.store.jobs import NewJob
-from core.values import ChatKey, Sender, Task
+from core.values import CarriedAudio, ChatKey, Incoming, Sender, Task
 from core.words import help_texts, messages
 
 from . import render
@@ -33,21 +35,19 @@ from .actions import SlackActions
 from .convert import (
     PLATFORM,
     Command,
-    audio_files,
+    carried,
     chat_key,
-    is_dm,
+    incoming_command,
+    incoming_event,
     is_from_bot,
     latest_audio,
+    link_audio,
     parse_command,
-    sender_of,
-    strip_mentions,
     task_for_text,
-    thread_of,
 )
-from .digests import SlackDigests
-from .files import file_ref, scope_error
-from .jobs import SlackJobs
-from .outbox import LISTENING, Destination, Outbox
+from .files import scope_error
+from .outbox import LISTENING, Destination
+from .parts import SlackParts
 from .webapi import api_error, read
 
 log = logging.getLogger(__name__)
@@ -55,29 +55,27 @@ log = logging.getLogger(__name__)
 HISTORY_LOOKBACK = 100         # messages searched for the channel's latest audio
 _ANSWERED_MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
-class Handlers:
-    """The listeners, holding what they share: the Web API client, earshot's parts (core.app), the outbox."""
+
+def _answer_thread(came: Incoming) -> str | None:
+    """The thread an answer to this message belongs in: its own thread, or the one it is already in."""
+    return came.thread_id or came.message_id or None
+
+
+class Handlers(SlackParts):
+    """The listeners, over what they share with .actions (.parts: the Web API client, earshot's parts, the outbox)."""
 
     def __init__(self, client: AsyncWebClient, app: Earshot, http: httpx.AsyncClient) -> None:
-        self.client, self.earshot = client, app
+        super().__init__(client, app, http)
         # the parts of earshot the listeners use (core.app builds them)
         self.access, self.history, self.chat_state = app.access, app.history, app.chat_state
         # Slack retries events (maybe to another replica while the first still works on it): each is handled once
         self.once = Redeliveries(app.events, PLATFORM, app.locks)
-        self.outbox = Outbox(client, http)
-        # answers are durable jobs (core.flow.runner): stored before Slack gets its ack, resumed after a crash;
-        # the runner's callbacks for them are in .jobs
+        # answers are durable jobs (core.flow.runner): stored before Slack gets its ack, resumed after a crash
         self.jobs = app.jobs
-        self.job_callbacks = SlackJobs(app.jobs, self.outbox, app.settings, app.audio_refs)
-        self.digests = SlackDigests(app.digests, self.outbox)   # `/earshot digest`, quiet listening in channels
 
     def help_text(self, lang: str | None, chat: ChatKey | None = None) -> str:
         group = chat is None or not chat.chat_id.startswith("D")      # D…: a DM, where digests don't work
         return help_texts.slack_help(lang, self.earshot.settings.retention_days, with_lang=True, group=group)
-
-    async def lang_of(self, chat: ChatKey, sender: Sender) -> str:
-        """The language to answer in: the chat's /earshot lang, else the asker's Slack locale (users.info)."""
-        return await self.chat_state.language_for(chat, await self.digests.locale(sender.user_id))
 
     async def start(self) -> None:
         """Resume what a previous process left unanswered; post scheduled digests (and keep retention)."""
@@ -104,81 +102,83 @@ class Handlers:
         only heard for digests (mentions arrive as app_mention)."""
         if is_from_bot(event) or event.get("subtype") not in _ANSWERED_MESSAGE_SUBTYPES:
             return
+        came = incoming_event(event, body)     # the door: once
         # one history per DM; the chat's place in line is taken before any await (core.flow.runner)
-        with self.jobs.reserve(chat_key(str(event.get("channel")))) as slot:
-            if not is_dm(event):
-                await self._overhear(event, body)
+        with self.jobs.reserve(came.chat) as slot:
+            if not came.private:
+                await self._overhear(came, body.get("event_id"))
             else:
                 async with self.once.only(body.get("event_id")) as first:
                     if first:
-                        await self._dm(event, body, slot)
+                        await self._dm(came, slot)
 
-    async def _dm(self, event: dict[str, Any], body: dict[str, Any], slot: Reservation) -> None:
-        channel, chat = event["channel"], slot.chat
-        text = strip_mentions(event.get("text"))
-        sender = sender_of(event, body)
-        files = audio_files(event)
-        key = f"{channel}:{event.get('ts')}"           # one job per message, whatever Slack redelivers
-        dest = Destination(channel, thread_of(event))
-        if files:
-            await self.history.remember_audio(chat, files[-1]["id"])
+    async def _dm(self, came: Incoming, slot: Reservation) -> None:
+        channel, chat = came.chat.chat_id, slot.chat
+        text = came.words
+        sender = came.sender
+        file = came.last_audio
+        key = f"{channel}:{came.message_id}"           # one job per message, whatever Slack redelivers
+        dest = Destination(channel, _answer_thread(came))
+        if file is not None:
+            await self.history.remember_audio(chat, file.unique_id or "")
             task, arg = task_for_text(text)
-            await self._answer(dest, chat, task, arg, files[-1], sender, key=key, slot=slot)
-        elif event.get("files"):
+            await self._answer(dest, chat, task, arg, file, sender, key=key, slot=slot)
+        elif came.other_file:
             await self.outbox.say(dest, messages.text(messages.NOT_AUDIO, await self.lang_of(chat, sender)))
-        elif (link := link_file(text)) is not None:     # a link to an audio file: handled like an upload
-            task, arg = task_for_text(link.pop("rest"))
-            await self._answer(dest, chat, task, arg, link, sender, key=key, slot=slot)
-        elif (cmd := parse_command(text, strict=True)) is not None:
-            await self._run_command(cmd, Destination(channel, event.get("thread_ts")), chat, sender, key=key,
-                                    slot=slot)
+        elif (link := link_audio(text)) is not None:     # a link to an audio file: handled like an upload
+            task, arg = task_for_text(link[1])
+            await self._answer(dest, chat, task, arg, link[0], sender, key=key, slot=slot)
+        elif (cmd := command_in(came)) is not None:
+            await self._run_command(cmd, Destination(channel, came.thread_id), chat, sender, key=key, slot=slot)
         elif text:
-            await self._answer(Destination(channel, event.get("thread_ts")), chat, Task.FOLLOW_UP, text,
+            await self._answer(Destination(channel, came.thread_id), chat, Task.FOLLOW_UP, text,
                                None, sender, key=key, slot=slot)
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         """An @mention in a channel: answer about its audio, or the latest audio in its thread."""
-        if is_dm(event) or is_from_bot(event):
-            return                                     # DMs arrive as message.im; bots are never answered
-        dest = Destination(event["channel"], thread_of(event))
-        with self.jobs.reserve(chat_key(dest.channel, dest.thread_ts)) as slot:    # one history per thread
+        if is_from_bot(event):
+            return                                     # bots are never answered
+        came = incoming_event(event, body)             # the door: once
+        if came.private:
+            return                                     # DMs arrive as message.im
+        dest = Destination(came.chat.chat_id, _answer_thread(came))
+        with self.jobs.reserve(came.chat) as slot:    # one history per thread
             async with self.once.only(body.get("event_id")) as first:
                 if first:
-                    await self._mention(event, body, dest, slot)
+                    await self._mention(came, dest, slot)
 
-    async def _mention(self, event: dict[str, Any], body: dict[str, Any], dest: Destination,
-                       slot: Reservation) -> None:
-        text = strip_mentions(event.get("text"))
-        sender = sender_of(event, body)
-        key = f"{dest.channel}:{event.get('ts')}"
+    async def _mention(self, came: Incoming, dest: Destination, slot: Reservation) -> None:
+        text, cmd = came.words, command_in(came)
+        sender = came.sender
+        key = f"{dest.channel}:{came.message_id}"
         try:
-            file = await self._mention_audio(event)
+            file = await self._mention_audio(came)
         except EarshotError as err:
             await self.outbox.report(dest, err, None, await self.lang_of(slot.chat, sender))
             return
-        if not audio_files(event) and (link := link_file(text)) is not None:
-            file, text = link, link.pop("rest")
-        cmd = parse_command(text, strict=True)
+        if not came.audio and (link := link_audio(text)) is not None:
+            (file, text), cmd = link, parse_command(link[1], strict=True)     # the words after the link
         if cmd is not None and cmd.task is None:
             await self._run_command(cmd, dest, slot.chat, sender, key=key, slot=slot)
         elif file is None:
             await self.outbox.say(dest, messages.text(messages.NO_AUDIO_YET, await self.lang_of(slot.chat, sender)))
         else:
-            if "id" in file:
-                await self.history.remember_audio(chat_key(dest.channel), file["id"])
+            if file.unique_id:
+                await self.history.remember_audio(chat_key(dest.channel), file.unique_id)
             task, arg = task_for_text(text)
             await self._answer(dest, slot.chat, task, arg, file, sender, key=key, slot=slot)
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/earshot <task> [args]`: acknowledge at once (Slack drops acks after 3 s), then work."""
-        cmd = parse_command(command.get("text"))
+        came = incoming_command(command)      # the door: once
+        cmd = command_in(came)
         assert cmd is not None
-        with self.jobs.reserve(chat_key(command["channel_id"])) as slot:  # its place, before any await
-            await self._command(ack, command, cmd, slot)
+        with self.jobs.reserve(came.chat) as slot:  # its place, before any await
+            await self._command(ack, came, cmd, slot)
 
-    async def _command(self, ack: AsyncAck, command: dict[str, Any], cmd: Command, slot: Reservation) -> None:
-        channel, chat = command["channel_id"], slot.chat
-        sender = sender_of(command)
+    async def _command(self, ack: AsyncAck, came: Incoming, cmd: Command, slot: Reservation) -> None:
+        channel, chat = came.chat.chat_id, slot.chat
+        sender = came.sender
         lang = await self.lang_of(chat, sender)       # users.info once per person, then remembered
         if cmd.word in ("", "help"):
             await ack(self.help_text(lang, chat))
@@ -189,7 +189,7 @@ class Handlers:
             await ack("" if err.silent else err.user_text(lang))     # an empty ack shows nothing
             return
         if cmd.word in DIGEST_WORDS:
-            await self.digests.on_command(ack, command, cmd, lang)
+            await self.digests.on_command(ack, came, cmd, lang)
             return
         if cmd.word in STATE_WORDS:    # local database: well inside 3 s
             await ack(await self._chat_state(cmd.word, chat, sender, cmd.arg, lang) or "")
@@ -202,9 +202,9 @@ class Handlers:
             await ack(messages.text(messages.NEED_LANGUAGE, lang))
             return
         await ack(messages.text(LISTENING, lang))
-        dest = Destination(channel, None, command.get("response_url") or None)
+        dest = Destination(channel, None, came.respond_to)
         await self._run_command(cmd, dest, chat, sender, header=True, slot=slot, lang=lang,
-                                key="command:" + (command.get("trigger_id") or uuid.uuid4().hex))
+                                key="command:" + (came.message_id or uuid.uuid4().hex))
 
     async def on_error(self, error: Exception, body: dict[str, Any] | None = None) -> None:
         # Bolt calls this for anything a listener lets escape; log it, keep serving.
@@ -248,7 +248,7 @@ class Handlers:
             if header:   # in a channel, say who asked what about which file
                 asked = render.escape(f"/earshot {cmd.word} {cmd.arg}".strip())
                 who = f"<@{sender.user_id}> " if sender.user_id else ""
-                top = f"{who}`{asked}` · {render.escape(file.get('name') or file['id'])}"
+                top = f"{who}`{asked}` · {render.escape(file.name or file.unique_id or '')}"
             await self._answer(dest, chat, task, arg, file, sender, header=top, key=key, slot=slot, lang=lang)
 
     async def _chat_state(self, word: str, chat: ChatKey, sender: Sender, arg: str, lang: str) -> str | None:
@@ -263,7 +263,7 @@ class Handlers:
                                          user_lang=await self.digests.locale(sender.user_id))
 
     async def _answer(self, dest: Destination, chat: ChatKey, task: Task, text: str | None,
-                      file: dict[str, Any] | None, sender: Sender, *, header: str | None = None,
+                      file: CarriedAudio | None, sender: Sender, *, header: str | None = None,
                       key: str | None = None, slot: Reservation | None = None, lang: str | None = None) -> None:
         """Store the request as a job (before the listener returns, so before Slack's ack); the runner
         fetches the file, asks the model and answers through _fetch, _attend and _deliver_job."""
@@ -277,44 +277,42 @@ class Handlers:
         where = {"channel": dest.channel, "thread_ts": dest.thread_ts, "header": header}
         await self.jobs.submit(NewJob(
             key=key, chat=chat, task=task, message_ref=json.dumps(where), text=text, sender=sender,
-            file_ref=file_ref(file) if file is not None else None, lang=lang), slot)
+            file_ref=file.ref if file is not None else None, lang=lang), slot)
 
-    async def _overhear(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+    async def _overhear(self, came: Incoming, event_id: str | None) -> None:
         """A clip or audio file posted in a channel with digests on: transcribed quietly, nothing said."""
-        files = audio_files(event)
-        channel = event.get("channel")
-        if not files or not isinstance(channel, str) or is_from_bot(event):
+        if not came.audio or not came.chat.chat_id:
             return
-        if not await self.digests.heard_in(chat_key(channel), sender_of(event, body)):
+        if not await self.digests.heard_in(came.chat, came.sender):
             return
-        async with self.once.only(body.get("event_id")) as first:
+        async with self.once.only(event_id) as first:
             if first:
-                for job in await self.digests.listen_jobs(event, body, files):
+                for job in await self.digests.listen_jobs(came):
                     await self.jobs.submit(job)    # the runner fetches each file (files.info first for stubs)
 
-    async def _mention_audio(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        files = audio_files(event)
-        if files:
-            return files[-1]
-        if not event.get("thread_ts"):
+    async def _mention_audio(self, came: Incoming) -> CarriedAudio | None:
+        if came.audio:
+            return came.last_audio
+        if not came.thread_id:
             return None
         try:
-            resp = await read(self.client, "conversations.replies", channel=event["channel"],
-                              ts=event["thread_ts"], limit=200)
+            resp = await read(self.client, "conversations.replies", channel=came.chat.chat_id,
+                              ts=came.thread_id, limit=200)
         except SlackApiError as err:
             if (scoped := scope_error(err, "refused to read a thread")):
                 raise scoped from err
             log.warning("conversations.replies failed: %s", api_error(err))
             return None
-        return latest_audio(resp.get("messages") or [])
+        found = latest_audio(resp.get("messages") or [])
+        return carried(found) if found else None
 
-    async def _channel_audio(self, channel: str, chat: ChatKey) -> dict[str, Any] | None:
+    async def _channel_audio(self, channel: str, chat: ChatKey) -> CarriedAudio | None:
         """The most recent audio in a channel: its history, else the last one we saw there."""
         try:
             resp = await read(self.client, "conversations.history", channel=channel, limit=HISTORY_LOOKBACK)
             found = latest_audio(resp.get("messages") or [])
             if found:
-                return found
+                return carried(found)
         except SlackApiError as err:
             # not a member of the channel, say: fall back to what we remember
             if (scoped := scope_error(err, "refused to read channel history")):
@@ -322,11 +320,5 @@ class Handlers:
             else:
                 log.info("conversations.history of %s failed: %s", channel, api_error(err))
         ref = await self.history.latest_audio(chat)
-        return {"id": ref} if ref else None
+        return carried({"id": ref}) if ref else None
 
-
-def link_file(text: str) -> dict[str, Any] | None:
-    """A message that starts with a link, as a file reference to fetch (core.audio.links); "rest": the words
-    after it."""
-    link = split_link(text)
-    return {"link": link.url, "name": link.name, "rest": link.rest} if link else None

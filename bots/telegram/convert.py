@@ -1,17 +1,20 @@
-"""Telegram messages -> core terms: which audio a message carries, whose conversation it is, who it addresses."""
+"""Telegram's door: a Message becomes one core.values.Incoming (`incoming`), once, as the update arrives; past it
+the handlers, digests and jobs read that value, never the Message. The functions it is built from say which audio a
+message carries, whose conversation it is and whom it addresses; MediaRef is how a job stores a file to fetch it."""
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import asdict, dataclass
 
-from telegram import Message, MessageEntity
+from telegram import CallbackQuery, Message, MessageEntity
 
 from core.audio.links import LinkedAudio
 from core.flow.commands import is_audio_name
-from core.values import ChatKey, Sender
+from core.values import CarriedAudio, ChatKey, Incoming, Sender
 
 PLATFORM = "telegram"
+GROUPS = ("group", "supergroup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +116,17 @@ def mentions_bot(message: Message, bot_id: int, username: str) -> bool:
     return False
 
 
+def replied_by(message: Message) -> int | None:
+    """Who sent the message this one replies to, if it replies to one."""
+    reply = message.reply_to_message
+    return reply.from_user.id if reply is not None and reply.from_user is not None else None
+
+
 def is_addressed(message: Message, bot_id: int, username: str) -> bool:
     """Private chats always; groups only for a command, an @mention, or a reply to one of our messages."""
     if message.chat.type == "private":
         return True
-    reply = message.reply_to_message
-    if reply is not None and reply.from_user is not None and reply.from_user.id == bot_id:
+    if replied_by(message) == bot_id:
         return True
     if command_of(message, username) is not None:
         return True
@@ -152,3 +160,53 @@ def command_of(message: Message, username: str) -> tuple[str, str] | None:
     if not name:
         return None
     return name.lower(), rest.strip()
+
+
+def carried(media: MediaRef) -> CarriedAudio:
+    """A MediaRef as the core sees it: its serialized form (a job's file_ref), and what decides about it."""
+    return CarriedAudio(media.dumps(), media.kind, media.file_name, media.mime_type, media.file_size,
+                        media.file_unique_id)
+
+
+def names_bot(message: Message, bot_id: int, username: str) -> bool:
+    """An @mention of the bot, or a command addressed to it by name ('/cmd@ourbot')."""
+    head = (message.text or message.caption or "").strip().partition(" ")[0]
+    return (head.startswith("/") and head.partition("@")[2].lower() == username.lower()) \
+        or mentions_bot(message, bot_id, username)
+
+
+def incoming(message: Message, bot_id: int, username: str) -> Incoming:
+    """The door: everything the handlers need from `message`, read once (`bot_id`, `username`: this bot's)."""
+    media = media_of(message)
+    replied = media_of(message.reply_to_message)
+    topic = topic_id(message)
+    who = message.sender_chat or message.from_user
+    return Incoming(
+        chat=chat_key(message), sender=sender_of(message), message_id=str(message.message_id),
+        thread_id=str(topic) if topic is not None else None,
+        words=strip_mention(message.text or message.caption, username), command=command_of(message, username),
+        audio=(carried(media),) if media is not None else (),
+        replied_audio=carried(replied) if replied is not None else None,
+        # a document that isn't audio; a GIF (animation plus a silent mp4 document) is nothing to hear nor to refuse
+        other_file=media is None and message.animation is None and message.document is not None,
+        addressed=is_addressed(message, bot_id, username), private=message.chat.type == "private",
+        replies_to_bot=replied_by(message) == bot_id, names_bot=names_bot(message, bot_id, username),
+        group=message.chat.type in GROUPS, user_lang=user_language(message),
+        sender_name=getattr(who, "title", None) or getattr(who, "full_name", None) or "someone",
+        sent=message.date.timestamp() if message.date else None)
+
+
+def incoming_tap(query: CallbackQuery) -> Incoming | None:
+    """The door for a tap on a button under one of our messages: who tapped, in which chat (and forum topic, when
+    Telegram still includes the message whole: .taps.Tapped), under which message (what the answer replies to);
+    `words` are the button's callback_data. None for an inline message's buttons, which have no chat."""
+    message, user = query.message, query.from_user
+    if message is None:
+        return None
+    topic = topic_id(message) if isinstance(message, Message) and message.is_accessible else None
+    thread = str(topic) if topic is not None else None
+    return Incoming(chat=ChatKey(PLATFORM, str(message.chat.id), thread),
+                    sender=Sender(str(user.id), user.username, chat_name=message.chat.username),
+                    message_id=str(message.message_id), thread_id=thread, words=query.data or "",
+                    private=message.chat.type == "private", group=message.chat.type in GROUPS,
+                    user_lang=user.language_code)

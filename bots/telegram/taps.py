@@ -13,11 +13,11 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 from core.app import Earshot
 from core.errors import AudioExpired
 from core.flow.taps import Tap, submit_tap
-from core.values import ChatKey, Sender, Task
+from core.values import Task
 from core.words import messages
 
 from .buttons import TASK_BUTTONS, parse_callback, task_keyboard
-from .convert import PLATFORM, topic_id
+from .convert import PLATFORM, incoming_tap, topic_id
 from .render import send_text, with_flood_control
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ class Tapped:
             return cls(message.chat, message.message_id, topic_id(message), message.reply_markup, True)
         return cls(message.chat, message.message_id, None, None, False)
 
-    @property
-    def chat_key(self) -> ChatKey:
-        return ChatKey(PLATFORM, str(self.chat.id), str(self.thread_id) if self.thread_id is not None else None)
-
 
 class TelegramTaps:
     def __init__(self, app: Earshot) -> None:
@@ -72,16 +68,16 @@ class TelegramTaps:
         query = update.callback_query
         if query is None:
             return
-        user = query.from_user
+        came = incoming_tap(query)                      # the door: once
         press = parse_callback(query.data)
-        if query.message is None or press is None:     # an inline message's, or buttons of another format
-            await self._answer(query, messages.text(messages.AUDIO_EXPIRED, user.language_code if user else None))
+        if came is None or query.message is None or press is None:   # an inline message's, or another format
+            await self._answer(query, messages.text(messages.AUDIO_EXPIRED, query.from_user.language_code))
             return
-        tapped = Tapped.of(query.message)
-        chat = tapped.chat_key
+        tapped = Tapped.of(query.message)               # the buttons under it, to change them
+        chat = came.chat
         bot = query.get_bot()
         with self.earshot.jobs.reserve(chat) as slot:     # the chat's place in line, before the first await
-            lang = await self.earshot.chat_state.language_for(chat, user.language_code if user else None)
+            lang = await self.earshot.chat_state.language_for(chat, came.user_lang)
             try:
                 ref = await self.earshot.audio_refs.resolve(press.token, chat)
             except AudioExpired as err:
@@ -95,9 +91,8 @@ class TelegramTaps:
                 await self._edit_buttons(bot, tapped, markup)
                 return
             await slot.earlier_settled()
-            tap = Tap(key=f"cb:{query.id}", chat=chat, sender=Sender(str(user.id), user.username,
-                                                                 chat_name=tapped.chat.username),
-                      task=press.task, message_ref=str(tapped.message_id), text=press.language, lang=lang)
+            tap = Tap(key=f"cb:{query.id}", chat=chat, sender=came.sender, task=press.task,
+                      message_ref=came.message_id, text=press.language, lang=lang)
 
             async def say(said: str) -> None:
                 await send_text(bot, tapped.chat.id, said, thread_id=tapped.thread_id, reply_to=tapped.message_id)

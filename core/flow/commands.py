@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 
 from core.errors import NeedsAudio, NeedsText
 from core.flow.digest import parse_digest
-from core.values import Task
+from core.values import Incoming, Task
 from core.words import messages
 
 # words that name a task about audio, aliases included; the argument is the rest of the line
@@ -86,6 +86,12 @@ def parse_command(text: str | None, *, strict: bool = False) -> Command | None:
             return None
         return Command(word, arg)
     return None if strict else Command(word, arg)
+
+
+def command_in(message: Incoming) -> Command | None:
+    """The command an adapter's door found in a message's words (Incoming.command), with the task it names."""
+    return Command(message.command[0], message.command[1], TASK_WORDS.get(message.command[0])) \
+        if message.command else None
 
 
 def task_for_text(text: str) -> tuple[Task, str | None]:
