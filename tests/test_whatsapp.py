@@ -216,6 +216,27 @@ async def test_buttons_under_an_answer_ask_the_same_audio_something_else(phone: 
     assert len(phone.model.calls) > calls and "Spanish" in " ".join(phone.model.calls[-1].texts)
 
 
+async def test_the_buttons_speak_the_chats_language(phone: Phone) -> None:
+    wamid = await phone.send(ALICE, text="lang de")
+    await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
+    await phone.voice_note(ALICE, 440)
+    [menu] = await phone.of_type(ALICE, "interactive")
+    titles = [b["reply"]["title"] for b in menu["interactive"]["action"]["buttons"]]
+    assert titles == ["Transkript", "Zusammenfassung", "Übersetzen"]
+    assert menu["interactive"]["body"]["text"] == messages.text(messages.WHATSAPP_MORE, "de")
+    body, _ = phone.wa.tap_body(ALICE, menu, 2)                        # Übersetzen: which language?
+    assert (await phone.deliver(body)).status_code == 200
+    [languages] = await until(lambda: [m for m in phone.wa.said(ALICE)
+                                       if m.get("type") == "interactive" and m["interactive"]["type"] == "list"])
+    rows = languages["interactive"]["action"]["sections"][0]["rows"]
+    assert [r["title"] for r in rows][:2] == ["Englisch", "Spanisch"]
+    assert languages["interactive"]["action"]["button"] == "Sprachen"
+    body, tap = phone.wa.tap_body(ALICE, languages, 1)                 # the row still asks for Spanish
+    assert (await phone.deliver(body)).status_code == 200
+    await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == tap])
+    assert "Spanish" in " ".join(phone.model.calls[-1].texts)
+
+
 async def test_text_commands_work_with_or_without_a_slash(phone: Phone) -> None:
     for text in ("help", "/help"):
         wamid = await phone.send(ALICE, text=text)

@@ -28,8 +28,8 @@ from core.errors import EarshotError
 from core.logs import guard_logs
 from core.words import messages
 
-from ..health import Health, HealthServer, PlatformProbe, serve_health
-from ..web import WHATSAPP_BODY_CAP, Refused, body_cap, guarded, listen, read_body, serve_until_signalled
+from ..health import Health, PlatformProbe, Ports
+from ..web import WHATSAPP_BODY_CAP, Refused, body_cap, guarded, read_body, serve_until_signalled
 from .graph import Graph, GraphError
 from .handlers import WhatsAppHandlers
 
@@ -92,8 +92,7 @@ class WhatsAppServer:
         assert settings.whatsapp_app_secret is not None and settings.whatsapp_verify_token is not None
         self._secret = settings.whatsapp_app_secret.get_secret_value().encode()
         self._verify = settings.whatsapp_verify_token.get_secret_value().encode()
-        self._runner: web.AppRunner | None = None
-        self._metrics: HealthServer | None = None
+        self._ports = Ports()
 
     async def start(self) -> int:
         self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
@@ -103,31 +102,21 @@ class WhatsAppServer:
             self.handlers = WhatsAppHandlers(self.earshot, self.graph)
             await self._check_token()
             await self.handlers.start()
-            probe = connection_probe(self.graph)
-            health = Health(self.earshot.history, probe, name="whatsapp")
-            self._runner = await listen(self.web_app(health), self.host, self.port, shutdown_timeout=5)
-            # /metrics (and /healthz again) on EARSHOT_METRICS_PORT, for the operator's network only
-            self._metrics = await serve_health(self.earshot.history, probe, name="whatsapp",
-                                               port=self.settings.metrics_port)
+            health = Health(self.earshot.history, connection_probe(self.graph), name="whatsapp")
+            # the webhook and /healthz; /metrics (and /healthz again) on EARSHOT_METRICS_PORT only
+            self.port = await self._ports.open(self.web_app(health), health, host=self.host, port=self.port,
+                                               metrics_port=self.settings.metrics_port)
         except BaseException:
-            if self._runner is not None:
-                await self._runner.cleanup()
-                self._runner = None
             await self._close_clients()
             raise
-        self.port = self._runner.addresses[0][1]     # the real port when asked for port 0
         log.info("WhatsApp webhook listening on http://%s:%d%s", self.host, self.port, WEBHOOK_PATH)
         return self.port
 
     async def stop(self) -> None:
-        if self._metrics is not None:
-            await self._metrics.stop()
-            self._metrics = None
-        if self._runner is not None:
-            await self._runner.shutdown()       # stop accepting deliveries first
+        if self._ports.serving:
+            await self._ports.stop_taking()       # no new deliveries first
             await self.handlers.stop(DRAIN_SECONDS)
-            await self._runner.cleanup()
-            self._runner = None
+            await self._ports.close()
             await self._close_clients()
 
     async def _close_clients(self) -> None:
