@@ -4,5 +4,6 @@ from __future__ import annotations
 from tests.scenarios.driver import Driver
 from tests.scenarios.drivers.slack import SlackDriver
 from tests.scenarios.drivers.telegram import TelegramDriver
+from tests.scenarios.drivers.whatsapp import WhatsAppDriver
 
-DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver}
+DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver, "whatsapp": WhatsAppDriver}
