@@ -4,8 +4,9 @@
 per reason, so a container runtime or load balancer can restart or route around the process. The reasons
 say what is wrong in a few words, never a path or an exception's text (those would show strangers the host's
 layout): the details go to the log. /metrics is the Prometheus text format of core.metrics, served on
-EARSHOT_METRICS_PORT only (HealthServer, with /healthz); the Slack HTTP mode adds /healthz alone to its
-public events port. Neither takes a request body (bots.web.body_cap).
+EARSHOT_METRICS_PORT only (HealthServer, with /healthz); the bots that serve a public port of their own (Slack's
+HTTP mode, the WhatsApp webhook) add /healthz alone to it, and open both ports through `Ports`. Neither takes
+a request body (bots.web.body_cap).
 """
 from __future__ import annotations
 
@@ -114,6 +115,48 @@ class HealthServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class Ports:
+    """A bot's two HTTP servers: its public app, and `health` with /metrics on EARSHOT_METRICS_PORT (none when
+    the port is 0), so /metrics is never on the public port. `port = await ports.open(...)`; on the way down
+    `await ports.stop_taking()` (no new requests; the public requests in progress go on), the bot lets its work
+    finish, then `await ports.close()`. A failure while opening closes whatever was opened."""
+
+    def __init__(self) -> None:
+        self._public: web.AppRunner | None = None
+        self._metrics: HealthServer | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._public is not None
+
+    async def open(self, app: web.Application, health: Health, *, host: str, port: int, metrics_port: int) -> int:
+        """`app` on host:port and `health` on metrics_port; the public port got (port 0: any free one)."""
+        try:
+            self._public = await listen(app, host, port, shutdown_timeout=5)
+            if metrics_port:
+                self._metrics = HealthServer(health, port=metrics_port)
+                await self._metrics.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self._public.addresses[0][1]
+
+    async def stop_taking(self) -> None:
+        if self._metrics is not None:
+            await self._metrics.stop()
+            self._metrics = None
+        if self._public is not None:
+            await self._public.shutdown()
+
+    async def close(self) -> None:
+        if self._metrics is not None:
+            await self._metrics.stop()
+            self._metrics = None
+        if self._public is not None:
+            runner, self._public = self._public, None
+            await runner.cleanup()
 
 
 async def serve_health(history: Database, platform: PlatformProbe, *, name: str,

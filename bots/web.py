@@ -1,21 +1,23 @@
 """What every HTTP endpoint earshot serves shares: headers are checked first, and a body is read only up to a
 small cap, so a stranger can't make the process hold megabytes.
 
-An endpoint that takes a body (the Telegram webhook, Slack's events) reads it through `read_body`: the
-request's secret or signature headers are checked before a byte of the body is read; a declared
+An endpoint that takes a body (the Telegram webhook, Slack's events, the WhatsApp webhook) reads it through
+`read_body`: the request's secret or signature headers are checked before a byte of the body is read; a declared
 Content-Length over the cap is refused unread; a chunked body is read up to the cap and refused past it.
 Refusals close the connection: servers run with LINGER (aiohttp's lingering_time 0), so the server doesn't
 go on reading (and discarding) the rest of an unread body. The `body_cap` middleware puts the same cap in
 front of every route of a server, 404s included, and endpoints that take no body (health, metrics) refuse
-one; a route marked @guarded reads its body through read_body, which checks the headers first. The WhatsApp
-webhook takes the same calls. `listen` and `serve_until_signalled` are how every server here lives: started,
-serving until SIGTERM or SIGINT, then stopped (letting the work in flight finish or hand it back).
+one; a route marked @guarded reads its body through read_body, which checks the headers first. `listen` and
+`serve_until_signalled` are how every server here lives: started, serving until SIGTERM or SIGINT, then
+stopped (letting the work in flight finish or hand it back).
 
 The caps (bytes), chosen from what each platform sends:
 - Telegram updates: 256 KiB. An update is a few kilobytes; the largest (a 4096-character message with its
   entities, replying to another such message, with a quote) stays well under 100 KiB.
 - Slack events and interactions: 1 MiB. A 40,000-character message arrives twice (text and rich-text
   blocks); a modal's state and a message action's full message are larger than Telegram's updates.
+- WhatsApp deliveries: 256 KiB. Meta batches at most a few messages or statuses per delivery, each a kilobyte
+  or two (a 4096-character text escaped as JSON (\\uXXXX for every non-ASCII character) stays under 30 KiB).
 - Health and metrics: no body at all (GET only).
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TELEGRAM_BODY_CAP = 256 * 1024
 SLACK_BODY_CAP = 1024 * 1024
+WHATSAPP_BODY_CAP = 256 * 1024
 NO_BODY = 0
 
 # AppRunner options for every earshot server: no access log (bots log requests themselves), and a body left

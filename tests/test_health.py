@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.fakes.dashscope import FakeDashScope, tone_audio
 from tests.fakes.server import Served
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.test_whatsapp import whatsapp_running
 from tests.waiting import until
 
 EARSHOT = str(Path(sys.executable).with_name("earshot"))
@@ -113,6 +115,26 @@ async def test_slack_http_mode_serves_health_on_its_port_and_metrics_only_on_the
         assert str(tmp_path) not in text and "earshot.db" not in text     # no path: the host's layout stays private
         check = await container_health_check(port)
         assert check.returncode == 1 and "database" in check.stdout
+
+
+async def test_whatsapp_serves_health_on_its_port_and_metrics_only_on_the_metrics_port(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    async with whatsapp_running(tmp_path, metrics_port=metrics_port) as phone:
+        base = f"http://127.0.0.1:{phone.server.port}"
+        assert await get(base + "/healthz") == (200, "ok\n")
+        assert (await container_health_check(phone.server.port)).returncode == 0
+        status, _ = await get(base + "/metrics")          # the public webhook port shows no figures
+        assert status == 404
+        status, text = await get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200 and total(samples(text), "earshot_jobs", state="queued") == 0
+        assert (await get(f"http://127.0.0.1:{metrics_port}/healthz")) == (200, "ok\n")
+        (tmp_path / "earshot.db").unlink()                  # the data volume went away under the bot
+        status, text = await get(base + "/healthz")
+        assert status == 503 and text.startswith("database: ")
+        assert str(tmp_path) not in text and "earshot.db" not in text
+    # stopped: the metrics port is given back
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", metrics_port))
 
 
 async def test_health_says_what_is_wrong_without_the_error_text(tmp_path: Path) -> None:

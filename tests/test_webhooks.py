@@ -21,13 +21,15 @@ from telegram.ext import Application, ApplicationBuilder
 
 from bots.health import HealthServer, serve_health
 from bots.telegram.webhook import WebhookServer
-from bots.web import SLACK_BODY_CAP, TELEGRAM_BODY_CAP
+from bots.web import SLACK_BODY_CAP, TELEGRAM_BODY_CAP, WHATSAPP_BODY_CAP
 from tests.conftest import SLACK_SECRET, free_port, slack_running, spawn
 from tests.fakes.dashscope import FakeDashScope
 from tests.fakes.server import Served
 from tests.fakes.slack import event_body, signed_headers
 from tests.fakes.telegram import FakeTelegram
-from tests.waiting import until
+from tests.test_whatsapp import ALICE, whatsapp_running
+from tests.test_whatsapp import SECRET as WHATSAPP_SECRET
+from tests.waiting import job_rows, until
 
 EARSHOT = str(Path(sys.executable).with_name("earshot"))
 
@@ -172,6 +174,30 @@ async def test_slack_events_check_the_signature_headers_before_reading(tmp_path:
         body = event_body({"type": "app_mention", "user": "U0X", "channel": "C0X", "text": "hi", "ts": "1.0"})
         assert (await exchange(port, "/slack/events", signed_headers(SLACK_SECRET, body), body,
                                refusal=False))[0] == 200
+
+
+# --- WhatsApp -----------------------------------------------------------------------------------------------
+
+async def test_whatsapp_deliveries_check_the_signature_header_before_reading(tmp_path: Path) -> None:
+    async with whatsapp_running(tmp_path) as phone:
+        port, path = phone.server.port, "/whatsapp/webhook"
+        unsigned = {"Content-Type": "application/json"}
+        for headers in (unsigned, unsigned | {"X-Hub-Signature-256": "sha256=guess"},
+                        unsigned | {"X-Hub-Signature-256": "sha1=" + "0" * 40}):
+            assert await exchange(port, path, headers, b"{" * 1024, length=HUGE) == (401, True)
+        # a well-formed signature (whether it matches needs the body): the cap still holds
+        signed = phone.wa.signed(WHATSAPP_SECRET, b"{}")
+        assert await exchange(port, path, signed, b"{" * 1024, length=HUGE) == (413, True)
+        assert await exchange(port, path, signed, b" " * (WHATSAPP_BODY_CAP + 8192), chunked=True) == (413, True)
+        # a body of ordinary size that the signature is not for: refused, nothing done
+        body, _ = phone.wa.message(ALICE, text="help")
+        assert await exchange(port, path, signed, body) == (401, True)
+        # any other path on the public port: a body is refused unread too
+        assert (await exchange(port, "/elsewhere", unsigned, b"{" * 1024, length=HUGE))[0] == 413
+        assert [c["kind"] for c in phone.wa.calls] == ["phone"] and not job_rows(phone.settings.db_path)
+        # and a delivery signed for its body still goes through
+        assert (await exchange(port, path, phone.wa.signed(WHATSAPP_SECRET, body), body, refusal=False))[0] == 200
+        await until(lambda: phone.wa.texts(ALICE), 30, "the help to be sent")
 
 
 # --- health and metrics -----------------------------------------------------------------------------------

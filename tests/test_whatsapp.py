@@ -24,6 +24,7 @@ from core.words import messages
 from tests.conftest import EARSHOT, MODEL_KEY, cli_env, free_port, serving, settings_for, spawn, terminate
 from tests.fakes.dashscope import UNAVAILABLE, FakeDashScope
 from tests.fakes.server import Threaded
+from tests.fakes.speech import ASR_MARK
 from tests.fakes.whatsapp import VERSION, FakeWhatsApp, ForeignHost, signature
 from tests.test_telegram import clip
 from tests.test_voice_replies import plays_as_opus
@@ -216,6 +217,27 @@ async def test_buttons_under_an_answer_ask_the_same_audio_something_else(phone: 
     assert len(phone.model.calls) > calls and "Spanish" in " ".join(phone.model.calls[-1].texts)
 
 
+async def test_the_buttons_speak_the_chats_language(phone: Phone) -> None:
+    wamid = await phone.send(ALICE, text="lang de")
+    await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
+    await phone.voice_note(ALICE, 440)
+    [menu] = await phone.of_type(ALICE, "interactive")
+    titles = [b["reply"]["title"] for b in menu["interactive"]["action"]["buttons"]]
+    assert titles == ["Transkript", "Zusammenfassung", "Übersetzen"]
+    assert menu["interactive"]["body"]["text"] == messages.text(messages.WHATSAPP_MORE, "de")
+    body, _ = phone.wa.tap_body(ALICE, menu, 2)                        # Übersetzen: which language?
+    assert (await phone.deliver(body)).status_code == 200
+    [languages] = await until(lambda: [m for m in phone.wa.said(ALICE)
+                                       if m.get("type") == "interactive" and m["interactive"]["type"] == "list"])
+    rows = languages["interactive"]["action"]["sections"][0]["rows"]
+    assert [r["title"] for r in rows][:2] == ["Englisch", "Spanisch"]
+    assert languages["interactive"]["action"]["button"] == "Sprachen"
+    body, tap = phone.wa.tap_body(ALICE, languages, 1)                 # the row still asks for Spanish
+    assert (await phone.deliver(body)).status_code == 200
+    await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == tap])
+    assert "Spanish" in " ".join(phone.model.calls[-1].texts)
+
+
 async def test_text_commands_work_with_or_without_a_slash(phone: Phone) -> None:
     for text in ("help", "/help"):
         wamid = await phone.send(ALICE, text=text)
@@ -238,6 +260,24 @@ async def test_text_commands_work_with_or_without_a_slash(phone: Phone) -> None:
     wamid = await phone.send(ALICE, text="what did the tone sound like?")   # no command: a follow-up
     [follow] = await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
     assert "660Hz" in follow["text"]["body"]
+
+
+async def test_spoken_pins_the_language_of_transcripts_and_auto_lets_it_be_detected(tmp_path: Path) -> None:
+    async with whatsapp_running(tmp_path, asr_model="qwen3-asr-flash") as phone:
+        async def told(text: str) -> str:
+            wamid = await phone.send(ALICE, text=text)
+            [said] = await until(lambda: [m for m in phone.wa.said(ALICE) if quoted(m) == wamid])
+            return str(said["text"]["body"])
+
+        assert await told("spoken de") == messages.text(messages.SPOKEN_SET, None, language="de", prefix="/")
+        await phone.voice_note(ALICE, 440)
+        await phone.of_type(ALICE, "interactive")                      # the voice note's answer, then its buttons
+        assert (await told("transcribe")).startswith(ASR_MARK)          # the recognizer's transcript
+        assert [c.language for c in phone.model.calls if c.task == "asr"] == ["de"]
+        assert await told("/spoken auto") == messages.text(messages.SPOKEN_AUTO, None)
+        await told("transcribe")
+        assert [c.language for c in phone.model.calls if c.task == "asr"][-1] is None
+        assert "spoken auto" in await told("help")
 
 
 async def test_other_kinds_of_message_get_one_polite_line_and_no_model_call(phone: Phone) -> None:

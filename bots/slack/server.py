@@ -25,8 +25,8 @@ from core.errors import EarshotError
 from core.logs import guard_logs
 from core.words import messages
 
-from ..health import Health, HealthServer, PlatformProbe, serve_health
-from ..web import SLACK_BODY_CAP, body_cap, guarded, listen, read_body, serve_until_signalled
+from ..health import Health, HealthServer, PlatformProbe, Ports, serve_health
+from ..web import SLACK_BODY_CAP, body_cap, guarded, read_body, serve_until_signalled
 from .app import build_app, check_token, require_credentials
 from .listeners import Handlers
 from .webapi import api_error
@@ -129,36 +129,26 @@ class SlackServer(_Serving):
         self.settings = settings
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
-        self._metrics: HealthServer | None = None
+        self._ports = Ports()
 
     async def start(self) -> int:
         app = await self._open()
         try:
             health = Health(self.earshot.history, connection_probe(app), name="slack")
-            self._runner = await listen(web_app(app, health), self.host, self.port, shutdown_timeout=5)
-            # /metrics (and /healthz again) on EARSHOT_METRICS_PORT, for the operator's network only
-            self._metrics = await serve_health(self.earshot.history, connection_probe(app), name="slack",
-                                               port=self.settings.metrics_port)
+            # the events and /healthz; /metrics (and /healthz again) on EARSHOT_METRICS_PORT only
+            self.port = await self._ports.open(web_app(app, health), health, host=self.host, port=self.port,
+                                               metrics_port=self.settings.metrics_port)
         except BaseException:
-            if self._runner is not None:
-                await self._runner.cleanup()
-                self._runner = None
             await self._close_clients()
             raise
-        self.port = self._runner.addresses[0][1]     # the real port when asked for port 0
         log.info("Slack app listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
         return self.port
 
     async def stop(self) -> None:
-        if self._metrics is not None:
-            await self._metrics.stop()
-            self._metrics = None
-        if self._runner is not None:
-            await self._runner.shutdown()       # stop accepting requests first
+        if self._ports.serving:
+            await self._ports.stop_taking()       # no new requests first
             await self._handlers.drain(DRAIN_SECONDS)
-            await self._runner.cleanup()
-            self._runner = None
+            await self._ports.close()
         await self._close_clients()
 
 

@@ -22,6 +22,7 @@ from core.flow.taps import Tap, submit_tap
 from core.values import ChatKey, Task
 from core.words import help_texts, messages
 
+from ..buttons import parse_callback
 from . import render
 from .convert import PLATFORM, Inbound, link_ref, messages_in, statuses_in
 from .graph import Graph
@@ -125,7 +126,7 @@ class WhatsAppHandlers:
 
     async def _tap(self, msg: Inbound, slot: Reservation, lang: str) -> None:
         """A button or list row under an answer: the same audio, asked something else."""
-        press = render.parse_press(msg.tap)
+        press = parse_callback(msg.tap)
         if press is None:
             self._say(msg, messages.text(messages.AUDIO_EXPIRED, lang))
             return

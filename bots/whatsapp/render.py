@@ -5,34 +5,30 @@ WhatsApp formats `*bold*`, `_italic_` and `~strike~` and needs nothing escaped; 
 bots.whatsapp.graph adds the recipient and the quoted message.
 
 The buttons under an answer about audio ask the same audio something else: WhatsApp allows three reply buttons
-(titles up to 20 characters), so two other tasks and Translate, which opens a list message of languages. A
-button's id is `wa1:<task>:<token>[:<language code>]`: the token is core.flow.audio_refs' reference to the audio
-(bound to the chat), never the media id.
+(titles up to 20 characters), so two other tasks and Translate, which opens a list message of languages. The
+buttons, their labels (said in the chat's language) and their ids are every platform's (bots.buttons): an id is
+`e1:<task>:<token>[:<language code>]`, the token core.flow.audio_refs' reference to the audio (bound to the
+chat), never the media id; bots.buttons.parse_callback reads a tapped id back.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from core.config import QUICK_LANGUAGES
-from core.flow.audio_refs import looks_like_token
-from core.flow.taps import TASK_CHOICES
 from core.values import Task
 from core.words import messages
+from core.words.i18n import translator
 from core.words.text import split_text
+
+from ..buttons import LANGUAGES, TASK_BUTTONS, callback_data
 
 MESSAGE_LIMIT = 4096          # characters of a text message's body
 BODY_LIMIT = 1024             # an interactive message's body
 BUTTONS = 3                   # reply buttons per message
 TITLE_LIMIT = 20              # a reply button's title
 ROW_TITLE_LIMIT = 24          # a list row's title
-VERSION = "wa1"
-TASK_BUTTONS = TASK_CHOICES
-TRANSLATE_TITLE = "Translate"
-LANGUAGES = QUICK_LANGUAGES
-_TASKS = {task.value: task for task, _ in TASK_BUTTONS} | {Task.TRANSLATE.value: Task.TRANSLATE}
+ROWS = 10                     # rows of a list message
 
 _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
@@ -65,56 +61,28 @@ def document_message(media_id: str, filename: str, caption: str | None = None) -
 
 
 # --- the buttons under an answer ----------------------------------------------------------------
-def button_id(token: str, task: Task, language: str | None = None) -> str:
-    if not looks_like_token(token):
-        raise ValueError("not an audio reference token")
-    return ":".join([VERSION, task.value, token, *([language] if language else [])])
-
-
-@dataclass(frozen=True, slots=True)
-class Press:
-    """What a tapped button or list row asks: `task` of the audio behind `token`; Translate without a language
-    opens the list of languages."""
-
-    token: str
-    task: Task
-    language: str | None = None   # Translate: the language's name as prompted ("Spanish")
-
-    @property
-    def choose_language(self) -> bool:
-        return self.task is Task.TRANSLATE and self.language is None
-
-
-def parse_press(tap: str | None, languages: Sequence[tuple[str, str]] = LANGUAGES) -> Press | None:
-    """A button's or row's id back into what it asks; None for anything not ours."""
-    parts = (tap or "").split(":")
-    if len(parts) not in (3, 4) or parts[0] != VERSION or parts[1] not in _TASKS or not looks_like_token(parts[2]):
-        return None
-    task = _TASKS[parts[1]]
-    if len(parts) == 3:
-        return Press(parts[2], task)
-    name = dict(languages).get(parts[3])
-    return Press(parts[2], task, name) if task is Task.TRANSLATE and name else None
-
-
 def answer_buttons(token: str, answered: Task | None, lang: str | None) -> dict[str, Any]:
-    """Reply buttons under an answer about audio: other tasks, and Translate unless that was the answer."""
-    others = [(task, title) for task, title in TASK_BUTTONS if task != answered]
-    choices = others[:BUTTONS] if answered is Task.TRANSLATE else [*others[:BUTTONS - 1],
-                                                                   (Task.TRANSLATE, TRANSLATE_TITLE)]
-    buttons = [{"type": "reply", "reply": {"id": button_id(token, task), "title": title[:TITLE_LIMIT]}}
-               for task, title in choices]
+    """Reply buttons under an answer about audio, in the chat's language `lang`: the first other tasks, and
+    Translate unless that was the answer (then three other tasks)."""
+    t = translator(lang)
+    others = [(task, label) for task, label, _ in TASK_BUTTONS if task not in (answered, Task.TRANSLATE)]
+    translate = [(task, label) for task, label, _ in TASK_BUTTONS if task is Task.TRANSLATE]
+    choices = others[:BUTTONS] if answered is Task.TRANSLATE else others[:BUTTONS - 1] + translate
+    buttons = [{"type": "reply", "reply": {"id": callback_data(token, task), "title": t.text(label)[:TITLE_LIMIT]}}
+               for task, label in choices]
     return {"type": "interactive", "interactive": {
-        "type": "button", "body": {"text": messages.text(messages.WHATSAPP_MORE, lang)[:BODY_LIMIT]},
+        "type": "button", "body": {"text": t.text(messages.WHATSAPP_MORE)[:BODY_LIMIT]},
         "action": {"buttons": buttons}}}
 
 
 def language_list(token: str, lang: str | None,
                   languages: Sequence[tuple[str, str]] = LANGUAGES) -> dict[str, Any]:
-    """A list message of languages (Translate tapped): one row each, at most ten."""
-    rows = [{"id": button_id(token, Task.TRANSLATE, code), "title": name[:ROW_TITLE_LIMIT]}
-            for code, name in languages[:10]]
+    """A list message of languages (Translate tapped), in the chat's language: one row each, at most ten."""
+    t = translator(lang)
+    rows = [{"id": callback_data(token, Task.TRANSLATE, code),
+             "title": t.text(messages.LANGUAGE_NAMES.get(code, name))[:ROW_TITLE_LIMIT]}
+            for code, name in languages[:ROWS]]
     return {"type": "interactive", "interactive": {
-        "type": "list", "body": {"text": messages.text(messages.WHATSAPP_TRANSLATE_INTO, lang)},
-        "action": {"button": messages.text(messages.WHATSAPP_LANGUAGES, lang)[:TITLE_LIMIT],
-                   "sections": [{"title": TRANSLATE_TITLE, "rows": rows}]}}}
+        "type": "list", "body": {"text": t.text(messages.WHATSAPP_TRANSLATE_INTO)},
+        "action": {"button": t.text(messages.WHATSAPP_LANGUAGES)[:TITLE_LIMIT],
+                   "sections": [{"title": t.text(messages.BUTTON_TRANSLATE)[:ROW_TITLE_LIMIT], "rows": rows}]}}}

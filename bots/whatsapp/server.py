@@ -1,11 +1,13 @@
 """`earshot whatsapp`: the Cloud API webhook on aiohttp's production runner, at /whatsapp/webhook.
 
 GET is Meta's verification handshake: the challenge echoed when the verify token matches, else 403. POST is a
-delivery: its X-Hub-Signature-256 (HMAC-SHA256 of the raw body, keyed by the app secret) is checked in constant
-time over at most BODY_CAP bytes before anything is parsed; a bad or missing one is refused (401) and nothing is
-done. A good one is answered 200 once its messages are stored as jobs (the runner answers them, in order per
-chat); a payload that fails on earshot's side gets a 500, so Meta delivers it again. /healthz and /metrics are
-served on the same port, as Slack's HTTP mode does.
+delivery, read the way every endpoint earshot serves reads a body (bots.web.read_body): its X-Hub-Signature-256
+must be there and well formed before a byte of the body is read, a body declared over WHATSAPP_BODY_CAP is refused
+unread (413), and the HMAC-SHA256 of the raw body, keyed by the app secret, is compared in constant time before
+anything is parsed; a bad or missing signature is refused (401) and nothing is done. A good one is answered 200
+once its messages are stored as jobs (the runner answers them, in order per chat); a payload that fails on
+earshot's side gets a 500, so Meta delivers it again. The public port also answers /healthz (ok, or what is wrong
+in a few words); /metrics is served on EARSHOT_METRICS_PORT only (bots.health), with /healthz again.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import hashlib
 import hmac
 import json
 import logging
+import re
+from collections.abc import Mapping
 
 import httpx
 from aiohttp import web
@@ -24,15 +28,14 @@ from core.errors import EarshotError
 from core.logs import guard_logs
 from core.words import messages
 
-from ..health import Health, PlatformProbe
-from ..web import listen, serve_until_signalled
+from ..health import Health, PlatformProbe, Ports
+from ..web import WHATSAPP_BODY_CAP, Refused, body_cap, guarded, read_body, serve_until_signalled
 from .graph import Graph, GraphError
 from .handlers import WhatsAppHandlers
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/whatsapp/webhook"
-BODY_CAP = 256 * 1024          # Meta's deliveries are a few kilobytes; anything past this is refused unread
 DRAIN_SECONDS = 20.0           # how long shutdown waits for answers in progress
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
@@ -49,21 +52,21 @@ def require_credentials(settings: Settings) -> None:
         raise EarshotError(messages.WHATSAPP_NO_CREDENTIALS.format(missing=", ".join(missing)))
 
 
-async def signed_body(request: web.Request, secret: bytes, *, cap: int = BODY_CAP) -> bytes | None:
-    """The raw body when its X-Hub-Signature-256 matches (compared in constant time), else None; over `cap`
-    bytes (said or sent) it is refused with 413 before any more is read. Nothing is parsed here."""
-    header = request.headers.get(SIGNATURE_HEADER, "")
-    if not header.startswith("sha256="):
-        return None
-    if request.content_length is not None and request.content_length > cap:
-        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=request.content_length)
-    body = await request.content.read(cap + 1)
-    while len(body) <= cap and not request.content.at_eof():
-        body += await request.content.read(cap + 1 - len(body))
-    if len(body) > cap:
-        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=len(body))
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
-    return body if hmac.compare_digest(expected, header[7:].strip().lower().encode(errors="replace")) else None
+SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+
+
+def signature_header(headers: Mapping[str, str]) -> str | None:
+    """Before the body is read (a bots.web.HeaderCheck): the delivery carries a well-formed signature (None), or
+    why not. Whether it matches the body is `signature_matches`, once the body (up to the cap) is read."""
+    if not SIGNATURE.fullmatch(headers.get(SIGNATURE_HEADER, "").strip().lower()):
+        return f"a missing or malformed {SIGNATURE_HEADER}"
+    return None
+
+
+def signature_matches(secret: bytes, headers: Mapping[str, str], body: bytes) -> bool:
+    """The header (already found well formed) is the HMAC-SHA256 of `body` keyed by `secret`: constant time."""
+    given = headers.get(SIGNATURE_HEADER, "").strip().lower().removeprefix("sha256=")
+    return hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).hexdigest(), given)
 
 
 def connection_probe(graph: Graph) -> PlatformProbe:
@@ -89,7 +92,7 @@ class WhatsAppServer:
         assert settings.whatsapp_app_secret is not None and settings.whatsapp_verify_token is not None
         self._secret = settings.whatsapp_app_secret.get_secret_value().encode()
         self._verify = settings.whatsapp_verify_token.get_secret_value().encode()
-        self._runner: web.AppRunner | None = None
+        self._ports = Ports()
 
     async def start(self) -> int:
         self.earshot = await Earshot.build(self.settings).open()    # the composition root (core.app)
@@ -100,20 +103,20 @@ class WhatsAppServer:
             await self._check_token()
             await self.handlers.start()
             health = Health(self.earshot.history, connection_probe(self.graph), name="whatsapp")
-            self._runner = await listen(self.web_app(health), self.host, self.port, shutdown_timeout=5)
+            # the webhook and /healthz; /metrics (and /healthz again) on EARSHOT_METRICS_PORT only
+            self.port = await self._ports.open(self.web_app(health), health, host=self.host, port=self.port,
+                                               metrics_port=self.settings.metrics_port)
         except BaseException:
             await self._close_clients()
             raise
-        self.port = self._runner.addresses[0][1]     # the real port when asked for port 0
         log.info("WhatsApp webhook listening on http://%s:%d%s", self.host, self.port, WEBHOOK_PATH)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.shutdown()       # stop accepting deliveries first
+        if self._ports.serving:
+            await self._ports.stop_taking()       # no new deliveries first
             await self.handlers.stop(DRAIN_SECONDS)
-            await self._runner.cleanup()
-            self._runner = None
+            await self._ports.close()
             await self._close_clients()
 
     async def _close_clients(self) -> None:
@@ -136,10 +139,11 @@ class WhatsAppServer:
 
     # --- the routes ------------------------------------------------------------------------------
     def web_app(self, health: Health) -> web.Application:
-        app = web.Application(client_max_size=BODY_CAP)
+        """The public port: the webhook and /healthz. /metrics is not here (EARSHOT_METRICS_PORT only)."""
+        app = web.Application(client_max_size=WHATSAPP_BODY_CAP, middlewares=[body_cap(WHATSAPP_BODY_CAP)])
         app.router.add_get(WEBHOOK_PATH, self.verify)
-        app.router.add_post(WEBHOOK_PATH, self.deliver)
-        health.add_routes(app)      # /healthz and /metrics
+        app.router.add_post(WEBHOOK_PATH, guarded(self.deliver))
+        health.add_routes(app, metrics=False)
         return app
 
     async def verify(self, request: web.Request) -> web.Response:
@@ -152,11 +156,11 @@ class WhatsAppServer:
         return web.Response(status=403, text="forbidden")
 
     async def deliver(self, request: web.Request) -> web.Response:
-        body = await signed_body(request, self._secret)
-        if body is None:
-            log.warning("refused a delivery to %s: bad or missing %s (check WHATSAPP_APP_SECRET if this repeats)",
-                        WEBHOOK_PATH, SIGNATURE_HEADER)
-            return web.Response(status=401, text="bad signature")
+        """A signed delivery (headers checked first, the body capped, then the signature over it), stored."""
+        body = await read_body(request, cap=WHATSAPP_BODY_CAP, check=signature_header, refused=401)
+        if not signature_matches(self._secret, request.headers, body):
+            raise Refused(401, f"a {SIGNATURE_HEADER} that does not match the body (check WHATSAPP_APP_SECRET "
+                               "if this repeats)")
         try:
             payload = json.loads(body)
         except ValueError:

@@ -18,11 +18,6 @@ AUDIO_TASKS = frozenset({Task.CHAT, Task.ASK, Task.TRANSCRIBE, Task.SUMMARIZE, T
                          Task.TRANSLATE})
 
 
-# the other tasks offered under an answer, in order, with the short label a button shows (every platform's fits)
-TASK_CHOICES: tuple[tuple[Task, str], ...] = (
-    (Task.TRANSCRIBE, "Transcript"), (Task.SUMMARIZE, "Summary"), (Task.SENTIMENT, "Mood"), (Task.EVENTS, "Sounds"),
-)
-
 
 def wants_buttons(task: Task, file_ref: str | None) -> bool:
     """Whether an answer to this job is about audio, so buttons for the other tasks belong under it."""

@@ -75,6 +75,7 @@ TELEGRAM_HELP_LANG = N_("/lang de – the language I speak here (en, de, es, fr,
 SLACK_HELP_LANG = N_("`/earshot lang de` sets the language I speak here (en, de, es, fr, it, ja, zh-Hans, zh-Hant)")
 # /spoken: the language spoken in the audio, for transcripts by the recognizer
 TELEGRAM_HELP_SPOKEN = N_("/spoken de – the language spoken in your audio, for transcripts (/spoken auto: detect it)")
+WHATSAPP_HELP_SPOKEN = N_("spoken de – the language spoken in your audio, for transcripts (spoken auto: detect it)")
 SLACK_HELP_SPOKEN = N_("`/earshot spoken de` sets the language spoken in your audio, for transcripts "
                        "(`/earshot spoken auto`: detect it)")
 
@@ -135,7 +136,9 @@ def telegram_start(lang: str | None) -> str:
 
 
 def whatsapp_help(lang: str | None) -> str:
-    return translator(lang).text(WHATSAPP_HELP)
+    """`help`: the words WhatsApp takes, `spoken` last."""
+    t = translator(lang)
+    return t.text(WHATSAPP_HELP) + "\n" + t.text(WHATSAPP_HELP_SPOKEN)
 
 
 def telegram_commands(lang: str | None, *, with_lang: bool = False) -> list[tuple[str, str]]:
