@@ -30,7 +30,6 @@ from bots.whatsapp.render import MESSAGE_LIMIT
 from core.store.jobs import MAX_DELIVERIES
 from core.values import Task
 from tests.conftest import free_port
-from tests.fakes.server import Served
 from tests.fakes.whatsapp import VERSION, FakeWhatsApp, digits, words_of
 from tests.scenarios.driver import ALICE, BOB, Driver, Said, Sent
 from tests.waiting import job_rows
@@ -54,11 +53,14 @@ class WhatsAppDriver(Driver):
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
         self.taps: dict[str, str] = {}      # a tap's wamid -> the id of the answer whose button it was
 
+    @property
+    def stand_in(self) -> FakeWhatsApp:
+        return self.wa
+
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeWhatsApp]:
-        async with Served(self.wa.app) as served, self.http:
-            self.wa.url = served.url
-            yield self.wa
+        async with super().serving() as wa, self.http:     # also the client that posts Meta's deliveries
+            yield wa
 
     def platform_env(self) -> dict[str, str]:
         return {"WHATSAPP_ACCESS_TOKEN": self.wa.token, "WHATSAPP_PHONE_NUMBER_ID": self.wa.phone_number_id,
