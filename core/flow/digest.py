@@ -78,8 +78,12 @@ class DigestService:
         self.store = DigestStore(history)
         self.clock = clock
         self.summariser = Summariser(assistant)
-        self.retention = Retention(self.settings, history, self.store, cache, clock)
-        self.schedule = DigestSchedule(self.store, self._scheduled, self.retention.purge, clock)
+        # the parts go by this service's clock, whatever it is when they look (tests move it)
+        self.retention = Retention(self.settings, history, self.store, cache, self._now)
+        self.schedule = DigestSchedule(self.store, self._scheduled, self.retention.purge, self._now)
+
+    def _now(self) -> float:
+        return self.clock()
 
     async def aclose(self) -> None:
         """Stop the schedulers (transcriptions are jobs: the adapters' runners stop those)."""

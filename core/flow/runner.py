@@ -3,10 +3,10 @@
 Adapters register per platform how to fetch a job's audio again, how to deliver an outcome, and
 optionally how to show progress while it runs (core.flow.delivery.Platform); then, for each update, they
 `reserve` the chat's place in line before their first await and `submit` the job into it, instead of
-calling Assistant.handle. That queue per chat (core.flow.lanes) is earshot's one ordering mechanism. The
-runner calls Assistant.handle, stores the outcome, delivers it (core.flow.delivery: exactly once, and its
-one corner), and records the delivery. After a crash `start()` resumes whatever was left: unfinished work
-and undelivered answers.
+calling Assistant.handle. That queue per chat (its lanes and places in line: core.flow.lanes) is
+earshot's one ordering mechanism. The runner calls Assistant.handle, stores the outcome, delivers it
+(core.flow.delivery: exactly once, and its one corner), and records the delivery. After a crash
+`start()` resumes whatever was left: unfinished work and undelivered answers.
 
 A model outage is not a failure: the job waits with backoff behind a circuit breaker shared by all jobs,
 until its time is up (core.flow.failures says what the user is told, and when).
@@ -260,7 +260,7 @@ class JobRunner:
 
     # --- holding jobs among several processes (core.flow.leases) --------------------------------------
     async def _sweeper(self) -> None:
-        """Schedule the jobs of this process's platforms that nobody works on (module docstring)."""
+        """Schedule the jobs of this process's platforms that nobody works on (core.flow.leases' docstring)."""
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), self.sweep_every)
