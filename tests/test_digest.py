@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core.app import Earshot
-from core.flow.digest import DigestCommand, last_slot, next_slot
-from core.flow.digest import parse_digest as parse_command
+from core.flow.digest_command import DigestCommand
+from core.flow.digest_command import parse_digest as parse_command
+from core.flow.digest_schedule import last_slot, next_slot
 from core.flow.runner import JobRunner
 from core.store.digest_store import VoiceNote
 from core.store.jobs import Job

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from core.config import Settings
-from core.flow.runner import JobRunner, span_words
+from core.flow.failures import span_words
+from core.flow.runner import JobRunner
 from core.flow.service import Assistant
 from core.model.breaker import BreakerState, CircuitBreaker
 from core.store.jobs import MAX_FAULTS, Failure, Job, JobState, NewJob, Notice, Outcome, Undeliverable

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from core.errors import AccessRefused, VoiceUnavailable
 from core.flow.access import AccessPolicy, usage_text
-from core.flow.digest import AdminCheck
+from core.flow.digest_command import AdminCheck
 from core.flow.service import Assistant
 from core.model.catalog import SPOKEN_LANGUAGES
 from core.store.history import HistoryStore

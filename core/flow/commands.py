@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from core.errors import NeedsAudio, NeedsText
-from core.flow.digest import parse_digest
+from core.flow.digest_command import parse_digest
 from core.values import Incoming, Task
 from core.words import messages
 

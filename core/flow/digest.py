@@ -7,10 +7,11 @@
     digests.start_schedule("telegram", post)          # one scheduler per adapter, state in SQLite
 
 Voice notes are heard as durable, bounded jobs (core.flow.runner calls `hear`): through the Assistant's own
-pipeline (decode, split, ask per chunk), without touching the chat's history. A digest packs the transcripts
-into as few model requests as fit the model's input
-limit, summarises each batch, and combines the summaries (in rounds, if they don't fit one request).
-`clock` is injectable, so tests move time instead of waiting for it.
+pipeline (decode, split, ask per chunk), without touching the chat's history. This module is the service:
+listening and hearing, carrying out the digest command, and a digest's charging and headings. Its parts:
+core.flow.digest_command (the command's words), core.flow.digest_summary (the body, summarised in rounds
+within the model's input limit), core.flow.digest_schedule (the daily digests) and core.flow.retention
+(the hourly sweep). `clock` is injectable, so tests move time instead of waiting for it.
 """
 from __future__ import annotations
 
@@ -18,146 +19,36 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
-from typing import TYPE_CHECKING, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from core.errors import AccessRefused, EarshotError
 from core.flow.access import DIGEST_TOO_COSTLY
-from core.flow.together import all_or_nothing
-from core.model import prompts
-from core.model.tokens import PROMPT_RESERVE, estimate_tokens
-from core.store import shared_limits
-from core.store.audio_ref_store import SqlAudioRefStore
-from core.store.digest_store import ChatDigest, DigestStore, VoiceNote
-from core.store.jobs import KEEP_FINISHED, Job, JobStore, NewJob
-from core.values import Audio, ChatKey, Reply, Request, Sender, Task, Usage
+from core.flow.digest_command import FORGET, AdminCheck, DigestCommand, parse_digest, zone_of
+from core.flow.digest_schedule import DigestSchedule, Post, first_day, next_slot
+from core.flow.digest_summary import Digest, Pipeline, Summariser
+from core.flow.retention import Retention
+from core.store.digest_store import DigestStore, VoiceNote
+from core.store.jobs import Job, NewJob
+from core.values import Audio, ChatKey, Reply, Request, Sender, Task
 from core.words import amounts, messages
-from core.words.i18n import LANGUAGES, Plural, best_language, translator
-from core.words.text import split_text
+from core.words.i18n import Plural, translator
 
 if TYPE_CHECKING:
-    from core.config import Settings
     from core.flow.access import AccessPolicy
-    from core.model.catalog import ModelInfo
-    from core.model.dashscope import ModelAnswer
     from core.store.answer_cache import AnswerCache
     from core.store.history import HistoryStore
 
-
-class Pipeline(Protocol):
-    """What digests need of core.flow.service.Assistant (named here, so this module doesn't import it)."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def limits(self) -> ModelInfo: ...
-
-    async def transcribe_quietly(self, request: Request) -> Reply: ...
-
-    async def complete(self, instruction: str, *, max_tokens: int | None = None) -> ModelAnswer: ...
+# the adapters' door to digests: they import these from here
+__all__ = ["FORGET", "AdminCheck", "Digest", "DigestCommand", "DigestService", "Post", "parse_digest"]
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
-TICK_SECONDS = 60.0               # the scheduler looks at least this often (a clock change is noticed)
-PURGE_EVERY = 3600.0              # expired transcripts are deleted this often
-PART_TOKENS = 600                 # a batch's notes: short, so many of them fit one combining request
 SETTLE_SECONDS = 300.0            # a digest waits this long at most for voice notes still being transcribed
 SETTLE_POLL = 0.1                 # how often a digest looks whether those notes are stored yet
-MAX_PERIOD = 366 * DAY
-
-_PERIOD = re.compile(r"^(\d{1,4})\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)$")
-_UNIT = {"m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
-_DAILY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-
-Action = Literal["summary", "on", "off", "daily", "daily_off", "forget", "invalid"]
-Post = Callable[[ChatKey, str], Awaitable[None]]     # the adapter posts a scheduled digest in a chat
 NOBODY = Sender()
-AdminCheck = Callable[[], Awaitable[bool | None]]     # the platform's word: True, False, or None (couldn't ask)
-
-
-@dataclass(frozen=True, slots=True)
-class DigestCommand:
-    """What `digest …` (or `forget`) asks for, parsed once for both adapters."""
-
-    action: Action
-    period: float | None = None        # seconds back from now; None: since the last digest
-    daily: str = ""                    # "HH:MM"
-    tz: str = "UTC"
-    problem: str | None = None         # for "invalid": the message template to answer with
-
-    @property
-    def needs_admin(self) -> bool:
-        return self.action in ("on", "off", "daily", "daily_off", "forget")
-
-
-FORGET = DigestCommand("forget")
-
-
-def parse_digest(args: str | None) -> DigestCommand:
-    """`""`, `on`, `off`, `daily HH:MM [zone]`, `daily off`, or a period like `2h`, `24h`, `7d`."""
-    words = (args or "").strip().split()
-    lowered = [w.lower() for w in words]
-    if not words:
-        return DigestCommand("summary")
-    if lowered == ["on"] or lowered == ["off"]:
-        return DigestCommand(lowered[0])  # type: ignore[arg-type]
-    if lowered[0] == "daily":
-        if lowered[1:] == ["off"]:
-            return DigestCommand("daily_off")
-        if len(words) in (2, 3) and (m := _DAILY.match(words[1])):
-            zone = words[2] if len(words) == 3 else "UTC"
-            if zone_of(zone) is None:
-                return DigestCommand("invalid", tz=zone, problem=messages.DIGEST_BAD_ZONE)
-            return DigestCommand("daily", daily=f"{int(m[1]):02d}:{m[2]}", tz=zone)
-        return DigestCommand("invalid", problem=messages.DIGEST_USAGE)
-    if len(words) <= 2 and (m := _PERIOD.match("".join(lowered))):
-        seconds = int(m[1]) * _UNIT[m[2][0]]
-        if seconds > 0:
-            return DigestCommand("summary", period=min(seconds, MAX_PERIOD))
-    return DigestCommand("invalid", problem=messages.DIGEST_USAGE)
-
-
-_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$")
-
-
-def zone_of(name: str) -> ZoneInfo | None:
-    """The IANA zone of that name, or None: a directory of the zone database ("Europe"), a name too long
-    for the file system, or anything not shaped like a zone name is no zone."""
-    if not name or len(name) > 64 or not _ZONE_NAME.match(name):
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
-
-
-def _at(day: date, daily: str, zone: ZoneInfo) -> float:
-    hour, minute = (int(x) for x in daily.split(":"))
-    return datetime.combine(day, dtime(hour, minute), tzinfo=zone).timestamp()
-
-
-def last_slot(daily: str, tz: str, now: float) -> float:
-    """The latest daily HH:MM in the zone at or before `now` (wall-clock time, so DST is followed)."""
-    zone = zone_of(tz) or ZoneInfo("UTC")
-    today = datetime.fromtimestamp(now, zone).date()
-    at = _at(today, daily, zone)
-    return at if at <= now else _at(today - timedelta(days=1), daily, zone)
-
-
-def next_slot(daily: str, tz: str, now: float) -> float:
-    """The first daily HH:MM in the zone after `now`."""
-    zone = zone_of(tz) or ZoneInfo("UTC")
-    today = datetime.fromtimestamp(now, zone).date()
-    at = _at(today, daily, zone)
-    return at if at > now else _at(today + timedelta(days=1), daily, zone)
 
 
 # "1 week", "2 days", "90 minutes" (core.words.amounts); (seconds, lang) in a language
@@ -173,25 +64,6 @@ def _days(settings_days: float, lang: str | None = None) -> str:
     return amounts.days(settings_days, lang)
 
 
-def _first_day(when: datetime, lang: str | None) -> str:
-    """The day the first daily digest comes, as the chat's language writes a short date ("Thu 26 Nov")."""
-    code = best_language(lang)
-    if code == "en":
-        return when.strftime("%a %d %b")
-    from babel.dates import format_skeleton  # only when a chat speaks another language
-    return format_skeleton("MMMEd", when, locale=LANGUAGES[code].catalog)
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    text: str
-    notes: int = 0
-    seconds: float = 0.0
-    usage: Usage = Usage()
-    until: float = 0.0
-    last_note: int = 0               # the newest note covered
-
-
 class DigestService:
     """Everything digests need, over the Assistant's pipeline, model client and database.
 
@@ -205,17 +77,17 @@ class DigestService:
         self.history, self.access, self.cache = history, access, cache
         self.store = DigestStore(history)
         self.clock = clock
-        self._schedulers: list[asyncio.Task[None]] = []
-        self._wakes: list[asyncio.Event] = []
-        self._last_purge = -math.inf
+        self.summariser = Summariser(assistant)
+        # the parts go by this service's clock, whatever it is when they look (tests move it)
+        self.retention = Retention(self.settings, history, self.store, cache, self._now)
+        self.schedule = DigestSchedule(self.store, self._scheduled, self.retention.purge, self._now)
+
+    def _now(self) -> float:
+        return self.clock()
 
     async def aclose(self) -> None:
         """Stop the schedulers (transcriptions are jobs: the adapters' runners stop those)."""
-        tasks = list(self._schedulers)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._schedulers.clear()
+        await self.schedule.aclose()
 
     # --- listening ----------------------------------------------------------------------------
     async def listening(self, chat: ChatKey) -> bool:
@@ -339,7 +211,7 @@ class DigestService:
                                     post_thread=chat.thread_id or "", scheduled_since=now)
             self.wake()
             first = datetime.fromtimestamp(next_slot(command.daily, command.tz, now), zone_of(command.tz))
-            return t.text(messages.DIGEST_DAILY, time=command.daily, zone=command.tz, first=_first_day(first, lang))
+            return t.text(messages.DIGEST_DAILY, time=command.daily, zone=command.tz, first=first_day(first, lang))
         if command.action == "daily_off":
             await self.store.update(p, c, now, daily="")
             return t.text(messages.DIGEST_DAILY_OFF, prefix=prefix)
@@ -383,13 +255,13 @@ class DigestService:
             return Digest(text, until=now)
         whole = ChatKey(chat.platform, chat.chat_id)
         who = sender or Sender()
-        batches = self._batches(notes, state.tz)
+        batches = self.summariser.batches(notes, state.tz)
         asked = Request(whole, Task.SUMMARIZE, user_id=who.user_id, user_name=who.user_name, team_id=who.team_id,
                         chat_name=who.chat_name)
         # a scheduled digest was set up by an admin: only the budgets apply, and refusing it tells nobody
         async with self.access.admit(asked, quietly=sender is None, lists=sender is not None):
-            await self.access.afford(self._estimate(batches), refusals=DIGEST_TOO_COSTLY, prefix=prefix)
-            body, usage = await self._summarise(batches, lang)
+            await self.access.afford(self.summariser.estimate(batches), refusals=DIGEST_TOO_COSTLY, prefix=prefix)
+            body, usage = await self.summariser.summarise(batches, lang)
             await self.store.record_usage(whole, who.user_id, usage, self.clock(), role="digest")
         last_note = max(n.id for n in notes)
         if mark and not period:
@@ -401,180 +273,26 @@ class DigestService:
                         minutes=_count(messages.MINUTES, math.ceil(seconds / 60), lang))
         return Digest(f"{header}\n\n{body}", len(notes), seconds, usage, now, last_note)
 
-    def _budget(self, template: str) -> int:
-        """Tokens of notes one request may carry beside this instruction, within the model's input limit."""
-        limits = self.assistant.limits
-        return limits.max_input - estimate_tokens(prompts.SYSTEM) - estimate_tokens(template) - PROMPT_RESERVE
-
-    def _batches(self, notes: list[VoiceNote], tz: str) -> list[list[str]]:
-        """The notes as dated lines, packed into as few requests as fit the model's input limit."""
-        zone = zone_of(tz) or ZoneInfo("UTC")
-        stamps = [datetime.fromtimestamp(n.sent, zone) for n in notes]
-        one_day = stamps[0].date() == stamps[-1].date()
-        lines: list[str] = []
-        budget = self._budget(max(prompts.DIGEST, prompts.DIGEST_PART, key=len))
-        for note, at in zip(notes, stamps, strict=True):
-            when = at.strftime("%H:%M" if one_day else "%a %d %b %H:%M")
-            head = prompts.digest_line(when, note.user_name or note.user_id or "someone", note.seconds, "")
-            lines.extend(head + piece for piece in _fit(note.text or "[nothing heard]", budget - _tokens(head)))
-        return _pack(lines, budget)
-
-    def _estimate(self, batches: list[list[str]]) -> int:
-        """Tokens the digest will cost at most, cautiously: every batch's request and answer, and the
-        requests combining the answers."""
-        call = _tokens(prompts.SYSTEM) + _tokens(max(prompts.DIGEST, prompts.DIGEST_PART, key=len)) + PROMPT_RESERVE
-        cost = sum(call + _tokens("\n\n".join(batch)) for batch in batches)
-        if len(batches) > 1:     # each part's answer is read once more to combine them, and answered
-            cost += 2 * len(batches) * PART_TOKENS + call
-        return cost
-
-    async def _summarise(self, batches: list[list[str]], lang: str | None = None) -> tuple[str, Usage]:
-        """The digest's body; written in `lang` when the chat chose one, else in the notes' own language."""
-        usage = Usage()
-        if len(batches) == 1:
-            answer = await self.assistant.complete(prompts.digest_instruction(
-                prompts.in_language(prompts.DIGEST, None, lang), batches[0]))
-            return answer.text.strip(), answer.usage
-        parts, usage = await self._each(prompts.in_language(prompts.DIGEST_PART, None, lang), batches)
-        return await self._combine(parts, usage, lang)
-
-    async def _combine(self, parts: list[str], usage: Usage, lang: str | None = None) -> tuple[str, Usage]:
-        """Join batch notes into one digest, merging in rounds while they don't fit one request."""
-        budget = self._budget(max(prompts.DIGEST_COMBINE, prompts.DIGEST_MERGE, key=len))
-        while True:
-            # at most half a request each, so every round at least halves their number
-            parts = [cut for p in parts for cut in _fit(p, budget // 2)[:1]]
-            batches = _pack(parts, budget)
-            if len(batches) == 1:
-                answer = await self.assistant.complete(prompts.digest_instruction(
-                    prompts.in_language(prompts.DIGEST_COMBINE, None, lang), batches[0]))
-                return answer.text.strip(), usage + answer.usage
-            parts, spent = await self._each(prompts.in_language(prompts.DIGEST_MERGE, None, lang), batches)
-            usage += spent
-
-    async def _each(self, template: str, batches: list[list[str]]) -> tuple[list[str], Usage]:
-        """One request per batch, a few at a time, answers in batch order."""
-        gate = asyncio.Semaphore(self.settings.chunk_concurrency)
-
-        async def ask(batch: list[str]) -> tuple[str, Usage]:
-            async with gate:
-                answer = await self.assistant.complete(prompts.digest_instruction(template, batch),
-                                                       max_tokens=PART_TOKENS)
-            return answer.text.strip(), answer.usage
-
-        done = await all_or_nothing(ask(b) for b in batches)   # one failed batch fails the digest
-        return [text for text, _ in done], sum((u for _, u in done), Usage())
-
-    # --- the daily schedule and retention -----------------------------------------------------
+    # --- the daily schedule and retention (core.flow.digest_schedule, core.flow.retention) ----------
     def start_schedule(self, platform: str, post: Post) -> None:
         """Post each chat's daily digest through `post(chat, text)`, and purge expired transcripts,
         until aclose(). State lives in SQLite, so a restart picks up where it left off (a slot missed
         while down is posted once on start)."""
-        wake = asyncio.Event()
-        self._wakes.append(wake)
-        self._schedulers.append(asyncio.create_task(self._run_schedule(platform, post, wake),
-                                                    name=f"earshot-digests-{platform}"))
+        self.schedule.start(platform, post)
 
     def wake(self) -> None:
         """Look at the schedule now (a schedule changed, or a test moved the clock)."""
-        for event in self._wakes:
-            event.set()
-
-    async def _run_schedule(self, platform: str, post: Post, wake: asyncio.Event) -> None:
-        while True:
-            wake.clear()
-            due: float | None = None
-            try:
-                due = await self.tick(platform, post)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the digest schedule failed; trying again in a minute")
-            wait = TICK_SECONDS if due is None else min(TICK_SECONDS, max(0.0, due - self.clock()))
-            try:
-                await asyncio.wait_for(wake.wait(), wait)
-            except TimeoutError:
-                pass
+        self.schedule.wake()
 
     async def tick(self, platform: str, post: Post) -> float | None:
-        """One pass: purge if it's time, post the digests that are due. Returns when the next one is due.
-        Processes sharing a PostgreSQL database take turns: one passes, the others skip (and look again)."""
-        async with self.store.exclusive(f"digests:{platform}") as mine:
-            if not mine:
-                return None
-            return await self._tick(platform, post)
-
-    async def _tick(self, platform: str, post: Post) -> float | None:
-        now = self.clock()
-        if now - self._last_purge >= PURGE_EVERY:
-            await self.purge()
-            self._last_purge = now
-        due: float | None = None
-        for chat in await self.store.scheduled(platform):
-            if zone_of(chat.tz) is None:
-                continue
-            slot = last_slot(chat.daily, chat.tz, now)
-            if slot > max(chat.last_scheduled, chat.scheduled_since):
-                await self._post(chat, slot, post)
-            upcoming = next_slot(chat.daily, chat.tz, now)
-            due = upcoming if due is None else min(due, upcoming)
-        return due
-
-    async def _post(self, chat: ChatDigest, slot: float, post: Post) -> None:
-        key = ChatKey(chat.platform, chat.chat_id)
-        try:
-            # nobody asked, so no one's app language: the chat's /lang, else the notes' own language
-            digest = await self.summary(key, None, mark=False, lang=await self.history.settings.lang(key))
-            if digest.notes:     # a quiet day posts nothing rather than "nothing to sum up" every day
-                await post(chat.key, digest.text)
-                await self.store.update(chat.platform, chat.chat_id, self.clock(), last_digest=digest.until,
-                                        last_note=digest.last_note)
-        except asyncio.CancelledError:
-            raise
-        except EarshotError as err:
-            log.error("scheduled digest for %s %s failed: %s", chat.platform, chat.chat_id, err.operator_message)
-        except Exception:
-            log.exception("scheduled digest for %s %s failed", chat.platform, chat.chat_id)
-        finally:
-            # marked even when it failed: the notes stay for the next digest instead of a retry every minute
-            await self.store.update(chat.platform, chat.chat_id, self.clock(), last_scheduled=slot)
+        """One pass of the schedule (DigestSchedule.tick). Returns when the next digest is due."""
+        return await self.schedule.tick(platform, post)
 
     async def purge(self) -> int:
-        """Delete transcripts older than EARSHOT_RETENTION_DAYS, chat history older than
-        EARSHOT_HISTORY_DAYS, expired button references,
-        finished jobs and seen events after a week. Returns the transcripts deleted."""
-        now = self.clock()
-        deleted = await self.store.purge(now - self.settings.retention_days * DAY)
-        if deleted:
-            log.info("deleted %d expired voice-note transcript(s)", deleted)
-        pruned = await self.history.prune(now - self.settings.history_days * DAY, now - KEEP_FINISHED)
-        pruned["jobs"] = await JobStore(self.history, self.clock).prune()
-        pruned["audio_refs"] = await SqlAudioRefStore(self.history).delete_expired(now)
-        pruned |= await shared_limits.prune(self.history, now)
-        if any(pruned.values()):
-            log.info("pruned old rows: %s", ", ".join(f"{n} {table}" for table, n in pruned.items() if n))
-        if self.cache.enabled and (cached := await self.cache.prune()):
-            log.info("deleted %d expired cached answer(s)", cached)   # EARSHOT_CACHE_DAYS, on the same sweep
-        return deleted
+        """The retention sweep (Retention.purge). Returns the transcripts deleted."""
+        return await self.retention.purge()
 
-
-_tokens = estimate_tokens
-
-
-def _fit(text: str, budget: int) -> list[str]:
-    """`text` in pieces of at most `budget` tokens (by the cautious estimate), cut at spaces when possible."""
-    return split_text(text, max(3, (budget - 5) * 3), size=lambda piece: len(piece.encode("utf-8"))) or [""]
-
-
-def _pack(lines: list[str], budget: int) -> list[list[str]]:
-    """Consecutive lines grouped so each group's estimate stays within `budget`; order is kept."""
-    batches: list[list[str]] = [[]]
-    used = 0
-    for line in lines:
-        cost = _tokens(line) + 1          # +1: the blank line between them
-        if batches[-1] and used + cost > budget:
-            batches.append([])
-            used = 0
-        batches[-1].append(line)
-        used += cost
-    return batches
+    async def _scheduled(self, chat: ChatKey) -> Digest:
+        """A daily digest: since the last one, marked once it is posted."""
+        # nobody asked, so no one's app language: the chat's /lang, else the notes' own language
+        return await self.summary(chat, None, mark=False, lang=await self.history.settings.lang(chat))

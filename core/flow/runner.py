@@ -1,51 +1,18 @@
 """Runs durable jobs (core.store.jobs): in order within a chat, concurrently across chats, once each.
 
 Adapters register per platform how to fetch a job's audio again, how to deliver an outcome, and
-optionally how to show progress while it runs; then, for each update, they `reserve` the chat's place
-in line before their first await and `submit` the job into it, instead of calling Assistant.handle.
-That queue per chat is earshot's one ordering mechanism. The runner calls Assistant.handle, stores
-the outcome, delivers it, and records the delivery. After a crash `start()` resumes whatever was
-left: unfinished work and undelivered answers.
+optionally how to show progress while it runs (core.flow.delivery.Platform); then, for each update, they
+`reserve` the chat's place in line before their first await and `submit` the job into it, instead of
+calling Assistant.handle. That queue per chat (its lanes and places in line: core.flow.lanes) is
+earshot's one ordering mechanism. The runner calls Assistant.handle, stores the outcome, delivers it
+(core.flow.delivery: exactly once, and its one corner), and records the delivery. After a crash
+`start()` resumes whatever was left: unfinished work and undelivered answers.
 
-Exactly once, and its one corner: the outcome is stored before it is sent, and the delivery is marked
-right after the send succeeds. A crash between those two writes (one SQLite commit) sends the answer
-again on restart; everywhere else a restart neither loses nor repeats an answer.
+A model outage is not a failure: the job waits with backoff behind a circuit breaker shared by all jobs,
+until its time is up (core.flow.failures says what the user is told, and when).
 
-A model outage (unavailable or throttled beyond the client's own retries) is not a failure: the user
-is told once that the answer will come when the model is back, the job waits with backoff, and a
-circuit breaker shared by all jobs stops calling the service until a probe finds it up. A job that
-can't be answered within `EARSHOT_JOB_TTL` of its arrival ends with a clear failure.
-
-Several processes on one database (replicas on PostgreSQL) share the jobs safely; one process on SQLite
-works exactly as before, through the same steps:
-- Each runner has an owner id (host:pid:random). `_run` starts by *taking* the job (JobStore.take): it
-  succeeds only if the job is still to do or to deliver, nobody else holds an unexpired lease on it
-  (`EARSHOT_JOB_LEASE`, 30 s), no other job of its chat lane is held elsewhere, and no older job of its
-  lane is still open (the chat's lane: its answers; voice notes heard for digests have a lane of their
-  own). So at most one job of a chat runs anywhere, in the order the jobs were stored, whichever replica
-  stored them. This process's own queue still orders its own turns (a handler that stored its job late
-  keeps its place). A take that fails drops the job from this process's queue: another replica has it,
-  or it waits behind an older job held elsewhere and is found again by the sweeper.
-- While it holds a job — waiting out an outage, attempts, delivery — a keeper renews its leases every
-  third of the lease. A lease it can't renew means another process took the job over (this one was cut
-  off for a whole lease): its work is cancelled, and nothing is written or delivered for it; every write
-  is fenced by the owner anyway (JobLost). When `_run` ends, and at stop(), the leases are released, so
-  another process may take what is left at once.
-- A sweeper (every second, and whenever a chat's queue runs empty) schedules jobs of this process's
-  platforms that nobody works on: let go by a replica that stopped, held by one whose lease ran out (one
-  fault more if it was mid-work), or never taken and untouched for a while (their replica died first, or
-  they waited behind an older job held elsewhere).
-- A process takes on at most twice as many jobs as it may make model calls (`hands`): the rest of a burst
-  it stored (the Telegram poller stores every update) is left to replicas with hands free, whose sweepers
-  find it untouched.
-- The same message stored by two replicas (Slack delivering one event to both, a retry) is one job
-  (unique per platform and key); only the replica that takes it runs and delivers it.
-- start(): SQLite serves each platform from one process, so a restart releases what its previous process
-  held and resumes at once; on PostgreSQL a dead replica's leases run out by themselves (a live one's jobs
-  are never stolen). Failover takes what is left of the dead replica's lease (two thirds of it to all of
-  it, as it renewed every third), then a sweep.
-- A job on which earshot itself failed (a bug, not the model or the user) is left held by its process:
-  tried again on that process's next start, or by another replica once its lease runs out, never in a loop.
+Several processes on one database (replicas on PostgreSQL) share the jobs safely under leases, and one
+process on SQLite works exactly as before, through the same steps: core.flow.leases has the rules.
 """
 from __future__ import annotations
 
@@ -53,18 +20,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
-from core.errors import BadModelResponse, EarshotError, ModelError, ModelThrottled, ModelUnavailable, StorageError
+from core.errors import EarshotError, ModelError, StorageError
+from core.flow.delivery import Attend, AudioId, Deliver, Fetch, JobDelivery, Platform, Unsay
 from core.flow.digest import DigestService
+from core.flow.failures import expired, internal, is_outage, said, span_words
+from core.flow.lanes import Reservation, is_quiet, lane_of
+from core.flow.leases import Leases, owner_id
 from core.flow.service import Assistant
 from core.logs import RedactingFilter
 from core.model.breaker import CircuitBreaker, Permit
@@ -78,98 +44,12 @@ from core.store.jobs import (
     JobState,
     JobStore,
     NewJob,
-    Notice,
-    Outcome,
-    Undeliverable,
 )
-from core.values import Audio, ChatKey, ProgressCallback, Reply, Request, Task
-from core.words import amounts, messages
+from core.values import ChatKey, Reply, Request, Task
+
+__all__ = ["JobRunner", "Reservation"]     # adapters take their place in line (core.flow.lanes) from here
 
 log = logging.getLogger(__name__)
-
-Fetch = Callable[[Job], Awaitable[Audio]]
-Deliver = Callable[[Job, Outcome], Awaitable[None]]
-Attend = Callable[[Job], AbstractAsyncContextManager[ProgressCallback | None]]
-AudioId = Callable[[Job], str | None]
-Unsay = Callable[[Job, str], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Platform:
-    """What an adapter lends the runner for its jobs."""
-
-    fetch: Fetch                     # the job's audio, downloaded again from its file_ref
-    deliver: Deliver                 # send a Reply, Failure or Notice; raise Undeliverable when hopeless
-    attend: Attend | None = None     # around each attempt: typing, status message; yields a progress callback
-    stream: bool = False             # ask for streamed partial answers (through the progress callback)
-    audio_id: AudioId | None = None  # the platform's stable id of the job's audio, so a cached answer skips the fetch
-    unsay: Unsay | None = None       # remove a status message (its noted progress_ref) a crashed process left
-
-
-def is_outage(err: EarshotError) -> bool:
-    """The model service is down or overloaded, so waiting can help (unlike bad input or a bad key)."""
-    return isinstance(err, (ModelUnavailable, ModelThrottled)) or (isinstance(err, BadModelResponse)
-                                                                   and err.retryable)
-
-
-QUIET_LANE = "\0listening"
-
-
-def is_quiet(job: Job) -> bool:
-    """Work nobody asked for (listening for digests): nothing is said about it, success or failure."""
-    return job.task is Task.LISTEN
-
-
-span_words = amounts.rounded     # '24 hours', '60 minutes', '45 seconds' (core.words.amounts)
-
-
-class Reservation:
-    """A chat's place in the runner's queue, taken synchronously where an update is first seen (before the
-    handler's first await) and held until the handler submits its job or drops the place: a handler that
-    awaits the database first can't be overtaken by a later update of the same chat. Use `with`."""
-
-    def __init__(self, chat: ChatKey, ahead: tuple[Reservation, ...] = (),
-                 held: set[Reservation] | None = None) -> None:
-        self.chat = chat
-        self.job_id: int | None = None
-        self.settled = asyncio.Event()
-        self._ahead = ahead          # places held before this one, still open when it was taken
-        self._held = held            # the runner's open places: stop() lets their handlers finish
-        if held is not None:
-            held.add(self)
-
-    async def earlier_settled(self) -> None:
-        """Wait until the chat's earlier updates have become jobs (or nothing): what they stored (the
-        chat's latest audio, a heard voice note) is there to read."""
-        for slot in self._ahead:
-            await slot.settled.wait()
-
-    def fill(self, job_id: int | None) -> None:
-        if not self.settled.is_set():
-            self.job_id = job_id
-            self.settled.set()
-            if self._held is not None:
-                self._held.discard(self)
-
-    def drop(self) -> None:
-        """Give the place up (nothing to submit); later turns go on at once."""
-        self.fill(None)
-
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.drop()
-
-
-def owner_id() -> str:
-    """Who holds a job: this host and process, and a random part for this runner (a restart is someone else)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _internal(job: Job) -> Failure:
-    """What the user is told when earshot itself failed: a short apology in the job's language."""
-    return Failure(messages.text(messages.INTERNAL, job.lang))
 
 
 class JobRunner:
@@ -194,6 +74,8 @@ class JobRunner:
         self.backoff, self.max_backoff = backoff, max_backoff
         self.grace = grace                      # how long stop() lets running jobs finish
         self._redact = RedactingFilter(settings.secrets()).redact
+        self.leases = Leases(self.store, self.lease, self._redact)    # the jobs this process holds
+        self.delivery = JobDelivery(self.store, backoff, self._redact)
         # decoding is CPU and memory: bound the jobs at work (model calls have their own, lower bound)
         self._slots = asyncio.Semaphore(concurrency or 4 * settings.global_concurrency)
         # jobs this process takes on at once: twice the model calls it may make keeps its decoding ahead of
@@ -208,8 +90,6 @@ class JobRunner:
         self._arrived: set[int] = set()                 # scheduled by submit: in arrival order here
         self._busy: set[asyncio.Task[None]] = set()     # workers mid-attempt or mid-delivery
         self._held: set[Reservation] = set()             # places of handlers still at work on an update
-        self._holding: dict[int, asyncio.Task[None]] = {}  # jobs taken (leased) -> the worker running them
-        self._lost: set[int] = set()                      # taken over by another process: being cancelled
         self._faulty: set[int] = set()                    # the runner itself failed on them: left for later
         self._nudge = asyncio.Event()                     # a chat's queue ran empty: sweep now
         self._background: list[asyncio.Task[None]] = []   # the keeper and the sweeper
@@ -239,7 +119,7 @@ class JobRunner:
             log.info("resuming %d job(s); %d were cut off mid-work when the last process died",
                      len(pending), interrupted)
         if not self._background:
-            self._background = [asyncio.create_task(self._keeper(), name="earshot-jobs-keeper"),
+            self._background = [asyncio.create_task(self.leases.keeper(), name="earshot-jobs-keeper"),
                                 asyncio.create_task(self._sweeper(), name="earshot-jobs-sweeper")]
 
     async def stop(self, grace: float | None = None) -> None:
@@ -274,11 +154,7 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         if background:               # whatever is still held goes back at once: another replica may take it
-            try:
-                await self.store.release_all()
-            except Exception as err:
-                log.warning("could not let go of this process's jobs (their leases will run out): %s",
-                            self._redact(str(err)))
+            await self.leases.release_all()
 
     async def drained(self, timeout: float = 30.0) -> None:
         """Wait until no job is scheduled (tests and tools); TimeoutError after `timeout`."""
@@ -330,10 +206,7 @@ class JobRunner:
         if slot is not None and not slot.settled.is_set() and slot.chat == job.chat:
             slot.fill(job.id)          # already in line, where its update arrived
             return
-        # a group's voice notes heard for digests queue in a lane of their own: one at a time, so a burst
-        # holds one file in memory, and behind no answer (and no answer behind them)
-        lane = ChatKey(job.platform, job.chat.chat_id, QUIET_LANE) if is_quiet(job) else job.chat
-        self._enqueue(lane, job.id, job.platform)
+        self._enqueue(lane_of(job), job.id, job.platform)
 
     def _enqueue(self, lane: ChatKey, entry: int | Reservation, platform: str) -> None:
         self._queues.setdefault(lane, deque()).append(entry)
@@ -366,13 +239,13 @@ class JobRunner:
                 except JobLost:
                     lost = True
                 except asyncio.CancelledError:
-                    if not self._forget_lost(job_id) or self._stopping:
+                    if not self.leases.forget_lost(job_id) or self._stopping:
                         raise
                     lost = True
                 except Exception:   # the job stays in the database and is retried on the next start
                     log.exception("job %d: the runner failed; it will resume on the next start (or in another "
                                   "process once its lease runs out)", job_id)
-                if self._forget_lost(job_id) or lost:
+                if self.leases.forget_lost(job_id) or lost:
                     log.warning("job %d: another process took it over (this one could not renew its lease in "
                                 "time); leaving it to them", job_id)
                 queue.popleft()
@@ -385,37 +258,9 @@ class JobRunner:
                 self._queues.pop(chat, None)
                 self._nudge.set()       # the chat's next job may be waiting elsewhere: look now
 
-    def _forget_lost(self, job_id: int) -> bool:
-        """True if the keeper cancelled this worker's job (taken over elsewhere): that cancel is spent."""
-        if job_id not in self._lost:
-            return False
-        self._lost.discard(job_id)
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            task.uncancel()
-        return True
-
-    # --- holding jobs among several processes ----------------------------------------------------------
-    async def _keeper(self) -> None:
-        """Renew the leases of the jobs this process holds; cancel the work on any another process took over."""
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            held = dict(self._holding)
-            if not held:
-                continue
-            try:
-                kept = await self.store.keep(held, self.lease)
-            except Exception as err:     # the database is unreachable: try again; the fences still hold
-                log.warning("could not renew this process's hold on %d job(s): %s", len(held),
-                            self._redact(str(err)))
-                continue
-            for job_id, worker in held.items():
-                if job_id not in kept and self._holding.get(job_id) is worker:
-                    self._lost.add(job_id)
-                    worker.cancel()
-
+    # --- holding jobs among several processes (core.flow.leases) --------------------------------------
     async def _sweeper(self) -> None:
-        """Schedule the jobs of this process's platforms that nobody works on (module docstring)."""
+        """Schedule the jobs of this process's platforms that nobody works on (core.flow.leases' docstring)."""
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), self.sweep_every)
@@ -449,7 +294,7 @@ class JobRunner:
             return
         worker = asyncio.current_task()
         assert worker is not None
-        self._holding[job_id] = worker
+        self.leases.hold(job_id, worker)
         try:
             await self._work_on(job)
         except (JobGone, JobLost):
@@ -460,14 +305,10 @@ class JobRunner:
             self._faulty.add(job_id)
             raise
         finally:
-            del self._holding[job_id]
+            self.leases.let_go(job_id)
             self._free_hand(job_id)
-            if job_id not in self._lost and job_id not in self._faulty:
-                try:
-                    await self.store.release(job_id)
-                except Exception as err:
-                    log.warning("job %d: could not let it go (its lease will run out): %s", job_id,
-                                self._redact(str(err)))
+            if not self.leases.lost(job_id) and job_id not in self._faulty:
+                await self.leases.release(job_id)
 
     def _free_hand(self, job_id: int) -> None:
         if job_id in self._handed:
@@ -478,18 +319,17 @@ class JobRunner:
         platform = self._platforms[job.platform]
         if not job.finished and job.faults >= MAX_FAULTS:
             log.error("job %d: giving up after %d crashes or errors (last: %s)", job.id, job.faults, job.last_error)
-            job = await self.store.finish(job.id, JobState.FAILED, self._said(job, _internal(job)))
+            job = await self.store.finish(job.id, JobState.FAILED, said(job, internal(job)))
         while not job.finished:
             permit = await self._turn(job, platform)
             if permit is None:
                 log.warning("job %d: no answer within %s; telling the user", job.id, span_words(self.ttl))
-                job = await self.store.finish(job.id, JobState.EXPIRED, self._said(
-                    job, Failure(messages.text(messages.JOB_EXPIRED, job.lang, waited=span_words(self.ttl, job.lang)))))
+                job = await self.store.finish(job.id, JobState.EXPIRED, said(job, expired(job, self.ttl)))
                 break
             job = await self._attempt(job, platform, permit)
         if job.delivered is None:
             with self._busy_now():
-                await self._deliver(job, platform)
+                await self.delivery.deliver(job, platform)
 
     async def _turn(self, job: Job, platform: Platform) -> Permit | None:
         """Wait for the job's backoff and for the breaker's leave; None once its time is up."""
@@ -504,7 +344,7 @@ class JobRunner:
             if wait <= 0:
                 if (permit := self.breaker.allow()) is not None:
                     return permit
-                job = await self._tell_waiting(job, platform)
+                job = await self.delivery.tell_waiting(job, platform)
                 wait = self.breaker.retry_in()
             self._free_hand(job.id)            # waiting, not working: another job may start meanwhile
             await self.breaker.wait_for_change(min(max(wait, 0.01), left))
@@ -518,7 +358,7 @@ class JobRunner:
                     reply = await self._answer(job, platform)
                 except asyncio.CancelledError:
                     self.breaker.released(permit)
-                    if job.id not in self._lost:          # taken over elsewhere: not ours to requeue
+                    if not self.leases.lost(job.id):       # taken over elsewhere: not ours to requeue
                         await self.store.requeue(job.id)  # a shutdown, not a fault: start afresh next time
                     raise
                 except StorageError as err:     # the database failed mid-job (core.store.db): a fault, tried again
@@ -532,7 +372,7 @@ class JobRunner:
                 self.breaker.succeeded(permit)
                 log.info("job %d: %s in %s/%s answered in %.1f s (%d tokens)", job.id, job.task.value,
                          job.platform, job.chat.chat_id, time.monotonic() - started, reply.usage.total)
-                return await self.store.finish(job.id, JobState.DONE, self._said(job, reply))
+                return await self.store.finish(job.id, JobState.DONE, said(job, reply))
 
     async def _answer(self, job: Job, platform: Platform) -> Reply:
         if is_quiet(job):
@@ -560,7 +400,7 @@ class JobRunner:
             delay = self._backoff(job)
             log.warning("job %d: the model is unavailable (%s); next try in %.1f s", job.id, error, delay)
             job = await self.store.wait(job.id, self.clock() + delay, error)
-            return await self._tell_waiting(job, platform)
+            return await self.delivery.tell_waiting(job, platform)
         if isinstance(err, ModelError):
             self.breaker.succeeded(permit)     # it refused, but it answered: the service is up
         else:
@@ -571,53 +411,16 @@ class JobRunner:
             log.info("job %d: skipped a voice note: %s", job.id, error)
         else:
             log.info("job %d: told the user: %s", job.id, err.user_message)
-        outcome = None if getattr(err, "silent", False) else self._said(job, Failure(err.user_text(job.lang)))
+        outcome = None if getattr(err, "silent", False) else said(job, Failure(err.user_text(job.lang)))
         return await self.store.finish(job.id, JobState.FAILED, outcome, error)
 
     async def _faulted(self, job: Job, err: Exception) -> Job:
         log.error("job %d: unexpected %s", job.id, type(err).__name__, exc_info=err)
         error = self._redact(f"{type(err).__name__}: {err}")
         if job.faults + 1 >= MAX_FAULTS:
-            return await self.store.finish(job.id, JobState.FAILED, self._said(job, _internal(job)),
+            return await self.store.finish(job.id, JobState.FAILED, said(job, internal(job)),
                                            error)
         return await self.store.wait(job.id, self.clock() + self._backoff(job), error, fault=True)
-
-    async def _tell_waiting(self, job: Job, platform: Platform) -> Job:
-        """Once per job: the model is down, the answer will come when it is back."""
-        if job.notified or is_quiet(job):
-            return job
-        try:
-            await platform.deliver(job, Notice(messages.text(messages.MODEL_WAITING, job.lang)))
-        except Exception as err:     # a courtesy: the next wait tries again
-            log.warning("job %d: could not say the model is down: %s", job.id, self._redact(str(err)))
-            return job
-        return await self.store.mark_notified(job.id)
-
-    async def _deliver(self, job: Job, platform: Platform) -> None:
-        while job.delivered is None and job.delivery_attempts < MAX_DELIVERIES:
-            outcome = job.final_outcome()
-            if outcome is not None:
-                try:
-                    await platform.deliver(job, outcome)
-                except Undeliverable as err:
-                    log.warning("job %d: can't be delivered: %s", job.id, self._redact(str(err)))
-                    await self.store.delivery_failed(job.id, self._redact(str(err)), final=True)
-                    return
-                except Exception as err:
-                    error = self._redact(f"{type(err).__name__}: {err}")
-                    job = await self.store.delivery_failed(job.id, error)
-                    log.warning("job %d: delivery failed (%s), try %d of %d", job.id, error,
-                                job.delivery_attempts, MAX_DELIVERIES)
-                    if job.delivery_attempts < MAX_DELIVERIES:
-                        await asyncio.sleep(min(30.0, self.backoff * 2 ** (job.delivery_attempts - 1)))
-                    continue
-            # right after the send: a crash before this commit is the one way an answer goes out twice
-            job = await self.store.mark_delivered(job.id)
-
-    @staticmethod
-    def _said(job: Job, outcome: Reply | Failure) -> Reply | Failure | None:
-        """What the user is to be told: nothing at all for quiet work."""
-        return None if is_quiet(job) else outcome
 
     def _backoff(self, job: Job) -> float:
         """Exponential in the job's attempts, with jitter so waiting jobs don't return in step."""

@@ -1,6 +1,6 @@
 """core.flow.audio_refs' references in the database (table audio_refs), so buttons outlive a restart and work on
 every replica. /forget deletes a chat's rows with the rest of the chat (Database.forget_chat finds the table by
-its chat_id column); the hourly retention sweep drops expired ones (core.flow.digest)."""
+its chat_id column); the hourly retention sweep drops expired ones (core.flow.retention)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -358,7 +358,7 @@ class Database:
             return await self.run(forget)
 
     async def prune(self, history_before: float, events_before: float) -> dict[str, int]:
-        """The retention sweep's entry point (core.flow.digest runs it hourly): delete turns and latest-audio notes
+        """The retention sweep's entry point (core.flow.retention runs it hourly): delete turns and latest-audio notes
         older than `history_before`, and seen events older than `events_before` (they only recognise
         redeliveries and say a refusal once a day); counts by table."""
         async with self.transaction() as tx:

@@ -12,7 +12,7 @@ database thread (Database.read/write, core.store.db), so there is still one file
 
 `core.flow.runner.JobRunner` drives them; this module is the data and the store. On PostgreSQL several processes
 share the table: a runner takes a job under a lease before working on it (take, keep, release: who holds
-it is the `owner` column, until `lease_until`), see core.flow.runner.
+it is the `owner` column, until `lease_until`), see core.flow.leases.
 """
 from __future__ import annotations
 
@@ -103,13 +103,13 @@ class Pieces:
 
 
 class Deliveries:
-    """How far each job's answer got, in this process. core.flow.runner tries a failed delivery again (a passing
+    """How far each job's answer got, in this process. core.flow.delivery tries a failed delivery again (a passing
     fault); a try resumes after the pieces already sent, so a long answer whose third message failed is not
     sent again from its first, nor its text again because a file after it failed. Every adapter's deliver
     goes through one of these.
 
     In memory only: a process that dies half-way through an answer leaves the next one to send it whole (the
-    window core.flow.runner already has between a send and marking it delivered)."""
+    window core.flow.delivery already has between a send and marking it delivered)."""
 
     def __init__(self) -> None:
         self._sent: dict[int, list[Any]] = {}
