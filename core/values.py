@@ -114,6 +114,8 @@ class Incoming:
     sender_admin: bool | None = None   # the event itself says whether the sender administers the chat (None: ask)
     sent: float | None = None        # when it was posted (Unix time)
     respond_to: str | None = None    # where the platform lets an answer go besides the chat (Slack's response_url)
+    tap: str | None = None           # a button tapped under one of earshot's messages, its id (callback data), when
+    #                                  the platform delivers the tap as a message of the chat (WhatsApp's replies)
 
     @property
     def last_audio(self) -> CarriedAudio | None:

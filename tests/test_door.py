@@ -9,8 +9,9 @@ from telegram import Bot, Update
 
 from bots.slack import convert as slack
 from bots.telegram import convert as telegram
-from core.flow.commands import command_in
-from core.values import CarriedAudio, ChatKey, Incoming, Sender
+from bots.whatsapp import convert as whatsapp
+from core.flow.commands import Command, command_in
+from core.values import CarriedAudio, ChatKey, Incoming, Sender, Task
 
 BOT_ID, BOT_NAME = 777, "earshot_bot"
 
@@ -186,3 +187,89 @@ def test_a_link_is_audio_to_fetch() -> None:
     audio, rest = found
     assert (audio.kind, audio.name, rest) == ("link", "talk.mp3", "what is it about?")
     assert json.loads(audio.ref) == {"link": "https://example.com/talk.mp3", "name": "talk.mp3"}
+
+
+# --- WhatsApp: a Cloud API webhook payload (Meta's shapes: entry[].changes[].value.messages[]) ---------------------
+NUMBER_ID, ALICE_WA = "106540352242922", "16505551234"
+
+
+def _webhook(*messages: dict[str, Any], number: str = NUMBER_ID) -> dict[str, Any]:
+    return {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": number},
+            "contacts": [{"profile": {"name": "Alice"}, "wa_id": ALICE_WA}],
+            "messages": list(messages)}}]}]}
+
+
+def _wa(kind: str, n: int = 1, **fields: Any) -> dict[str, Any]:
+    return {"from": ALICE_WA, "id": f"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQz{n}", "timestamp": "1749416383",
+            "type": kind, **fields}
+
+
+def _came(*messages: dict[str, Any]) -> list[Incoming]:
+    return list(whatsapp.messages_in(_webhook(*messages), NUMBER_ID))
+
+
+def test_a_whatsapp_voice_note_is_audio_in_a_private_chat_always_addressed() -> None:
+    [came] = _came(_wa("audio", audio={"mime_type": "audio/ogg; codecs=opus", "sha256": "n2QmV0x8+Xw=",
+                                       "id": "1234567890123456", "voice": True}))
+    assert came.chat == ChatKey("whatsapp", ALICE_WA) and came.sender == Sender(ALICE_WA)
+    assert came.message_id == "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQz1"
+    assert came.private and came.addressed and not came.group and came.user_lang is None
+    assert came.sent == 1749416383.0                # what opens the 24-hour window
+    assert (came.words, came.command, came.tap, came.other_file) == ("", None, None, False)
+    [audio] = came.audio
+    assert (audio.kind, audio.mime_type, audio.unique_id) == ("voice", "audio/ogg; codecs=opus", "sha256:n2QmV0x8+Xw=")
+    # the ref is the adapter's own, naming the media id: its fetch reads it back
+    media = whatsapp.media_ref(audio.ref)
+    assert media is not None and (media.id, media.kind, media.voice) == ("1234567890123456", "audio", True)
+
+
+def test_an_audio_document_with_a_caption_and_a_document_that_is_not_audio() -> None:
+    song, pdf = _came(
+        _wa("document", 1, document={"caption": "summarize", "filename": "talk.m4a", "mime_type": "audio/mp4",
+                                     "sha256": "abc=", "id": "555"}),
+        _wa("document", 2, document={"filename": "a.pdf", "mime_type": "application/pdf", "sha256": "x=",
+                                     "id": "556"}))
+    assert song.words == "summarize" and [(a.kind, a.name) for a in song.audio] == [("document", "talk.m4a")]
+    assert pdf.audio == () and pdf.other_file
+
+
+def test_whatsapp_text_commands_with_or_without_a_slash_and_a_plain_question() -> None:
+    slashed, bare, question, unknown = _came(
+        _wa("text", 1, text={"body": " /lang de "}), _wa("text", 2, text={"body": "translate German"}),
+        _wa("text", 3, text={"body": "help me with this"}), _wa("text", 4, text={"body": "/frobnicate now"}))
+    assert slashed.command == ("lang", "de") and slashed.words == "/lang de"
+    assert command_in(bare) == Command("translate", "German", Task.TRANSLATE)
+    assert question.command is None and question.words == "help me with this"
+    assert unknown.command == ("frobnicate", "now")         # a slashed word is always a command (help answers it)
+
+
+def test_a_whatsapp_audio_link_is_audio_to_fetch_and_the_words_after_it() -> None:
+    [came] = _came(_wa("text", text={"body": "https://example.com/talk.mp3 what is it about?"}))
+    [audio] = came.audio
+    assert (audio.kind, audio.name, came.words, came.command) == ("link", "talk.mp3", "what is it about?", None)
+    assert whatsapp.media_ref(audio.ref) is None and json.loads(audio.ref)["link"] == "https://example.com/talk.mp3"
+
+
+def test_a_tap_on_a_reply_button_or_list_row_carries_its_id() -> None:
+    context = {"from": "15550783881", "id": "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5"}
+    button, row = _came(
+        _wa("interactive", 1, context=context, interactive={
+            "type": "button_reply", "button_reply": {"id": "t:abc:summarize", "title": "Summary"}}),
+        _wa("interactive", 2, context=context, interactive={
+            "type": "list_reply", "list_reply": {"id": "t:abc:translate:de", "title": "Deutsch"}}))
+    assert (button.tap, row.tap) == ("t:abc:summarize", "t:abc:translate:de")
+    assert button.audio == () and button.command is None and not button.other_file
+
+
+def test_an_image_is_not_audio_and_reactions_other_numbers_and_strangers_are_left_out() -> None:
+    image, template = _came(
+        _wa("image", 1, image={"caption": "look", "mime_type": "image/jpeg", "sha256": "i=", "id": "77"}),
+        _wa("reaction", 2, reaction={"message_id": "wamid.x", "emoji": "\U0001f44d"}),
+        _wa("button", 3, button={"payload": "p", "text": "usage"}),
+        {**_wa("text", 4, text={"body": "hi"}), "from": "not-a-number"})
+    assert image.other_file and image.audio == () and image.words == "look"
+    assert template.command == ("usage", "")                 # a template's quick-reply button: its words
+    assert list(whatsapp.messages_in(_webhook(_wa("text", text={"body": "hi"}), number="999"), NUMBER_ID)) == []

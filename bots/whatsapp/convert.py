@@ -1,5 +1,6 @@
-"""WhatsApp webhook payloads, converted once at the door into plain values: the messages users sent, and the
-statuses of what earshot sent. Nothing past this module reads Meta's JSON shapes.
+"""WhatsApp webhook payloads, converted once at the door: each message a user sent becomes one
+core.values.Incoming (its audio a CarriedAudio), and the statuses of what earshot sent plain Status values. Nothing
+past this module reads Meta's JSON shapes.
 
 A payload is `{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value":
 {"metadata", "contacts", "messages" | "statuses"}}]}]}`; entries and changes are lists, and all of them are walked.
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from core.flow.commands import is_audio_name
-from core.values import ChatKey, Sender
+from core.audio.links import split_link
+from core.flow.commands import is_audio_name, parse_command
+from core.values import CarriedAudio, ChatKey, Incoming, Sender
 
 PLATFORM = "whatsapp"
 MEDIA_KINDS = ("audio", "video", "document")     # what may carry something to listen to
@@ -53,32 +55,6 @@ def link_ref(url: str, name: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Inbound:
-    """One message a user sent the business number."""
-
-    wamid: str                      # Meta's id of the message: what a redelivery repeats, what a reply quotes
-    wa_id: str                      # the sender's WhatsApp id (their number's digits): the chat
-    kind: str                       # the message's type: audio, video, document, text, interactive, image…
-    text: str = ""                  # a text's body, or a media caption
-    media: Media | None = None      # something to listen to
-    tap: str | None = None          # the id of the reply button or list row tapped
-    sent: float = 0.0               # when the user sent it (Unix time)
-
-    @property
-    def chat(self) -> ChatKey:
-        return chat_key(self.wa_id)
-
-    @property
-    def sender(self) -> Sender:
-        return Sender(self.wa_id)
-
-    @property
-    def not_audio(self) -> bool:
-        """Something earshot can't listen to: an image, a sticker, a location, a document that isn't audio…"""
-        return self.media is None and self.kind not in ("text", "interactive", "button")
-
-
-@dataclass(frozen=True, slots=True)
 class Status:
     """What became of a message earshot sent: sent, delivered, read, or failed (with Meta's errors)."""
 
@@ -110,12 +86,12 @@ def _values(payload: Any, phone_number_id: str | None) -> Iterator[dict[str, Any
             yield value
 
 
-def messages_in(payload: Any, phone_number_id: str | None = None) -> Iterator[Inbound]:
+def messages_in(payload: Any, phone_number_id: str | None = None) -> Iterator[Incoming]:
     """The users' messages in a webhook payload, in order; reactions and system notices left out."""
     for value in _values(payload, phone_number_id):
         for msg in value.get("messages") or ():
-            if isinstance(msg, dict) and (inbound := _inbound(msg)) is not None:
-                yield inbound
+            if isinstance(msg, dict) and (came := incoming(msg)) is not None:
+                yield came
 
 
 def statuses_in(payload: Any, phone_number_id: str | None = None) -> Iterator[Status]:
@@ -128,7 +104,19 @@ def statuses_in(payload: Any, phone_number_id: str | None = None) -> Iterator[St
                              errors)
 
 
-def _inbound(msg: dict[str, Any]) -> Inbound | None:
+def carried(media: Media) -> CarriedAudio:
+    """A user's media as the core sees it: its stored form (a job's file_ref, read back by `media_ref`), and the
+    content's sha256 as the answer cache's key."""
+    return CarriedAudio(media.dumps(), "voice" if media.voice else media.kind, media.filename, media.mime_type,
+                        unique_id=media.audio_id)
+
+
+def incoming(msg: dict[str, Any]) -> Incoming | None:
+    """The door for one message of a payload's `messages`: a one-to-one chat with the sender, always spoken to
+    earshot. Text is a command (`/` optional: a slashed word is always one, a bare one only when it reads as one,
+    core.flow.commands), an audio link (its audio, the words after it as `words`), or a question; a tap on a reply
+    button or list row carries the button's id as `tap`; an image, a sticker, a location… is `other_file`.
+    `sent` is when the user wrote, what opens WhatsApp's 24-hour window. None for what is not a message to answer."""
     wamid, wa_id, kind = str(msg.get("id") or ""), str(msg.get("from") or ""), str(msg.get("type") or "")
     if not wamid or not wa_id.isdigit() or kind in IGNORED:
         return None
@@ -138,24 +126,29 @@ def _inbound(msg: dict[str, Any]) -> Inbound | None:
         sent = time.time()
     found = msg.get(kind)
     body: dict[str, Any] = found if isinstance(found, dict) else {}
-    base = Inbound(wamid, wa_id, kind, sent=sent)
-    if kind == "text":
-        return _with(base, text=str(body.get("body") or ""))
-    if kind == "button":          # a template's quick-reply button: its words
-        return _with(base, text=str(body.get("text") or ""))
+    came = Incoming(chat=chat_key(wa_id), sender=Sender(wa_id), message_id=wamid, addressed=True, private=True,
+                    sent=sent)
+    if kind in ("text", "button"):     # a text's body; a template's quick-reply button: its words
+        return _words(came, str(body.get("body" if kind == "text" else "text") or ""))
     if kind == "interactive":
         reply = body.get(str(body.get("type") or ""))     # button_reply or list_reply
         tap = str(reply.get("id") or "") if isinstance(reply, dict) else ""
-        return _with(base, tap=tap or None)
-    caption = str(body.get("caption") or "")
+        return replace(came, tap=tap or None)
+    caption = str(body.get("caption") or "").strip()
     if kind in MEDIA_KINDS and body.get("id"):
         mime, name = body.get("mime_type"), body.get("filename")
         if kind != "document" or is_audio_name(name, mime):
-            return _with(base, text=caption, media=Media(
+            return replace(came, words=caption, audio=(carried(Media(
                 str(body["id"]), kind, str(mime) if mime else None, str(name) if name else None,
-                bool(body.get("voice")), str(body["sha256"]) if body.get("sha256") else None))
-    return _with(base, text=caption)
+                bool(body.get("voice")), str(body["sha256"]) if body.get("sha256") else None)),))
+    return replace(came, words=caption, other_file=True)
 
 
-def _with(base: Inbound, **fields: Any) -> Inbound:
-    return Inbound(**{**asdict(base), **fields})
+def _words(came: Incoming, text: str) -> Incoming:
+    text = text.strip()
+    if (link := split_link(text)) is not None:        # a link to an audio file: handled like one sent
+        return replace(came, words=link.rest,
+                       audio=(CarriedAudio(link_ref(link.url, link.name), "link", link.name),))
+    slashed = text.startswith("/")
+    cmd = parse_command(text[1:] if slashed else text, strict=not slashed)
+    return replace(came, words=text, command=(cmd.word, cmd.arg) if cmd else None)

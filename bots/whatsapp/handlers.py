@@ -1,4 +1,5 @@
-"""What earshot does with each WhatsApp message: thin glue from converted messages (.convert) to core jobs.
+"""What earshot does with each WhatsApp message: thin glue from the Incoming values of the door
+(.convert) to core jobs.
 
 Audio, video and audio documents are answered (a voice note alone like a Telegram private chat: a reply to it);
 text is a command, `/` optional, or a follow-up question; a tap on the buttons under an answer asks the same audio
@@ -9,22 +10,22 @@ Meta gets its 200. Immediate replies (help, a refusal, a setting changed) go out
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from core.app import Earshot
-from core.audio.links import split_link
 from core.errors import AccessRefused, AudioExpired
-from core.flow.commands import DIGEST_WORDS, STATE_WORDS, Command, parse_command, task_for_text, with_question
+from core.flow.commands import DIGEST_WORDS, STATE_WORDS, Command, command_in, task_for_text, with_question
 from core.flow.digest import FORGET, parse_digest
 from core.flow.redelivery import Redeliveries
 from core.flow.runner import Reservation
 from core.flow.taps import Tap, submit_tap
-from core.values import ChatKey, Task
+from core.values import ChatKey, Incoming, Task
 from core.words import help_texts, messages
 
 from ..buttons import parse_callback
 from . import render
-from .convert import PLATFORM, Inbound, link_ref, messages_in, statuses_in
+from .convert import PLATFORM, messages_in, statuses_in
 from .graph import Graph
 from .jobs import WhatsAppJobs
 from .outbox import Outbox
@@ -68,45 +69,38 @@ class WhatsAppHandlers:
                 log.warning("WhatsApp could not deliver message %s to %s: %s", status.wamid, status.wa_id,
                             "; ".join(status.errors) or "no reason given")
         for msg in messages_in(payload, self.phone_number_id):
-            self.outbox.heard(msg.wa_id, msg.sent)
+            # the 24-hour window opens when the user wrote (the door always reads when)
+            self.outbox.heard(msg.chat.chat_id, msg.sent if msg.sent is not None else time.time())
             with self.jobs.reserve(msg.chat) as slot:      # the chat's place in line, before the first await
-                async with self.once.only(msg.wamid) as first:
+                async with self.once.only(msg.message_id) as first:
                     if first:
                         await slot.earlier_settled()       # the chat's earlier messages are stored
                         await self._message(msg, slot)
 
-    async def _message(self, msg: Inbound, slot: Reservation) -> None:
+    async def _message(self, msg: Incoming, slot: Reservation) -> None:
         lang = await self.chat_state.language_for(msg.chat)
-        if msg.media is not None:
-            file_ref = msg.media.dumps()
-            await self.history.remember_audio(msg.chat, file_ref)
-            await self._task(msg, slot, *task_for_text(msg.text), file_ref, lang)
+        if (audio := msg.last_audio) is not None:        # a voice note, a video, an audio document or link
+            await self.history.remember_audio(msg.chat, audio.ref)
+            await self._task(msg, slot, *task_for_text(msg.words), audio.ref, lang)
         elif msg.tap is not None:
-            await self._tap(msg, slot, lang)
-        elif msg.not_audio:
+            await self._tap(msg, msg.tap, slot, lang)
+        elif msg.other_file:
             if await self._allowed(msg, lang):
                 self._say(msg, messages.text(messages.WHATSAPP_NOT_AUDIO, lang))
         else:
             await self._text(msg, slot, lang)
 
-    async def _text(self, msg: Inbound, slot: Reservation, lang: str) -> None:
-        text = msg.text.strip()
-        slashed = text.startswith("/")
-        if (link := split_link(text)) is not None:        # a link to an audio file: handled like one sent
-            file_ref = link_ref(link.url, link.name)
-            await self.history.remember_audio(msg.chat, file_ref)
-            await self._task(msg, slot, *task_for_text(link.rest), file_ref, lang)
-            return
-        cmd = parse_command(text[1:] if slashed else text, strict=not slashed)
+    async def _text(self, msg: Incoming, slot: Reservation, lang: str) -> None:
+        cmd = command_in(msg)
         if cmd is None:
-            await self._task(msg, slot, Task.FOLLOW_UP, text, None, lang)
+            await self._task(msg, slot, Task.FOLLOW_UP, msg.words, None, lang)
         elif cmd.task is not None:
             await self._task(msg, slot, *with_question(cmd.task, cmd.arg), await self.history.latest_audio(msg.chat),
                              lang)
         else:
             await self._command(msg, cmd, lang)
 
-    async def _command(self, msg: Inbound, cmd: Command, lang: str) -> None:
+    async def _command(self, msg: Incoming, cmd: Command, lang: str) -> None:
         """help, the chat's settings (reset, usage, voice, lang, model…), digest and forget."""
         chat, sender = msg.chat, msg.sender
         said: str | None
@@ -124,9 +118,9 @@ class WhatsAppHandlers:
         if said:
             self._say(msg, said)
 
-    async def _tap(self, msg: Inbound, slot: Reservation, lang: str) -> None:
+    async def _tap(self, msg: Incoming, tap: str, slot: Reservation, lang: str) -> None:
         """A button or list row under an answer: the same audio, asked something else."""
-        press = parse_callback(msg.tap)
+        press = parse_callback(tap)
         if press is None:
             self._say(msg, messages.text(messages.AUDIO_EXPIRED, lang))
             return
@@ -137,19 +131,20 @@ class WhatsAppHandlers:
             return
         if press.choose_language:
             if await self._allowed(msg, lang):
-                self.outbox.soon(self.outbox.send(msg.wa_id, render.language_list(press.token, lang)), "languages")
+                languages = render.language_list(press.token, lang)
+                self.outbox.soon(self.outbox.send(msg.chat.chat_id, languages), "languages")
             return
         await self._task(msg, slot, press.task, press.language, ref.ref, lang)
 
     # --- the one path to the core ---------------------------------------------------------------
-    async def _task(self, msg: Inbound, slot: Reservation, task: Task, text: str | None, file_ref: str | None,
+    async def _task(self, msg: Incoming, slot: Reservation, task: Task, text: str | None, file_ref: str | None,
                     lang: str) -> None:
         """A job for the request, once core's door let it through (nothing is downloaded before)."""
-        tap = Tap(key=msg.wamid, chat=msg.chat, sender=msg.sender, task=task, message_ref=msg.wamid, text=text,
-                  lang=lang)
+        tap = Tap(key=msg.message_id, chat=msg.chat, sender=msg.sender, task=task, message_ref=msg.message_id,
+                  text=text, lang=lang)
         await submit_tap(self.access, self.jobs, tap, file_ref, slot, say=self._saying(msg))
 
-    async def _allowed(self, msg: Inbound, lang: str) -> bool:
+    async def _allowed(self, msg: Incoming, lang: str) -> bool:
         """On the allowed lists (what costs nothing); a stranger is told once."""
         try:
             await self.access.check(msg.chat, msg.sender, spending=False)
@@ -159,10 +154,10 @@ class WhatsAppHandlers:
             return False
         return True
 
-    def _say(self, msg: Inbound, text: str) -> None:
-        self.outbox.say_soon(msg.wa_id, text, reply_to=msg.wamid)
+    def _say(self, msg: Incoming, text: str) -> None:
+        self.outbox.say_soon(msg.chat.chat_id, text, reply_to=msg.message_id)
 
-    def _saying(self, msg: Inbound) -> Any:
+    def _saying(self, msg: Incoming) -> Any:
         async def say(text: str) -> None:
             self._say(msg, text)
         return say
