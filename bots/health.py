@@ -120,8 +120,8 @@ class HealthServer:
 class Ports:
     """A bot's two HTTP servers: its public app, and `health` with /metrics on EARSHOT_METRICS_PORT (none when
     the port is 0), so /metrics is never on the public port. `port = await ports.open(...)`; on the way down
-    `await ports.stop_taking()` (no new requests; the public requests in progress go on), the bot lets its work
-    finish, then `await ports.close()`. A failure while opening closes whatever was opened."""
+    `await ports.wind_down(drain)`: no new requests (the public requests in progress go on), `drain` lets the
+    bot's work finish, then both close. A failure while opening closes whatever was opened."""
 
     def __init__(self) -> None:
         self._public: web.AppRunner | None = None
@@ -131,8 +131,10 @@ class Ports:
     def serving(self) -> bool:
         return self._public is not None
 
-    async def open(self, app: web.Application, health: Health, *, host: str, port: int, metrics_port: int) -> int:
-        """`app` on host:port and `health` on metrics_port; the public port got (port 0: any free one)."""
+    async def open(self, app: web.Application, health: Health, *, host: str, port: int, metrics_port: int,
+                   what: str, path: str) -> int:
+        """`app` on host:port and `health` on metrics_port; the public port got (port 0: any free one). `what`
+        listens at `path`, as the log says."""
         try:
             self._public = await listen(app, host, port, shutdown_timeout=5)
             if metrics_port:
@@ -141,7 +143,9 @@ class Ports:
         except BaseException:
             await self.close()
             raise
-        return self._public.addresses[0][1]
+        got: int = self._public.addresses[0][1]
+        log.info("%s listening on http://%s:%d%s", what, host, got, path)
+        return got
 
     async def stop_taking(self) -> None:
         if self._metrics is not None:
@@ -149,6 +153,13 @@ class Ports:
             self._metrics = None
         if self._public is not None:
             await self._public.shutdown()
+
+    async def wind_down(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """The way down, when serving: no new requests, `drain` lets the work in flight finish, then close."""
+        if self.serving:
+            await self.stop_taking()
+            await drain()
+            await self.close()
 
     async def close(self) -> None:
         if self._metrics is not None:

@@ -135,20 +135,16 @@ class SlackServer(_Serving):
         app = await self._open()
         try:
             health = Health(self.earshot.history, connection_probe(app), name="slack")
-            # the events and /healthz; /metrics (and /healthz again) on EARSHOT_METRICS_PORT only
             self.port = await self._ports.open(web_app(app, health), health, host=self.host, port=self.port,
-                                               metrics_port=self.settings.metrics_port)
+                                               metrics_port=self.settings.metrics_port,
+                                               what="Slack app", path=EVENTS_PATH)
         except BaseException:
             await self._close_clients()
             raise
-        log.info("Slack app listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
         return self.port
 
     async def stop(self) -> None:
-        if self._ports.serving:
-            await self._ports.stop_taking()       # no new requests first
-            await self._handlers.drain(DRAIN_SECONDS)
-            await self._ports.close()
+        await self._ports.wind_down(lambda: self._handlers.drain(DRAIN_SECONDS))
         await self._close_clients()
 
 

@@ -103,20 +103,17 @@ class WhatsAppServer:
             await self._check_token()
             await self.handlers.start()
             health = Health(self.earshot.history, connection_probe(self.graph), name="whatsapp")
-            # the webhook and /healthz; /metrics (and /healthz again) on EARSHOT_METRICS_PORT only
             self.port = await self._ports.open(self.web_app(health), health, host=self.host, port=self.port,
-                                               metrics_port=self.settings.metrics_port)
+                                               metrics_port=self.settings.metrics_port,
+                                               what="WhatsApp webhook", path=WEBHOOK_PATH)
         except BaseException:
             await self._close_clients()
             raise
-        log.info("WhatsApp webhook listening on http://%s:%d%s", self.host, self.port, WEBHOOK_PATH)
         return self.port
 
     async def stop(self) -> None:
         if self._ports.serving:
-            await self._ports.stop_taking()       # no new deliveries first
-            await self.handlers.stop(DRAIN_SECONDS)
-            await self._ports.close()
+            await self._ports.wind_down(lambda: self.handlers.stop(DRAIN_SECONDS))
             await self._close_clients()
 
     async def _close_clients(self) -> None:
