@@ -224,6 +224,7 @@ def m013_chat_auto(db: Builder) -> None:
     db.column("chat_settings", "auto", str)
 
 
+@step
 def m014_spoken_language(db: Builder) -> None:
     """The language spoken in a chat's audio, pinned with /spoken for the recognizer (empty: it detects it)."""
     db.column("chat_settings", "spoken", str)
