@@ -16,3 +16,21 @@ async def test_a_new_database_knows_the_spoken_language(tmp_path):
         assert await store.settings.spoken(chat) == "de"
     finally:
         await store.close()
+
+
+async def test_budget_totals_count_the_user_the_chat_and_everyone_but_the_terminal(tmp_path):
+    from core.store import usage_ledger
+    from core.values import Usage
+    store = HistoryStore(tmp_path / "h.db")
+    await store.open()
+    try:
+        here, there, term = ChatKey("telegram", "1"), ChatKey("telegram", "2"), ChatKey("cli", "x")
+        for chat, user, tokens in ((here, "7", 100), (here, "8", 20), (there, "7", 3), (term, "7", 5000)):
+            await store.ledger.record(chat, user, Usage(audio_tokens=tokens), role="spent", now=1000.0)
+        await store.ledger.record(here, "7", Usage(audio_tokens=900), role="spent", now=10.0)   # yesterday
+        since = 500.0
+        assert await usage_ledger.totals_in(store, since, "telegram", "1", "7") == (103, 120, 123)
+        assert await usage_ledger.totals_in(store, since, "telegram", "1", None) == (0, 120, 123)
+        assert await usage_ledger.totals_in(store, since, "telegram", "9", "9") == (0, 0, 123)
+    finally:
+        await store.close()
