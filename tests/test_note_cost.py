@@ -34,3 +34,22 @@ async def test_budget_totals_count_the_user_the_chat_and_everyone_but_the_termin
         assert await usage_ledger.totals_in(store, since, "telegram", "9", "9") == (0, 0, 123)
     finally:
         await store.close()
+
+
+def test_migrating_a_new_database_loads_no_numpy_or_pandas(tmp_path):
+    # sqlite-utils (migrations) imports numpy and pandas whenever they are installed, to store their values;
+    # earshot stores none, and in a bot that is ~12 MB of resident memory kept for its whole life
+    import subprocess
+    import sys
+    code = (
+        "import asyncio, sys\n"
+        "from core.store.history import HistoryStore\n"
+        "async def main():\n"
+        f"    s = HistoryStore({str(tmp_path / 'h.db')!r})\n"
+        "    await s.open()\n"
+        "    await s.close()\n"
+        "asyncio.run(main())\n"
+        "import sqlite_utils.db\n"
+        "print(sorted({'numpy', 'pandas'} & sys.modules.keys()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
