@@ -7,8 +7,6 @@ its cost go in one transaction.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from core.store.db import Database, Queries
 from core.values import ChatKey, Usage
 
