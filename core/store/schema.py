@@ -60,7 +60,9 @@ def step(fn: Step) -> Step:
 def load_sqlite_utils() -> types.ModuleType:
     """sqlite-utils, loaded without numpy and pandas: it imports them whenever they are installed, to store
     their values, which earshot never does. In a bot that would be ~12 MB of resident memory (numpy alone)
-    kept for its whole life, loaded because a migration ran (a new file, or an upgrade)."""
+    kept for its whole life, loaded because a migration ran (a new file, or an upgrade). Hidden only while
+    sqlite-utils loads (a thread importing numpy at that very moment would be refused it: nothing in earshot
+    does), and only when not loaded already."""
     if "sqlite_utils" in sys.modules:
         return sys.modules["sqlite_utils"]
     hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
