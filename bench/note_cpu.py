@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CACHE, median, row, save, voice_note
+from bench.common import CACHE, ROOT, median, row, save, voice_note
 from bench.telegram_harness import Bot, running_bot
 from core.audio import ffmpeg, pipeline
 
@@ -62,12 +62,17 @@ async def idle_rate(bot: Bot, seconds: float = 3.0) -> float:
     return (after[0] - before[0] + after[1] - before[1]) / seconds
 
 
-async def per_note(path: str, data: bytes, n: int, command: list[str] | None = None) -> dict[str, Any]:
-    """CPU per note on one path."""
+async def per_note(path: str, data: bytes, n: int, command: list[str] | None = None,
+                   profiled: bool = False, code: str | None = None) -> dict[str, Any]:
+    """CPU per note on one path; `profiled`: the bot runs under bench/profiled.py (SIGUSR1 restarts its
+    profile; to any other bot it would be a kill); `code`: the earshot in that directory runs instead."""
     env, caption = PATHS[path]
+    if code:       # -P: the checkout on PYTHONPATH, not the bench's own directory (the bot's cwd)
+        env = {**env, "PYTHONPATH": code}
+        command = [sys.executable, "-P", "-c", "from bots.launch import main; main()"]
     async with running_bot(latency=0.0, env=env, command=command) as bot:
         await notes(bot, data, 3, caption)                   # warm: imports, pools, the first queries
-        if command:                                          # profiled: start the profile over from here
+        if profiled:                                         # start the profile over from here
             bot.proc.send_signal(signal.SIGUSR1)
             await asyncio.sleep(0.5)
         idle = await idle_rate(bot)
@@ -78,10 +83,11 @@ async def per_note(path: str, data: bytes, n: int, command: list[str] | None = N
         answer = next(iter(bot.tg.answers.values()), "")
     bot_s = after[0] - before[0] - idle * wall
     ffmpeg_s = after[1] - before[1]
-    result = {"path": path, "notes": n, "wall_s": wall, "idle_cpu_per_s": idle,
+    result = {"path": path, "code": code or "this checkout", "notes": n, "wall_s": wall, "idle_cpu_per_s": idle,
               "python_ms": bot_s / n * 1000, "ffmpeg_ms": ffmpeg_s / n * 1000,
               "total_ms": (bot_s + ffmpeg_s) / n * 1000, "answer": answer[:80]}
-    print(f"  {path}: {result['total_ms']:.1f} ms CPU per note (Python {result['python_ms']:.1f}, "
+    where = f" ({code})" if code else ""
+    print(f"  {path}{where}: {result['total_ms']:.1f} ms CPU per note (Python {result['python_ms']:.1f}, "
           f"ffmpeg {result['ffmpeg_ms']:.1f}); idle {idle * 1000:.1f} ms/s; {n} notes in {wall:.1f} s")
     return result
 
@@ -157,7 +163,7 @@ def profile(data: bytes, n: int, path: str) -> dict[str, Any]:
     out = CACHE / f"note-cpu-{os.getpid()}-{path}.pstat"
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "bench.profiled", str(out)]
-    asyncio.run(per_note(path, data, n, command=command))
+    asyncio.run(per_note(path, data, n, command=command, profiled=True))
     stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
     groups: dict[str, float] = {}
     top: list[tuple[float, str]] = []
@@ -182,17 +188,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--full", action="store_true", help="more notes")
     p.add_argument("--notes", type=int, default=20)
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--baseline", help="a checkout of earshot (`git archive`) measured in the same run, before")
     args = p.parse_args(argv)
     n = args.notes * (3 if args.full else 1)
     print("[12] CPU per voice note")
     data = voice_note(30.0, "opus24").read_bytes()
-    paths = [asyncio.run(per_note(path, data, n)) for path in PATHS]
+    paths, before = [], []
+    for path in PATHS:
+        if args.baseline:
+            before.append(asyncio.run(per_note(path, data, n, code=args.baseline)))
+        # beside a baseline, this checkout starts the same way (python -P -c), not by the console script
+        paths.append(asyncio.run(per_note(path, data, n, code=str(ROOT) if args.baseline else None)))
     split = ffmpeg_split(7)
     print(f"  ffmpeg by hand, 30 s note: start {split['start_ms']:.1f} ms, decode {split['decode_ms']:.1f} ms, "
           f"encode {split['encode_ms']:.1f} ms (whole command {split['whole_ms']:.1f} ms)")
     profiles = [] if args.no_profile else [profile(data, n, path) for path in PATHS]
-    result = {"paths": paths, "ffmpeg": split, "profiles": profiles,
-              "rows": rows_of(paths, split, os.getloadavg()[0])}
+    load = os.getloadavg()[0]
+    rows = rows_of(paths, split, load)
+    for r, b in zip(paths, before, strict=False):
+        rows.append(row(f"CPU per 30 s Opus note, {r['path']}, against the code before (load {load:.1f})",
+                        f"{r['total_ms']:.1f} ms (Python {r['python_ms']:.1f})",
+                        f"{b['total_ms']:.1f} ms (Python {b['python_ms']:.1f}) before", r["total_ms"] / b["total_ms"],
+                        f"≤ {TARGETS_MS[r['path']]:g} ms", r["total_ms"] <= TARGETS_MS[r["path"]]))
+    result = {"paths": paths, "before": before, "ffmpeg": split, "profiles": profiles, "rows": rows}
     save(NAME, result)
     return result
 
