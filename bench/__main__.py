@@ -17,11 +17,14 @@ from bench import (
     answer_cache,
     bitrate,
     history_store,
+    idle_memory,
     long_audio,
     memory,
     models,
+    note_cpu,
     pipeline,
     recognizer,
+    reencode,
     replicas,
     report,
     startup,
@@ -31,7 +34,7 @@ from bench import (
 BENCHMARKS = {"pipeline": pipeline, "bitrate": bitrate, "throughput": throughput, "long_audio": long_audio,
               "memory": memory, "history": history_store, "models": models, "startup": startup,
               "answer_cache": answer_cache, "replicas": replicas,
-              "recognizer": recognizer}
+              "recognizer": recognizer, "note_cpu": note_cpu, "reencode": reencode, "idle_memory": idle_memory}
 
 
 def main() -> int:

@@ -15,7 +15,8 @@ from bench.common import RESULTS, ROOT, load
 DOC = ROOT / "BENCHMARKS.md"
 START, END = "<!-- figures:start (bench/report.py rewrites this table) -->", "<!-- figures:end -->"
 ORDER = [("pipeline", "1"), ("bitrate", "2"), ("throughput", "3"), ("long_audio", "4"), ("memory", "5"),
-         ("history", "6"), ("startup", "7"), ("answer_cache", "8"), ("replicas", "9"), ("recognizer", "10")]
+         ("history", "6"), ("startup", "7"), ("answer_cache", "8"), ("replicas", "9"), ("recognizer", "10"),
+         ("note_cpu", "12"), ("reencode", "13"), ("idle_memory", "14")]
 
 
 def _ratio(value: float | None) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.errors import StorageError
 from core.store import pg
-from core.store.schema import sqlite_migrations, sqlite_pending
+from core.store.schema import load_sqlite_utils, sqlite_migrations, sqlite_pending
 from core.words import messages
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class Database:
         look inside; sqlite-utils is imported on first use. Made without running anything on the connection
         (this may be read on any thread; the connection is set up in _open), and earshot has no plugins."""
         if self._db is None:
-            import sqlite_utils
+            sqlite_utils = load_sqlite_utils()
             self._db = sqlite_utils.Database(self.connection, recursive_triggers=False, execute_plugins=False)
         return self._db
 

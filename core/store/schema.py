@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -55,10 +57,31 @@ def step(fn: Step) -> Step:
     return fn
 
 
+def load_sqlite_utils() -> types.ModuleType:
+    """sqlite-utils, loaded without numpy and pandas: it imports them whenever they are installed, to store
+    their values, which earshot never does. In a bot that would be ~12 MB of resident memory (numpy alone)
+    kept for its whole life, loaded because a migration ran (a new file, or an upgrade). Hidden only while
+    sqlite-utils loads (a thread importing numpy at that very moment would be refused it: nothing in earshot
+    does), and only when not loaded already."""
+    if "sqlite_utils" in sys.modules:
+        return sys.modules["sqlite_utils"]
+    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]   # None in sys.modules: the import fails
+    try:
+        import sqlite_utils
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
 @functools.cache
 def sqlite_migrations() -> Migrations:
     """The steps as sqlite-utils migrations. Built when first needed: importing sqlite-utils costs a one-shot
     command ~25 ms, and a file that is up to date (`sqlite_pending`) needs none of it."""
+    load_sqlite_utils()
     from sqlite_utils.migrations import Migrations
 
     record = Migrations(SET)

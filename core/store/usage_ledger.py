@@ -7,8 +7,6 @@ its cost go in one transaction.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from core.store.db import Database, Queries
 from core.values import ChatKey, Usage
 
@@ -48,15 +46,21 @@ async def seconds_in(q: Queries, since: float, platform: str, chat_id: str) -> f
 
 
 async def totals_in(q: Queries, since: float, platform: str, chat_id: str, user_id: str | None) -> tuple[int, int, int]:
-    """Tokens used since `since`: by the user (on this platform), in the chat, by everyone."""
-    async def one(where: str, args: list[Any]) -> int:
-        row = await q.fetchone(f"SELECT {TOTAL} FROM turns WHERE created >= ?{where}", since, *args)
-        return int(row[0]) if row else 0
-    user = await one(" AND platform = ? AND user_id = ?", [platform, user_id]) if user_id else 0
+    """Tokens used since `since`: by the user (on this platform), in the chat, by everyone.
+
+    One query, not three: every request checks its budgets (at the door, when admitted, before the model is
+    asked), and the everyone sum already reads each of today's rows that the other two would."""
+    tokens = "COALESCE(audio_tokens,0) + COALESCE(input_tokens,0) + COALESCE(output_tokens,0)"
+    user = f"COALESCE(SUM(CASE WHEN platform = ? AND user_id = ? THEN {tokens} END), 0)" if user_id else "0"
     # everyone in the chats: the terminal's own use (earshot transcribe…) is the operator's, outside the budgets
     outside = ", ".join("?" * len(OUTSIDE_BUDGETS))
-    everyone = await one(f" AND platform NOT IN ({outside})", list(OUTSIDE_BUDGETS))
-    return user, await one(" AND platform = ? AND chat_id = ?", [platform, chat_id]), everyone
+    row = await q.fetchone(
+        f"SELECT {user}, COALESCE(SUM(CASE WHEN platform = ? AND chat_id = ? THEN {tokens} END), 0), "
+        f"COALESCE(SUM(CASE WHEN platform NOT IN ({outside}) THEN {tokens} END), 0) FROM turns WHERE created >= ?",
+        *([platform, user_id] if user_id else []), platform, chat_id, *OUTSIDE_BUDGETS, since)
+    if not row:
+        return 0, 0, 0
+    return int(row[0]), int(row[1]), int(row[2])        # PostgreSQL sums are numeric
 
 
 async def platform_total_in(q: Queries, since: float, platform: str) -> int:
