@@ -39,6 +39,8 @@ class SlackDriver(Driver):
         self.command_args = ("--port", str(self.port))
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
         self.acks: list[Said] = []           # what the app said in acknowledging a command (shown to the user)
+        self.channels: dict[str, str] = {}   # a command's response_url -> the DM it was typed in
+        self.answered: list[Said] = []       # what the app said through a command's response_url (ephemeral)
 
     @property
     def stand_in(self) -> FakeSlack:
@@ -81,8 +83,9 @@ class SlackDriver(Driver):
                            language: str | None = None) -> Sent:
         if language is not None:
             self.slack.add_user(USERS[user], user.title(), locale=f"{language}-{language.upper()}")
-        body = slash_body(f"{name} {args}".strip(), channel=DMS[user], user=USERS[user],
-                          response_url=self.slack.response_url())
+        url = self.slack.response_url()
+        self.channels[url.rsplit("/", 1)[-1]] = DMS[user]
+        body = slash_body(f"{name} {args}".strip(), channel=DMS[user], user=USERS[user], response_url=url)
         r = await self._post(body)
         if text := _ack_text(r):
             # the moment it was shown, on the stand-in's clock of message timestamps: sent() orders by it
@@ -98,7 +101,13 @@ class SlackDriver(Driver):
 
     # ---- what came back ------------------------------------------------------------------------------------
     def sent(self) -> list[Said]:
-        said = [_said(p) for p in self.slack.posts] + self.acks
+        # answers through a command's response_url (shown only to its user) are given a place in order when first
+        # seen, on the same clock as the acks
+        for response in self.slack.responses[len(self.answered):]:
+            text = response.get("text") or ""
+            self.answered.append(Said(self.channels.get(response["rid"], ""), self.slack.ts(), text, len(text),
+                                      None, raw=response))
+        said = [_said(p) for p in self.slack.posts] + self.acks + self.answered
         return sorted(said, key=lambda s: tuple(map(int, s.id.split("."))))
 
     @property
