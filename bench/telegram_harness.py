@@ -148,7 +148,8 @@ class Bot:
         self._next_chat += n + 1000
         return ids
 
-    async def send_all(self, chats: list[int], data: bytes, *, kind: str = "voice", timeout: float) -> dict[str, Any]:
+    async def send_all(self, chats: list[int], data: bytes, *, kind: str = "voice", timeout: float,
+                       caption: str | None = None) -> dict[str, Any]:
         """Every chat sends `data` at once; waits until all are answered. Returns the times."""
         self.tg.expecting(set(chats))
         self.ds.max_in_flight = 0
@@ -159,7 +160,7 @@ class Bot:
         for chat in chats:
             self.tg.push(chat, kind=kind, data=data, duration=5,
                          mime="audio/ogg" if kind == "voice" else "audio/mpeg",
-                         file_name=None if kind == "voice" else "recording.mp3")
+                         file_name=None if kind == "voice" else "recording.mp3", caption=caption)
         try:
             await asyncio.wait_for(self.tg.all_answered.wait(), timeout)
         except TimeoutError:
@@ -170,8 +171,10 @@ class Bot:
         spans = [(a - started, b - started) for a, b in self.ds.spans[spans_before:]]
         busy = sum(b - a for a, b in spans)
         bot_cpu, ffmpeg_cpu, own_cpu = (after - before for after, before in zip(self.cpu(), cpu_before, strict=True))
-        # the stand-in's answers: "heard …" for audio, "[text-only] …" for a combining call; else an error
-        failed = [c for c in chats if not ("heard" in self.tg.answers[c] or "[text-only]" in self.tg.answers[c])]
+        # the stand-in's answers: "heard …" for audio, "[text-only] …" for a combining call, "[fake-asr] …" for
+        # the recognizer (a /transcribe with EARSHOT_ASR_MODEL); else an error
+        failed = [c for c in chats if not any(mark in self.tg.answers[c] for mark in ("heard", "[text-only]",
+                                                                                         "[fake-asr]"))]
         return {"wall_s": max(done), "latencies_s": sorted(round(x, 4) for x in done),
                 "failed": len(failed), "first_failure": self.tg.answers[failed[0]] if failed else None,
                 "model_calls": len(self.ds.calls) - calls_before,
