@@ -4,17 +4,20 @@ platform whose buttons carry a short string (Telegram's callback_data, Discord's
 The string is `e1:<task>:<token>[:<language>]`: the token is core.flow.audio_refs' opaque reference to the audio
 (kept server-side, never the platform's file id), so it stays far below Telegram's 64 bytes and Discord's 100
 characters. Translate with no language asks for a row of languages; a language button then asks for the
-translation. Each adapter lays the buttons out in its own widgets (bots.telegram.buttons, bots.discord.render).
+translation. Each adapter lays the buttons out in its own widgets (bots.telegram.buttons, bots.discord.render,
+bots.whatsapp.render, bots.slack.blocks, whose action ids are its own) from the one table here, TASK_BUTTONS, with
+labels in the chat's language (task_labels, language_labels).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from core.config import QUICK_LANGUAGES
 from core.flow.audio_refs import looks_like_token
 from core.values import Task
 from core.words import messages
+from core.words.i18n import translator
 
 VERSION = "e1"                    # a later format can coexist with buttons already in chats
 CALLBACK_LIMIT = 64               # bytes Telegram keeps of callback_data (Discord keeps 100 characters)
@@ -30,6 +33,18 @@ TASK_BUTTONS: tuple[tuple[Task, str, str], ...] = (     # labels: core.words.mes
 LANGUAGES = QUICK_LANGUAGES
 _CODES = {code: task for task, _, code in TASK_BUTTONS}
 _TASK_CODES = {task: code for task, _, code in TASK_BUTTONS}
+
+
+def task_labels(lang: str | None, leave_out: Collection[Task] = ()) -> list[tuple[Task, str]]:
+    """The task buttons in order, but those left out, each with its label in the chat's language `lang`."""
+    t = translator(lang)
+    return [(task, t.text(label)) for task, label, _ in TASK_BUTTONS if task not in leave_out]
+
+
+def language_labels(lang: str | None, languages: Sequence[tuple[str, str]] = LANGUAGES) -> list[tuple[str, str]]:
+    """(code, the language's name said in the chat's language `lang`) for each language a Translate menu offers."""
+    t = translator(lang)
+    return [(code, t.text(messages.LANGUAGE_NAMES.get(code, name))) for code, name in languages]
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,21 @@ async def test_slash_command_with_an_attachment_and_a_button(tmp_path: Path, cli
         assert len(b.dc.cdn_fetches) <= 3
 
 
+async def test_a_german_chats_buttons_and_translate_menu_are_german(tmp_path: Path, clip: bytes) -> None:
+    async with discord_running(tmp_path) as b:
+        dm = b.dc.dm_channel(ALICE)
+        iid = b.dc.slash(dm, ALICE, "lang", [{"type": 3, "name": "code", "value": "de"}])
+        await b.interaction(iid, r".")
+        b.dc.dm(ALICE, audio=clip, voice=True)
+        [answer] = await b.answer(dm, r"440Hz")
+        labels = {c["label"] for c in buttons(answer) if c["type"] == 2}
+        assert "Zusammenfassung" in labels and not labels & {"Summary", "Transcript", "Mood", "Sounds"}, labels
+        [menu] = [c for c in buttons(answer) if c["type"] == 3]
+        assert menu["placeholder"] == "Übersetzen"
+        names = {o["value"]: o["label"] for o in menu["options"]}
+        assert names["de"] == "Deutsch" and names["en"] == "Englisch", names
+
+
 async def test_a_stranger_is_told_once_and_nothing_is_downloaded(tmp_path: Path, clip: bytes) -> None:
     async with discord_running(tmp_path, allowed_users=(ALICE,)) as b:
         dm = b.dc.dm_channel(BOB)

@@ -153,7 +153,7 @@ class DiscordJobs:
         if self.refs is None or job.file_ref is None or not wants_buttons(job.task, job.file_ref):
             return None
         token = await self.refs.mint(job.chat, job.file_ref, audio_id=self._audio_id(job))
-        return answer_view(token, job.task)
+        return answer_view(token, job.task, lang=job.lang)
 
     async def _guard(self, job: Job, send: Any) -> None:
         """One send, its failure sorted: retrying can help (a 429 discord.py gave up on, a 5xx, the network),

@@ -12,7 +12,7 @@ from core.audio import pipeline
 from core.values import Task
 from core.words.text import split_text
 
-from ..buttons import LANGUAGES, TASK_BUTTONS, callback_data
+from ..buttons import LANGUAGES, callback_data, language_labels, task_labels
 
 with warnings.catch_warnings():      # deprecated on 3.11/3.12; audioop-lts replaces it on 3.13+ (as core.audio)
     warnings.simplefilter("ignore")
@@ -30,21 +30,24 @@ def pieces(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return split_text(text.strip(), limit) or ["…"]
 
 
-def answer_view(token: str, answered: Task | None = None,
-                languages: Sequence[tuple[str, str]] = LANGUAGES) -> discord.ui.View:
-    """An action row of the other tasks for the same audio, and a language menu that asks for a translation.
+def answer_view(token: str, answered: Task | None = None, languages: Sequence[tuple[str, str]] = LANGUAGES, *,
+                lang: str | None = None) -> discord.ui.View:
+    """An action row of the other tasks for the same audio, and a language menu that asks for a translation, all
+    in the chat's language `lang` (labels, the menu's placeholder, the languages' names).
 
     Custom ids are bots.buttons' strings (the menu's is Translate's, its values the language codes). The view
     is finished before it is sent: discord.py then neither keeps it nor dispatches it, and earshot reads every
     press itself (.handlers), whichever process sent the buttons."""
     view = discord.ui.View(timeout=None)
-    for task, label, _ in TASK_BUTTONS:
+    labels = dict(task_labels(lang))
+    for task, label in labels.items():
         if task not in (answered, Task.TRANSLATE):
             view.add_item(discord.ui.Button(label=label, custom_id=callback_data(token, task), row=0))
     if answered is not Task.TRANSLATE:
-        view.add_item(discord.ui.Select(custom_id=callback_data(token, Task.TRANSLATE), placeholder="Translate", row=1,
+        view.add_item(discord.ui.Select(custom_id=callback_data(token, Task.TRANSLATE), row=1,
+                                        placeholder=labels[Task.TRANSLATE],
                                         options=[discord.SelectOption(label=name, value=code)
-                                                 for code, name in languages]))
+                                                 for code, name in language_labels(lang, languages)]))
     view.stop()
     return view
 

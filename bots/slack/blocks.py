@@ -9,13 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import QUICK_LANGUAGES
 from core.flow.access import UsageReport, usage_text
 from core.flow.audio_refs import looks_like_token
 from core.values import Task
-from core.words import messages
-from core.words.i18n import translator
 
+from ..buttons import LANGUAGES, language_labels, task_labels
 from .render import escape
 
 TASK_ACTION_PREFIX = "earshot_task_"          # + task value: a button under an answer
@@ -25,11 +23,6 @@ HOME_LANGUAGE_ACTION = "earshot_home_language"  # menu: the language answers are
 HOME_BLOCKS = 100                             # Slack's limit for a Home tab view
 ID_LIMIT = 255                                # block_id and action_id
 AUTO_LANGUAGE = "auto"                        # the language menu's "as spoken" option
-TASK_BUTTONS: tuple[tuple[Task, str], ...] = (      # labels: core.words.messages ids, said in the chat's language
-    (Task.TRANSCRIBE, messages.BUTTON_TRANSCRIPT), (Task.SUMMARIZE, messages.BUTTON_SUMMARY),
-    (Task.SENTIMENT, messages.BUTTON_MOOD), (Task.EVENTS, messages.BUTTON_SOUNDS),
-)
-LANGUAGES = QUICK_LANGUAGES
 
 
 def _plain(text: str) -> dict[str, Any]:
@@ -48,19 +41,18 @@ def answer_actions(token: str, answered: Task | None = None, *,
                    languages: Sequence[tuple[str, str]] = LANGUAGES, lang: str | None = None) -> dict[str, Any]:
     """The actions block under an answer about audio, in the chat's language `lang`: the other tasks as buttons,
     and Translate as a language menu (one pick asks for the translation). Append it to the answer's last
-    message's blocks."""
+    message's blocks. The tasks and labels are every platform's (bots.buttons); the action ids are Slack's."""
     if not looks_like_token(token):
         raise ValueError("not an audio reference token")
-    t = translator(lang)
+    labels = dict(task_labels(lang))
     elements: list[dict[str, Any]] = [
-        {"type": "button", "action_id": TASK_ACTION_PREFIX + task.value, "text": _plain(t.text(label)),
-         "value": token}
-        for task, label in TASK_BUTTONS if task != answered]
+        {"type": "button", "action_id": TASK_ACTION_PREFIX + task.value, "text": _plain(label), "value": token}
+        for task, label in labels.items() if task not in (answered, Task.TRANSLATE)]
     if answered != Task.TRANSLATE:
         elements.append({"type": "static_select", "action_id": TRANSLATE_ACTION,
-                         "placeholder": _plain(t.text(messages.BUTTON_TRANSLATE)),
-                         "options": [_option(t.text(messages.LANGUAGE_NAMES.get(code, name)), f"{token}:{code}")
-                                     for code, name in languages]})
+                         "placeholder": _plain(labels[Task.TRANSLATE]),
+                         "options": [_option(name, f"{token}:{code}")
+                                     for code, name in language_labels(lang, languages)]})
     return {"type": "actions", "block_id": f"earshot_answer_{token}", "elements": elements}
 
 
