@@ -11,11 +11,19 @@ from collections.abc import Sequence
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from core.values import Task
-from core.words import messages
-from core.words.i18n import translator
 
 # the format is every platform's (bots.buttons); re-exported for the Telegram adapter's modules and tests
-from ..buttons import CALLBACK_LIMIT, LANGUAGES, TASK_BUTTONS, VERSION, ButtonPress, callback_data, parse_callback
+from ..buttons import (
+    CALLBACK_LIMIT,
+    LANGUAGES,
+    TASK_BUTTONS,
+    VERSION,
+    ButtonPress,
+    callback_data,
+    language_labels,
+    parse_callback,
+    task_labels,
+)
 
 __all__ = ["CALLBACK_LIMIT", "LANGUAGES", "LANGUAGES_PER_ROW", "TASK_BUTTONS", "VERSION", "ButtonPress",
            "callback_data", "parse_callback", "task_keyboard"]
@@ -27,13 +35,11 @@ def task_keyboard(token: str, answered: Task | None = None, *, languages_open: b
                   languages: Sequence[tuple[str, str]] = LANGUAGES, lang: str | None = None) -> InlineKeyboardMarkup:
     """The buttons under an answer, in the chat's language `lang`: every task but the one just answered; with
     languages_open (Translate tapped), a second row of languages under them."""
-    t = translator(lang)
-    row = [InlineKeyboardButton(t.text(label), callback_data=callback_data(token, task))
-           for task, label, _ in TASK_BUTTONS if task != answered]
+    row = [InlineKeyboardButton(label, callback_data=callback_data(token, task))
+           for task, label in task_labels(lang, leave_out=(answered,) if answered else ())]
     rows = [row]
     if languages_open:
-        buttons = [InlineKeyboardButton(t.text(messages.LANGUAGE_NAMES.get(code, name)),
-                                        callback_data=callback_data(token, Task.TRANSLATE, code))
-                   for code, name in languages]
+        buttons = [InlineKeyboardButton(name, callback_data=callback_data(token, Task.TRANSLATE, code))
+                   for code, name in language_labels(lang, languages)]
         rows += [buttons[i:i + LANGUAGES_PER_ROW] for i in range(0, len(buttons), LANGUAGES_PER_ROW)]
     return InlineKeyboardMarkup(rows)

@@ -21,7 +21,7 @@ from core.words import messages
 from core.words.i18n import translator
 from core.words.text import split_text
 
-from ..buttons import LANGUAGES, TASK_BUTTONS, callback_data
+from ..buttons import LANGUAGES, TASK_BUTTONS, callback_data, language_labels
 
 MESSAGE_LIMIT = 4096          # characters of a text message's body
 BODY_LIMIT = 1024             # an interactive message's body
@@ -79,9 +79,8 @@ def language_list(token: str, lang: str | None,
                   languages: Sequence[tuple[str, str]] = LANGUAGES) -> dict[str, Any]:
     """A list message of languages (Translate tapped), in the chat's language: one row each, at most ten."""
     t = translator(lang)
-    rows = [{"id": callback_data(token, Task.TRANSLATE, code),
-             "title": t.text(messages.LANGUAGE_NAMES.get(code, name))[:ROW_TITLE_LIMIT]}
-            for code, name in languages[:ROWS]]
+    rows = [{"id": callback_data(token, Task.TRANSLATE, code), "title": name[:ROW_TITLE_LIMIT]}
+            for code, name in language_labels(lang, languages[:ROWS])]
     return {"type": "interactive", "interactive": {
         "type": "list", "body": {"text": t.text(messages.WHATSAPP_TRANSLATE_INTO)},
         "action": {"button": t.text(messages.WHATSAPP_LANGUAGES)[:TITLE_LIMIT],
