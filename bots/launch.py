@@ -23,7 +23,7 @@ ONE_SHOT = ("transcribe", "summarize", "sentiment", "events", "ask", "translate"
 # the same bytes, limits and ffmpeg its real settings ask for, and decodes afresh otherwise. The defaults
 # are Settings' own (tests/test_cli.py keeps them equal).
 EARLY_GUESS = {"EARSHOT_MAX_FILE_MB": "20", "EARSHOT_MAX_AUDIO_SECONDS": "1800", "EARSHOT_FFMPEG_TIMEOUT": "120",
-               "EARSHOT_FFMPEG": "system"}
+               "EARSHOT_FFMPEG": "bundled"}
 
 
 def main() -> None:

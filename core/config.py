@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(20.0, **_env("EARSHOT_MAX_FILE_MB"))
     max_audio_seconds: float = Field(1800.0, **_env("EARSHOT_MAX_AUDIO_SECONDS"))
     ffmpeg_timeout: float = Field(120.0, **_env("EARSHOT_FFMPEG_TIMEOUT"))
-    # "system" (a system ffmpeg when there is one), "bundled" (the imageio-ffmpeg wheel's), or a path
-    ffmpeg: str = Field("system", **_env("EARSHOT_FFMPEG"))
+    # "bundled" (the imageio-ffmpeg wheel's static build, else a system one), "system" (one on PATH, else the
+    # bundled one), or a path (core.audio.ffmpeg says why bundled comes first)
+    ffmpeg: str = Field("bundled", **_env("EARSHOT_FFMPEG"))
     # model calls in flight: per request, and across the whole process
     chunk_concurrency: int = Field(4, ge=1, **_env("EARSHOT_CHUNK_CONCURRENCY"))
     global_concurrency: int = Field(16, ge=1, **_env("EARSHOT_CONCURRENCY"))

@@ -1,8 +1,12 @@
 """Finding and running ffmpeg: one place that knows the binary, the flags every call needs, and the limits.
 
-A system `ffmpeg` on PATH is preferred (distro builds get security fixes); otherwise the static build
-shipped in the imageio-ffmpeg wheel is used, so a machine with no ffmpeg at all still works. ffprobe
-is never needed.
+The static build shipped in the imageio-ffmpeg wheel is preferred (EARSHOT_FFMPEG=bundled, the default):
+it starts in ~10 ms of CPU where a distribution's dynamically linked build takes ~60 ms (Debian's links
+215 libraries), and for a voice note of a few seconds the start is most of what ffmpeg costs
+(BENCHMARKS.md, "CPU per voice note"). It is updated with earshot's dependencies (`pip install -U
+imageio-ffmpeg`; the deploy lock pins it). EARSHOT_FFMPEG=system prefers an ffmpeg on PATH (a distribution's
+security updates); each choice falls back to the other when its binary is missing or can't encode MP3, so a
+machine with no ffmpeg at all still works. ffprobe is never needed.
 """
 from __future__ import annotations
 
@@ -95,25 +99,35 @@ _choice: str | None = None
 
 
 def choose(choice: str | None) -> None:
-    """Pick the binary: None or "system" prefers a system ffmpeg, "bundled" the wheel's static build
-    (it starts in ~10 ms against ~60 ms for a dynamically linked one), anything else is a path."""
+    """Pick the binary: None or "bundled" prefers the wheel's static build, "system" an ffmpeg on PATH,
+    anything else is a path."""
     global _choice
     if choice != _choice:
         _choice = choice
         executable.cache_clear()
 
 
+def _bundled() -> str | None:
+    """The imageio-ffmpeg wheel's static build, when the wheel has one for this platform."""
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
 @functools.cache
 def executable() -> str:
     """Path of the ffmpeg to use, found once per process; pydub is pointed at it too."""
-    system = shutil.which("ffmpeg") if _choice in (None, "", "system") else None
     if _choice not in (None, "", "system", "bundled"):
         exe = _choice
-    elif system and _works(system):
-        exe = system
     else:
-        import imageio_ffmpeg
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
+        finders = [_bundled, lambda: shutil.which("ffmpeg")]
+        if _choice == "system":
+            finders.reverse()
+        found = [path for find in finders if (path := find())]
+        # the first that runs and encodes MP3; else the first found, whose error then says what is wrong
+        exe = next((path for path in found if _works(path)), found[0] if found else "ffmpeg")
     with warnings.catch_warnings():   # pydub warns at import when no ffmpeg is on PATH
         warnings.simplefilter("ignore")
         from pydub import AudioSegment
