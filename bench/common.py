@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -117,6 +118,15 @@ NO_LIMITS = {"EARSHOT_USER_DAILY_TOKENS": 10**12, "EARSHOT_CHAT_DAILY_TOKENS": 1
              "EARSHOT_ASR_MODEL": "", "EARSHOT_TTS_MODEL": ""}
 
 
+# How a voice note reaches the model: (environment for the bot, the note's caption).
+#   re-encode     a plain voice note: the chat model hears it, decoded and re-encoded to MP3 by ffmpeg
+#   pass-through  captioned /transcribe, with the recognizer (as earshot is configured by default): the
+#                 user's Opus bytes go as they are, no ffmpeg
+PATHS: dict[str, tuple[dict[str, str], str | None]] = {
+    "re-encode": ({}, None),
+    "pass-through": ({"EARSHOT_ASR_MODEL": "qwen3-asr-flash"}, "/transcribe")}
+
+
 def bench_env() -> dict[str, str]:
     """Environment for an earshot child process in a benchmark."""
     return {k: str(v) for k, v in NO_LIMITS.items()} | {"EARSHOT_METRICS_PORT": "0"}
@@ -133,25 +143,18 @@ def bench_settings(**kw: Any) -> Any:
 def use_ffmpeg(choice: str | None) -> dict[str, str]:
     """Point earshot at another ffmpeg, for this process and for children started with the env returned.
 
-    choice: None (earshot's own pick), "static" (the imageio-ffmpeg wheel's build) or a path. Works
-    through PATH, which is where core.audio.ffmpeg looks first; no earshot code is changed.
+    choice: None (earshot's own pick), "static" (the imageio-ffmpeg wheel's build), "system" (the one on
+    PATH) or a path. Works through EARSHOT_FFMPEG, as an operator would; no earshot code is changed.
     """
     if not choice:
         return {}
     if choice == "static":
         import imageio_ffmpeg
         choice = imageio_ffmpeg.get_ffmpeg_exe()
-    shim = CACHE / f"ffmpeg-{hashlib.sha1(choice.encode()).hexdigest()[:8]}"
-    shim.mkdir(parents=True, exist_ok=True)
-    link = shim / "ffmpeg"
-    if not link.exists():
-        link.symlink_to(choice)
-    path = f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"
-    os.environ["PATH"] = path
-    ffmpeg.executable.cache_clear()
-    if Path(ffmpeg.executable()).resolve() != Path(choice).resolve():
-        raise RuntimeError(f"earshot did not pick {choice} (it found {ffmpeg.executable()})")
-    return {"PATH": path}
+    elif choice == "system":
+        choice = shutil.which("ffmpeg") or "ffmpeg"
+    ffmpeg.choose(choice)
+    return {"EARSHOT_FFMPEG": choice}
 
 
 # --- timing -----------------------------------------------------------------------------------------

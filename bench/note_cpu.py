@@ -33,14 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CACHE, ROOT, median, row, save, voice_note
+from bench.common import CACHE, PATHS, ROOT, median, row, save, voice_note
 from bench.telegram_harness import Bot, running_bot
 from core.audio import ffmpeg, pipeline
 
 NAME = "note_cpu"
 TARGETS_MS = {"pass-through": 30.0, "re-encode": 60.0}
-PATHS = {"re-encode": ({}, None),
-         "pass-through": ({"EARSHOT_ASR_MODEL": "qwen3-asr-flash"}, "/transcribe")}
 
 
 async def notes(bot: Bot, data: bytes, n: int, caption: str | None) -> None:

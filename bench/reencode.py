@@ -1,18 +1,19 @@
-"""13. Re-encoding a voice note for the chat model: one ffmpeg per note (today) against the alternatives.
+"""13. Re-encoding a voice note for the chat model: one ffmpeg per note against the alternatives.
 
 The work is what core.audio.pipeline.Decoding asks of ffmpeg: the note decoded to 16 kHz mono s16 PCM and
 encoded as a 32 kbit/s MP3 stream. CPU per note (this process's and its children's user + system time),
 median of the runs, for:
 
-    system ffmpeg     one child per note, the distro's dynamically linked build (earshot's default)
-    bundled ffmpeg    one child per note, the static build in the imageio-ffmpeg wheel (EARSHOT_FFMPEG=bundled)
+    system ffmpeg     one child per note, the distro's dynamically linked build (EARSHOT_FFMPEG=system)
+    bundled ffmpeg    one child per note, the static build in the imageio-ffmpeg wheel (EARSHOT_FFMPEG=bundled,
+                      earshot's default)
     PyAV in-process   the same libraries loaded into Python (the `av` wheel): no child, no start, but no
                       CPU/memory caps and no kill after a timeout either (bench only: not a dependency)
 
 PyAV is not adopted whatever it measures: in-process, a hostile file's decode can't be capped in CPU
 seconds or address space nor killed at a timeout, which earshot's ffmpeg children are (core.audio.ffmpeg).
 
-    python -m bench.reencode [--runs N]
+    python -m bench.reencode [--runs N] [--seconds S]
 """
 from __future__ import annotations
 
@@ -78,9 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--full", action="store_true")
     p.add_argument("--runs", type=int, default=9)
+    p.add_argument("--seconds", type=float, default=30.0, help="the note's length")
     args = p.parse_args(argv)
-    print("[13] re-encoding a 30 s note")
-    data = voice_note(30.0, "opus24").read_bytes()
+    print(f"[13] re-encoding a {args.seconds:g} s note")
+    data = voice_note(args.seconds, "opus24").read_bytes()
     pipeline.prepare(Audio(data, "n.ogg"), max_bytes=20 << 20, max_seconds=1800, timeout=120)
     results: dict[str, float] = {}
     system = shutil.which("ffmpeg")
@@ -96,10 +98,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = results.get("system ffmpeg, one per note") or next(iter(results.values()))
     for k, v in results.items():
         print(f"  {k:<32} {v * 1000:6.1f} ms CPU per note ({v / base:.2f}×)")
-    rows = [row(f"Re-encode, 30 s Opus note: {k}", f"{v * 1000:.1f} ms CPU",
+    rows = [row(f"Re-encode, {args.seconds:g} s Opus note: {k}", f"{v * 1000:.1f} ms CPU",
                 f"{base * 1000:.1f} ms (system ffmpeg)", v / base, "≤ 60 ms per note in all", None)
             for k, v in results.items()]
-    save(NAME, {"cpu_s": results, "rows": rows, "ffmpeg": ffmpeg.executable()})
+    save(NAME if args.seconds == 30 else f"{NAME}-{args.seconds:g}s",
+         {"cpu_s": results, "rows": rows, "ffmpeg": ffmpeg.executable()})
     return {"cpu_s": results, "rows": rows}
 
 
