@@ -13,8 +13,11 @@ with their ffmpeg children, the PostgreSQL server, and this process (the stand-i
 Ideal:    L × ⌈N / (replicas × limit)⌉ — each replica has its own cap on model calls in flight
           (EARSHOT_CONCURRENCY, default 16).
 
-    python -m bench.replicas [--n 200] [--latency 0.5,2]
+    python -m bench.replicas [--n 200] [--latency 0.5,2] [--path re-encode|pass-through]
                              [--setups sqlite:1,postgres:1,postgres:2,postgres:3,postgres:3:webhook]
+
+--path (bench.common.PATHS): re-encode (default) sends plain voice notes, which the chat model hears as MP3
+made by ffmpeg; pass-through captions them /transcribe with the recognizer, which takes them as they are.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import bench_env, ratio, row, save, voice_note
+from bench.common import PATHS, bench_env, ratio, row, save, voice_note
 from bench.soak import API_KEY, WEBHOOK_SECRET, Balancer, Replica, free_port, shared_store, stand_in_env
 from bench.telegram_harness import StampingDashScope, StampingTelegram
 from core.config import Settings
@@ -71,8 +74,9 @@ def own_cpu_s() -> float:
 class Setup:
     """Replicas on one store, with their stand-ins, for a setup's bursts."""
 
-    def __init__(self, tg: StampingTelegram, ds: StampingDashScope, replicas: list[Replica], target: str) -> None:
-        self.tg, self.ds, self.replicas, self.target = tg, ds, replicas, target
+    def __init__(self, tg: StampingTelegram, ds: StampingDashScope, replicas: list[Replica], target: str,
+                 caption: str | None = None) -> None:
+        self.tg, self.ds, self.replicas, self.target, self.caption = tg, ds, replicas, target, caption
         self._next_chat = 1000
 
     def cpu(self) -> tuple[float, float, float]:
@@ -94,7 +98,8 @@ class Setup:
         started = time.monotonic()
         sent: dict[int, float] = {}
         for chat in chats:
-            self.tg.push(chat, kind="voice", data=note, duration=int(NOTE_SECONDS), mime="audio/ogg")
+            self.tg.push(chat, kind="voice", data=note, duration=int(NOTE_SECONDS), mime="audio/ogg",
+                         caption=self.caption)
             sent[chat] = time.monotonic()
         try:
             await asyncio.wait_for(self.tg.all_answered.wait(), timeout)
@@ -107,7 +112,7 @@ class Setup:
         await asyncio.sleep(0.5)       # a replica logs an answer just after Telegram took it
         by_replica = [a - b for a, b in zip(self.answered(), answered_before, strict=True)]
         latencies = sorted(self.tg.answered[c] - sent[c] for c in chats)
-        failed = [c for c in chats if "heard" not in self.tg.answers[c]]
+        failed = [c for c in chats if not any(mark in self.tg.answers[c] for mark in ("heard", "[fake-asr]"))]
         return {"wall_s": round(wall, 3), "notes_per_minute": round(60 * n / wall, 1),
                 "latency_s": {f"p{q}": round(_percentile(latencies, q / 100), 3) for q in (50, 90, 99)}
                 | {"max": round(latencies[-1], 3)},
@@ -125,13 +130,14 @@ def _percentile(xs: list[float], q: float) -> float:
 
 @contextlib.asynccontextmanager
 async def running(db: str, count: int, mode: str, directory: Path,
-                  env_extra: dict[str, str]) -> AsyncIterator[Setup]:
+                  env_extra: dict[str, str], path: str = "re-encode") -> AsyncIterator[Setup]:
+    path_env, caption = PATHS[path]
     ports = [free_port() for _ in range(count)]
     balancer = Balancer(ports)
     with shared_store(db, directory) as target:
         tg, ds = StampingTelegram(), StampingDashScope(api_key=API_KEY, inspect=False, latency=0.0)
         async with Served(tg.app) as tgs, Served(ds.app) as dss, Served(balancer.app) as lb:
-            env = stand_in_env(tg, tgs.url, dss.url, target) | bench_env() | env_extra
+            env = stand_in_env(tg, tgs.url, dss.url, target) | bench_env() | env_extra | path_env
             args: list[tuple[str, ...]] = [()] * count
             if mode == "webhook":    # every replica tells Telegram the balancer's address, with the shared secret
                 env |= {"TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET}
@@ -141,14 +147,14 @@ async def running(db: str, count: int, mode: str, directory: Path,
                         for i in range(count)]
             try:
                 await asyncio.gather(*(r.start() for r in replicas))
-                yield Setup(tg, ds, replicas, target)
+                yield Setup(tg, ds, replicas, target, caption)
             finally:
                 await asyncio.gather(*(r.stop() for r in replicas))
                 await balancer.close()
 
 
 async def run(n: int, latencies: list[float], setups: list[tuple[str, int, str]],
-              env: dict[str, str]) -> dict[str, Any]:
+              env: dict[str, str], path: str = "re-encode") -> dict[str, Any]:
     limit = int(env.get("EARSHOT_CONCURRENCY") or Settings.model_fields["global_concurrency"].default)
     note = voice_note(NOTE_SECONDS, "opus24").read_bytes()
     cases = []
@@ -156,7 +162,7 @@ async def run(n: int, latencies: list[float], setups: list[tuple[str, int, str]]
         for number, (db, count, mode) in enumerate(setups):
             here = Path(tmp) / f"{number}-{db}-{count}-{mode}"     # a store and logs of its own
             here.mkdir()
-            async with running(db, count, mode, here, env) as setup:
+            async with running(db, count, mode, here, env, path) as setup:
                 await setup.burst(8 * count, note, timeout=120)    # warm-up: imports, pools, ffmpeg, each replica
                 for latency in latencies:
                     setup.ds.latency = latency
@@ -172,18 +178,21 @@ async def run(n: int, latencies: list[float], setups: list[tuple[str, int, str]]
                           f"CPU {got['cpu_ms_per_note']:.0f} ms/note, PostgreSQL {got['postgres_cpu_s']:.1f} s; "
                           f"answered by replica {got['answered_by_replica']}; "
                           f"failed {got['failed']})", flush=True)
-    base = {c["latency"]: c for c in cases if c["db"] == "sqlite" and c["replicas"] == 1 and c["mode"] == "polling"}
+    # the baseline: one process on SQLite, else one on PostgreSQL (when the run has no SQLite setup)
+    ones = [c for c in cases if c["replicas"] == 1 and c["mode"] == "polling"]
+    base = {c["latency"]: c for c in sorted(ones, key=lambda c: c["db"] == "sqlite")}
     rows = []
     for c in cases:
         b = base.get(c["latency"])
         rows.append(row(f"Replicas: {c['replicas']} on {'PostgreSQL' if c['db'] == 'postgres' else 'SQLite'}"
                         f"{', webhook' if c['mode'] == 'webhook' else ''}, {c['n']} notes at once, "
-                        f"L={c['latency']:g} s",
+                        f"L={c['latency']:g} s{'' if path == 're-encode' else ', ' + path}",
                         f"{c['notes_per_minute']:.0f} notes/min (p50 {c['latency_s']['p50']:.1f} s, "
                         f"p99 {c['latency_s']['p99']:.1f} s)",
-                        f"{b['notes_per_minute']:.0f} notes/min (1 on SQLite)" if b else "—",
+                        f"{b['notes_per_minute']:.0f} notes/min (1 on "
+                        f"{'SQLite' if b['db'] == 'sqlite' else 'PostgreSQL'})" if b else "—",
                         ratio(c["notes_per_minute"], b["notes_per_minute"]) if b else None, "—", None))
-    return {"note_seconds": NOTE_SECONDS, "limit": limit, "cases": cases, "rows": rows}
+    return {"note_seconds": NOTE_SECONDS, "limit": limit, "path": path, "cases": cases, "rows": rows}
 
 
 def _setups(s: str) -> list[tuple[str, int, str]]:
@@ -200,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--full", action="store_true", help="bursts of 500 notes")
     p.add_argument("--n", type=int, default=None, help="notes in each burst, one per chat (default 200)")
     p.add_argument("--latency", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.5, 2.0])
+    p.add_argument("--path", choices=list(PATHS), default="re-encode")
     p.add_argument("--setups", type=_setups, default=SETUPS,
                    help="db:replicas[:webhook],… (db: sqlite or postgres; long polling unless :webhook)")
     args = p.parse_args(argv)
@@ -207,8 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = {"EARSHOT_REQUEST_TIMEOUT": "120"}
     print(f"[9] replicas: bursts of {args.n} {NOTE_SECONDS:g} s voice notes, "
           f"{', '.join(f'{c} on {db} ({mode})' for db, c, mode in args.setups)}")
-    result = asyncio.run(run(args.n, args.latency, args.setups, env))
-    save(NAME, result)
+    result = asyncio.run(run(args.n, args.latency, args.setups, env, args.path))
+    save(NAME if args.path == "re-encode" else f"{NAME}-{args.path}", result)
     return result
 
 
