@@ -23,6 +23,7 @@ from ..web import until_signalled
 from .convert import PLATFORM
 from .durable import ConfirmAfterHandled, HandledApplication, HandledQueue
 from .handlers import TelegramHandlers
+from .request import AiohttpRequest
 from .webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def build_application(settings: Settings, parts: Earshot) -> Application:
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .concurrent_updates(CONCURRENT_UPDATES)
-        .connection_pool_size(64)
+        .request(AiohttpRequest(64))
         .post_init(handlers.post_init)
         .post_stop(post_stop)
         .build()

@@ -13,12 +13,13 @@ import logging
 from typing import Any
 
 from telegram import Update
-from telegram.request import HTTPXRequest
+
+from .request import AiohttpRequest
 
 log = logging.getLogger(__name__)
 
 
-class SkipUnreadableUpdates(HTTPXRequest):
+class SkipUnreadableUpdates(AiohttpRequest):
     """A request object for getUpdates only (ApplicationBuilder.get_updates_request)."""
 
     def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
