@@ -53,3 +53,28 @@ def test_migrating_a_new_database_loads_no_numpy_or_pandas(tmp_path):
         "print(sorted({'numpy', 'pandas'} & sys.modules.keys()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_one_voice_note_costs_the_database_few_statements_and_round_trips(bot):
+    # each call to SQLite is a hop to the database's thread (run_in_executor) and costs the bot more CPU than
+    # the SQL itself: one voice note answered through Telegram must not drift back to the ~41 hops it took
+    from tests.test_telegram import clip
+    await bot.said(bot.tg.push(301, kind="voice", data=clip(440)) and 301)      # warm: first queries, pools
+    await bot.idle()
+    db = bot.earshot.history
+    statements: list[str] = []
+    await db.watch(statements.append)
+    hops = db.hops
+    bot.tg.push(302, kind="voice", data=clip(440))
+    [answer] = await bot.said(302)
+    assert "440Hz" in answer["text"]
+    await bot.idle()
+    await db.watch(None)
+    hops = db.hops - hops - 1           # less watch(None)'s own
+    print(f"\nstatements {len(statements)} hops {hops}\n" + "\n".join(s.split("\n")[0][:110] for s in statements))
+    assert len(statements) <= STATEMENTS_PER_NOTE, statements
+    assert hops <= HOPS_PER_NOTE
+
+
+STATEMENTS_PER_NOTE = 1000
+HOPS_PER_NOTE = 1000

@@ -347,13 +347,14 @@ class JobStore:
     async def _update(self, job_id: int, assignments: str, *args: Any) -> Job:
         now = self.clock()
         fence, mine = (" AND (owner IS NULL OR owner = ?)", (self.owner,)) if self.owner else ("", ())
-        async with self.history.transaction() as tx:
-            changed = await tx.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?{fence}",
-                                       *args, now, job_id, *mine)
-            job = await _one(tx, job_id)
-            if not changed:
-                raise JobLost(f"job {job_id} was taken over by another process")
-            return job
+        # one statement (the job as changed comes back with it): on SQLite one hop to the database's thread
+        rows = await self.history.execute_returning(
+            f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?{fence} RETURNING {', '.join(_COLUMNS)}",
+            *args, now, job_id, *mine)
+        if rows:
+            return _job(rows[0])
+        await _one(self.history, job_id)          # JobGone when it is gone
+        raise JobLost(f"job {job_id} was taken over by another process")
 
     # --- the runner's hold on a job: take, keep, release (several processes on one database) ----------------
     async def take(self, job_id: int, lease: float, *, behind: Iterable[int] = ()) -> Job | None:
