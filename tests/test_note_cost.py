@@ -91,3 +91,48 @@ async def test_one_voice_note_costs_the_database_few_statements_and_round_trips(
     counted = (len(statements) - sweeps, hops - sweeps)
     most = PER_NOTE[path]
     assert counted[0] <= most[0] and counted[1] <= most[1], f"{counted}:\n" + "\n".join(statements)
+
+
+async def test_a_transaction_begins_with_its_first_statement_and_ends_cleanly(tmp_path):
+    # BEGIN goes to the database's thread with the first statement: a transaction that runs nothing costs
+    # nothing, and one whose statement fails (BEGIN already run) is rolled back, leaving the file usable
+    from core.errors import StorageError
+    store = HistoryStore(tmp_path / "h.db")
+    await store.open()
+    try:
+        seen: list[str] = []
+        await store.watch(seen.append)
+        hops = store.hops
+        async with store.transaction():
+            pass
+        assert store.hops == hops and seen == []
+        with pytest.raises(StorageError):
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO seen_events (platform, event_id, created) VALUES ('t', 'a', 1)")
+                await tx.execute("INSERT INTO no_such_table VALUES (1)")
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "ROLLBACK"
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO seen_events (platform, event_id, created) VALUES ('t', 'b', 1)")
+        assert seen[-1] == "COMMIT"
+        await store.watch(None)
+        assert await store.fetch("SELECT event_id FROM seen_events WHERE platform = 't'") == [("b",)]
+    finally:
+        await store.close()
+
+
+async def test_an_exchange_is_stored_in_order_in_one_statement(tmp_path):
+    from core.values import Usage
+    store = HistoryStore(tmp_path / "h.db")
+    await store.open()
+    try:
+        chat = ChatKey("telegram", "1")
+        seen: list[str] = []
+        await store.watch(seen.append)
+        await store.add_exchange(chat, "7", "what is this?", "a tone", Usage(audio_tokens=5, output_tokens=2), 2.0)
+        await store.watch(None)
+        assert [s.split(" ")[0] for s in seen] == ["BEGIN", "INSERT", "COMMIT"]
+        assert [(t.role, t.text) for t in await store.recent_turns(chat, 5)] == [
+            ("user", "what is this?"), ("assistant", "a tone")]
+        assert (await store.usage_today(chat)).audio_tokens == 5
+    finally:
+        await store.close()

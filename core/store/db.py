@@ -1,8 +1,9 @@
 """The database every store shares: one SQLite file (the default), or PostgreSQL when replicas share work.
 
 Stores speak one small async API, the same on both engines: `await db.fetch(sql, *args)` (rows as tuples),
-`await db.fetchone(...)`, `await db.execute(...)` (the row count), and `async with db.transaction() as tx`
-(the same three calls on `tx`, committed together). SQL is plain and portable: `?` placeholders (translated
+`await db.fetchone(...)`, `await db.execute(...)` (the row count), `await db.execute_returning(...)` (the rows
+an INSERT/UPDATE … RETURNING gives, committed), and `async with db.transaction() as tx` (fetch, fetchone and
+execute on `tx`, committed together). SQL is plain and portable: `?` placeholders (translated
 for psycopg), `ON CONFLICT`, `RETURNING`, no engine-only helpers.
 
 SQLite: all work runs on one dedicated thread (sqlite3 connections are bound to the thread that made them)
