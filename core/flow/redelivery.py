@@ -56,19 +56,20 @@ class Redeliveries:
         locked = False
         try:
             while True:
+                # the lock first, then the look: a holder claims the event before it lets go, so what is seen
+                # once locked is final (one look per event when nobody else has it)
+                locked = await self.locks.try_lock(name)
                 if not await self.first(event):
                     yield False
                     return
                 if locked:
                     break
-                locked = await self.locks.try_lock(name)
-                if not locked and time.monotonic() > give_up:
+                if time.monotonic() > give_up:
                     log.warning("%s stayed in another process's hands for %.0f s: handling it here", name,
                                 WAIT_LONGEST)
                     break
-                if not locked:
-                    await asyncio.sleep(WAIT_STEP)
-            # locked (or given up on waiting), and not handled yet: seen once more after taking the lock above
+                await asyncio.sleep(WAIT_STEP)
+            # locked (or given up on waiting), and not handled yet
             yield True
             await self.events.claim(self.platform, event)
         finally:

@@ -250,10 +250,12 @@ class Assistant:
         and not at all when the answer is cached under request.audio_id.
         """
         # who may ask, how fast, how much: refused before anything is downloaded, decoded or sent to the model
-        async with self.access.admit(request):
-            with self._using(await self.chat_model(request.chat)):
-                self._check(request, fetch is not None)
-                return await self._handle(request, progress, stream, fetch)
+        # the chat's settings (model, voice, spoken language) are read once, as one row, for the whole request
+        with self.history.settings.read_once():
+            async with self.access.admit(request):
+                with self._using(await self.chat_model(request.chat)):
+                    self._check(request, fetch is not None)
+                    return await self._handle(request, progress, stream, fetch)
 
     def _check(self, request: Request, can_fetch: bool = False) -> None:
         """Refuse what can't work before spending anything."""

@@ -82,14 +82,16 @@ class AnswerCache:
         if prune:
             self._pruned = now
 
+        insert = ("INSERT INTO answer_cache (key, platform, chat_id, reply, created) VALUES (?, ?, ?, ?, ?) "
+                  "ON CONFLICT (key) DO UPDATE SET platform = excluded.platform, chat_id = excluded.chat_id, "
+                  "reply = excluded.reply, created = excluded.created")
+        args = (key, chat.platform, chat.chat_id, _encode(reply), now)
+        if not prune:       # one statement: one round trip
+            await self.history.execute(insert, *args)
+            return
         async with self.history.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO answer_cache (key, platform, chat_id, reply, created) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET platform = excluded.platform, chat_id = excluded.chat_id, "
-                "reply = excluded.reply, created = excluded.created",
-                key, chat.platform, chat.chat_id, _encode(reply), now)
-            if prune:
-                await self._prune(tx)
+            await tx.execute(insert, *args)
+            await self._prune(tx)
 
     async def prune(self) -> int:
         """Delete what has outlived EARSHOT_CACHE_DAYS; the count deleted."""

@@ -4,12 +4,18 @@ operator's EARSHOT_MODEL), the language spoken in its audio ('' = the recognizer
 voice messages are transcribed unasked ('' = only when asked)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from collections.abc import Iterator
 
 from core.store.db import Database
 from core.values import ChatKey
 
 _COLUMNS = ("voice", "lang", "model", "auto", "spoken")      # each a chat's choice; '' means "not chosen"
+# inside `ChatSettings.read_once`: the chats' rows read so far (None: no row), by (platform, chat_id)
+_READ: contextvars.ContextVar[dict[tuple[str, str], tuple[str, ...] | None] | None] = contextvars.ContextVar(
+    "chat_settings_read", default=None)
 
 
 class ChatSettings:
@@ -22,12 +28,35 @@ class ChatSettings:
             f"INSERT INTO chat_settings (platform, chat_id, {column}, updated) VALUES (?, ?, ?, ?) "
             f"ON CONFLICT (platform, chat_id) DO UPDATE SET {column} = excluded.{column}, updated = excluded.updated",
             chat.platform, chat.chat_id, value or "", time.time())
+        read = _READ.get()
+        if read is not None:
+            read.pop((chat.platform, chat.chat_id), None)
 
     async def _get(self, chat: ChatKey, column: str) -> str | None:
         assert column in _COLUMNS
-        row = await self.db.fetchone(f"SELECT {column} FROM chat_settings WHERE platform = ? AND chat_id = ?",
-                                     chat.platform, chat.chat_id)
-        return (row[0] or None) if row else None
+        read = _READ.get()
+        if read is None:
+            row = await self.db.fetchone(f"SELECT {column} FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                                         chat.platform, chat.chat_id)
+            return (row[0] or None) if row else None
+        key = (chat.platform, chat.chat_id)
+        if key not in read:
+            read[key] = await self.db.fetchone(
+                f"SELECT {', '.join(_COLUMNS)} FROM chat_settings WHERE platform = ? AND chat_id = ?", *key)
+        whole = read[key]
+        return (whole[_COLUMNS.index(column)] or None) if whole else None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def read_once() -> Iterator[None]:
+        """Within the block (one request: its model, voice, spoken language…), a chat's settings are read from
+        the database once, as one row, and a chat's own change (`set_…`) is seen at once: each read is a round
+        trip, and a request reads several. Not for longer than a request: another process may change them."""
+        token = _READ.set({})
+        try:
+            yield
+        finally:
+            _READ.reset(token)
 
     async def set_voice(self, chat: ChatKey, voice: str | None) -> None:
         """Speak this chat's answers in `voice`, or (None) answer in text."""

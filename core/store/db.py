@@ -1,8 +1,9 @@
 """The database every store shares: one SQLite file (the default), or PostgreSQL when replicas share work.
 
 Stores speak one small async API, the same on both engines: `await db.fetch(sql, *args)` (rows as tuples),
-`await db.fetchone(...)`, `await db.execute(...)` (the row count), and `async with db.transaction() as tx`
-(the same three calls on `tx`, committed together). SQL is plain and portable: `?` placeholders (translated
+`await db.fetchone(...)`, `await db.execute(...)` (the row count), `await db.execute_returning(...)` (the rows
+an INSERT/UPDATE … RETURNING gives, committed), and `async with db.transaction() as tx` (fetch, fetchone and
+execute on `tx`, committed together). SQL is plain and portable: `?` placeholders (translated
 for psycopg), `ON CONFLICT`, `RETURNING`, no engine-only helpers.
 
 SQLite: all work runs on one dedicated thread (sqlite3 connections are bound to the thread that made them)
@@ -47,19 +48,45 @@ class Queries(Protocol):
 
 
 class _SqliteTx:
-    """Statements inside an SQLite transaction: on the database's thread, the write lock already held."""
+    """Statements inside an SQLite transaction: on the database's thread, the write lock already held.
+
+    BEGIN IMMEDIATE runs in the same hop to the database's thread as the first statement (each hop costs the
+    bot more than the SQL), and a transaction that runs nothing costs nothing."""
 
     def __init__(self, owner: Database) -> None:
         self._owner = owner
+        self.started = False        # a BEGIN was sent to the database's thread (it may not have run yet)
+
+    async def _run(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._owner.connection
+        if self.started:
+            return await self._owner.run(step, conn)
+        self.started = True
+
+        def begun(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            return step(conn)
+        return await self._owner.run(begun, conn)
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return await self._owner.run(lambda: self._owner.connection.execute(sql, args).fetchall())
+        return await self._run(lambda conn: conn.execute(sql, args).fetchall())
 
     async def fetchone(self, sql: str, *args: object) -> Row | None:
-        return await self._owner.run(lambda: self._owner.connection.execute(sql, args).fetchone())
+        return await self._run(lambda conn: conn.execute(sql, args).fetchone())
 
     async def execute(self, sql: str, *args: object) -> int:
-        return await self._owner.run(lambda: self._owner.connection.execute(sql, args).rowcount)
+        return await self._run(lambda conn: conn.execute(sql, args).rowcount)
+
+    async def end(self, how: str) -> None:
+        """COMMIT or ROLLBACK, when a BEGIN was sent: looked at on the thread, after everything sent before,
+        so a transaction whose first hop was cancelled on the way is still ended."""
+        if not self.started:
+            return
+
+        def end(conn: sqlite3.Connection) -> None:
+            if conn.in_transaction:
+                conn.execute(how)
+        await asyncio.shield(self._owner.run(end, self._owner.connection))
 
 
 class Database:
@@ -77,6 +104,7 @@ class Database:
         self._conn: sqlite3.Connection | None = None
         self._db: sqlite_utils.Database | None = None     # over _conn, made when first asked for (`db`)
         self._writing: asyncio.Lock | None = None
+        self.hops = 0       # calls run on the SQLite thread so far: each is a thread hop (see `watch`)
 
     @property
     def engine(self) -> str:
@@ -161,7 +189,15 @@ class Database:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """fn(*args) on the database's thread (for tools and tests that look inside)."""
+        self.hops += 1
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def watch(self, statement: Callable[[str], object] | None) -> None:
+        """SQLite: call statement(sql) for every statement the connection runs from now on (BEGIN and COMMIT
+        included; None stops), on the database's thread. With `hops`, what a note costs the database is
+        counted (tests pin it, so a change that adds round trips shows). PostgreSQL: nothing to watch."""
+        if self._pg is None:
+            await self.run(self.connection.set_trace_callback, statement)
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -244,6 +280,15 @@ class Database:
                     return await tx.execute(sql, *args)
             return await self._written(lambda: self.connection.execute(sql, args).rowcount)
 
+    async def execute_returning(self, sql: str, *args: object) -> list[Row]:
+        """One statement that changes rows and returns some (`RETURNING`), committed; its rows. On SQLite one
+        hop to the database's thread, BEGIN and COMMIT included."""
+        with self._said_plainly():
+            if self._pg is not None:
+                async with self._pg.connection() as tx:
+                    return await tx.fetch(sql, *args)
+            return await self._written(lambda: self.connection.execute(sql, args).fetchall())
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
         """Statements committed together (or not at all); on SQLite the write lock is taken first."""
@@ -263,13 +308,13 @@ class Database:
     @asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[Queries]:
         async with self._write_lock():
-            await self.run(self.connection.execute, "BEGIN IMMEDIATE")
+            tx = _SqliteTx(self)
             try:
-                yield _SqliteTx(self)
+                yield tx
             except BaseException:
-                await asyncio.shield(self.run(self.connection.execute, "ROLLBACK"))
+                await tx.end("ROLLBACK")
                 raise
-            await asyncio.shield(self.run(self.connection.execute, "COMMIT"))
+            await tx.end("COMMIT")
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:

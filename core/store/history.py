@@ -16,7 +16,7 @@ from core.store.chat_settings import ChatSettings
 from core.store.db import Database
 from core.store.schema import sqlite_migrations
 from core.store.seen_events import SeenEvents
-from core.store.usage_ledger import UsageLedger, insert_in
+from core.store.usage_ledger import UsageLedger, exchange_in
 from core.values import ChatKey, Usage
 
 __all__ = ["HistoryStore", "Turn", "migrations"]  # noqa: F822 (migrations: __getattr__); the schema lives in core.store.schema
@@ -49,11 +49,7 @@ class HistoryStore(Database):
     async def add_exchange(self, chat: ChatKey, user_id: str | None, user_text: str, answer: str,
                            usage: Usage, audio_seconds: float | None = None) -> None:
         """Store a user turn and the answer to it (with what it cost) in one transaction."""
-        now = time.time()
-
-        async with self.transaction() as tx:
-            await insert_in(tx, chat, user_id, "user", user_text, Usage(), now, audio_seconds)
-            await insert_in(tx, chat, user_id, "assistant", answer, usage, now)
+        await exchange_in(self, chat, user_id, user_text, answer, usage, time.time(), audio_seconds)
 
     async def recent_turns(self, chat: ChatKey, limit: int) -> list[Turn]:
         """The chat's last `limit` turns, oldest first."""

@@ -255,16 +255,19 @@ class JobStore:
         platform, chat_id, thread_id = new.chat.platform, new.chat.chat_id, new.chat.thread_id or ""
         sender = json.dumps(dataclasses.asdict(new.sender))
 
-        async with self.history.transaction() as tx:
-            added = await tx.execute(
-                "INSERT INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
-                "file_ref, task, text, state, created, updated, next_attempt, lang) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
-                new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now, new.lang)
-            row = await tx.fetchone(f"{_SELECT} WHERE platform = ? AND key = ?", platform, new.key)
-            assert row is not None
-            return _job(row), added == 1
+        # the new job comes back with its INSERT (one round trip); the one already stored is read after
+        added = await self.history.execute_returning(
+            "INSERT INTO jobs (key, platform, chat_id, thread_id, user_id, sender, message_ref, "
+            "file_ref, task, text, state, created, updated, next_attempt, lang) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
+            f"RETURNING {', '.join(_COLUMNS)}",
+            new.key, platform, chat_id, thread_id, new.sender.user_id, sender, new.message_ref,
+            new.file_ref, new.task.value, new.text, JobState.QUEUED.value, now, now, now, new.lang)
+        if added:
+            return _job(added[0]), True
+        row = await self.history.fetchone(f"{_SELECT} WHERE platform = ? AND key = ?", platform, new.key)
+        assert row is not None
+        return _job(row), False
 
     async def get(self, job_id: int) -> Job:
         return await _one(self.history, job_id)
@@ -347,13 +350,14 @@ class JobStore:
     async def _update(self, job_id: int, assignments: str, *args: Any) -> Job:
         now = self.clock()
         fence, mine = (" AND (owner IS NULL OR owner = ?)", (self.owner,)) if self.owner else ("", ())
-        async with self.history.transaction() as tx:
-            changed = await tx.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?{fence}",
-                                       *args, now, job_id, *mine)
-            job = await _one(tx, job_id)
-            if not changed:
-                raise JobLost(f"job {job_id} was taken over by another process")
-            return job
+        # one statement (the job as changed comes back with it): on SQLite one hop to the database's thread
+        rows = await self.history.execute_returning(
+            f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?{fence} RETURNING {', '.join(_COLUMNS)}",
+            *args, now, job_id, *mine)
+        if rows:
+            return _job(rows[0])
+        await _one(self.history, job_id)          # JobGone when it is gone
+        raise JobLost(f"job {job_id} was taken over by another process")
 
     # --- the runner's hold on a job: take, keep, release (several processes on one database) ----------------
     async def take(self, job_id: int, lease: float, *, behind: Iterable[int] = ()) -> Job | None:
@@ -369,16 +373,22 @@ class JobStore:
         now = self.clock()
         exempt = sorted({int(i) for i in behind} - {job_id})
         is_pg = self.history.engine == "postgresql"
+        held = "state, owner, lease_until, delivered, delivery_attempts"
         async with self.history.transaction() as tx:
-            lane = await tx.fetchone("SELECT platform, chat_id, thread_id, task FROM jobs WHERE id = ?", job_id)
+            # PostgreSQL: the job's lane first, its lock, then the job as it is now; SQLite (its write lock
+            # already serialises takes): both in one read, one hop to the database's thread fewer
+            lane = await tx.fetchone(f"SELECT platform, chat_id, thread_id, task{'' if is_pg else ', ' + held} "
+                                     "FROM jobs WHERE id = ?", job_id)
             if lane is None:
                 raise JobGone(f"job {job_id} is gone")
-            platform, chat_id, thread_id, task = lane
-            await self.history.lock(tx, f"jobs:{platform}:{chat_id}:{thread_id}:{task == 'listen'}")
-            row = await tx.fetchone("SELECT state, owner, lease_until, delivered, delivery_attempts FROM jobs "
-                                    f"WHERE id = ?{' FOR UPDATE' if is_pg else ''}", job_id)
-            if row is None:
-                raise JobGone(f"job {job_id} is gone")
+            platform, chat_id, thread_id, task = lane[:4]
+            if is_pg:
+                await self.history.lock(tx, f"jobs:{platform}:{chat_id}:{thread_id}:{task == 'listen'}")
+                row = await tx.fetchone(f"SELECT {held} FROM jobs WHERE id = ? FOR UPDATE", job_id)
+                if row is None:
+                    raise JobGone(f"job {job_id} is gone")
+            else:
+                row = lane[4:]
             state, owner, until, delivered, deliveries = row
             if delivered is not None or deliveries >= MAX_DELIVERIES:
                 return None                                  # done and delivered (by whoever held it)
@@ -392,15 +402,18 @@ class JobStore:
                 platform, chat_id, thread_id, task == "listen", job_id, job_id, *exempt, self.owner, now)
             if blocked is not None:
                 return None                                  # its chat's turn is elsewhere, or an older job's
+            returning = f" RETURNING {', '.join(_COLUMNS)}"       # the job as taken, with the same statement
             if state == JobState.RUNNING.value:
-                await tx.execute(
+                taken = await tx.fetch(
                     "UPDATE jobs SET owner = ?, lease_until = ?, state = 'queued', faults = faults + 1, "
                     "next_attempt = ?, updated = ?, last_error = 'interrupted: its process stopped while "
-                    "working on it' WHERE id = ?", self.owner, now + lease, now, now, job_id)
+                    "working on it' WHERE id = ?" + returning, self.owner, now + lease, now, now, job_id)
             else:
-                await tx.execute("UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ?",
-                                 self.owner, now + lease, job_id)
-            return await _one(tx, job_id)
+                taken = await tx.fetch("UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ?" + returning,
+                                       self.owner, now + lease, job_id)
+            if not taken:
+                raise JobGone(f"job {job_id} is gone")
+            return _job(taken[0])
 
     async def keep(self, job_ids: Iterable[int], lease: float) -> set[int]:
         """Renew this owner's leases on these jobs; the ids still held (the others were taken over)."""

@@ -30,6 +30,16 @@ async def insert_in(q: Queries, chat: ChatKey, user_id: str | None, role: str, t
                     audio_seconds, usage.audio_tokens, usage.input_tokens, usage.output_tokens, created)
 
 
+async def exchange_in(q: Queries, chat: ChatKey, user_id: str | None, user_text: str, answer: str, usage: Usage,
+                      created: float, audio_seconds: float | None = None) -> None:
+    """A user turn and the answer to it (with what it cost), in that order: one statement, one round trip."""
+    key = (chat.platform, chat.chat_id, chat.thread_id or "", user_id or "")
+    await q.execute(_INSERT + ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    *key, "user", user_text, audio_seconds, 0, 0, 0, created,
+                    *key, "assistant", answer, None, usage.audio_tokens, usage.input_tokens, usage.output_tokens,
+                    created)
+
+
 async def usage_in(q: Queries, since: float, platform: str, chat_id: str) -> Usage:
     """A chat's tokens (all its threads) since `since`, by kind."""
     row = await q.fetchone(
