@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import BadModelResponse, ContentRejected, QuotaExhausted
+from core.errors import BadModelResponse, ContentRejected, ModelUnavailable, QuotaExhausted
 from core.model.openai_compat import OpenAICompatClient
 from tests.audio_fixtures import make_clip
 from tests.conftest import MODEL_KEY, cli_env, earshot, one_clean_line
@@ -156,3 +156,17 @@ async def test_a_recognizer_that_never_answers_is_given_up_on_and_asked_again(mo
     async with recognizer(model, timeout=0.5) as c:
         answer = await c.recognize(note(), mime="audio/ogg", fmt="ogg")
     assert answer.text.startswith(ASR_MARK) and len(model.calls) == 2
+
+
+async def test_a_stream_that_stalls_after_the_first_words_is_a_typed_failure_not_asked_again(model):
+    model.chunk_delay = 2.0                     # each piece of the answer waits this long after the last
+    shown: list[str] = []
+
+    async def on_delta(piece: str) -> None:
+        shown.append(piece)
+
+    async with omni(model, timeout=0.3) as c:
+        with pytest.raises(ModelUnavailable) as exc:
+            await c.generate(messages(), on_delta=on_delta)
+    assert shown and not exc.value.retryable and len(model.calls) == 1
+    assert "no answer within 0.3s" in exc.value.operator_message
