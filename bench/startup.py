@@ -111,9 +111,13 @@ def run(repeats: int, before: str | None = None) -> dict[str, Any]:
                         "-ac", "1", "-ar", "16000", str(out)], None),
         }
         if before:
-            # what the console script of that revision ran (bots.cli's main), with its code first on the path
-            old = env | {"PYTHONPATH": str(_checkout(before))}
-            script = [sys.executable, "-c", "import sys; from bots.cli import main; sys.argv[0] = 'earshot'; main()"]
+            # what the console script of that revision ran (bots.launch's main since it exists, bots.cli's
+            # before), with its code first on the path: -P keeps this checkout (the current directory) off it
+            where = _checkout(before)
+            entry = "bots.launch" if (where / "bots" / "launch.py").exists() else "bots.cli"
+            old = env | {"PYTHONPATH": str(where)}
+            script = [sys.executable, "-P", "-c",
+                      f"import sys; from {entry} import main; sys.argv[0] = 'earshot'; main()"]
             commands["before_help"] = (script + ["--help"], old)
             commands["before_transcribe"] = (script + ["transcribe", str(src)], old)
         cases: dict[str, list[float]] = {name: [] for name in commands}

@@ -1,6 +1,6 @@
-"""Qwen-Omni (DashScope's compatible mode) and self-hosted models (vLLM) through the real openai SDK, against
-the stand-ins of both on loopback: the stand-ins' own rules, the client's protocol quirks and typed
-errors, chunks that follow each model's window, and spoken answers."""
+"""Qwen-Omni (DashScope's compatible mode) and self-hosted models (vLLM) against the stand-ins of both on
+loopback: the stand-ins' own rules (checked through the real openai SDK), the client's protocol quirks and
+typed errors, chunks that follow each model's window, and spoken answers."""
 from __future__ import annotations
 
 import base64

@@ -101,7 +101,7 @@ def choose_voice(settings: Settings, voice: str | None = None) -> str:
 
 class _Lazy:
     """A client built on first use: the recognizer and the voice cost a one-shot command that never needs
-    them nothing (the openai SDK alone takes ~0.2 s to import)."""
+    them nothing (no imports, no connection pool)."""
 
     def __init__(self, make: Callable[[], object]) -> None:
         self._make = make

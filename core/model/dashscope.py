@@ -291,6 +291,17 @@ class RetryPolicy:
         """Servers may echo what they were sent; the key must not reach an error or a log."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
+    def _transport_error(self, exc: Exception) -> ModelUnavailable:
+        """A request that got no answer: timed out, or the connection failed (then `unreachable` says whether
+        it was never made)."""
+        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            detail = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
+        else:
+            detail = self._redact(f"{type(exc).__name__}: {str(exc)[:200]}")
+        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(service=self.service, detail=detail))
+        err.unreachable = unreachable(exc)
+        return err
+
 
 class DashScopeClient(RetryPolicy):
     """Calls Qwen-Audio. Safe to share across tasks; close with `aclose()` or `async with`."""
@@ -336,15 +347,6 @@ class DashScopeClient(RetryPolicy):
         if stream:
             headers["X-DashScope-SSE"] = "enable"
         return headers
-
-    def _transport_error(self, exc: Exception) -> ModelUnavailable:
-        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-            detail = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
-        else:
-            detail = self._redact(f"{type(exc).__name__}: {str(exc)[:200]}")
-        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(service=self.service, detail=detail))
-        err.unreachable = unreachable(exc)
-        return err
 
     def _error_from_body(self, resp: httpx.Response) -> ModelError:
         """The error a non-2xx (or 200 with `code`) response stands for."""

@@ -36,7 +36,6 @@ def make_client(settings: Settings, name: str | None = None, info: ModelInfo | N
     if backend is Backend.NATIVE:
         from core.model.dashscope import DashScopeClient
         return DashScopeClient(ds_key, s.native_base_url, name, **common)
-    # the openai SDK takes ~0.2 s to import: only the models that use it pay for it
     from core.model.openai_compat import OpenAICompatClient
     if backend is Backend.COMPAT:
         return OpenAICompatClient(ds_key, s.compat_base_url, name, dashscope=True,

@@ -1,8 +1,15 @@
 """Client for OpenAI-compatible chat completions: DashScope's compatible mode (Qwen-Omni) and vLLM.
 
-Built on the openai SDK (what both services document), with its own retries off: earshot's bounded
-retries, backoff and typed errors are the same as for the native API (core.model.dashscope). The two services
-differ in ways that stay inside this module:
+Speaks `/chat/completions` itself over the pooled httpx client every model client has (RetryPolicy), with
+earshot's bounded retries, backoff and typed errors, as for the native API (core.model.dashscope). No openai
+SDK: importing it (hundreds of pydantic models) cost every one-shot `earshot transcribe` by the recognizer
+~0.25 s of CPU and ~14 MB, and it built pydantic objects for every chunk of a stream (~80 µs each, against
+~6 µs here); the protocol is plain JSON in, and JSON or server-sent events (`data: {...}` lines, ending with
+`data: [DONE]`) out. What the SDK did that servers rely on is kept: the same request bodies, a Bearer key
+only when there is one (vLLM may want none), an `{"error": ...}` object inside a stream taken as the call's
+failure, an error's `code` and `message` read from the body's "error" object (else the whole body).
+
+The two services differ in ways that stay inside this module:
 
 - DashScope wants audio as a `data:;base64,` URL and refuses bare base64; vLLM wraps what it gets in its
   own data: URL, so it needs bare base64 (a data: prefix fails there with "Incorrect padding").
@@ -14,38 +21,38 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import time
 from typing import Any
 
 import httpx
-import openai
 
-from core.errors import BadModelResponse, ModelAuthError, ModelError, ModelUnavailable, QuotaExhausted
+from core.errors import BadModelResponse, ModelAuthError, ModelError, QuotaExhausted
 from core.model import prompts
-from core.model.dashscope import DATA_URI_PREFIX, RetryPolicy, _error_for, _retry_after, unreachable
+from core.model.dashscope import DATA_URI_PREFIX, SSE_TYPE, RetryPolicy, _error_for, _retry_after, _sse_events
 from core.model.model_api import ModelAnswer, OnDelta
 from core.values import Usage
 from core.words import messages as msgs
 
 log = logging.getLogger("earshot.openai_compat")
 
+CHAT_PATH = "/chat/completions"
+JSON_TYPE = "application/json"
+STREAM_FAILED = "An error occurred during streaming"    # an error event without a message of its own
+
 
 def _get(obj: Any, name: str) -> Any:
-    """A field of an SDK object or of the plain dict the SDK keeps for fields it doesn't model."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
+    """A field of a JSON object; None when it's missing or the value isn't an object."""
+    return obj.get(name) if isinstance(obj, dict) else None
 
 
 def usage_of(raw: Any) -> Usage:
     """OpenAI-style usage onto earshot's: prompt tokens split into audio and the rest; output is all generated."""
-    if raw is None:
+    if not isinstance(raw, dict):
         return Usage()
-    prompt, completion = int(_get(raw, "prompt_tokens") or 0), int(_get(raw, "completion_tokens") or 0)
-    audio = int(_get(_get(raw, "prompt_tokens_details"), "audio_tokens") or 0)
+    prompt, completion = int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
+    audio = int(_get(raw.get("prompt_tokens_details"), "audio_tokens") or 0)
     return Usage(audio, max(0, prompt - audio), completion)
 
 
@@ -84,7 +91,7 @@ class OpenAICompatClient(RetryPolicy):
     """Calls a model over `/chat/completions`. dashscope=True: DashScope's compatible mode; False: vLLM or
     another self-hosted server. The key (if any) goes only to `base_url`."""
 
-    # the same retry policy and redaction as the native client (RetryPolicy)
+    # the same retry policy, transport errors and redaction as the native client (RetryPolicy)
 
     def __init__(self, api_key: str, base_url: str, model: str, *, dashscope: bool, timeout: float = 120,
                  retry_budget: float = 60, max_concurrency: int = 16,
@@ -96,19 +103,23 @@ class OpenAICompatClient(RetryPolicy):
         self.dashscope = dashscope
         self.service = "DashScope (compatible mode)" if dashscope else f"The model server at {self.base_url}"
         self.system_when_speaking = system_when_speaking
-        self._sdk = openai.AsyncOpenAI(api_key=api_key or "", base_url=self.base_url, max_retries=0,
-                                       timeout=timeout, http_client=self._http)
-        # the SDK fills these from OPENAI_ORG_ID / OPENAI_PROJECT_ID; they mean nothing to these servers
-        self._sdk.organization = self._sdk.project = None
+        self.url = self.base_url + CHAT_PATH
 
     async def aclose(self) -> None:
-        await self._sdk.close()
+        await self._http.aclose()
 
     @property
     def _key_variable(self) -> str:
         return "DASHSCOPE_API_KEY" if self.dashscope else "EARSHOT_OPENAI_API_KEY"
 
     # --- request shape ----------------------------------------------------------------------------
+    def _headers(self, stream: bool) -> dict[str, str]:
+        """No Authorization header without a key: a vLLM server started without --api-key wants none."""
+        headers = {"Content-Type": JSON_TYPE, "Accept": SSE_TYPE if stream else JSON_TYPE}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
     def _audio_part(self, value: str) -> dict[str, Any]:
         data = value if self.dashscope else value.removeprefix(DATA_URI_PREFIX)
         return {"type": "input_audio", "input_audio": {"data": data, "format": "mp3"}}
@@ -133,50 +144,68 @@ class OpenAICompatClient(RetryPolicy):
         return out
 
     # --- errors -----------------------------------------------------------------------------------
-    def _status_error(self, exc: openai.APIStatusError) -> ModelError:
-        body = exc.body if isinstance(exc.body, dict) else {}
-        code = _code(body)
-        message = self._redact(str(body.get("message") or (exc.body if isinstance(exc.body, str) else "")))
+    def _bad_answer(self, detail: str, status: int | None = None) -> BadModelResponse:
+        """An answer that isn't one (HTML from a proxy, a wrong base URL): the operator is told the setting."""
+        return BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
+            service=self.service, variable=self._base_variable, detail=detail), status=status)
+
+    def _page(self, resp: httpx.Response) -> BadModelResponse:
+        """An answer that isn't JSON: a gateway's 5xx page may clear up; a 200 or 4xx page (a wrong base URL, a
+        captive proxy) will not."""
+        snippet = " ".join(self._redact(resp.text).split())[:80]
+        err = self._bad_answer(f"HTTP {resp.status_code}: {snippet!r}", resp.status_code)
+        err.retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
+        return err
+
+    def _status_error(self, resp: httpx.Response) -> ModelError:
+        """The error a non-2xx answer stands for. Its `code` and `message` come from the body's "error"
+        object, else from the body itself (vLLM's 401 has a bare string there: the message)."""
+        status = resp.status_code
         try:
-            outer = exc.response.json()
+            outer = json.loads(resp.text)
         except ValueError:
             outer = None
-        if not isinstance(outer, (dict, list)) and exc.status_code >= 200:
-            snippet = " ".join(self._redact(exc.response.text).split())[:80]
-            err: ModelError = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
-                service=self.service, variable=self._base_variable,
-                detail=f"HTTP {exc.status_code}: {snippet!r}"), status=exc.status_code)
-            err.retryable = exc.status_code >= 500 or exc.status_code in (408, 429)
-            return err
+        if not isinstance(outer, (dict, list)):
+            return self._page(resp)
+        inner = outer.get("error", outer) if isinstance(outer, dict) else outer
+        body = inner if isinstance(inner, dict) else {}
+        code = _code(body)
+        message = self._redact(str(body.get("message") or (inner if isinstance(inner, str) else "")))
         request_id = (outer.get("request_id") or outer.get("id")) if isinstance(outer, dict) else None
-        err = _error_for(exc.status_code, code, message, model=self.model,
-                         request_id=request_id or exc.request_id,
-                         retry_after=_retry_after(exc.response.headers), service=self.service)
-        shown = code or f"HTTP {exc.status_code}"
-        if isinstance(err, ModelAuthError) and (exc.status_code == 401 or "api_key" in code.lower()
+        err: ModelError = _error_for(status, code, message, model=self.model,
+                         request_id=request_id or resp.headers.get("x-request-id"),
+                         retry_after=_retry_after(resp.headers), service=self.service)
+        shown = code or f"HTTP {status}"
+        if isinstance(err, ModelAuthError) and (status == 401 or "api_key" in code.lower()
                                                 or code == "InvalidApiKey"):
             err.operator_message = msgs.BAD_KEY_COMPAT_OP.format(service=self.service, code=shown,
                                                                  variable=self._key_variable)
         elif isinstance(err, QuotaExhausted) and "freetieronly" in code.lower():
             err.operator_message = msgs.FREE_TIER_ONLY_OP.format(model=self.model, code=shown, detail=message)
-        elif isinstance(err, ModelAuthError) and exc.status_code == 404:
+        elif isinstance(err, ModelAuthError) and status == 404:
             err.operator_message = msgs.MODEL_NOT_FOUND_COMPAT_OP.format(service=self.service, model=self.model,
                                                                          code=shown)
+        return err
+
+    def _event_error(self, error: Any, request_id: str | None, chunks: int) -> ModelError:
+        """An `{"error": ...}` event inside a 200 stream: the call failed (vLLM: the engine; DashScope: the
+        service), with a status the error's code stands for."""
+        body = error if isinstance(error, dict) else {}
+        text = body.get("message") or (error if isinstance(error, str) else STREAM_FAILED)
+        err = _error_for(_stream_status(body), _code(body), self._redact(str(text)), model=self.model,
+                         request_id=request_id, service=self.service)
+        log.warning("%s %s failed inside the stream after %d chunks: %s", self.service, self.model, chunks,
+                    err.operator_message)
         return err
 
     @property
     def _base_variable(self) -> str:
         return "DASHSCOPE_COMPAT_BASE_URL" if self.dashscope else "EARSHOT_OPENAI_BASE_URL"
 
-    def _transport_error(self, exc: Exception) -> ModelUnavailable:
-        if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
-            detail = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
-        else:
-            cause = exc.__cause__ or exc
-            detail = self._redact(f"{type(cause).__name__}: {str(cause)[:200]}")
-        err = ModelUnavailable(msgs.MODEL_DOWN, msgs.MODEL_DOWN_OP.format(service=self.service, detail=detail))
-        err.unreachable = unreachable(exc)
-        return err
+    def _failed(self, exc: Exception, started: float) -> ModelError:
+        log.info("%s %s failed after %.2fs: %s", self.service, self.model, time.monotonic() - started,
+                 type(exc).__name__)
+        return self._transport_error(exc)
 
     # --- the call ---------------------------------------------------------------------------------
     async def generate(self, messages: list[dict], *, max_tokens: int | None = None,
@@ -185,16 +214,16 @@ class OpenAICompatClient(RetryPolicy):
         answer is also spoken (callers check the catalog that the model speaks)."""
         if self.dashscope and not self._api_key:
             raise ModelAuthError(msgs.NO_KEY_CLI)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": self._convert(messages, voice is not None),
-                                  "stream": True, "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {"model": self.model, "messages": self._convert(messages, voice is not None),
+                                "stream": True, "stream_options": {"include_usage": True}}
         if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
+            body["max_tokens"] = max_tokens
         if voice is not None:
-            kwargs["modalities"] = ["text", "audio"]
-            kwargs["audio"] = {"voice": voice, "format": "wav"}   # "wav" is the only value; PCM arrives
+            body["modalities"] = ["text", "audio"]
+            body["audio"] = {"voice": voice, "format": "wav"}   # "wav" is the only value; PCM arrives
         async for attempt in self._retrying():
             with attempt:
-                return await self._stream(kwargs, on_delta)
+                return await self._stream(body, on_delta)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def recognize(self, audio: bytes, *, mime: str = "", fmt: str = "mp3",
@@ -206,44 +235,40 @@ class OpenAICompatClient(RetryPolicy):
             raise ModelAuthError(msgs.NO_KEY_CLI)
         encoded = base64.b64encode(audio).decode("ascii")
         data = f"data:{mime};base64,{encoded}" if self.dashscope else encoded
-        body: dict[str, Any] = {"asr_options": {"enable_itn": False, **({"language": language} if language else {})}}
-        kwargs: dict[str, Any] = {
-            "model": self.model, "stream": False, "extra_body": body,
+        body: dict[str, Any] = {
+            "model": self.model, "stream": False,
             "messages": [{"role": "user", "content": [{"type": "input_audio",
-                                                        "input_audio": {"data": data, "format": fmt}}]}]}
+                                                        "input_audio": {"data": data, "format": fmt}}]}],
+            "asr_options": {"enable_itn": False, **({"language": language} if language else {})}}
         async for attempt in self._retrying():
             with attempt:
-                return await self._recognize_once(kwargs)
+                return await self._recognize_once(body)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _recognize_once(self, kwargs: dict[str, Any]) -> ModelAnswer:
+    async def _recognize_once(self, body: dict[str, Any]) -> ModelAnswer:
         async with self._sem:
             started = time.monotonic()
             try:
-                # the raw body: the SDK's message model knows only URL-citation annotations
-                raw = await self._sdk.chat.completions.with_raw_response.create(**kwargs)
-                data = raw.http_response.json()
-            except openai.APIStatusError as exc:
-                raise self._status_error(exc) from None
-            except (openai.APIConnectionError, TimeoutError) as exc:
-                log.info("%s %s failed after %.2fs: %s", self.service, self.model, time.monotonic() - started,
-                         type(exc).__name__)
-                raise self._transport_error(exc) from None
-            except ValueError as exc:
-                raise BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
-                    service=self.service, variable=self._base_variable,
-                    detail=self._redact(str(exc))[:120])) from None
+                # the client's timeout bounds each wait (connecting, each read), as for a stream
+                resp = await self._http.post(self.url, json=body, headers=self._headers(False))
+            except (TimeoutError, httpx.RequestError) as exc:
+                raise self._failed(exc, started) from None
+        if not resp.is_success:
+            raise self._status_error(resp)
+        try:
+            data = resp.json()
+        except ValueError:
+            raise self._page(resp) from None
         choices = data.get("choices") if isinstance(data, dict) else None
-        if not choices or not isinstance(choices[0], dict):
-            err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
-                service=self.service, variable=self._base_variable, detail="no choices in the answer"))
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+            err = self._bad_answer("no choices in the answer")
             err.retryable = False
             raise err
         message = choices[0].get("message") or {}
-        content = message.get("content")
+        content = _get(message, "content")
         text = content if isinstance(content, str) else "".join(
             str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
-        info = next((a for a in message.get("annotations") or []
+        info = next((a for a in _get(message, "annotations") or []
                      if isinstance(a, dict) and a.get("type") == "audio_info"), {})
         log.info("%s %s recognized id=%s %.2fs", self.service, self.model, data.get("id"),
                  time.monotonic() - started)
@@ -251,7 +276,7 @@ class OpenAICompatClient(RetryPolicy):
                            choices[0].get("finish_reason"), language=info.get("language") or None,
                            emotion=info.get("emotion") or None)
 
-    async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta | None) -> ModelAnswer:
+    async def _stream(self, body: dict[str, Any], on_delta: OnDelta | None) -> ModelAnswer:
         handed = False     # once the caller has text, a retry would repeat it: never retry then
         texts: list[str] = []
         speech = bytearray()
@@ -261,61 +286,55 @@ class OpenAICompatClient(RetryPolicy):
             try:
                 # no deadline on the whole stream (a 20-minute transcript takes a while): the client's
                 # timeout bounds each wait for the next piece instead
-                stream = await self._sdk.chat.completions.create(**kwargs)
-                async for chunk in stream:
-                    chunks += 1
-                    request_id = request_id or _get(chunk, "id")
-                    if _get(chunk, "usage") is not None:
-                        usage = usage_of(chunk.usage)
-                    for choice in _get(chunk, "choices") or []:
-                        if _get(choice, "index") not in (0, None):
+                async with self._http.stream("POST", self.url, json=body, headers=self._headers(True)) as resp:
+                    if not resp.is_success:
+                        await resp.aread()
+                        raise self._status_error(resp)
+                    done = False
+                    async for event in _sse_events(resp.aiter_lines()):
+                        if done or not event.data:      # after [DONE], read to the end to keep the connection
                             continue
-                        reason = _get(choice, "finish_reason") or reason
-                        delta = _get(choice, "delta")
-                        audio = _get(delta, "audio")
-                        piece = _get(delta, "content") or _get(audio, "transcript") or ""
-                        if data := _get(audio, "data"):
-                            try:
-                                speech += base64.b64decode(data)
-                            except (binascii.Error, ValueError):
-                                raise BadModelResponse(msgs.BAD_MODEL_RESPONSE,
-                                                       f"{self.service} sent speech that is not base64") from None
-                        if piece:
-                            texts.append(piece)
-                            if on_delta is not None:
-                                handed = True
-                                await on_delta(piece)
+                        raw = "\n".join(event.data)
+                        if raw.startswith("[DONE]"):
+                            done = True
+                            continue
+                        try:
+                            chunk = json.loads(raw)
+                        except ValueError as exc:
+                            raise self._bad_answer(self._redact(str(exc))[:120]) from None
+                        if _get(chunk, "error"):
+                            raise self._event_error(chunk["error"], request_id, chunks)
+                        chunks += 1
+                        request_id = request_id or _get(chunk, "id")
+                        if _get(chunk, "usage") is not None:
+                            usage = usage_of(chunk["usage"])
+                        for choice in _get(chunk, "choices") or []:
+                            if _get(choice, "index") not in (0, None):
+                                continue
+                            reason = _get(choice, "finish_reason") or reason
+                            delta = _get(choice, "delta")
+                            audio = _get(delta, "audio")
+                            piece = _get(delta, "content") or _get(audio, "transcript") or ""
+                            if data := _get(audio, "data"):
+                                try:
+                                    speech += base64.b64decode(data)
+                                except (binascii.Error, ValueError, TypeError):
+                                    raise BadModelResponse(msgs.BAD_MODEL_RESPONSE,
+                                                           f"{self.service} sent speech that is not base64") from None
+                            if isinstance(piece, str) and piece:
+                                texts.append(piece)
+                                if on_delta is not None:
+                                    handed = True
+                                    await on_delta(piece)
                 if not chunks:       # a 200 that isn't an event stream: a wrong base URL or a captive proxy
-                    err: ModelError = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
-                        service=self.service, variable=self._base_variable,
-                        detail="HTTP 200 without a single chunk of an answer"))
+                    err: ModelError = self._bad_answer("HTTP 200 without a single chunk of an answer")
                     err.retryable = False
                     raise err
             except ModelError as exc:
                 exc.retryable = exc.retryable and not handed
                 raise
-            except openai.APIStatusError as exc:
-                err = self._status_error(exc)
-                err.retryable = err.retryable and not handed
-                raise err from None
-            except (openai.APIConnectionError, TimeoutError) as exc:   # includes APITimeoutError
-                log.info("%s %s failed after %.2fs: %s", self.service, self.model, time.monotonic() - started,
-                         type(exc).__name__)
-                err = self._transport_error(exc)
-                err.retryable = not handed
-                raise err from None
-            except openai.APIError as exc:          # an error event inside the stream
-                body = exc.body if isinstance(exc.body, dict) else {}
-                err = _error_for(_stream_status(body), _code(body),
-                                 self._redact(str(body.get("message") or exc.message)), model=self.model,
-                                 request_id=request_id, service=self.service)
-                log.warning("%s %s failed inside the stream after %d chunks: %s", self.service, self.model,
-                            chunks, err.operator_message)
-                err.retryable = err.retryable and not handed
-                raise err from None
-            except ValueError as exc:               # a body the SDK couldn't parse as SSE/JSON
-                err = BadModelResponse(msgs.BAD_MODEL_RESPONSE, msgs.BAD_RESPONSE_COMPAT_OP.format(
-                    service=self.service, variable=self._base_variable, detail=self._redact(str(exc))[:120]))
+            except (TimeoutError, httpx.RequestError) as exc:
+                err = self._failed(exc, started)
                 err.retryable = not handed
                 raise err from None
         log.info("%s %s stream id=%s %d chunks %.2fs", self.service, self.model, request_id, chunks,
