@@ -259,7 +259,8 @@ class RetryPolicy:
         await self.aclose()
 
     async def aclose(self) -> None:
-        raise NotImplementedError
+        """Close the pooled HTTP client (every model client talks through it alone)."""
+        await self._http.aclose()
 
     def _wait(self, state: RetryCallState) -> float:
         # exponential with jitter, so many chats throttled together don't come back in step
@@ -314,9 +315,6 @@ class DashScopeClient(RetryPolicy):
                     max_concurrency=max_concurrency, transport=transport, max_attempts=max_attempts,
                     backoff=backoff)
         self.url = self.base_url + GENERATION_PATH
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def generate(self, messages: list[dict], *, max_tokens: int | None = None,
                        on_delta: OnDelta | None = None, voice: str | None = None) -> ModelAnswer:

@@ -105,9 +105,6 @@ class OpenAICompatClient(RetryPolicy):
         self.system_when_speaking = system_when_speaking
         self.url = self.base_url + CHAT_PATH
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
     @property
     def _key_variable(self) -> str:
         return "DASHSCOPE_API_KEY" if self.dashscope else "EARSHOT_OPENAI_API_KEY"

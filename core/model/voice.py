@@ -106,9 +106,6 @@ class VoiceClient(RetryPolicy):
         self.url = self.base_url + GENERATION_PATH
         self.max_chars = max_chars
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
     async def speak(self, text: str, voice: str, *, language_type: str = "Auto") -> ModelAnswer:
         """`text` spoken in `voice`: the answer's `speech` is s16le mono PCM at SPEECH_RATE, its usage the
         characters billed (as output tokens)."""
