@@ -59,25 +59,19 @@ async def test_a_stalled_server_is_a_timeout_and_a_closed_port_a_network_error()
     rec = Recorder()
     rec.stalling = True
     async with Served(rec.app) as server:
-        request = AiohttpRequest(read_timeout=0.3)
-        await request.initialize()
         try:
-            with pytest.raises(TimedOut):
-                await request.post(f"{server.url}/bot1:x/getMe")
+            async with AiohttpRequest(read_timeout=0.3) as request:
+                with pytest.raises(TimedOut):
+                    await request.post(f"{server.url}/bot1:x/getMe")
         finally:
             rec.stall.set()
-            await request.shutdown()
     with socket.socket() as s:                    # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    request = AiohttpRequest()
-    await request.initialize()
-    try:
+    async with AiohttpRequest() as request:
         with pytest.raises(NetworkError) as err:
             await request.post(f"http://127.0.0.1:{port}/bot1:x/getMe")
-        assert not isinstance(err.value, TimedOut)
-    finally:
-        await request.shutdown()
+    assert not isinstance(err.value, TimedOut)
 
 
 async def test_requests_go_through_the_proxy_the_environment_names_unless_the_host_is_exempt(monkeypatch):
@@ -86,19 +80,11 @@ async def test_requests_go_through_the_proxy_the_environment_names_unless_the_ho
         monkeypatch.setenv("HTTP_PROXY", via.url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        request = AiohttpRequest()
-        await request.initialize()
-        try:
+        async with AiohttpRequest() as request:
             await request.post(f"{server.url}/bot1:x/getMe")
-        finally:
-            await request.shutdown()
         assert [s["url"] for s in proxy.seen] == [f"{server.url}/bot1:x/getMe"] and api.seen == []
 
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        request = AiohttpRequest()
-        await request.initialize()
-        try:
+        async with AiohttpRequest() as request:
             await request.post(f"{server.url}/bot1:x/getMe")
-        finally:
-            await request.shutdown()
         assert len(proxy.seen) == 1 and [s["path"] for s in api.seen] == ["/bot1:x/getMe"]

@@ -77,7 +77,6 @@ class AiohttpRequest(BaseRequest):
         except aiohttp.ClientError as err:
             raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
 
-
     def _proxy_for(self, url: str) -> str | None:
         """The proxy the environment names for `url`'s scheme and host (None: go direct)."""
         parts = urlsplit(url)
